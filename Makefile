@@ -1,0 +1,80 @@
+# dconn: build, test, run. `make run` and `make test` install what is missing first.
+PREFIX   ?= /usr/local
+BUILD    := build
+PKGS     := lua5.4 libuv libcurl libedit
+CC       ?= cc
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+CFLAGS   ?= -O2 -g
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -Iruntime $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS      = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -l:liblua5.4-cjson.so -lm
+
+SRCS     := $(wildcard runtime/*.c)
+OBJS     := $(SRCS:runtime/%.c=$(BUILD)/obj/%.o)
+SAN_OBJS := $(SRCS:runtime/%.c=$(BUILD)/san/%.o)
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
+
+# Debian packages the build, the tests and the linters need.
+DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
+        libedit-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata
+
+.PHONY: all deps run test test-c test-lua bench sanitize lint install clean
+
+all: $(BUILD)/dconn
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi
+
+$(BUILD)/obj/%.o: runtime/%.c runtime/*.h | $(BUILD)/obj
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/dconn: $(OBJS)
+	$(CC) $(CFLAGS) $(OBJS) -o $@ $(LIBS) -Wl,-E
+
+$(BUILD)/san/%.o: runtime/%.c runtime/*.h | $(BUILD)/san
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) -c $< -o $@
+
+$(BUILD)/sanitize/dconn: $(SAN_OBJS) | $(BUILD)/sanitize
+	$(CC) $(SANITIZE) $(SAN_OBJS) -o $@ $(LIBS) -Wl,-E
+
+$(BUILD)/tests/%: tests/c/%.c runtime/*.c runtime/*.h | $(BUILD)/tests
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $(filter-out runtime/main.c,$(wildcard runtime/cron.c runtime/timefmt.c)) -o $@ -lcmocka -lm
+
+$(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
+	mkdir -p $@
+
+run: deps all
+	$(BUILD)/dconn run examples/hello/policy.lua --stop-after 5s
+
+test: deps all $(C_TESTS:%=$(BUILD)/tests/%)
+	@tests/run-all.sh $(BUILD)/dconn
+
+bench: deps all
+	@tests/bench/run.sh $(BUILD)/dconn
+
+# The whole suite again with an ASan+UBSan build of dconn.
+sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  tests/run-all.sh $(BUILD)/sanitize/dconn
+
+lint: deps
+	luacheck --quiet lua tests examples $(wildcard policies)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --suppress=missingIncludeSystem --inline-suppr -D__GNUC__ -Iruntime \
+	  $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null) runtime
+	@echo "lint: clean"
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn
+	install -m 755 $(BUILD)/dconn $(DESTDIR)$(PREFIX)/bin/dconn
+	install -m 644 lua/dconn/*.lua $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn/
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,92 @@
+-- The environment policies run in. Restricted by default: no process control, no shell, no
+-- native code, no debug library beyond traceback; `--unsafe` gives the full standard library.
+local _G = _G
+local pairs, type, error, setmetatable, rawget = pairs, type, error, setmetatable, rawget
+local load, loadfile, require = load, loadfile, require
+local searchpath = package.searchpath
+
+local _M = { _VERSION = "0.1.0" }
+
+local SAFE_GLOBALS = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "print", "rawequal",
+  "rawget", "rawlen", "rawset", "select", "setmetatable", "getmetatable", "tonumber",
+  "tostring", "type", "_VERSION",
+}
+local SAFE_LIBRARIES = { "string", "table", "math", "utf8", "coroutine" }
+local SAFE_OS = { "clock", "date", "difftime", "getenv", "time" }
+local SAFE_IO = { "open", "lines", "read", "write", "type", "stdout", "stderr", "stdin" }
+local SAFE_COLLECT = { count = true, collect = true, step = true }
+
+-- Runtime modules a restricted policy may require. The driver and the sandbox itself could
+-- load code outside the sandbox, so they are not on the list.
+local DENIED_MODULES = { ["dconn.agent"] = true, ["dconn.sandbox"] = true, ["dconn.repl"] = true }
+
+local function copy(t, names)
+  local out = {}
+  if names then
+    for _, name in pairs(names) do out[name] = t[name] end
+  else
+    for k, v in pairs(t) do out[k] = v end
+  end
+  return out
+end
+
+local function restricted_base(env, dir)
+  local base = copy(_G, SAFE_GLOBALS)
+  for _, name in pairs(SAFE_LIBRARIES) do base[name] = copy(_G[name]) end
+  base.os = copy(_G.os, SAFE_OS)
+  base.io = copy(_G.io, SAFE_IO)
+  base.debug = { traceback = _G.debug.traceback }
+  base.collectgarbage = function(opt, ...)
+    opt = opt or "collect"
+    if not SAFE_COLLECT[opt] then error("collectgarbage('" .. tostring(opt) .. "') is not allowed in a policy", 2) end
+    return _G.collectgarbage(opt, ...)
+  end
+  -- load/loadfile/dofile: text chunks only, in the policy's environment unless told otherwise
+  base.load = function(chunk, name, _, chunk_env)
+    return load(chunk, name, "t", chunk_env or env)
+  end
+  base.loadfile = function(path, _, chunk_env)
+    return loadfile(path, "t", chunk_env or env)
+  end
+  base.dofile = function(path)
+    local fn, err = loadfile(path, "t", env)
+    if not fn then error(err, 2) end
+    return fn()
+  end
+  local loaded = {}
+  for _, name in pairs(SAFE_LIBRARIES) do loaded[name] = base[name] end
+  base.require = function(name)
+    if type(name) ~= "string" then error("require: module name must be a string", 2) end
+    if loaded[name] ~= nil then return loaded[name] end
+    if (name == "dconn" or name:match("^dconn%.")) and not DENIED_MODULES[name] then
+      loaded[name] = require(name)
+      return loaded[name]
+    end
+    -- Lua modules next to the policy load into the same sandbox.
+    local path = dir and searchpath(name, dir .. "/?.lua")
+    if not path then
+      error("module '" .. name .. "' is not available to policies (allowed: dconn.*, the "
+        .. "safe standard libraries, and .lua files next to the policy; --unsafe lifts this)", 2)
+    end
+    local fn, err = loadfile(path, "t", env)
+    if not fn then error(err, 2) end
+    local result = fn(name, path)
+    if result == nil then result = true end
+    loaded[name] = result
+    return result
+  end
+  return base
+end
+
+--- A fresh environment for one policy. opts: unsafe (bool), dir (for policy-local modules).
+function _M.new(opts)
+  opts = opts or {}
+  local env = {}
+  local base = opts.unsafe and _G or restricted_base(env, opts.dir)
+  if rawget(base, "dconn") == nil then base.dconn = require("dconn") end
+  if not opts.unsafe then base._G = env end
+  return setmetatable(env, { __index = base, __metatable = false })
+end
+
+return _M

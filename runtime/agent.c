@@ -1,0 +1,176 @@
+/* The process lifecycle: main task, signals, graceful stop, exit status (see agent.h). */
+#include "agent.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "clock.h"
+#include "log.h"
+#include "scheduler.h"
+
+/* How often a stopping agent checks whether its jobs have finished. */
+#define STOP_POLL_MS 20
+
+typedef struct agent {
+  dc_host *H;
+  dc_agent_options opts;
+  int exit_code;
+  bool stopping, done;
+  uv_signal_t sigint, sigterm, sighup;
+  uv_timer_t stop_poll;
+  double stop_deadline;
+  dc_clock_timer *stop_after;
+} agent;
+
+static void finish(agent *A, int code) {
+  if (A->done) return;
+  A->done = true;
+  if (code > A->exit_code) A->exit_code = code;
+  uv_stop(dc_host_loop(A->H));
+}
+
+static void poll_stop(uv_timer_t *t) {
+  agent *A = t->data;
+  dc_host *H = A->H;
+  if (dc_host_task_count(H) == 0) {
+    finish(A, A->exit_code);
+    return;
+  }
+  if (uv_hrtime() / 1e9 >= A->stop_deadline) {
+    dc_log(H, DC_LOG_WARNING, "Grace period over: cancelling %d unfinished task(s)",
+           dc_host_task_count(H));
+    dc_host_kill_all(H, "cancelled: the agent is shutting down");
+    finish(A, A->exit_code);
+  }
+}
+
+/* No new runs; running jobs get opts.grace seconds (wall time: a shutdown is real) to end. */
+static void request_stop(agent *A, const char *why) {
+  dc_host *H = A->H;
+  if (A->stopping) {
+    dc_log(H, DC_LOG_WARNING, "%s again: stopping now", why);
+    dc_host_kill_all(H, "cancelled: the agent was stopped");
+    finish(A, A->exit_code);
+    return;
+  }
+  A->stopping = true;
+  dc_sched *s = dc_sched_of(H);
+  if (s) dc_sched_stop(s);
+  int tasks = dc_host_task_count(H);
+  if (tasks == 0) {
+    dc_log(H, DC_LOG_INFO, "%s: shutting down", why);
+    finish(A, A->exit_code);
+    return;
+  }
+  dc_log(H, DC_LOG_INFO, "%s: shutting down, waiting up to %gs for %d running task(s)", why,
+         A->opts.grace, tasks);
+  A->stop_deadline = uv_hrtime() / 1e9 + A->opts.grace;
+  uv_timer_start(&A->stop_poll, poll_stop, STOP_POLL_MS, STOP_POLL_MS);
+}
+
+static void on_stop_after(void *ud) {
+  agent *A = ud;
+  A->stop_after = NULL;
+  request_stop(A, "Run time limit reached");
+}
+
+/* Pushes require("dconn.agent")[fn]; false (message logged) when the library is missing. */
+static bool push_driver(dc_host *H, const char *fn) {
+  lua_State *L = dc_host_state(H);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "dconn.agent");
+  if (dc_pcall(L, 1, 1) != LUA_OK) {
+    dc_log(H, DC_LOG_CRITICAL, "cannot load the dconn Lua library: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  return true;
+}
+
+static void on_reload_done(dc_task *t, int status, const char *err, void *ud) {
+  (void)t;
+  if (status != LUA_OK)
+    dc_log(((agent *)ud)->H, DC_LOG_ERROR, "Reload failed, the previous policy keeps running: %s",
+           err);
+}
+
+static void on_signal(uv_signal_t *handle, int signum) {
+  agent *A = handle->data;
+  if (signum == SIGHUP) {
+    if (!A->opts.reloadable || A->stopping) {
+      dc_log(A->H, DC_LOG_INFO, "SIGHUP: nothing to reload");
+      return;
+    }
+    dc_log(A->H, DC_LOG_INFO, "SIGHUP: reloading the policy");
+    if (push_driver(A->H, "reload"))
+      dc_task_spawn(dc_host_state(A->H), 0, "reload", 0, on_reload_done, A);
+    return;
+  }
+  request_stop(A, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* The driver's result: an integer ends the process with that status; nothing keeps it going. */
+static void on_main_done(dc_task *t, int status, const char *err, void *ud) {
+  agent *A = ud;
+  if (status != LUA_OK) {
+    dc_log(A->H, DC_LOG_CRITICAL, "%s", err);
+    dc_host_kill_all(A->H, "cancelled: the main task failed");
+    finish(A, DC_EXIT_FAILURE);
+    return;
+  }
+  lua_State *co = dc_task_thread(t);
+  if (lua_gettop(co) > 0 && lua_isinteger(co, -1)) {
+    int code = (int)lua_tointeger(co, -1);
+    A->exit_code = code;
+    if (A->opts.keep_alive || code != DC_EXIT_OK) {
+      request_stop(A, code == DC_EXIT_OK ? "Done" : "Stopping");
+      if (code != DC_EXIT_OK) {
+        dc_host_kill_all(A->H, "cancelled: the agent is exiting");
+        finish(A, code);
+      }
+    }
+  }
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int argc,
+                  const char *const *argv) {
+  uv_loop_t *loop = dc_host_loop(H);
+  agent A = {.H = H, .opts = *opts};
+  uv_signal_t *signals[] = {&A.sigint, &A.sigterm, &A.sighup};
+  const int signums[] = {SIGINT, SIGTERM, SIGHUP};
+  for (int i = 0; i < 3; i++) {
+    uv_signal_init(loop, signals[i]);
+    signals[i]->data = &A;
+    uv_signal_start(signals[i], on_signal, signums[i]);
+    if (!opts->keep_alive) uv_unref((uv_handle_t *)signals[i]);
+  }
+  uv_timer_init(loop, &A.stop_poll);
+  A.stop_poll.data = &A;
+  if (opts->stop_after > 0) {
+    dc_clock *clock = dc_host_clock(H);
+    A.stop_after = dc_clock_at(clock, dc_clock_now(clock) + opts->stop_after, on_stop_after, &A);
+  }
+  lua_State *L = dc_host_state(H);
+  if (!push_driver(H, fn)) {
+    A.exit_code = DC_EXIT_FAILURE;
+  } else {
+    for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+    dc_task_spawn(L, argc, fn, -1, on_main_done, &A);
+    if (!A.done) uv_run(loop, UV_RUN_DEFAULT);
+  }
+  if (A.stop_after) dc_clock_cancel(dc_host_clock(H), A.stop_after);
+  int code = A.exit_code;
+  dc_host_free(H);
+  uv_walk(loop, close_handle, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return code;
+}

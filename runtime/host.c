@@ -1,0 +1,404 @@
+/*
+ * The Lua host: state creation, the memory cap, the one protected gateway, instruction budgets,
+ * and tasks (coroutines driven by the loop). See host.h for the waiting protocol.
+ */
+#include "host.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "clock.h"
+#include "modules.h"
+
+/* Instructions between two budget checks: small enough to stop a loop promptly, large enough
+ * that the hook costs nothing measurable. */
+#define BUDGET_STEP 10000
+
+struct dc_task {
+  dc_host *H;
+  lua_State *co;
+  lua_State *from; /* for C-stack accounting of the first resume */
+  int ref;         /* anchors the thread in the registry */
+  char *name;
+  long long budget, used;
+  bool budget_blown, running;
+  int early_results; /* resumed before it could yield: results wait on the stack; -1 = none */
+  dc_task_done_fn done;
+  void *ud;
+  /* the pending operation while waiting */
+  bool waiting;
+  dc_wait_kind wait_kind;
+  dc_cancel_fn cancel;
+  void *op;
+  dc_task *prev, *next;
+};
+
+struct dc_host {
+  lua_State *L;
+  uv_loop_t *loop;
+  dc_clock *clock;
+  dc_host_options opts;
+  size_t mem_used;
+  dc_task *tasks; /* live tasks, newest first */
+  int task_count;
+  dc_task *current;
+  int io_pending;
+  void *sched;
+  char lua_dir[PATH_MAX];
+};
+
+/* ---- memory ---- */
+
+/* Refuses only growth past the cap, so a failing policy can always free memory. */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  dc_host *H = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    H->mem_used -= old;
+    return NULL;
+  }
+  if (nsize > old && H->opts.memory_limit && H->mem_used - old + nsize > H->opts.memory_limit)
+    return NULL;
+  void *p = realloc(ptr, nsize);
+  if (p) H->mem_used = H->mem_used - old + nsize;
+  return p;
+}
+
+/* ---- the gateway ---- */
+
+dc_host *dc_host_of(lua_State *L) { return *(dc_host **)lua_getextraspace(L); }
+
+/* Message handler: turns any error value into a string with a traceback (lua.c's msghandler). */
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int dc_pcall(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  int status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  return status;
+}
+
+int dc_loadfile(lua_State *L, const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+    return LUA_ERRFILE;
+  }
+  fclose(f);
+  /* text mode only: precompiled chunks can crash the VM */
+  int status = luaL_loadfilex(L, path, "t");
+  return status;
+}
+
+/* ---- budgets ---- */
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  dc_host *H = dc_host_of(L);
+  dc_task *t = H->current;
+  if (!t || t->budget <= 0) return;
+  if (!t->budget_blown) {
+    t->used += BUDGET_STEP;
+    if (t->used <= t->budget) return;
+    t->budget_blown = true;
+  }
+  /* Re-arm on every instruction so a pcall in the policy cannot swallow the abort. */
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "instruction budget exceeded: more than %I instructions in one run of '%s' "
+                "(raise it with --max-instructions or the job's budget option)",
+             (lua_Integer)t->budget, t->name);
+}
+
+/* ---- tasks ---- */
+
+lua_State *dc_task_thread(dc_task *t) { return t->co; }
+const char *dc_task_name(dc_task *t) { return t->name; }
+int dc_host_task_count(dc_host *H) { return H->task_count; }
+int dc_host_io_pending(dc_host *H) { return H->io_pending; }
+
+/* stack: thread, message -> traceback string (run under pcall: it allocates) */
+static int traceback_of(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_traceback(L, co, lua_tostring(L, 2), 0);
+  return 1;
+}
+
+/* Error value on co's stack top -> "message\nstack traceback:..." pushed on the main stack. */
+static void push_task_error(dc_task *t, int status) {
+  lua_State *L = t->H->L;
+  if (status == LUA_ERRMEM) {
+    lua_pushfstring(L, "out of memory: the Lua heap reached its cap of %I MiB "
+                       "(raise it with --memory-limit)",
+                    (lua_Integer)(t->H->opts.memory_limit >> 20));
+    return;
+  }
+  const char *msg = lua_tostring(t->co, -1);
+  lua_pushcfunction(L, traceback_of);
+  lua_pushthread(t->co);
+  lua_xmove(t->co, L, 1);
+  if (msg)
+    lua_pushstring(L, msg);
+  else
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(t->co, -1));
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushstring(L, msg ? msg : "error (no traceback: out of memory)");
+  }
+}
+
+static void task_unlink(dc_task *t) {
+  dc_host *H = t->H;
+  if (t->prev) t->prev->next = t->next;
+  else H->tasks = t->next;
+  if (t->next) t->next->prev = t->prev;
+  H->task_count--;
+}
+
+/* Calls done, then releases everything. The error string (if any) is on the main stack. */
+static void task_finish(dc_task *t, int status, const char *err) {
+  dc_host *H = t->H;
+  task_unlink(t);
+  if (t->done) t->done(t, status, err, t->ud);
+  lua_resetthread(t->co); /* closes pending to-be-closed variables */
+  luaL_unref(H->L, LUA_REGISTRYINDEX, t->ref);
+  free(t->name);
+  free(t);
+}
+
+static void task_run(dc_task *t, int nargs) {
+  dc_host *H = t->H;
+  dc_task *outer = H->current;
+  int nres = 0;
+  H->current = t;
+  t->running = true;
+  int status = lua_resume(t->co, t->from, nargs, &nres);
+  t->running = false;
+  t->from = NULL;
+  H->current = outer;
+  if (status == LUA_YIELD && t->waiting) return;
+  if (status == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    lua_pushliteral(t->co, "coroutine.yield() at the top of a job: the scheduler has nothing "
+                           "to resume it with (use dconn.timer.sleep to wait)");
+    status = LUA_ERRRUN;
+  } else if (status == LUA_OK) {
+    task_finish(t, LUA_OK, NULL); /* results stay on the thread for done to read */
+    return;
+  }
+  push_task_error(t, status);
+  const char *err = lua_tostring(H->L, -1);
+  int top = lua_gettop(H->L);
+  task_finish(t, status, err);
+  lua_settop(H->L, top - 1);
+}
+
+dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
+                       dc_task_done_fn done, void *ud) {
+  dc_host *H = dc_host_of(L);
+  dc_task *t = calloc(1, sizeof *t);
+  char *dup = strdup(name ? name : "task");
+  if (!t || !dup) {
+    free(t);
+    free(dup);
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
+  t->H = H;
+  t->name = dup;
+  t->budget = budget == 0 ? H->opts.max_instructions : budget;
+  t->done = done;
+  t->ud = ud;
+  t->from = L;
+  t->early_results = -1;
+  t->co = lua_newthread(L);               /* stack: fn args... co */
+  lua_insert(L, -(nargs + 2));            /* stack: co fn args... */
+  lua_xmove(L, t->co, nargs + 1);         /* stack: co */
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* stack: (empty) */
+  if (t->budget > 0) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
+  t->next = H->tasks;
+  if (H->tasks) H->tasks->prev = t;
+  H->tasks = t;
+  H->task_count++;
+  task_run(t, nargs);
+  return t;
+}
+
+void dc_task_resume(dc_task *t, int nresults) {
+  dc_host *H = t->H;
+  if (t->running && !t->waiting) { /* completed before the native yielded: dc_wait returns */
+    t->early_results = nresults;
+    return;
+  }
+  if (t->waiting && t->wait_kind == DC_WAIT_IO) H->io_pending--;
+  t->waiting = false;
+  t->cancel = NULL;
+  t->op = NULL;
+  task_run(t, nresults);
+  if (H->io_pending == 0 && H->clock) dc_clock_kick(H->clock);
+}
+
+void dc_task_kill(dc_task *t, const char *why) {
+  dc_host *H = t->H;
+  if (t->running) return; /* only waiting tasks can be killed from outside */
+  if (t->waiting) {
+    if (t->wait_kind == DC_WAIT_IO) H->io_pending--;
+    if (t->cancel) t->cancel(t->op);
+  }
+  lua_pushstring(H->L, why);
+  int top = lua_gettop(H->L);
+  task_finish(t, LUA_ERRRUN, lua_tostring(H->L, -1));
+  lua_settop(H->L, top - 1);
+}
+
+void dc_host_kill_all(dc_host *H, const char *why) {
+  dc_task *t = H->tasks;
+  while (t) {
+    dc_task *next = t->next;
+    if (!t->running) dc_task_kill(t, why);
+    t = next;
+  }
+}
+
+dc_task *dc_wait_check(lua_State *L, const char *what) {
+  dc_host *H = dc_host_of(L);
+  dc_task *t = H->current;
+  if (H->opts.check_only) luaL_error(L, "%s: not allowed while checking a policy (no I/O)", what);
+  if (!t || t->co != L) {
+    luaL_error(L, "%s: cannot wait inside a coroutine the code created itself; call it from "
+                  "the job or script body (coroutine.wrap/create cannot be resumed by the loop)",
+               what);
+  }
+  if (!lua_isyieldable(L)) {
+    luaL_error(L, "%s: cannot wait here: attempt to yield across a C-call boundary (inside a "
+                  "metamethod, an iterator or a callback such as table.sort's comparator)",
+               what);
+  }
+  return t;
+}
+
+int dc_wait(lua_State *L, dc_task *t, dc_wait_kind kind, dc_cancel_fn cancel, void *op) {
+  if (t->early_results >= 0) {
+    int n = t->early_results;
+    t->early_results = -1;
+    return n;
+  }
+  t->waiting = true;
+  t->wait_kind = kind;
+  t->cancel = cancel;
+  t->op = op;
+  if (kind == DC_WAIT_IO) t->H->io_pending++;
+  return lua_yield(L, 0);
+}
+
+/* ---- state set-up ---- */
+
+lua_State *dc_host_state(dc_host *H) { return H->L; }
+uv_loop_t *dc_host_loop(dc_host *H) { return H->loop; }
+dc_clock *dc_host_clock(dc_host *H) { return H->clock; }
+const dc_host_options *dc_host_options_of(dc_host *H) { return &H->opts; }
+void **dc_host_sched_slot(dc_host *H) { return &H->sched; }
+
+static bool clock_busy(void *ud) { return ((dc_host *)ud)->io_pending > 0; }
+
+static bool dir_has_library(const char *dir) {
+  char probe[PATH_MAX];
+  if (snprintf(probe, sizeof probe, "%s/dconn/init.lua", dir) >= (int)sizeof probe) return false;
+  return access(probe, R_OK) == 0;
+}
+
+/* The shipped Lua library: $DCONN_LUA_DIR, else next to the binary (build tree or install). */
+static void find_lua_dir(dc_host *H) {
+  const char *env = getenv("DCONN_LUA_DIR");
+  const char *given = H->opts.lua_dir ? H->opts.lua_dir : env;
+  if (given) {
+    snprintf(H->lua_dir, sizeof H->lua_dir, "%s", given);
+    return;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash) *slash = '\0';
+  static const char *const candidates[] = {"/../lua", "/../share/dconn/lua"};
+  for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+    char dir[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s%s", exe, candidates[i]);
+    if (dir_has_library(dir)) {
+      if (realpath(dir, H->lua_dir)) return;
+      H->lua_dir[0] = '\0';
+    }
+  }
+}
+
+/* Runs under pcall: opens the libraries, registers the native modules, sets package.path. */
+static int open_state(lua_State *L) {
+  dc_host *H = dc_host_of(L);
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const dc_module *m = dc_modules; m->name; m++) {
+    lua_pushcfunction(L, m->open);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+  if (H->lua_dir[0]) {
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", H->lua_dir, H->lua_dir);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+  }
+  dc_clock_install_os(L);
+  return 0;
+}
+
+dc_host *dc_host_new(uv_loop_t *loop, const dc_host_options *opts) {
+  dc_host *H = calloc(1, sizeof *H);
+  if (!H) return NULL;
+  H->loop = loop;
+  H->opts = *opts;
+  find_lua_dir(H);
+  H->clock = dc_clock_new(loop, clock_busy, H);
+  if (!H->clock) goto fail;
+  H->L = lua_newstate(capped_alloc, H);
+  if (!H->L) goto fail;
+  *(dc_host **)lua_getextraspace(H->L) = H; /* copied into every new thread */
+  lua_pushcfunction(H->L, open_state);
+  if (dc_pcall(H->L, 0, 0) != LUA_OK) {
+    fprintf(stderr, "dconn: cannot start Lua: %s\n", lua_tostring(H->L, -1));
+    goto fail;
+  }
+  return H;
+fail:
+  if (H->L) lua_close(H->L);
+  dc_clock_free(H->clock);
+  free(H);
+  return NULL;
+}
+
+void dc_host_free(dc_host *H) {
+  if (!H) return;
+  dc_host_kill_all(H, "host shutting down");
+  dc_modules_close(H);
+  lua_close(H->L);
+  dc_clock_free(H->clock);
+  free(H);
+}

@@ -1,0 +1,94 @@
+/*
+ * The Lua host: one lua_State on one libuv loop.
+ *
+ * Every entry from C into Lua goes through dc_pcall (synchronous calls) or a task (a coroutine
+ * that may wait). Natives that wait use the same three steps everywhere:
+ *
+ *     dc_task *t = dc_wait_check(L, "dconn.timer.sleep");  -- raises if L cannot wait here
+ *     start the libuv/curl operation, remember t
+ *     return dc_wait(L, t, DC_WAIT_IO, cancel_fn, op);      -- yields the coroutine
+ *
+ * and, when the operation completes: push the results on dc_task_thread(t), then
+ * dc_task_resume(t, nresults). If the task is abandoned first (shutdown, job removed), the host
+ * calls cancel_fn(op) instead and never resumes it.
+ */
+#ifndef DCONN_HOST_H
+#define DCONN_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <lua.h>
+#include <uv.h>
+
+typedef struct dc_host dc_host;
+typedef struct dc_task dc_task;
+typedef struct dc_clock dc_clock;
+
+typedef struct dc_host_options {
+  size_t memory_limit;        /* bytes the Lua heap may hold; 0 = unlimited */
+  long long max_instructions; /* per task run; 0 = unlimited */
+  bool unsafe;                /* policies get the full standard library */
+  const char *lua_dir;        /* where the dconn Lua library lives; NULL = find next to the binary */
+  bool check_only;            /* dconn check: natives refuse to wait (no I/O) */
+} dc_host_options;
+
+#define DC_DEFAULT_MEMORY_LIMIT ((size_t)1 << 30)    /* 1 GiB */
+#define DC_DEFAULT_MAX_INSTRUCTIONS 1000000000LL     /* about a second or two of pure Lua */
+
+dc_host *dc_host_new(uv_loop_t *loop, const dc_host_options *opts);
+void dc_host_free(dc_host *H);
+lua_State *dc_host_state(dc_host *H);
+uv_loop_t *dc_host_loop(dc_host *H);
+dc_clock *dc_host_clock(dc_host *H);
+const dc_host_options *dc_host_options_of(dc_host *H);
+/* The host that owns L (any thread of the state). */
+dc_host *dc_host_of(lua_State *L);
+
+/* Protected call with traceback: like lua_pcall; on error the message (with traceback) is on
+ * the stack as a string. Never yields. */
+int dc_pcall(lua_State *L, int nargs, int nresults);
+/* Loads a Lua file in text mode with chunk name "@path"; on error pushes a message and returns
+ * non-zero. */
+int dc_loadfile(lua_State *L, const char *path);
+
+/* ---- tasks: coroutines driven by the loop ---- */
+
+/* Called once when a task ends. status is LUA_OK or an error status; on error, err is the
+ * message with traceback. On success the function's results are on dc_task_thread(t). The task
+ * is freed after this returns. */
+typedef void (*dc_task_done_fn)(dc_task *t, int status, const char *err, void *ud);
+
+/* DC_WAIT_IO holds a simulated clock still until it completes; DC_WAIT_TIME does not. */
+typedef enum { DC_WAIT_TIME, DC_WAIT_IO } dc_wait_kind;
+typedef void (*dc_cancel_fn)(void *op);
+
+/* Pops a function and nargs arguments from the main state's stack, runs it as a new task until
+ * it first waits or ends (done may be called before this returns). budget: instruction limit
+ * for the whole run (0 = host default, <0 = unlimited). Returns NULL when the host is stopping. */
+dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
+                       dc_task_done_fn done, void *ud);
+/* Resumes a waiting task with nresults values already pushed on its thread. An operation that
+ * completes before its native called dc_wait may call this too: dc_wait then returns the values
+ * at once instead of yielding. */
+void dc_task_resume(dc_task *t, int nresults);
+/* Ends a task now: its pending operation is cancelled and done gets an error status. */
+void dc_task_kill(dc_task *t, const char *why);
+lua_State *dc_task_thread(dc_task *t);
+const char *dc_task_name(dc_task *t);
+/* One slot per host for the scheduler's state (owned by sched.c). */
+void **dc_host_sched_slot(dc_host *H);
+/* Tasks alive (running or waiting). */
+int dc_host_task_count(dc_host *H);
+/* Kills every task (used at shutdown after the grace period). */
+void dc_host_kill_all(dc_host *H, const char *why);
+
+/* Raises a clear error unless the running code can wait (inside a task's own coroutine and
+ * not across a C boundary); returns the task. */
+dc_task *dc_wait_check(lua_State *L, const char *what);
+/* Records the pending operation and yields; use as `return dc_wait(...)`. */
+int dc_wait(lua_State *L, dc_task *t, dc_wait_kind kind, dc_cancel_fn cancel, void *op);
+/* Operations other than clock waits in flight (a simulated clock only advances at zero). */
+int dc_host_io_pending(dc_host *H);
+
+#endif

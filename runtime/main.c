@@ -1,0 +1,304 @@
+/* dconn: the command line. Parses options, builds the host, hands over to agent.c or repl.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "agent.h"
+#include "host.h"
+#include "log.h"
+#include "repl.h"
+#include "timefmt.h"
+#include "version.h"
+
+static const char *const MAIN_HELP =
+    "dconn " DCONN_VERSION ": QoS-driven placement agent for Kubernetes, scripted in Lua.\n"
+    "\n"
+    "Usage:\n"
+    "  dconn [options] FILE.lua [args...]  run a Lua script with the runtime modules\n"
+    "  dconn run [options] POLICY.lua      run a placement policy as a long-lived agent\n"
+    "  dconn check [options] POLICY.lua    load and validate a policy without doing I/O\n"
+    "  dconn repl [options] [POLICY.lua]   interactive Lua with every runtime module\n"
+    "  dconn --version                     versions of dconn and its libraries\n"
+    "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
+    "\n"
+    "Options for every command:\n"
+    "  --log-format text|json   text is the original agent's format (default); json: one object a line\n"
+    "  --log-level LEVEL        debug, info (default), warning, error, critical\n"
+    "  --timezone utc|local     for log times, cron and dates (default utc)\n"
+    "  --memory-limit SIZE      cap on the Lua heap, e.g. 512M, 2G (default 1G; 0 = none)\n"
+    "  --max-instructions N     per job run, stops runaway loops (default 1000000000; 0 = none)\n"
+    "  --unsafe                 give policies the full standard library (os.execute, io.popen, ...)\n"
+    "\n"
+    "Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.\n";
+
+static const char *const RUN_HELP =
+    "Usage: dconn run [options] POLICY.lua\n"
+    "\n"
+    "Runs a placement policy as an agent: loads the file (a Lua file returning a table with\n"
+    "`jobs`), schedules its jobs and keeps running until SIGINT or SIGTERM. Running jobs then get\n"
+    "a grace period to finish. SIGHUP reloads the policy; if the new file fails to load, the\n"
+    "old one keeps running. A failing job is logged with its traceback and runs again next tick.\n"
+    "\n"
+    "Options:\n"
+    "  --once                   run every job one time, in order, and exit (1 if any failed)\n"
+    "  --grace DURATION         time running jobs get to finish when stopping (default 10s)\n"
+    "  --stop-after DURATION    stop gracefully after this long, e.g. 30s, 5m\n"
+    "  plus the options of every command (dconn --help)\n";
+
+static const char *const CHECK_HELP =
+    "Usage: dconn check [options] POLICY.lua\n"
+    "\n"
+    "Loads the policy in its restricted environment with the scheduler held, validates its\n"
+    "jobs (triggers, cron strings, dates) and exits: 0 and a summary when it is valid, 2 and\n"
+    "one message naming the file, line and problem when it is not. Nothing waits and no I/O\n"
+    "is done: natives that would wait fail.\n";
+
+static const char *const REPL_HELP =
+    "Usage: dconn repl [options] [POLICY.lua]\n"
+    "\n"
+    "Interactive Lua with every runtime module loaded (global `dconn`: dconn.timer, dconn.log,\n"
+    "dconn.json, ...). Expressions print their value, tables are pretty-printed, incomplete\n"
+    "chunks continue on the next line, Tab completes globals and fields, history is kept in\n"
+    "~/.dconn_history. Waiting calls such as dconn.timer.sleep(1) work at the prompt and jobs\n"
+    "keep ticking while you type. With a policy, it is loaded as `policy` and its jobs are\n"
+    "registered but held: start them with dconn.timer.hold(false) or run one with\n"
+    "dconn.timer.run_now(name). Ctrl-C interrupts a running chunk; Ctrl-D exits.\n"
+    "Reads from a pipe as well as from a terminal.\n";
+
+static const char *const SCRIPT_HELP =
+    "Usage: dconn [options] FILE.lua [args...]\n"
+    "\n"
+    "Runs a Lua script like `lua` would (full standard library, `arg` and `...` set), inside a\n"
+    "task so waiting calls work at top level. The process lives while the loop has work: timers,\n"
+    "jobs, requests. `-` reads the script from standard input.\n";
+
+typedef struct cli {
+  const char *command; /* "script", "run", "check", "repl" */
+  const char *file;
+  int script_argc;
+  char **script_argv;
+  dc_host_options host;
+  dc_agent_options agent;
+  bool once;
+} cli;
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "dconn: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, " (see dconn --help)\n");
+  return DC_EXIT_USAGE;
+}
+
+static void print_version(void) {
+  const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+  lua_State *L = luaL_newstate();
+  const char *cjson = "unknown";
+  if (L) {
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_getfield(L, -1, "_VERSION");
+    if (lua_isstring(L, -1)) cjson = lua_tostring(L, -1);
+  }
+  printf("dconn %s\n", DCONN_VERSION);
+  printf("%s\n", LUA_RELEASE);
+  printf("libuv %s\n", uv_version_string());
+  printf("libcurl %s\n", curl->version);
+  printf("lua-cjson %s\n", cjson);
+  if (L) lua_close(L);
+}
+
+static const char *help_for(const char *command) {
+  if (!command) return MAIN_HELP;
+  if (strcmp(command, "run") == 0) return RUN_HELP;
+  if (strcmp(command, "check") == 0) return CHECK_HELP;
+  if (strcmp(command, "repl") == 0) return REPL_HELP;
+  if (strcmp(command, "script") == 0) return SCRIPT_HELP;
+  return NULL;
+}
+
+/* "512M" -> bytes */
+static int parse_size(const char *text, size_t *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(text, &end);
+  if (errno || end == text || v < 0) return -1;
+  double scale = 1;
+  if (*end == 'K' || *end == 'k') scale = 1024.0, end++;
+  else if (*end == 'M' || *end == 'm') scale = 1024.0 * 1024, end++;
+  else if (*end == 'G' || *end == 'g') scale = 1024.0 * 1024 * 1024, end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end || v * scale > 1e15) return -1;
+  *out = (size_t)(v * scale);
+  return 0;
+}
+
+/* Option value: "--opt=value" or "--opt value". */
+static const char *option_value(const char *name, int argc, char **argv, int *i, bool *missing) {
+  const char *arg = argv[*i];
+  size_t n = strlen(name);
+  if (strncmp(arg, name, n) != 0) return NULL;
+  if (arg[n] == '=') return arg + n + 1;
+  if (arg[n] != '\0') return NULL;
+  if (*i + 1 >= argc) {
+    *missing = true;
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+/* One option; returns 1 when consumed, 0 when not an option of this command, or an exit code
+ * (> 1) on error. */
+static int parse_option(cli *c, int argc, char **argv, int *i) {
+  const char *arg = argv[*i], *v;
+  bool missing = false;
+  char err[256];
+  if (strcmp(arg, "--unsafe") == 0) return c->host.unsafe = true, 1;
+  if (strcmp(arg, "--once") == 0 && strcmp(c->command, "run") == 0) return c->once = true, 1;
+  if ((v = option_value("--log-format", argc, argv, i, &missing))) {
+    int f = dc_log_parse_format(v);
+    if (f < 0) return usage_error("--log-format: expected text or json, got '%s'", v);
+    dc_log_set_format(f);
+    return 1;
+  }
+  if ((v = option_value("--log-level", argc, argv, i, &missing))) {
+    int level = dc_log_parse_level(v);
+    if (level < 0)
+      return usage_error("--log-level: expected debug, info, warning, error or critical, got '%s'", v);
+    dc_log_set_level(level);
+    return 1;
+  }
+  if ((v = option_value("--timezone", argc, argv, i, &missing))) {
+    if (strcmp(v, "utc") != 0 && strcmp(v, "UTC") != 0 && strcmp(v, "local") != 0)
+      return usage_error("--timezone: expected utc or local, got '%s'", v);
+    dc_log_set_utc(strcmp(v, "local") != 0);
+    return 1;
+  }
+  if ((v = option_value("--memory-limit", argc, argv, i, &missing))) {
+    if (parse_size(v, &c->host.memory_limit) != 0 ||
+        (c->host.memory_limit > 0 && c->host.memory_limit < (size_t)1 << 20))
+      return usage_error("--memory-limit: expected a size of at least 1M such as 512M or 2G, or 0, got '%s'", v);
+    return 1;
+  }
+  if ((v = option_value("--max-instructions", argc, argv, i, &missing))) {
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || end == v || n < 0)
+      return usage_error("--max-instructions: expected a whole number >= 0, got '%s'", v);
+    c->host.max_instructions = n;
+    return 1;
+  }
+  if (strcmp(c->command, "run") == 0) {
+    if ((v = option_value("--grace", argc, argv, i, &missing))) {
+      if (dc_duration_parse(v, &c->agent.grace, err, sizeof err) != 0)
+        return usage_error("--grace: %s", err);
+      return 1;
+    }
+    if ((v = option_value("--stop-after", argc, argv, i, &missing))) {
+      if (dc_duration_parse(v, &c->agent.stop_after, err, sizeof err) != 0 || c->agent.stop_after <= 0)
+        return usage_error("--stop-after: expected a positive duration such as 30s, got '%s'", v);
+      return 1;
+    }
+  }
+  if (missing) return usage_error("option '%s' needs a value", arg);
+  return 0;
+}
+
+static int parse_cli(cli *c, int argc, char **argv) {
+  int i = 1;
+  c->command = "script";
+  if (i < argc) {
+    const char *first = argv[i];
+    if (strcmp(first, "run") == 0 || strcmp(first, "check") == 0 || strcmp(first, "repl") == 0) {
+      c->command = first;
+      i++;
+    } else if (strcmp(first, "help") == 0) {
+      const char *text = help_for(i + 1 < argc ? argv[i + 1] : NULL);
+      if (!text) return usage_error("help: unknown command '%s'", argv[i + 1]);
+      fputs(text, stdout);
+      return -1;
+    }
+  }
+  for (; i < argc; i++) {
+    const char *arg = argv[i];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      fputs(strcmp(c->command, "script") == 0 ? MAIN_HELP : help_for(c->command), stdout);
+      return -1;
+    }
+    if (strcmp(arg, "--version") == 0 || strcmp(arg, "-v") == 0) {
+      print_version();
+      return -1;
+    }
+    if (arg[0] == '-' && arg[1] != '\0') {
+      int r = parse_option(c, argc, argv, &i);
+      if (r > 1) return r;
+      if (r == 0) return usage_error("unknown option '%s'", arg);
+      continue;
+    }
+    if (c->file) return usage_error("unexpected argument '%s'", arg);
+    c->file = arg;
+    if (strcmp(c->command, "script") == 0) { /* the rest belongs to the script */
+      c->script_argc = argc - i - 1;
+      c->script_argv = argv + i + 1;
+      break;
+    }
+  }
+  if (!c->file && strcmp(c->command, "repl") != 0) {
+    if (strcmp(c->command, "script") == 0) {
+      fputs(MAIN_HELP, stderr);
+      return DC_EXIT_USAGE;
+    }
+    return usage_error("%s: missing the policy file", c->command);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  cli c = {
+      .host = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
+               .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS},
+      .agent = {.grace = 10},
+  };
+  int r = parse_cli(&c, argc, argv);
+  if (r != 0) return r < 0 ? DC_EXIT_OK : r;
+
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bool checking = strcmp(c.command, "check") == 0;
+  c.host.check_only = checking;
+  dc_host *H = dc_host_new(&loop, &c.host);
+  if (!H) {
+    uv_loop_close(&loop);
+    return DC_EXIT_FAILURE;
+  }
+  int code;
+  if (strcmp(c.command, "repl") == 0) {
+    code = dc_repl_main(H, c.file);
+  } else if (checking) {
+    const char *args[] = {c.file};
+    code = dc_agent_main(H, &c.agent, "check", 1, args);
+  } else if (strcmp(c.command, "run") == 0) {
+    c.agent.keep_alive = true;
+    c.agent.reloadable = !c.once;
+    const char *args[] = {c.file, c.once ? "once" : "run"};
+    code = dc_agent_main(H, &c.agent, "run", 2, args);
+  } else {
+    const char **args = calloc((size_t)c.script_argc + 2, sizeof *args);
+    if (!args) return DC_EXIT_FAILURE;
+    args[0] = c.file;
+    args[1] = argv[0];
+    for (int i = 0; i < c.script_argc; i++) args[i + 2] = c.script_argv[i];
+    code = dc_agent_main(H, &c.agent, "script", c.script_argc + 2, args);
+    free(args);
+  }
+  uv_loop_close(&loop);
+  curl_global_cleanup();
+  return code;
+}

@@ -1,0 +1,16 @@
+/* The preload table: one line per native module. */
+#include "modules.h"
+
+#include <lua-cjson.h>
+
+#include "scheduler.h"
+
+const dc_module dc_modules[] = {
+    {"dconn.json", luaopen_cjson},
+    {"dconn.log", luaopen_dconn_log},
+    {"dconn.timer", luaopen_dconn_timer},
+    {"dconn.runtime", luaopen_dconn_runtime},
+    {NULL, NULL},
+};
+
+void dc_modules_close(dc_host *H) { dc_sched_close(H); }

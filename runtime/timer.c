@@ -1,0 +1,434 @@
+/* dconn.timer: sleep, the clock, and the Lua face of the job scheduler. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "clock.h"
+#include "log.h"
+#include "modules.h"
+#include "scheduler.h"
+#include "timefmt.h"
+
+static dc_sched *sched_of(lua_State *L) {
+  dc_sched *s = dc_sched_of(dc_host_of(L));
+  if (!s) luaL_error(L, "dconn.timer: out of memory");
+  return s;
+}
+
+/* ---- sleep ---- */
+
+typedef struct sleep_op {
+  dc_clock *clock;
+  dc_clock_timer *timer;
+  dc_task *task;
+} sleep_op;
+
+static void sleep_wake(void *ud) {
+  sleep_op *op = ud;
+  dc_task *task = op->task;
+  free(op);
+  dc_task_resume(task, 0);
+}
+
+static void sleep_cancel(void *ud) {
+  sleep_op *op = ud;
+  dc_clock_cancel(op->clock, op->timer);
+  free(op);
+}
+
+static int timer_sleep(lua_State *L) {
+  lua_Number seconds = luaL_checknumber(L, 1);
+  luaL_argcheck(L, seconds >= 0 && isfinite(seconds), 1, "expected seconds >= 0");
+  dc_task *task = dc_wait_check(L, "dconn.timer.sleep");
+  dc_clock *clock = dc_host_clock(dc_host_of(L));
+  sleep_op *op = malloc(sizeof *op);
+  if (!op) return luaL_error(L, "dconn.timer.sleep: out of memory");
+  op->clock = clock;
+  op->task = task;
+  op->timer = dc_clock_at(clock, dc_clock_now(clock) + seconds, sleep_wake, op);
+  if (!op->timer) {
+    free(op);
+    return luaL_error(L, "dconn.timer.sleep: out of memory");
+  }
+  return dc_wait(L, task, DC_WAIT_TIME, sleep_cancel, op);
+}
+
+static int timer_now(lua_State *L) {
+  lua_pushnumber(L, dc_clock_now(dc_host_clock(dc_host_of(L))));
+  return 1;
+}
+
+/* timer.simulate(start): from now on time is simulated, starting at `start` (number or date). */
+static double check_time(lua_State *L, int idx, bool utc, const char *what);
+
+static int timer_simulate(lua_State *L) {
+  dc_clock *clock = dc_host_clock(dc_host_of(L));
+  double start = lua_isnoneornil(L, 1) ? dc_clock_now(clock) : check_time(L, 1, true, "start");
+  dc_clock_simulate(clock, start);
+  return 0;
+}
+
+static int timer_simulated(lua_State *L) {
+  lua_pushboolean(L, dc_clock_is_simulated(dc_host_clock(dc_host_of(L))));
+  return 1;
+}
+
+/* ---- job specs ---- */
+
+static double check_time(lua_State *L, int idx, bool utc, const char *what) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s: expected a unix time or a date string, got %s", what, luaL_typename(L, idx));
+  double t;
+  char err[256];
+  if (dc_time_parse(lua_tostring(L, idx), utc, &t, err, sizeof err) != 0)
+    luaL_error(L, "%s: %s", what, err);
+  return t;
+}
+
+static double check_duration(lua_State *L, int idx, const char *what) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s: expected seconds or a duration such as \"5m\", got %s", what,
+               luaL_typename(L, idx));
+  double d;
+  char err[256];
+  if (dc_duration_parse(lua_tostring(L, idx), &d, err, sizeof err) != 0)
+    luaL_error(L, "%s: %s", what, err);
+  return d;
+}
+
+static const char *const SPEC_KEYS[] = {"name",  "run",   "every", "cron",      "at",
+                                        "jitter", "start", "stop",  "immediate", "budget",
+                                        "timezone", NULL};
+
+/* Reads the spec table at idx into trig; leaves the function on top of the stack and returns
+ * the job name. Raises a clear error naming the bad field. */
+static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long *budget) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    bool known = false;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (const char *const *k = SPEC_KEYS; *k; k++) known = known || strcmp(*k, lua_tostring(L, -1)) == 0;
+    if (!known)
+      luaL_error(L, "job: unknown field '%s' (known: name, run, every, cron, at, jitter, start, "
+                    "stop, immediate, budget, timezone)", luaL_tolstring(L, -1, NULL));
+  }
+  memset(trig, 0, sizeof *trig);
+  trig->utc = dc_log_is_utc();
+  trig->immediate = true;
+  *budget = 0;
+  int kinds = 0;
+  if (lua_getfield(L, idx, "timezone") != LUA_TNIL) {
+    const char *tz = luaL_checkstring(L, -1);
+    if (strcmp(tz, "utc") == 0 || strcmp(tz, "UTC") == 0) trig->utc = true;
+    else if (strcmp(tz, "local") == 0) trig->utc = false;
+    else luaL_error(L, "job: timezone must be \"utc\" or \"local\", got \"%s\"", tz);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "every") != LUA_TNIL) {
+    trig->kind = DC_TRIGGER_INTERVAL;
+    trig->interval = check_duration(L, -1, "every");
+    kinds++;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "cron") != LUA_TNIL) {
+    const char *text = luaL_checkstring(L, -1);
+    char err[256];
+    if (dc_cron_parse(text, &trig->cron, err, sizeof err) != 0) luaL_error(L, "%s", err);
+    trig->kind = DC_TRIGGER_CRON;
+    snprintf(trig->cron_text, sizeof trig->cron_text, "%s", text);
+    kinds++;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "at") != LUA_TNIL) {
+    trig->kind = DC_TRIGGER_DATE;
+    trig->at = check_time(L, -1, trig->utc, "at");
+    kinds++;
+  }
+  lua_pop(L, 1);
+  if (kinds != 1) luaL_error(L, "job: give exactly one trigger: every, cron or at");
+  if (lua_getfield(L, idx, "jitter") != LUA_TNIL) trig->jitter = check_duration(L, -1, "jitter");
+  if (lua_getfield(L, idx, "start") != LUA_TNIL) trig->start = check_time(L, -1, trig->utc, "start");
+  if (lua_getfield(L, idx, "stop") != LUA_TNIL) trig->end = check_time(L, -1, trig->utc, "stop");
+  if (lua_getfield(L, idx, "immediate") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TBOOLEAN);
+    trig->immediate = lua_toboolean(L, -1);
+  }
+  if (lua_getfield(L, idx, "budget") != LUA_TNIL) {
+    if (!lua_isinteger(L, -1)) luaL_error(L, "job: budget must be an integer (instructions, -1 = unlimited)");
+    *budget = lua_tointeger(L, -1);
+  }
+  lua_pop(L, 5);
+  char err[256];
+  if (dc_trigger_validate(trig, err, sizeof err) != 0) luaL_error(L, "job: %s", err);
+  if (lua_getfield(L, idx, "run") != LUA_TFUNCTION) luaL_error(L, "job: 'run' must be a function");
+  lua_getfield(L, idx, "name");
+  const char *name = lua_tostring(L, -1);
+  if (!name) {
+    static unsigned counter;
+    lua_pushfstring(L, "job-%d", (int)++counter);
+    lua_replace(L, -2);
+    name = lua_tostring(L, -1);
+  }
+  lua_insert(L, -2); /* stack: name run */
+  return name;
+}
+
+/* timer.add{name=, every=|cron=|at=, run=fn, ...} -> name */
+static int timer_add(lua_State *L) {
+  dc_trigger trig;
+  long long budget;
+  const char *name = read_spec(L, 1, &trig, &budget);
+  char err[256];
+  if (!dc_sched_add(sched_of(L), L, name, &trig, budget, err, sizeof err))
+    return luaL_error(L, "job '%s': %s", name, err);
+  lua_pushstring(L, name);
+  return 1;
+}
+
+/* timer.validate(spec) -> true | nil, err: checks a spec without adding it. */
+static int do_validate(lua_State *L) {
+  dc_trigger trig;
+  long long budget;
+  read_spec(L, 1, &trig, &budget);
+  return 0;
+}
+
+static int timer_validate(lua_State *L) {
+  lua_pushcfunction(L, do_validate);
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* timer.every(interval, fn [, opts]), timer.cron(expr, fn [, opts]), timer.at(when, fn [, opts]) */
+static int add_with(lua_State *L, const char *key) {
+  luaL_checkany(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_isnoneornil(L, 3)) {
+    lua_settop(L, 2);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 3, key);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, 3, "run");
+  lua_pushcfunction(L, timer_add);
+  lua_pushvalue(L, 3);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static int timer_every(lua_State *L) { return add_with(L, "every"); }
+static int timer_cron(lua_State *L) { return add_with(L, "cron"); }
+static int timer_at(lua_State *L) { return add_with(L, "at"); }
+
+/* ---- managing jobs ---- */
+
+static void push_info(lua_State *L, dc_job *job) {
+  dc_job_info info;
+  dc_sched_info(job, &info);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, info.name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, info.trigger);
+  lua_setfield(L, -2, "trigger");
+  if (info.next_run >= 0) {
+    lua_pushnumber(L, info.next_run);
+    lua_setfield(L, -2, "next_run");
+  }
+  if (info.last_run >= 0) {
+    lua_pushnumber(L, info.last_run);
+    lua_setfield(L, -2, "last_run");
+    lua_pushnumber(L, info.last_duration);
+    lua_setfield(L, -2, "last_duration");
+    lua_pushstring(L, info.last_error ? "failed" : "ok");
+    lua_setfield(L, -2, "last_outcome");
+  }
+  if (info.last_error) {
+    lua_pushstring(L, info.last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+  lua_pushboolean(L, info.running);
+  lua_setfield(L, -2, "running");
+  lua_pushboolean(L, info.paused);
+  lua_setfield(L, -2, "paused");
+  lua_pushboolean(L, info.finished);
+  lua_setfield(L, -2, "finished");
+  lua_pushinteger(L, info.runs);
+  lua_setfield(L, -2, "runs");
+  lua_pushinteger(L, info.failures);
+  lua_setfield(L, -2, "failures");
+  lua_pushinteger(L, info.skipped);
+  lua_setfield(L, -2, "skipped");
+}
+
+static int timer_jobs(lua_State *L) {
+  lua_newtable(L);
+  int i = 0;
+  for (dc_job *job = dc_sched_first(sched_of(L)); job; job = dc_sched_next(job)) {
+    push_info(L, job);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* Finds the named job, or returns 2 values (nil, err) to the caller through *nret. */
+static dc_job *find_job(lua_State *L, int *nret) {
+  const char *name = luaL_checkstring(L, 1);
+  dc_job *job = dc_sched_find(sched_of(L), name);
+  if (!job) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "no job named '%s'", name);
+    *nret = 2;
+  }
+  return job;
+}
+
+static int timer_job(lua_State *L) {
+  int nret;
+  dc_job *job = find_job(L, &nret);
+  if (!job) return nret;
+  push_info(L, job);
+  return 1;
+}
+
+static int with_job(lua_State *L, void (*action)(dc_job *)) {
+  int nret;
+  dc_job *job = find_job(L, &nret);
+  if (!job) return nret;
+  action(job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int timer_pause(lua_State *L) { return with_job(L, dc_sched_pause); }
+static int timer_resume(lua_State *L) { return with_job(L, dc_sched_resume); }
+static int timer_remove(lua_State *L) { return with_job(L, dc_sched_remove); }
+
+/* A Lua caller waiting for a run it asked for. */
+typedef struct run_wait {
+  dc_task *task;
+  bool cancelled;
+} run_wait;
+
+static void run_now_done(dc_job *job, bool ok, const char *err, void *ud) {
+  (void)job;
+  run_wait *w = ud;
+  if (w->cancelled) {
+    free(w);
+    return;
+  }
+  dc_task *task = w->task;
+  free(w);
+  lua_State *co = dc_task_thread(task);
+  if (ok) {
+    lua_pushboolean(co, 1);
+    dc_task_resume(task, 1);
+  } else {
+    lua_pushnil(co);
+    lua_pushstring(co, err);
+    dc_task_resume(task, 2);
+  }
+}
+
+static void run_now_cancel(void *ud) { ((run_wait *)ud)->cancelled = true; }
+
+/* timer.run_now(name) -> true | nil, err: runs the job now and waits for its outcome. */
+static int timer_run_now(lua_State *L) {
+  int nret;
+  dc_job *job = find_job(L, &nret);
+  if (!job) return nret;
+  dc_task *task = dc_wait_check(L, "dconn.timer.run_now");
+  run_wait *w = calloc(1, sizeof *w);
+  if (!w) return luaL_error(L, "dconn.timer.run_now: out of memory");
+  w->task = task;
+  const char *why;
+  if (!dc_sched_run_now(job, run_now_done, w, &why)) {
+    free(w);
+    lua_pushnil(L);
+    lua_pushfstring(L, "job '%s': %s", lua_tostring(L, 1), why);
+    return 2;
+  }
+  return dc_wait(L, task, DC_WAIT_TIME, run_now_cancel, w);
+}
+
+/* timer.hold(bool): registered jobs wait until released (used by dconn check and --once). */
+static int timer_hold(lua_State *L) {
+  dc_sched_hold(sched_of(L), lua_toboolean(L, 1));
+  return 0;
+}
+
+/* timer.stop(): no new runs; running ones finish (graceful shutdown). */
+static int timer_stop(lua_State *L) {
+  dc_sched_stop(sched_of(L));
+  return 0;
+}
+
+static const luaL_Reg timer_functions[] = {
+    {"sleep", timer_sleep},     {"now", timer_now},         {"simulate", timer_simulate},
+    {"simulated", timer_simulated}, {"add", timer_add},     {"validate", timer_validate},
+    {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
+    {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
+    {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},
+    {"hold", timer_hold},       {"stop", timer_stop},       {NULL, NULL},
+};
+
+int luaopen_dconn_timer(lua_State *L) {
+  luaL_newlib(L, timer_functions);
+  return 1;
+}
+
+/* ---- os.time / os.date on the host clock ---- */
+
+static int os_time_clocked(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
+  return 1;
+}
+
+static int os_date_clocked(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2))
+    lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
+  else if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2))
+    lua_pushinteger(L, (lua_Integer)floor(lua_tonumber(L, 2))); /* timer.now() has a fraction */
+  else
+    lua_pushvalue(L, 2);
+  lua_replace(L, 2);
+  if (lua_isnil(L, 1)) {
+    lua_pushliteral(L, "%c");
+    lua_replace(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+void dc_clock_install_os(lua_State *L) {
+  lua_getglobal(L, "os");
+  lua_getfield(L, -1, "time");
+  lua_pushcclosure(L, os_time_clocked, 1);
+  lua_setfield(L, -2, "time");
+  lua_getfield(L, -1, "date");
+  lua_pushcclosure(L, os_date_clocked, 1);
+  lua_setfield(L, -2, "date");
+  lua_pop(L, 1);
+}
