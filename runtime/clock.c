@@ -159,6 +159,12 @@ void dc_clock_simulate(dc_clock *c, double start) {
   dc_clock_kick(c);
 }
 
+void dc_clock_advance(dc_clock *c, double seconds) {
+  if (!c->simulated || !(seconds > 0)) return;
+  c->sim_now += seconds;
+  dc_clock_kick(c);
+}
+
 dc_clock *dc_clock_new(uv_loop_t *loop, dc_clock_busy_fn busy, void *busy_ud) {
   dc_clock *c = calloc(1, sizeof *c);
   if (!c) goto fail;

@@ -27,6 +27,10 @@ bool dc_clock_is_simulated(const dc_clock *c);
  * distance from now. */
 void dc_clock_simulate(dc_clock *c, double start);
 
+/* Simulated mode only: moves time forward by `seconds` without firing anything, as a stalled
+ * process would see it; overdue timers fire on the next pass. */
+void dc_clock_advance(dc_clock *c, double seconds);
+
 /* Calls fn(ud) once at `due` (clock seconds). Returns NULL only when out of memory. */
 dc_clock_timer *dc_clock_at(dc_clock *c, double due, dc_clock_fn fn, void *ud);
 /* Cancels a timer that has not fired yet (a fired timer is already gone: don't cancel it). */

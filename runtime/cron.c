@@ -308,7 +308,7 @@ int dc_cron_parse(const char *expr, dc_cron *out, char *err, size_t errlen) {
 #define SEARCH_YEARS 8             /* Feb 29 can be 8 years away (2096 -> 2104) */
 #define MIN_AFTER (-2208988800.0)  /* 1900-01-01T00:00:00Z */
 #define MAX_AFTER 32503680000.0    /* 3000-01-01T00:00:00Z */
-#define TRANSITION_WINDOW 10800    /* seconds; no real zone moves its clock back by more */
+#define TRANSITION_WINDOW 10800    /* seconds to look ahead for a clock set back (none is bigger) */
 #define ALL_HOURS 0xFFFFFFu
 
 /* A wall-clock time (UTC or local), fields in human ranges: month 1..12, day 1..31. */
@@ -522,29 +522,31 @@ static long utc_offset_at(time_t t) {
 }
 
 /* Local search. Normally wall order equals instant order, so the first fire found wins. Within a
-   few hours before a fall-back transition it does not: start a few wall hours earlier and keep
-   the smallest instant among candidates until the wall clock is safely past the best one. */
+   few hours before a fall-back transition it does not: the clock will go back by `setback`
+   seconds, so start that much wall time earlier and keep the smallest instant among candidates
+   until the wall clock is `setback` past the best one (later walls cannot fire earlier). */
 static double next_local(const dc_cron *c, double after) {
   time_t base = floor_seconds(after), best = 0;
   struct tm tm;
   wall w, best_wall = {0, 0, 0, 0, 0};
   bool every_hour = (c->hour & ALL_HOURS) == ALL_HOURS, have_best = false;
-  bool clock_goes_back = utc_offset_at(base + TRANSITION_WINDOW) < utc_offset_at(base);
+  long setback = utc_offset_at(base) - utc_offset_at(base + TRANSITION_WINDOW);
   int last_year;
 
   if (localtime_r(&base, &tm) == NULL) return -1;
   w = tm_to_wall(&tm);
   last_year = w.year + SEARCH_YEARS;
-  if (clock_goes_back && !wall_from_seconds(wall_seconds(&w) - TRANSITION_WINDOW, &w)) return -1;
+  if (setback < 0) setback = 0; /* clock goes forward or stays: no wall time repeats */
+  if (setback > 0 && !wall_from_seconds(wall_seconds(&w) - setback, &w)) return -1;
   wall_next_minute(&w);
   while (advance_to_match(c, &w, last_year)) {
     time_t t;
-    if (have_best && wall_seconds(&w) > wall_seconds(&best_wall) + TRANSITION_WINDOW) break;
+    if (have_best && wall_seconds(&w) > wall_seconds(&best_wall) + setback) break;
     if (resolve_local(&w, every_hour, after, &t) && (!have_best || t < best)) {
       best = t;
       best_wall = w;
       have_best = true;
-      if (!clock_goes_back) break;
+      if (setback == 0) break;
     }
     wall_next_minute(&w);
   }

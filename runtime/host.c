@@ -323,7 +323,8 @@ static bool dir_has_library(const char *dir) {
   return access(probe, R_OK) == 0;
 }
 
-/* The shipped Lua library: $DCONN_LUA_DIR, else next to the binary (build tree or install). */
+/* The shipped Lua library: $DCONN_LUA_DIR, else next to the binary (build/, build/sanitize/ or
+ * an install prefix). */
 static void find_lua_dir(dc_host *H) {
   const char *env = getenv("DCONN_LUA_DIR");
   const char *given = H->opts.lua_dir ? H->opts.lua_dir : env;
@@ -337,7 +338,7 @@ static void find_lua_dir(dc_host *H) {
   exe[n] = '\0';
   char *slash = strrchr(exe, '/');
   if (slash) *slash = '\0';
-  static const char *const candidates[] = {"/../lua", "/../share/dconn/lua"};
+  static const char *const candidates[] = {"/../lua", "/../../lua", "/../share/dconn/lua"};
   for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
     char dir[PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s%s", exe, candidates[i]);

@@ -33,6 +33,7 @@ struct dc_job {
   double next_run;  /* with jitter */
   dc_clock_timer *timer;
   bool running, paused, finished, removed;
+  bool notifying; /* waiters may remove the job from inside their callback */
   double run_started, last_run, last_duration;
   char *last_error;
   long long runs, failures, skipped;
@@ -190,8 +191,10 @@ static void run_done(dc_task *task, int status, const char *err, void *ud) {
     dc_log_field field = {"traceback", job->last_error ? job->last_error : "out of memory"};
     dc_log_fields(s->H, DC_LOG_ERROR, msg, &field, 1);
   }
+  job->notifying = true;
   notify_waiters(job, status == LUA_OK, job->last_error);
-  if (job->removed) job_free(job);
+  job->notifying = false;
+  if (job->removed && !job->running) job_free(job);
 }
 
 static void start_run(dc_job *job, double scheduled) {
@@ -373,7 +376,7 @@ void dc_sched_remove(dc_job *job) {
   else s->last = job->prev;
   s->count--;
   job->removed = true;
-  if (!job->running) job_free(job); /* else freed when the run ends */
+  if (!job->running && !job->notifying) job_free(job); /* else freed when the run ends */
 }
 
 void dc_sched_hold(dc_sched *s, bool held) {

@@ -70,6 +70,16 @@ static int timer_simulate(lua_State *L) {
   return 0;
 }
 
+/* timer.advance(seconds): simulated clock only; time jumps as if the process had stalled. */
+static int timer_advance(lua_State *L) {
+  dc_clock *clock = dc_host_clock(dc_host_of(L));
+  lua_Number seconds = luaL_checknumber(L, 1);
+  luaL_argcheck(L, seconds >= 0 && isfinite(seconds), 1, "expected seconds >= 0");
+  if (!dc_clock_is_simulated(clock)) return luaL_error(L, "timer.advance: the clock is not simulated (call timer.simulate first)");
+  dc_clock_advance(clock, seconds);
+  return 0;
+}
+
 static int timer_simulated(lua_State *L) {
   lua_pushboolean(L, dc_clock_is_simulated(dc_host_clock(dc_host_of(L))));
   return 1;
@@ -378,7 +388,7 @@ static int timer_stop(lua_State *L) {
 
 static const luaL_Reg timer_functions[] = {
     {"sleep", timer_sleep},     {"now", timer_now},         {"simulate", timer_simulate},
-    {"simulated", timer_simulated}, {"add", timer_add},     {"validate", timer_validate},
+    {"simulated", timer_simulated}, {"advance", timer_advance}, {"add", timer_add},     {"validate", timer_validate},
     {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
     {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
     {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},

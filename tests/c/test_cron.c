@@ -109,6 +109,19 @@ static bool same_wall(const struct tm *a, const struct tm *b) {
          a->tm_year == b->tm_year;
 }
 
+/* True when the local clock already read this wall time 30, 60 or 120 minutes earlier. */
+static bool read_earlier(time_t t, const struct tm *now) {
+  static const int setbacks[] = {1800, 3600, 7200};
+  size_t i;
+  for (i = 0; i < sizeof setbacks / sizeof setbacks[0]; i++) {
+    time_t earlier = t - setbacks[i];
+    struct tm tm;
+    localtime_r(&earlier, &tm);
+    if (same_wall(now, &tm)) return true;
+  }
+  return false;
+}
+
 /* Naive minute-by-minute reference. In local mode a wall time repeated by a fall-back (the clock
    read the same an hour earlier) only counts for jobs that run every hour. Returns -2 if nothing
    within `window` seconds. */
@@ -116,8 +129,8 @@ static double reference_next(const dc_cron *c, double after, bool utc_mode, doub
   double t;
   bool every_hour = (c->hour & 0xFFFFFFu) == 0xFFFFFFu;
   for (t = floor_minute(after) + MINUTE; t <= after + window; t += MINUTE) {
-    time_t s = (time_t)t, earlier = (time_t)t - 3600;
-    struct tm tm, tm_earlier;
+    time_t s = (time_t)t;
+    struct tm tm;
     if (t <= after) continue;
     if (utc_mode) {
       gmtime_r(&s, &tm);
@@ -125,10 +138,7 @@ static double reference_next(const dc_cron *c, double after, bool utc_mode, doub
       localtime_r(&s, &tm);
     }
     if (!fields_match(c, &tm)) continue;
-    if (!utc_mode && !every_hour) {
-      localtime_r(&earlier, &tm_earlier);
-      if (same_wall(&tm, &tm_earlier)) continue;
-    }
+    if (!utc_mode && !every_hour && read_earlier(s, &tm)) continue;
     return t;
   }
   return -2;
@@ -652,14 +662,24 @@ static void test_local_fall_back_hourly_keeps_rhythm(void **state) {
 static void test_local_against_reference_around_dst(void **state) {
   (void)state;
   static const char *const exprs[] = {"* * * * *", "*/7 * * * *", "30 2 * * *", "0 3 * * *", "*/10 2 * * *",
-                                      "0 1-4 * * *", "59 * * * *", "0 0 * * *", "15 2,3 * * sun", "0 */2 * * *"};
-  static const int days[][3] = {{2024, 3, 31}, {2024, 10, 27}, {2023, 3, 26}, {2023, 10, 29}};
+                                      "0 1-4 * * *", "59 * * * *", "0 0 * * *", "15 2,3 * * sun", "0 */2 * * *",
+                                      "45 1 * * *"};
+  /* Transition days: Madrid (1h), New York (1h, local 02:00), Lord Howe (30 min). */
+  static const struct {
+    const char *zone;
+    int year, month, day;
+  } days[] = {{"Europe/Madrid", 2024, 3, 31},      {"Europe/Madrid", 2024, 10, 27},
+              {"Europe/Madrid", 2023, 3, 26},      {"Europe/Madrid", 2023, 10, 29},
+              {"America/New_York", 2024, 3, 10},   {"America/New_York", 2024, 11, 3},
+              {"Australia/Lord_Howe", 2024, 4, 6}, {"Australia/Lord_Howe", 2024, 10, 5}};
   size_t i, d;
   int step;
   for (d = 0; d < sizeof days / sizeof days[0]; d++) {
-    double start = utc(days[d][0], days[d][1], days[d][2], 0, 0) - 4 * HOUR;
+    /* Start well before the local transition (which is at most a day away from 00:00 UTC). */
+    double start = utc(days[d].year, days[d].month, days[d].day, 0, 0) - 6 * HOUR;
+    use_tz(days[d].zone);
     for (i = 0; i < sizeof exprs / sizeof exprs[0]; i++) {
-      for (step = 0; step < 8 * 60; step += 7) { /* every 7 minutes across 8 hours */
+      for (step = 0; step < 30 * 60; step += 13) { /* every 13 minutes across 30 hours */
         double after = start + step * MINUTE + ((step % 3 == 0) ? 0 : 12.5);
         assert_matches_reference(exprs[i], after, false, 3 * DAY);
       }

@@ -1,0 +1,91 @@
+-- Shared by the specs: run dconn as a child process, wait for conditions without fixed sleeps.
+local timer = require "dconn.timer"
+
+local _M = {}
+
+_M.DCONN = os.getenv("DCONN") or "build/dconn"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+_M.quote = shell_quote
+
+function _M.tmpdir()
+  local p = io.popen("mktemp -d /tmp/dconn-test.XXXXXX")
+  local dir = p:read("*l")
+  p:close()
+  return dir
+end
+
+function _M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function _M.read(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+--- Runs dconn with args to completion; returns exit code, stdout, stderr.
+function _M.run(args, opts)
+  opts = opts or {}
+  local dir = _M.tmpdir()
+  local cmd = _M.DCONN .. " " .. args .. " > " .. dir .. "/out 2> " .. dir .. "/err"
+  if opts.stdin then cmd = cmd .. " < " .. shell_quote(opts.stdin) end
+  local ok, how, code = os.execute(cmd)
+  if how == "signal" then code = 128 + code end
+  local out, err = _M.read(dir .. "/out"), _M.read(dir .. "/err")
+  os.execute("rm -rf " .. dir)
+  return ok and 0 or code, out, err
+end
+
+--- Starts dconn in the background; returns a handle with pid, out/err paths and :rc().
+function _M.spawn(args)
+  local dir = _M.tmpdir()
+  local script = string.format("(%s %s > %s/out 2> %s/err; echo $? > %s/rc) & echo $!",
+    _M.DCONN, args, dir, dir, dir)
+  local p = io.popen("sh -c " .. shell_quote(script))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  local child = { dir = dir, shell_pid = pid }
+  function child.err() return _M.read(dir .. "/err") end
+  function child.out() return _M.read(dir .. "/out") end
+  function child.rc()
+    local text = _M.read(dir .. "/rc")
+    return tonumber(text:match("%d+"))
+  end
+  -- the dconn process is the subshell's child
+  function child.kill(sig)
+    os.execute(string.format("pkill -%s -P %d", sig or "TERM", pid))
+  end
+  function child.cleanup()
+    if not child.rc() then child.kill("KILL") end
+    os.execute("rm -rf " .. dir)
+  end
+  return child
+end
+
+--- Polls pred() until it returns a truthy value or `seconds` pass; returns that value.
+function _M.wait_for(pred, seconds)
+  local deadline = timer.now() + (seconds or 10)
+  repeat
+    local v = pred()
+    if v then return v end
+    timer.sleep(0.02)
+  until timer.now() > deadline
+  return pred()
+end
+
+function _M.count(text, pattern)
+  local n = 0
+  for _ in text:gmatch(pattern) do n = n + 1 end
+  return n
+end
+
+return _M
