@@ -56,8 +56,14 @@ run: deps all
 test: deps all $(C_TESTS:%=$(BUILD)/tests/%)
 	@tests/run-all.sh $(BUILD)/dconn
 
-bench: deps all
+bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/run.sh $(BUILD)/dconn
+
+# The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
+# still runs and says the peer is missing.
+.venv/bin/apscheduler-ok:
+	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
+	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
 
 # The whole suite again with an ASan+UBSan build of dconn.
 sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%)

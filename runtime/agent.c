@@ -126,12 +126,11 @@ static void on_main_done(dc_task *t, int status, const char *err, void *ud) {
   if (lua_gettop(co) > 0 && lua_isinteger(co, -1)) {
     int code = (int)lua_tointeger(co, -1);
     A->exit_code = code;
-    if (A->opts.keep_alive || code != DC_EXIT_OK) {
-      request_stop(A, code == DC_EXIT_OK ? "Done" : "Stopping");
-      if (code != DC_EXIT_OK) {
-        dc_host_kill_all(A->H, "cancelled: the agent is exiting");
-        finish(A, code);
-      }
+    if (code != DC_EXIT_OK) {
+      dc_host_kill_all(A->H, "cancelled: the agent is exiting");
+      finish(A, code);
+    } else if (A->opts.keep_alive) {
+      request_stop(A, "Done");
     }
   }
 }
