@@ -141,6 +141,8 @@ static void on_tty_line(char *line) {
   if (*line) add_history(line);
   handle_line(R, line);
   free(line);
+  /* the next prompt: ">> " inside an unfinished chunk; a running chunk shows it when done */
+  if (!R->busy && !R->quit) rl_callback_handler_install(R->chunk_len ? PROMPT2 : PROMPT, on_tty_line);
 }
 
 static char *complete_next(const char *text, int state) {

@@ -14,6 +14,7 @@ usage: peer_apscheduler.py once|idle|ticks
 import json
 import logging
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -32,13 +33,19 @@ def main(mode):
     )
     scheduler = BlockingScheduler(timezone=timezone.utc)
 
+    # Listeners may run inside the scheduler's own loop (a job that finishes before its future's
+    # callback is added), where shutting the job stores down would break the loop; stop from a
+    # thread of its own instead, which waits for the scheduler's locks.
+    def stop():
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}).start()
+
     if mode == "once":
         def job():
             sys.stdout.write("%.6f\n" % time.time())
             sys.stdout.flush()
 
         def done(_event):
-            scheduler.shutdown(wait=False)
+            stop()
 
         scheduler.add_listener(done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         scheduler.add_job(job, "interval", seconds=1, id="once",
@@ -60,8 +67,8 @@ def main(mode):
                 "scheduled": event.scheduled_run_time.timestamp(),
             }) + "\n")
             sys.stdout.flush()
-            if len(runs) >= TICKS:
-                scheduler.shutdown(wait=False)
+            if len(runs) == TICKS:
+                stop()
 
         scheduler.add_listener(done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         scheduler.add_job(job, "interval", seconds=1, id="tick")
