@@ -72,9 +72,8 @@ sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%)
 
 lint: deps
 	luacheck --quiet lua tests examples $(wildcard policies)
-	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --suppress=missingIncludeSystem --inline-suppr -D__GNUC__ -Iruntime \
-	  $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null) runtime
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
+	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
 	@echo "lint: clean"
 
 install: all

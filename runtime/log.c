@@ -83,7 +83,7 @@ void dc_log_fields(dc_host *H, int level, const char *msg, const dc_log_field *f
     char lower[16];
     const char *name = dc_log_level_name(level);
     size_t i = 0;
-    for (; name[i] && i < sizeof lower - 1; i++) lower[i] = (char)(name[i] | 0x20);
+    for (; i < sizeof lower - 1 && name[i]; i++) lower[i] = (char)(name[i] | 0x20);
     lower[i] = '\0';
     fprintf(out, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", stamp, lower);
     put_json_string(out, msg);

@@ -157,7 +157,6 @@ static const char *option_value(const char *name, int argc, char **argv, int *i,
 static int parse_option(cli *c, int argc, char **argv, int *i) {
   const char *arg = argv[*i], *v;
   bool missing = false;
-  char err[256];
   if (strcmp(arg, "--unsafe") == 0) return c->host.unsafe = true, 1;
   if (strcmp(arg, "--once") == 0 && strcmp(c->command, "run") == 0) return c->once = true, 1;
   if ((v = option_value("--log-format", argc, argv, i, &missing))) {
@@ -195,6 +194,7 @@ static int parse_option(cli *c, int argc, char **argv, int *i) {
     return 1;
   }
   if (strcmp(c->command, "run") == 0) {
+    char err[256];
     if ((v = option_value("--grace", argc, argv, i, &missing))) {
       if (dc_duration_parse(v, &c->agent.grace, err, sizeof err) != 0)
         return usage_error("--grace: %s", err);

@@ -51,7 +51,8 @@ local function job_specs(path, jobs)
     end
     if type(key) == "string" then
       if spec.name ~= nil and spec.name ~= key then
-        return nil, where(path, spec.run) .. ": job '" .. key .. "' has a different name field '" .. tostring(spec.name) .. "'"
+        return nil, where(path, spec.run) .. ": job '" .. key .. "' has a different name field '"
+          .. tostring(spec.name) .. "'"
       end
       local copy = {}
       for k, v in pairs(spec) do copy[k] = v end

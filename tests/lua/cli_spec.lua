@@ -120,7 +120,8 @@ return { jobs = {
     assert.equals("true\tone\ttwo\ndone\n", out)
     path = policy("local x = nil\nreturn x.field")
     local err
-    rc, _, err = h.run(path)
+    rc, out, err = h.run(path)
+    assert.equals("", out)
     assert.equals(1, rc)
     assert.matches(":2: attempt to index a nil value", err)
     assert.matches("stack traceback", err)
