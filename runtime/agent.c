@@ -17,7 +17,7 @@ typedef struct agent {
   dc_host *H;
   dc_agent_options opts;
   int exit_code;
-  bool stopping, done;
+  bool stopping, done, looping;
   uv_signal_t sigint, sigterm, sighup;
   uv_timer_t stop_poll;
   double stop_deadline;
@@ -28,7 +28,8 @@ static void finish(agent *A, int code) {
   if (A->done) return;
   A->done = true;
   if (code > A->exit_code) A->exit_code = code;
-  uv_stop(dc_host_loop(A->H));
+  /* a stop flag left set would make the clean-up run below skip the close callbacks */
+  if (A->looping) uv_stop(dc_host_loop(A->H));
 }
 
 static void poll_stop(uv_timer_t *t) {
@@ -164,7 +165,10 @@ int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int 
   } else {
     for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
     dc_task_spawn(L, argc, fn, -1, on_main_done, &A);
+    A.looping = true;
     if (!A.done) uv_run(loop, UV_RUN_DEFAULT);
+    /* cppcheck-suppress redundantAssignment ; callbacks read it during uv_run */
+    A.looping = false;
   }
   if (A.stop_after) dc_clock_cancel(dc_host_clock(H), A.stop_after);
   int code = A.exit_code;

@@ -268,7 +268,6 @@ int main(int argc, char **argv) {
   int r = parse_cli(&c, argc, argv);
   if (r != 0) return r < 0 ? DC_EXIT_OK : r;
 
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   uv_loop_t loop;
   uv_loop_init(&loop);
   bool checking = strcmp(c.command, "check") == 0;
@@ -299,6 +298,5 @@ int main(int argc, char **argv) {
     free(args);
   }
   uv_loop_close(&loop);
-  curl_global_cleanup();
   return code;
 }

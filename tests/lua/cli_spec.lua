@@ -182,17 +182,26 @@ return { jobs = { a = { every = "1h", run = function() end } } }]])
   end)
 
   it("survives runaway loops, errors, huge allocations and bad yields; other jobs keep ticking", function()
-    local child = h.spawn("run --memory-limit 64M --stop-after 2.5s " .. FIX .. "protect.lua")
-    assert.is_truthy(h.wait_for(function() return child.rc() end, 30))
+    local child = h.spawn("run --memory-limit 64M --stop-after 3.5s " .. FIX .. "protect.lua")
+    assert.is_truthy(h.wait_for(function() return child.rc() end, 60))
     local err, rc = child.err(), child.rc()
     child.cleanup()
     assert.equals(0, rc)
-    assert.is_true(h.count(err, "instruction budget exceeded: more than 20000000 instructions in one run of 'spin'") >= 2)
-    assert.is_true(h.count(err, "instruction budget exceeded: more than 20000000 instructions in one run of 'swallow'") >= 2)
-    assert.is_true(h.count(err, "protect.lua:%d+: x\n") >= 2)
-    assert.is_true(h.count(err, "out of memory: the Lua heap reached its cap of 64 MiB") >= 2)
-    assert.is_true(h.count(err, "attempt to yield across a C%-call boundary") >= 2)
-    assert.is_true(h.count(err, "tick still alive") >= 3, err)
+    local first_failures = 0
+    for _, expected in ipairs {
+      "instruction budget exceeded: more than 20000000 instructions in one run of 'spin'",
+      "instruction budget exceeded: more than 20000000 instructions in one run of 'swallow'",
+      "protect.lua:%d+: x\n",
+      "out of memory: the Lua heap reached its cap of 64 MiB",
+      "attempt to yield across a C%-call boundary",
+    } do
+      local at = err:find(expected)
+      assert.is_truthy(at, expected)
+      first_failures = math.max(first_failures, at)
+    end
+    -- every kind of failure happened, and the healthy job still ran after all of them
+    assert.is_truthy(err:find("tick still alive", first_failures, true), err)
+    assert.is_true(h.count(err, "tick still alive") >= 2, err)
   end)
 
   it("stops gracefully on SIGTERM: a running job finishes first", function()
