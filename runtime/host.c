@@ -47,7 +47,7 @@ struct dc_host {
   size_t mem_used;
   dc_task *tasks; /* live tasks, newest first */
   int task_count;
-  dc_task *current;
+  dc_task *volatile current; /* read by signal handlers */
   int io_pending;
   void *sched;
   char lua_dir[PATH_MAX];
@@ -129,6 +129,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 /* ---- tasks ---- */
 
 lua_State *dc_task_thread(dc_task *t) { return t->co; }
+lua_State *dc_host_running_thread(dc_host *H) { return H->current ? H->current->co : NULL; }
 const char *dc_task_name(dc_task *t) { return t->name; }
 int dc_host_task_count(dc_host *H) { return H->task_count; }
 int dc_host_io_pending(dc_host *H) { return H->io_pending; }

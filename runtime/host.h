@@ -75,6 +75,8 @@ void dc_task_resume(dc_task *t, int nresults);
 /* Ends a task now: its pending operation is cancelled and done gets an error status. */
 void dc_task_kill(dc_task *t, const char *why);
 lua_State *dc_task_thread(dc_task *t);
+/* The thread of the task running right now, or NULL (read from a signal handler to interrupt it). */
+lua_State *dc_host_running_thread(dc_host *H);
 const char *dc_task_name(dc_task *t);
 /* One slot per host for the scheduler's state (owned by sched.c). */
 void **dc_host_sched_slot(dc_host *H);

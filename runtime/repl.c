@@ -39,7 +39,7 @@ typedef struct repl {
   char *chunk; /* lines of an incomplete chunk */
   size_t chunk_len;
   dc_task *running;
-  lua_State *volatile running_co;
+  volatile sig_atomic_t hooked; /* Ctrl-C landed in running Lua code: the hook handles it */
   int completion_ref;
   char history_path[PATH_MAX];
 } repl;
@@ -57,12 +57,12 @@ static void push_helper(repl *R, const char *fn) {
 
 static void start_input(repl *R);
 static void pause_input(repl *R);
+static void catch_sigint(void);
 
 static void on_chunk_done(dc_task *t, int status, const char *err, void *ud) {
   repl *R = ud;
   lua_State *L = R->L;
   R->running = NULL;
-  R->running_co = NULL;
   R->busy = false;
   if (status != LUA_OK) {
     fprintf(stderr, "%s\n", err);
@@ -113,10 +113,7 @@ static void handle_line(repl *R, const char *line) {
     R->busy = true;
     pause_input(R);
     dc_task *t = dc_task_spawn(L, 0, "repl", 0, on_chunk_done, R);
-    if (R->busy) { /* still waiting: remember it for Ctrl-C */
-      R->running = t;
-      R->running_co = dc_task_thread(t);
-    }
+    if (R->busy) R->running = t; /* still waiting: remember it for Ctrl-C */
     return;
   }
   const char *why = lua_tostring(L, -1);
@@ -142,7 +139,10 @@ static void on_tty_line(char *line) {
   handle_line(R, line);
   free(line);
   /* the next prompt: ">> " inside an unfinished chunk; a running chunk shows it when done */
-  if (!R->busy && !R->quit) rl_callback_handler_install(R->chunk_len ? PROMPT2 : PROMPT, on_tty_line);
+  if (!R->busy && !R->quit) {
+    rl_callback_handler_install(R->chunk_len ? PROMPT2 : PROMPT, on_tty_line);
+    catch_sigint();
+  }
 }
 
 static char *complete_next(const char *text, int state) {
@@ -234,10 +234,21 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   pump(R);
 }
 
+static void on_sigint(int sig);
+
+/* libedit installs and restores signal handlers of its own as lines start and end: take SIGINT
+ * back each time so Ctrl-C always reaches on_sigint. */
+static void catch_sigint(void) {
+  struct sigaction sa = {.sa_handler = on_sigint};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
 static void start_input(repl *R) {
   if (R->quit) return;
   if (R->tty) {
     rl_callback_handler_install(R->chunk_len ? PROMPT2 : PROMPT, on_tty_line);
+    catch_sigint();
     uv_poll_start(&R->poll, UV_READABLE, on_readable);
   } else {
     if (R->pipe_input) uv_poll_start(&R->poll, UV_READABLE, on_readable);
@@ -246,7 +257,10 @@ static void start_input(repl *R) {
 }
 
 static void pause_input(repl *R) {
-  if (R->tty && !R->quit) rl_callback_handler_remove();
+  if (R->tty && !R->quit) {
+    rl_callback_handler_remove();
+    catch_sigint();
+  }
   if (R->tty || R->pipe_input) uv_poll_stop(&R->poll);
 }
 
@@ -262,13 +276,20 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
   (void)sig;
   repl *R = the_repl;
-  lua_State *co = R->running_co;
-  if (co) lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  lua_State *co = dc_host_running_thread(R->H);
+  if (co) {
+    R->hooked = 1;
+    lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  }
   uv_async_send(&R->interrupt);
 }
 
 static void on_interrupt(uv_async_t *async) {
   repl *R = async->data;
+  if (R->hooked) {
+    R->hooked = 0;
+    return;
+  }
   if (R->running) {
     dc_task_kill(R->running, "interrupted!"); /* a waiting chunk; a running one hit the hook */
     return;
@@ -339,9 +360,6 @@ int dc_repl_main(dc_host *H, const char *policy) {
     rl_attempted_completion_function = complete;
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
     rl_completion_append_character = '\0';
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
     printf("dconn %s (%s) - Ctrl-D exits, Tab completes\n", DCONN_VERSION, LUA_RELEASE);
     fflush(stdout);
   }
