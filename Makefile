@@ -1,7 +1,7 @@
 # dconn: build, test, run. `make run` and `make test` install what is missing first.
 PREFIX   ?= /usr/local
 BUILD    := build
-PKGS     := lua5.4 libuv libcurl libedit
+PKGS     := lua5.4 libuv libcurl libedit libh2o
 CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS   ?= -O2 -g
@@ -16,7 +16,8 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
-        libedit-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata
+        libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
+        openssl nginx-light wrk python3 python3-venv
 
 .PHONY: all deps run test test-c test-lua bench sanitize lint install clean
 

@@ -6,7 +6,7 @@
 #include "scheduler.h"
 
 const dc_module dc_modules[] = {
-    {"dconn.json", luaopen_cjson},
+    {"dconn.cjson", luaopen_cjson}, /* wrapped by lua/dconn/json.lua */
     {"dconn.log", luaopen_dconn_log},
     {"dconn.timer", luaopen_dconn_timer},
     {"dconn.runtime", luaopen_dconn_runtime},

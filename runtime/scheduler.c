@@ -47,6 +47,7 @@ struct dc_sched {
   int count, running;
   bool held, stopped;
   unsigned long long rng;
+  int observer_ref; /* Lua function told about every finished run, or LUA_NOREF */
 };
 
 dc_sched *dc_sched_of(dc_host *H) {
@@ -56,6 +57,7 @@ dc_sched *dc_sched_of(dc_host *H) {
     if (!s) return NULL;
     s->H = H;
     s->rng = uv_hrtime() | 1;
+    s->observer_ref = LUA_NOREF;
     *slot = s;
   }
   return *slot;
@@ -169,6 +171,28 @@ static void notify_waiters(dc_job *job, bool ok, const char *err) {
   }
 }
 
+/* observer(name, ok, duration, err): for metrics. It must not wait; its errors are logged. */
+static void observe(dc_job *job, bool ok) {
+  dc_sched *s = job->s;
+  if (s->observer_ref == LUA_NOREF) return;
+  lua_State *L = dc_host_state(s->H);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->observer_ref);
+  lua_pushstring(L, job->name);
+  lua_pushboolean(L, ok);
+  lua_pushnumber(L, job->last_duration);
+  if (job->last_error) lua_pushstring(L, job->last_error);
+  else lua_pushnil(L);
+  if (dc_pcall(L, 4, 0) != LUA_OK) {
+    dc_log(s->H, DC_LOG_ERROR, "job observer failed: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+void dc_sched_set_observer(dc_sched *s, lua_State *L) {
+  luaL_unref(L, LUA_REGISTRYINDEX, s->observer_ref);
+  s->observer_ref = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 static void run_done(dc_task *task, int status, const char *err, void *ud) {
   (void)task;
   dc_job *job = ud;
@@ -191,6 +215,7 @@ static void run_done(dc_task *task, int status, const char *err, void *ud) {
     dc_log_field field = {"traceback", job->last_error ? job->last_error : "out of memory"};
     dc_log_fields(s->H, DC_LOG_ERROR, msg, &field, 1);
   }
+  observe(job, status == LUA_OK);
   job->notifying = true;
   notify_waiters(job, status == LUA_OK, job->last_error);
   job->notifying = false;
@@ -401,6 +426,7 @@ void dc_sched_close(dc_host *H) {
   dc_sched *s = *slot;
   if (!s) return;
   while (s->first) dc_sched_remove(s->first);
+  luaL_unref(dc_host_state(H), LUA_REGISTRYINDEX, s->observer_ref);
   free(s);
   *slot = NULL;
 }

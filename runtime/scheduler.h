@@ -66,6 +66,9 @@ void dc_sched_resume(dc_job *job);
 bool dc_sched_run_now(dc_job *job, dc_run_done_fn done, void *ud, const char **why);
 void dc_sched_remove(dc_job *job);
 
+/* Pops a function (or nil) from L: called as fn(name, ok, duration, err) after every run. */
+void dc_sched_set_observer(dc_sched *s, lua_State *L);
+
 /* Held: jobs are registered but no timer starts (dconn check, --once). */
 void dc_sched_hold(dc_sched *s, bool held);
 /* No new runs from now on; running ones finish. */

@@ -374,6 +374,16 @@ static int timer_run_now(lua_State *L) {
   return dc_wait(L, task, DC_WAIT_TIME, run_now_cancel, w);
 }
 
+/* timer.observe(fn | nil): fn(name, ok, duration, err) after every job run (metrics); must not
+ * wait. */
+static int timer_observe(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_xmove(L, dc_host_state(dc_host_of(L)), 1);
+  dc_sched_set_observer(sched_of(L), dc_host_state(dc_host_of(L)));
+  return 0;
+}
+
 /* timer.hold(bool): registered jobs wait until released (used by dconn check and --once). */
 static int timer_hold(lua_State *L) {
   dc_sched_hold(sched_of(L), lua_toboolean(L, 1));
@@ -392,7 +402,7 @@ static const luaL_Reg timer_functions[] = {
     {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
     {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
     {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},
-    {"hold", timer_hold},       {"stop", timer_stop},       {NULL, NULL},
+    {"hold", timer_hold},       {"observe", timer_observe},       {"stop", timer_stop},       {NULL, NULL},
 };
 
 int luaopen_dconn_timer(lua_State *L) {

@@ -124,6 +124,25 @@ describe("dconn.timer", function()
     assert.equals(os.date("!%H:%M", 90.5), "00:01")
   end)
 
+  it("tells an observer about every run", function()
+    local seen = {}
+    timer.observe(function(name, ok, duration, err)
+      seen[#seen + 1] = { name = name, ok = ok, duration = duration, err = err }
+    end)
+    timer.add { name = "obs_ok", every = 3600, immediate = false, run = function() timer.sleep(0.02) end }
+    timer.add { name = "obs_bad", every = 3600, immediate = false, run = function() error("observed") end }
+    timer.run_now("obs_ok")
+    timer.run_now("obs_bad")
+    timer.observe(nil)
+    timer.run_now("obs_ok")
+    assert.equals(2, #seen)
+    assert.same({ "obs_ok", true }, { seen[1].name, seen[1].ok })
+    assert.is_true(seen[1].duration >= 0.02)
+    assert.is_nil(seen[1].err)
+    assert.same({ "obs_bad", false }, { seen[2].name, seen[2].ok })
+    assert.matches("observed", seen[2].err)
+  end)
+
   it("explains why a coroutine made by the code cannot wait", function()
     local co = coroutine.wrap(function() timer.sleep(0.01) end)
     local ok, err = pcall(co)

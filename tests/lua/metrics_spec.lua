@@ -1,0 +1,38 @@
+-- dconn.metrics: the Prometheus text format.
+local metrics = require "dconn.metrics"
+
+describe("dconn.metrics", function()
+  before_each(metrics.reset)
+
+  it("renders counters and gauges with sorted, escaped labels", function()
+    local c = metrics.counter("dconn_test_total", "Things counted.")
+    c:inc({ target = "http://a", outcome = "2xx" })
+    c:inc({ outcome = "2xx", target = "http://a" }, 2)
+    c:inc({ target = 'we"ird\n', outcome = "error" })
+    metrics.gauge("dconn_test_gauge", "A level."):set(nil, 1.5)
+    local text = metrics.render()
+    assert.matches('# HELP dconn_test_total Things counted%.\n# TYPE dconn_test_total counter\n', text)
+    assert.matches('dconn_test_total{outcome="2xx",target="http://a"} 3\n', text, 1, true)
+    assert.matches('dconn_test_total{outcome="error",target="we\\"ird\\n"} 1\n', text, 1, true)
+    assert.matches("dconn_test_gauge 1.5\n", text, 1, true)
+  end)
+
+  it("renders histograms with cumulative buckets, sum and count", function()
+    local h = metrics.histogram("dconn_test_seconds", "Durations.", { buckets = { 0.1, 1 } })
+    h:observe({ job = "a" }, 0.05)
+    h:observe({ job = "a" }, 0.5)
+    h:observe({ job = "a" }, 5)
+    local text = metrics.render()
+    assert.matches('dconn_test_seconds_bucket{job="a",le="0.1"} 1\n', text, 1, true)
+    assert.matches('dconn_test_seconds_bucket{job="a",le="1"} 2\n', text, 1, true)
+    assert.matches('dconn_test_seconds_bucket{job="a",le="+Inf"} 3\n', text, 1, true)
+    assert.matches('dconn_test_seconds_sum{job="a"} 5.55\n', text, 1, true)
+    assert.matches('dconn_test_seconds_count{job="a"} 3\n', text, 1, true)
+  end)
+
+  it("refuses bad names and kind clashes", function()
+    assert.has_error(function() metrics.counter("bad name") end)
+    metrics.counter("dconn_x_total")
+    assert.has_error(function() metrics.gauge("dconn_x_total") end)
+  end)
+end)
