@@ -164,7 +164,7 @@ int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int 
     A.exit_code = DC_EXIT_FAILURE;
   } else {
     for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-    dc_task_spawn(L, argc, fn, -1, on_main_done, &A);
+    if (!dc_task_spawn(L, argc, fn, -1, on_main_done, &A)) finish(&A, DC_EXIT_FAILURE);
     A.looping = true;
     if (!A.done) uv_run(loop, UV_RUN_DEFAULT);
     /* cppcheck-suppress redundantAssignment ; callbacks read it during uv_run */

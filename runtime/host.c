@@ -39,6 +39,9 @@ struct dc_task {
   dc_task *prev, *next;
 };
 
+/* More live tasks than this is a runaway policy, not a workload. */
+#define MAX_TASKS 10000
+
 struct dc_host {
   lua_State *L;
   uv_loop_t *loop;
@@ -92,18 +95,6 @@ int dc_pcall(lua_State *L, int nargs, int nresults) {
   lua_insert(L, base);
   int status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
-  return status;
-}
-
-int dc_loadfile(lua_State *L, const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
-    return LUA_ERRFILE;
-  }
-  fclose(f);
-  /* text mode only: precompiled chunks can crash the VM */
-  int status = luaL_loadfilex(L, path, "t");
   return status;
 }
 
@@ -213,6 +204,10 @@ static void task_run(dc_task *t, int nargs) {
 dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
                        dc_task_done_fn done, void *ud) {
   dc_host *H = dc_host_of(L);
+  if (H->task_count >= MAX_TASKS) {
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
   dc_task *t = calloc(1, sizeof *t);
   char *dup = strdup(name ? name : "task");
   if (!t || !dup) {
@@ -327,8 +322,7 @@ static bool dir_has_library(const char *dir) {
 /* The shipped Lua library: $DCONN_LUA_DIR, else next to the binary (build/, build/sanitize/ or
  * an install prefix). */
 static void find_lua_dir(dc_host *H) {
-  const char *env = getenv("DCONN_LUA_DIR");
-  const char *given = H->opts.lua_dir ? H->opts.lua_dir : env;
+  const char *given = getenv("DCONN_LUA_DIR");
   if (given) {
     snprintf(H->lua_dir, sizeof H->lua_dir, "%s", given);
     return;

@@ -29,7 +29,6 @@ typedef struct dc_host_options {
   size_t memory_limit;        /* bytes the Lua heap may hold; 0 = unlimited */
   long long max_instructions; /* per task run; 0 = unlimited */
   bool unsafe;                /* policies get the full standard library */
-  const char *lua_dir;        /* where the dconn Lua library lives; NULL = find next to the binary */
   bool check_only;            /* dconn check: natives refuse to wait (no I/O) */
 } dc_host_options;
 
@@ -48,9 +47,6 @@ dc_host *dc_host_of(lua_State *L);
 /* Protected call with traceback: like lua_pcall; on error the message (with traceback) is on
  * the stack as a string. Never yields. */
 int dc_pcall(lua_State *L, int nargs, int nresults);
-/* Loads a Lua file in text mode with chunk name "@path"; on error pushes a message and returns
- * non-zero. */
-int dc_loadfile(lua_State *L, const char *path);
 
 /* ---- tasks: coroutines driven by the loop ---- */
 
@@ -65,7 +61,8 @@ typedef void (*dc_cancel_fn)(void *op);
 
 /* Pops a function and nargs arguments from the main state's stack, runs it as a new task until
  * it first waits or ends (done may be called before this returns). budget: instruction limit
- * for the whole run (0 = host default, <0 = unlimited). Returns NULL when the host is stopping. */
+ * for the whole run (0 = host default, <0 = unlimited). Returns NULL (arguments popped) when
+ * out of memory or when too many tasks are alive. */
 dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
                        dc_task_done_fn done, void *ud);
 /* Resumes a waiting task with nresults values already pushed on its thread. An operation that

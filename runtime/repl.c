@@ -113,7 +113,13 @@ static void handle_line(repl *R, const char *line) {
     R->busy = true;
     pause_input(R);
     dc_task *t = dc_task_spawn(L, 0, "repl", 0, on_chunk_done, R);
-    if (R->busy) R->running = t; /* still waiting: remember it for Ctrl-C */
+    if (!t) {
+      fprintf(stderr, "cannot run the chunk: out of memory or too many tasks\n");
+      R->busy = false;
+      start_input(R);
+    } else if (R->busy) {
+      R->running = t; /* still waiting: remember it for Ctrl-C */
+    }
     return;
   }
   const char *why = lua_tostring(L, -1);
