@@ -60,6 +60,7 @@ test: deps all $(C_TESTS:%=$(BUILD)/tests/%)
 bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/run.sh $(BUILD)/dconn
 	@tests/bench/json.sh $(BUILD)/dconn
+	@tests/bench/http.sh $(BUILD)/dconn
 
 # The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
 # still runs and says the peer is missing.

@@ -3,6 +3,7 @@
 
 #include <lua-cjson.h>
 
+#include "http.h"
 #include "scheduler.h"
 
 const dc_module dc_modules[] = {
@@ -10,7 +11,11 @@ const dc_module dc_modules[] = {
     {"dconn.log", luaopen_dconn_log},
     {"dconn.timer", luaopen_dconn_timer},
     {"dconn.runtime", luaopen_dconn_runtime},
+    {"dconn.httpc", luaopen_dconn_httpc},
     {NULL, NULL},
 };
 
-void dc_modules_close(dc_host *H) { dc_sched_close(H); }
+void dc_modules_close(dc_host *H) {
+  dc_sched_close(H);
+  dc_http_close(H);
+}

@@ -17,6 +17,7 @@ extern const dc_module dc_modules[];
 int luaopen_dconn_log(lua_State *L);
 int luaopen_dconn_timer(lua_State *L);
 int luaopen_dconn_runtime(lua_State *L);
+int luaopen_dconn_httpc(lua_State *L);
 
 /* Makes os.time() and os.date() read the host clock (timer.c). */
 void dc_clock_install_os(lua_State *L);
