@@ -29,7 +29,7 @@ local now, sleep = timer.now, timer.sleep
 
 local _M = { _VERSION = "0.1.0" }
 
--- Defaults after MLflow's Python client (/work/shared/docs/mlflow.md, section 7):
+-- Defaults after MLflow's Python client (its documented environment variables):
 --   MLFLOW_HTTP_REQUEST_TIMEOUT = 120 s per request; MLFLOW_HTTP_REQUEST_MAX_RETRIES = 7;
 --   MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = 2; urllib3's DEFAULT_BACKOFF_MAX = 120 s.
 -- urllib3 waits factor * 2^(n-1) (2, 4, 8 ... 64, then 120 s) plus 0..1 s of jitter; we use
