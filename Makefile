@@ -17,7 +17,7 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
-        openssl nginx-light wrk python3 python3-venv
+        openssl nginx-light wrk curl python3 python3-venv
 
 .PHONY: all deps run test test-c test-lua bench sanitize lint install clean
 
@@ -54,13 +54,14 @@ $(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
 run: deps all
 	$(BUILD)/dconn run examples/hello/policy.lua --stop-after 5s
 
-test: deps all $(C_TESTS:%=$(BUILD)/tests/%)
+test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/run.sh $(BUILD)/dconn
 	@tests/bench/json.sh $(BUILD)/dconn
 	@tests/bench/http.sh $(BUILD)/dconn
+	@tests/bench/server.sh $(BUILD)/dconn
 
 # The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
 # still runs and says the peer is missing.
@@ -68,8 +69,14 @@ bench: deps all .venv/bin/apscheduler-ok
 	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
 	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
 
+# schemathesis fuzzes the agent API in tests/lua/api_spec.lua (same venv as the bench's peer);
+# if it cannot be installed, that spec fails rather than being skipped.
+.venv/bin/schemathesis-ok:
+	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'schemathesis>=4,<5' \
+	  && touch $@; } || echo "test: could not install schemathesis into .venv; api_spec will fail" >&2
+
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%)
+sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 

@@ -58,7 +58,10 @@ struct dc_host {
 
 /* ---- memory ---- */
 
-/* Refuses only growth past the cap, so a failing policy can always free memory. */
+/* Refuses only growth past the cap, so a failing policy can always free memory, and only while
+ * a task runs: the cap limits what policies hold, while the host's own bookkeeping between runs
+ * (logging a failure, starting the next job) must not fail for want of the memory a failed job
+ * has not yet given back. */
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   dc_host *H = ud;
   size_t old = ptr ? osize : 0;
@@ -67,7 +70,8 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     H->mem_used -= old;
     return NULL;
   }
-  if (nsize > old && H->opts.memory_limit && H->mem_used - old + nsize > H->opts.memory_limit)
+  if (nsize > old && H->opts.memory_limit && H->current &&
+      H->mem_used - old + nsize > H->opts.memory_limit)
     return NULL;
   void *p = realloc(ptr, nsize);
   if (p) H->mem_used = H->mem_used - old + nsize;
@@ -125,34 +129,32 @@ const char *dc_task_name(dc_task *t) { return t->name; }
 int dc_host_task_count(dc_host *H) { return H->task_count; }
 int dc_host_io_pending(dc_host *H) { return H->io_pending; }
 
-/* stack: thread, message -> traceback string (run under pcall: it allocates) */
-static int traceback_of(lua_State *L) {
+/* stack: thread, status -> "message\nstack traceback:..." for the thread's error value. Runs
+ * under pcall: it allocates, and memory may be what ran out. */
+static int describe_task_error(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
-  luaL_traceback(L, co, lua_tostring(L, 2), 0);
+  if (lua_tointeger(L, 2) == LUA_ERRMEM) {
+    dc_host *H = dc_host_of(L);
+    lua_pushfstring(L, "out of memory: the Lua heap reached its cap of %I MiB "
+                       "(raise it with --memory-limit)",
+                    (lua_Integer)(H->opts.memory_limit >> 20));
+    return 1;
+  }
+  const char *msg = lua_tostring(co, -1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
+  luaL_traceback(L, co, msg, 0);
   return 1;
 }
 
-/* Error value on co's stack top -> "message\nstack traceback:..." pushed on the main stack. */
+/* The error of a failed task, with traceback, pushed on the main stack. If even that cannot be
+ * built, Lua's preallocated "not enough memory" message stands in. */
 static void push_task_error(dc_task *t, int status) {
   lua_State *L = t->H->L;
-  if (status == LUA_ERRMEM) {
-    lua_pushfstring(L, "out of memory: the Lua heap reached its cap of %I MiB "
-                       "(raise it with --memory-limit)",
-                    (lua_Integer)(t->H->opts.memory_limit >> 20));
-    return;
-  }
-  const char *msg = lua_tostring(t->co, -1);
-  lua_pushcfunction(L, traceback_of);
+  lua_pushcfunction(L, describe_task_error);
   lua_pushthread(t->co);
   lua_xmove(t->co, L, 1);
-  if (msg)
-    lua_pushstring(L, msg);
-  else
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(t->co, -1));
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-    lua_pop(L, 1);
-    lua_pushstring(L, msg ? msg : "error (no traceback: out of memory)");
-  }
+  lua_pushinteger(L, status);
+  lua_pcall(L, 2, 1, 0);
 }
 
 static void task_unlink(dc_task *t) {
@@ -167,6 +169,7 @@ static void task_unlink(dc_task *t) {
 static void task_finish(dc_task *t, int status, const char *err) {
   dc_host *H = t->H;
   task_unlink(t);
+  if (status != LUA_OK) lua_resetthread(t->co); /* release a failed run's memory at once */
   if (t->done) t->done(t, status, err, t->ud);
   lua_resetthread(t->co); /* closes pending to-be-closed variables */
   luaL_unref(H->L, LUA_REGISTRYINDEX, t->ref);
@@ -264,11 +267,17 @@ void dc_task_kill(dc_task *t, const char *why) {
 }
 
 void dc_host_kill_all(dc_host *H, const char *why) {
-  dc_task *t = H->tasks;
-  while (t) {
-    dc_task *next = t->next;
-    if (!t->running) dc_task_kill(t, why);
-    t = next;
+  /* A kill can end other tasks too (a waiter resumed by the killed task's done callback), so
+   * the scan starts again from the head after each one. */
+  for (bool killed = true; killed;) {
+    killed = false;
+    for (dc_task *t = H->tasks; t; t = t->next) {
+      if (!t->running) {
+        dc_task_kill(t, why);
+        killed = true;
+        break;
+      }
+    }
   }
 }
 

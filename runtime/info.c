@@ -6,10 +6,47 @@
 #include "modules.h"
 #include "version.h"
 
-/* runtime.options() -> { unsafe =, memory_limit =, max_instructions =, check_only =, lua_dir = } */
+/* Command-line settings meant for the Lua side (run's --listen, --api-token-file): a table in
+ * the registry, copied into every runtime.options() result. */
+static const char CLI_OPTIONS_KEY = 'O';
+
+/* stack: key value -> (sets registry[CLI_OPTIONS_KEY][key] = value) */
+static int set_cli_option(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLI_OPTIONS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CLI_OPTIONS_KEY);
+  }
+  lua_insert(L, 1);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+int dc_runtime_set_option(dc_host *H, const char *key, const char *value) {
+  lua_State *L = dc_host_state(H);
+  lua_pushcfunction(L, set_cli_option);
+  lua_pushstring(L, key);
+  lua_pushstring(L, value);
+  if (dc_pcall(L, 2, 0) == LUA_OK) return 0;
+  lua_pop(L, 1);
+  return -1;
+}
+
+/* runtime.options() -> { unsafe =, memory_limit =, max_instructions =, check_only =, plus the
+ * command line's settings for Lua, e.g. listen =, api_token_file = } */
 static int runtime_options(lua_State *L) {
   const dc_host_options *o = dc_host_options_of(dc_host_of(L));
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 6);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLI_OPTIONS_KEY) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -5);
+    }
+  }
+  lua_pop(L, 1);
   lua_pushboolean(L, o->unsafe);
   lua_setfield(L, -2, "unsafe");
   lua_pushinteger(L, (lua_Integer)o->memory_limit);

@@ -13,6 +13,7 @@
 #include "agent.h"
 #include "host.h"
 #include "log.h"
+#include "modules.h"
 #include "repl.h"
 #include "timefmt.h"
 #include "version.h"
@@ -38,6 +39,8 @@ static const char *const MAIN_HELP =
     "\n"
     "Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.\n";
 
+#define DEFAULT_LISTEN "127.0.0.1:8080"
+
 static const char *const RUN_HELP =
     "Usage: dconn run [options] POLICY.lua\n"
     "\n"
@@ -50,6 +53,11 @@ static const char *const RUN_HELP =
     "  --once                   run every job one time, in order, and exit (1 if any failed)\n"
     "  --grace DURATION         time running jobs get to finish when stopping (default 10s)\n"
     "  --stop-after DURATION    stop gracefully after this long, e.g. 30s, 5m\n"
+    "  --listen HOST:PORT       serve the agent's HTTP API (health, readiness, metrics, jobs,\n"
+    "                           decisions, /openapi.json) there; default " DEFAULT_LISTEN ";\n"
+    "                           port 0 takes any free port (logged); `off` disables the API\n"
+    "  --api-token-file FILE    the API then requires `Authorization: Bearer TOKEN`, TOKEN being\n"
+    "                           the file's first line (/healthz and /readyz stay open)\n"
     "  plus the options of every command (dconn --help)\n";
 
 static const char *const CHECK_HELP =
@@ -87,6 +95,8 @@ typedef struct cli {
   dc_host_options host;
   dc_agent_options agent;
   bool once;
+  const char *listen;         /* run: the API's HOST:PORT or "off" */
+  const char *api_token_file; /* run: bearer token for the API */
 } cli;
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -136,6 +146,17 @@ static int parse_size(const char *text, size_t *out) {
   if (*end || v * scale > 1e15) return -1;
   *out = (size_t)(v * scale);
   return 0;
+}
+
+/* "HOST:PORT" (IPv6 in brackets) with PORT 0..65535, or "off". */
+static bool valid_listen(const char *v) {
+  if (strcmp(v, "off") == 0) return true;
+  const char *colon = strrchr(v, ':');
+  if (!colon || colon == v || strlen(colon + 1) < 1 || strlen(colon + 1) > 5) return false;
+  if (strchr(v, ':') != colon && (v[0] != '[' || colon[-1] != ']')) return false;
+  for (const char *p = colon + 1; *p; p++)
+    if (*p < '0' || *p > '9') return false;
+  return atoi(colon + 1) <= 65535;
 }
 
 /* Option value: "--opt=value" or "--opt value". */
@@ -203,6 +224,15 @@ static int parse_option(cli *c, int argc, char **argv, int *i) {
     if ((v = option_value("--stop-after", argc, argv, i, &missing))) {
       if (dc_duration_parse(v, &c->agent.stop_after, err, sizeof err) != 0 || c->agent.stop_after <= 0)
         return usage_error("--stop-after: expected a positive duration such as 30s, got '%s'", v);
+      return 1;
+    }
+    if ((v = option_value("--listen", argc, argv, i, &missing))) {
+      if (!valid_listen(v)) return usage_error("--listen: expected HOST:PORT or off, got '%s'", v);
+      c->listen = v;
+      return 1;
+    }
+    if ((v = option_value("--api-token-file", argc, argv, i, &missing))) {
+      c->api_token_file = v;
       return 1;
     }
   }
@@ -286,6 +316,12 @@ int main(int argc, char **argv) {
   } else if (strcmp(c.command, "run") == 0) {
     c.agent.keep_alive = true;
     c.agent.reloadable = !c.once;
+    if (dc_runtime_set_option(H, "listen", c.listen ? c.listen : DEFAULT_LISTEN) != 0 ||
+        (c.api_token_file && dc_runtime_set_option(H, "api_token_file", c.api_token_file) != 0)) {
+      dc_host_free(H);
+      uv_loop_close(&loop);
+      return DC_EXIT_FAILURE;
+    }
     const char *args[] = {c.file, c.once ? "once" : "run"};
     code = dc_agent_main(H, &c.agent, "run", 2, args);
   } else {

@@ -5,6 +5,7 @@
 
 #include "http.h"
 #include "scheduler.h"
+#include "server.h"
 
 const dc_module dc_modules[] = {
     {"dconn.cjson", luaopen_cjson}, /* wrapped by lua/dconn/json.lua */
@@ -12,10 +13,12 @@ const dc_module dc_modules[] = {
     {"dconn.timer", luaopen_dconn_timer},
     {"dconn.runtime", luaopen_dconn_runtime},
     {"dconn.httpc", luaopen_dconn_httpc},
+    {"dconn.server", luaopen_dconn_server},
     {NULL, NULL},
 };
 
 void dc_modules_close(dc_host *H) {
   dc_sched_close(H);
   dc_http_close(H);
+  dc_server_close_all(H);
 }

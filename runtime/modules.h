@@ -17,8 +17,11 @@ extern const dc_module dc_modules[];
 int luaopen_dconn_log(lua_State *L);
 int luaopen_dconn_timer(lua_State *L);
 int luaopen_dconn_runtime(lua_State *L);
+int luaopen_dconn_server(lua_State *L);
 int luaopen_dconn_httpc(lua_State *L);
 
+/* A command-line setting for the Lua side, seen in dconn.runtime.options() (info.c); 0 or -1. */
+int dc_runtime_set_option(dc_host *H, const char *key, const char *value);
 /* Makes os.time() and os.date() read the host clock (timer.c). */
 void dc_clock_install_os(lua_State *L);
 /* Releases module state that lives outside Lua before the state closes. */

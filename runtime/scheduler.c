@@ -171,18 +171,29 @@ static void notify_waiters(dc_job *job, bool ok, const char *err) {
   }
 }
 
-/* observer(name, ok, duration, err): for metrics. It must not wait; its errors are logged. */
-static void observe(dc_job *job, bool ok) {
-  dc_sched *s = job->s;
-  if (s->observer_ref == LUA_NOREF) return;
-  lua_State *L = dc_host_state(s->H);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->observer_ref);
+/* stack: job (light userdata), ok -> calls the observer; run under pcall (it allocates). */
+static int call_observer(lua_State *L) {
+  dc_job *job = lua_touserdata(L, 1);
+  bool ok = lua_toboolean(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->s->observer_ref);
   lua_pushstring(L, job->name);
   lua_pushboolean(L, ok);
   lua_pushnumber(L, job->last_duration);
   if (job->last_error) lua_pushstring(L, job->last_error);
   else lua_pushnil(L);
-  if (dc_pcall(L, 4, 0) != LUA_OK) {
+  lua_call(L, 4, 0);
+  return 0;
+}
+
+/* observer(name, ok, duration, err): for metrics. It must not wait; its errors are logged. */
+static void observe(dc_job *job, bool ok) {
+  dc_sched *s = job->s;
+  if (s->observer_ref == LUA_NOREF) return;
+  lua_State *L = dc_host_state(s->H);
+  lua_pushcfunction(L, call_observer);
+  lua_pushlightuserdata(L, job);
+  lua_pushboolean(L, ok);
+  if (dc_pcall(L, 2, 0) != LUA_OK) {
     dc_log(s->H, DC_LOG_ERROR, "job observer failed: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }

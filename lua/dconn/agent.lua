@@ -16,7 +16,7 @@ local _M = { _VERSION = "0.1.0" }
 local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 -- Top-level keys a policy table may have; anything else is a mistake worth reporting.
-local POLICY_KEYS = { name = true, description = true, jobs = true }
+local POLICY_KEYS = { name = true, description = true, jobs = true, routes = true, describe = true }
 
 local current -- the running policy: { path =, policy =, job_names = { ... } }
 
@@ -91,11 +91,14 @@ function _M.load(path)
   end
   for key in pairs(policy) do
     if not POLICY_KEYS[key] then
-      return nil, path .. ": unknown policy field '" .. tostring(key) .. "' (known: name, description, jobs)"
+      return nil, path .. ": unknown policy field '" .. tostring(key)
+        .. "' (known: name, description, jobs, routes, describe)"
     end
   end
   local specs, spec_err = job_specs(path, policy.jobs)
   if not specs then return nil, spec_err end
+  local api_ok, api_err = require("dconn.api").check_policy(path, policy)
+  if not api_ok then return nil, api_err end
   return policy, specs
 end
 
@@ -126,6 +129,16 @@ function _M.run(path, mode)
   if mode ~= "once" then
     timer.hold(false)
     log.info("Scheduler started")
+    local options = runtime.options()
+    if options.listen and options.listen ~= "off" then
+      local api_ok, api_err = require("dconn.api").start {
+        listen = options.listen, token_file = options.api_token_file,
+      }
+      if not api_ok then
+        fail(api_err)
+        return EXIT_USAGE
+      end
+    end
     return nil
   end
   local failed = 0
@@ -134,6 +147,11 @@ function _M.run(path, mode)
     if not ok then failed = failed + 1 end
   end
   return failed == 0 and EXIT_OK or EXIT_FAILURE
+end
+
+--- The running policy: its file and table (nil before one is loaded).
+function _M.current()
+  if current then return current.path, current.policy end
 end
 
 --- SIGHUP: load the policy again; on failure the old one keeps running (the error is raised

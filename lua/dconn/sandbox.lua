@@ -17,9 +17,13 @@ local SAFE_OS = { "clock", "date", "difftime", "getenv", "time" }
 local SAFE_IO = { "open", "lines", "read", "write", "type", "stdout", "stderr", "stdin" }
 local SAFE_COLLECT = { count = true, collect = true, step = true }
 
--- Runtime modules a restricted policy may require. The driver and the sandbox itself could
--- load code outside the sandbox, so they are not on the list.
-local DENIED_MODULES = { ["dconn.agent"] = true, ["dconn.sandbox"] = true, ["dconn.repl"] = true }
+-- Runtime modules a restricted policy may not require: the driver and the sandbox could load
+-- code outside the sandbox; the server and the API would let a policy open listening sockets
+-- (policies add routes to the agent's API through their `routes` field instead).
+local DENIED_MODULES = {
+  ["dconn.agent"] = true, ["dconn.sandbox"] = true, ["dconn.repl"] = true,
+  ["dconn.server"] = true, ["dconn.api"] = true,
+}
 
 local function copy(t, names)
   local out = {}

@@ -187,7 +187,7 @@ fi
 # 2. idle RSS with a policy loaded
 d_rss=- p_rss=- d_anon=- p_anon=-
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-if kb=$(idle_rss "$TMP/d_idle.err" "$DCONN" run "$TMP/idle.lua"); then
+if kb=$(idle_rss "$TMP/d_idle.err" "$DCONN" run --listen off "$TMP/idle.lua"); then
   read -r d_rss d_anon <<<"$kb"
   d_rss=$(mib "$d_rss") d_anon=$(mib "$d_anon")
 else
@@ -205,7 +205,7 @@ fi
 
 # 3. tick accuracy: 10 ticks of a 1 s job, the first one second after start
 d_n=0 d_max=- d_mean=- d_drift=- p_n=0 p_max=- p_mean=- p_drift=-
-bounded 30 "$DCONN" run --log-format json "$TMP/ticks.lua" --stop-after 10.5s \
+bounded 30 "$DCONN" run --listen off --log-format json "$TMP/ticks.lua" --stop-after 10.5s \
   >"$TMP/d_ticks.out" 2>"$TMP/d_ticks.err"
 sed -n 's/.*"msg":"Running job .*(scheduled at \([^)]*\))".*/\1/p' "$TMP/d_ticks.err" >"$TMP/d_sched.txt"
 if [ -s "$TMP/d_sched.txt" ] && date -f "$TMP/d_sched.txt" +%s.%N >"$TMP/d_sched.epoch" 2>/dev/null; then

@@ -32,11 +32,13 @@ function _M.read(path)
   return text
 end
 
---- Runs dconn with args to completion; returns exit code, stdout, stderr.
+--- Runs dconn with args to completion (killed after opts.limit seconds, default 120, so a hang
+-- fails the spec instead of the suite); returns exit code, stdout, stderr.
 function _M.run(args, opts)
   opts = opts or {}
   local dir = _M.tmpdir()
-  local cmd = _M.DCONN .. " " .. args .. " > " .. dir .. "/out 2> " .. dir .. "/err"
+  local cmd = string.format("timeout -k 5 %d %s %s > %s/out 2> %s/err", opts.limit or 120, _M.DCONN,
+    args, dir, dir)
   if opts.stdin then cmd = cmd .. " < " .. shell_quote(opts.stdin) end
   local ok, how, code = os.execute(cmd)
   if how == "signal" then code = 128 + code end

@@ -1,0 +1,12 @@
+/* dconn.server: the HTTP server the agent's API runs on (server.c). */
+#ifndef DCONN_SERVER_H
+#define DCONN_SERVER_H
+
+#include "host.h"
+
+/* Closes every server of the host: stops listening, cancels running handlers, drops the
+ * connections and waits (bounded, running the loop) until their memory is released. Called by
+ * dc_modules_close, outside uv_run, after the tasks were killed. */
+void dc_server_close_all(dc_host *H);
+
+#endif

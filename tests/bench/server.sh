@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# HTTP server benchmark: the agent API of `dconn run` (dconn.server on libh2o) under
+# `wrk -t1 -c32 --latency` on /healthz and /metrics, beside nginx answering `return 200` on
+# /healthz in the same run. Prints requests/s, p50/p99 latency and dconn/nginx ratios.
+# usage: tests/bench/server.sh path/to/dconn      (make bench)
+#
+# Each figure: BENCH_SERVER_SECONDS (default 5) of wrk with one thread and 32 keep-alive
+# connections. The agent runs a policy with three jobs, so /metrics has job series to render.
+# Every wait is bounded; the agent, nginx and temporary files are cleaned up on exit. Exit
+# status 1 only if a dconn figure could not be measured (a missing nginx only drops the peer).
+set -u
+export LC_ALL=C
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+  echo "usage: $0 path/to/dconn" >&2
+  exit 2
+fi
+DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+cd "$(dirname "$0")/../.." || exit 2
+SECONDS_EACH=${BENCH_SERVER_SECONDS:-5}
+LIMIT=$((SECONDS_EACH + 30)) # per measurement, start-up included
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dconn-bench-server.XXXXXX") || exit 1
+PIDS=()
+# shellcheck disable=SC2317  # called by the traps
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do # up to 5 s each, then no more asking
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for tool in wrk timeout; do
+  command -v "$tool" >/dev/null || { echo "bench server: $tool is missing" >&2; exit 1; }
+done
+
+# waits up to 5 s for a TCP listener on 127.0.0.1:$1
+wait_port() {
+  local _
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# --- the agent -----------------------------------------------------------------------------
+cat > "$TMP/policy.lua" <<'EOF'
+return { name = "bench-server", jobs = {
+  a = { every = "1s", run = function() end },
+  b = { every = "5s", run = function() end },
+  c = { cron = "*/5 * * * *", run = function() end },
+} }
+EOF
+"$DCONN" run --listen 127.0.0.1:0 "$TMP/policy.lua" 2> "$TMP/agent.err" > /dev/null &
+PIDS+=("$!")
+PORT=
+for _ in $(seq 200); do # up to 10 s
+  PORT=$(sed -n 's/.*API listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/agent.err" | head -n 1)
+  [ -n "$PORT" ] && break
+  sleep 0.05
+done
+if [ -z "$PORT" ]; then
+  echo "bench server: the agent did not start its API:" >&2
+  cat "$TMP/agent.err" >&2
+  exit 1
+fi
+
+# --- the peer: nginx, `return 200` ---------------------------------------------------------
+NGINX_PORT=
+if command -v nginx >/dev/null; then
+  NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null)
+fi
+if [ -n "$NGINX_PORT" ]; then
+  mkdir -p "$TMP/logs" "$TMP/tmp"
+  cat > "$TMP/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/tmp;
+  proxy_temp_path $TMP/tmp;
+  fastcgi_temp_path $TMP/tmp;
+  uwsgi_temp_path $TMP/tmp;
+  scgi_temp_path $TMP/tmp;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location = /healthz { default_type application/json; return 200 '{"status":"ok"}'; }
+  }
+}
+EOF
+  nginx -p "$TMP" -c "$TMP/nginx.conf" 2> "$TMP/logs/start.log" &
+  PIDS+=("$!")
+  if ! wait_port "$NGINX_PORT"; then
+    echo "bench server: nginx did not start; no peer figures" >&2
+    NGINX_PORT=
+  fi
+fi
+
+# Prints "requests_per_s p50_ms p99_ms non2xx" for wrk against $1, or fails.
+measure() {
+  local url=$1 out=$TMP/wrk.out
+  timeout "$LIMIT" wrk -t1 -c32 -d"${SECONDS_EACH}s" --latency "$url" > "$out" 2>&1 || return 1
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+      return v + 0
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    END {
+      if (rps == "" || p50 == "" || p99 == "") exit 1
+      printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad + 0
+    }' "$out"
+}
+
+printf 'dconn API server benchmark: %s, wrk -t1 -c32, %ss each\n' "$("$DCONN" --version | head -n 1)" "$SECONDS_EACH"
+printf '%-34s %12s %10s %10s\n' "target" "requests/s" "p50 ms" "p99 ms"
+status=0
+declare -A RPS P99
+row() {
+  local name=$1 url=$2 key=$3 figures rps p50 p99 bad
+  if figures=$(measure "$url"); then
+    read -r rps p50 p99 bad <<< "$figures"
+    printf '%-34s %12s %10s %10s' "$name" "$rps" "$p50" "$p99"
+    [ "$bad" -gt 0 ] && printf '   (%s non-2xx)' "$bad"
+    printf '\n'
+    RPS[$key]=$rps
+    P99[$key]=$p99
+  else
+    printf '%-34s %12s\n' "$name" "FAILED"
+    return 1
+  fi
+}
+row "dconn GET /healthz" "http://127.0.0.1:$PORT/healthz" healthz || status=1
+row "dconn GET /metrics" "http://127.0.0.1:$PORT/metrics" metrics || status=1
+if [ -n "$NGINX_PORT" ]; then
+  row "nginx GET /healthz (return 200)" "http://127.0.0.1:$NGINX_PORT/healthz" nginx || true
+fi
+if [ -n "${RPS[healthz]:-}" ] && [ -n "${RPS[nginx]:-}" ]; then
+  awk -v d="${RPS[healthz]}" -v n="${RPS[nginx]}" -v dp="${P99[healthz]}" -v np="${P99[nginx]}" 'BEGIN {
+    printf "dconn/nginx on /healthz: %.2fx the requests/s, %.2fx the p99 latency\n", d / n, (np > 0 ? dp / np : 0)
+  }'
+fi
+if [ -n "${RPS[metrics]:-}" ]; then
+  printf '/metrics body: %s bytes\n' "$(timeout 5 curl -s "http://127.0.0.1:$PORT/metrics" | wc -c)"
+fi
+exit "$status"
