@@ -1,7 +1,7 @@
 # dconn: build, test, run. `make run` and `make test` install what is missing first.
 PREFIX   ?= /usr/local
 BUILD    := build
-PKGS     := lua5.4 libuv libcurl libedit libh2o
+PKGS     := lua5.4 libuv libcurl libedit libh2o openblas lapacke
 CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS   ?= -O2 -g
@@ -17,9 +17,9 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
-        openssl nginx-light wrk curl python3 python3-venv
+        openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy
 
-.PHONY: all deps run test test-c test-lua bench sanitize lint install clean
+.PHONY: all deps run test test-c test-lua bench sanitize lint install clean fuzz
 
 all: $(BUILD)/dconn
 
@@ -46,7 +46,7 @@ $(BUILD)/sanitize/dconn: $(SAN_OBJS) | $(BUILD)/sanitize
 	$(CC) $(SANITIZE) $(SAN_OBJS) -o $@ $(LIBS) -Wl,-E
 
 $(BUILD)/tests/%: tests/c/%.c runtime/*.c runtime/*.h | $(BUILD)/tests
-	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $(filter-out runtime/main.c,$(wildcard runtime/cron.c runtime/timefmt.c)) -o $@ -lcmocka -lm
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $(filter-out runtime/main.c,$(wildcard runtime/cron.c runtime/timefmt.c runtime/safetensors.c)) -o $@ -lcmocka -lm
 
 $(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
 	mkdir -p $@
@@ -62,6 +62,7 @@ bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/json.sh $(BUILD)/dconn
 	@tests/bench/http.sh $(BUILD)/dconn
 	@tests/bench/server.sh $(BUILD)/dconn
+	@tests/bench/model.sh $(BUILD)/dconn
 
 # The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
 # still runs and says the peer is missing.
@@ -74,6 +75,18 @@ bench: deps all .venv/bin/apscheduler-ok
 .venv/bin/schemathesis-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'schemathesis>=4,<5' \
 	  && touch $@; } || echo "test: could not install schemathesis into .venv; api_spec will fail" >&2
+
+# libFuzzer on the safetensors parser for FUZZ_TIME seconds (clang only for this target),
+# seeded with the model fixtures; crashes land in build/fuzz/.
+FUZZ_TIME ?= 60
+fuzz: DEPS += clang libclang-rt-14-dev
+fuzz: deps $(BUILD)/fuzz/fuzz_safetensors
+	@mkdir -p $(BUILD)/fuzz/corpus && cp tests/fixtures/model/*.safetensors $(BUILD)/fuzz/corpus/
+	cd $(BUILD)/fuzz && ./fuzz_safetensors -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 corpus
+
+$(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensors.c runtime/safetensors.h
+	@mkdir -p $(@D)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/safetensors.c -o $@
 
 # The whole suite again with an ASan+UBSan build of dconn.
 sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok

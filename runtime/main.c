@@ -14,6 +14,7 @@
 #include "host.h"
 #include "log.h"
 #include "modules.h"
+#include "model_cli.h"
 #include "repl.h"
 #include "timefmt.h"
 #include "version.h"
@@ -26,6 +27,7 @@ static const char *const MAIN_HELP =
     "  dconn run [options] POLICY.lua      run a placement policy as a long-lived agent\n"
     "  dconn check [options] POLICY.lua    load and validate a policy without doing I/O\n"
     "  dconn repl [options] [POLICY.lua]   interactive Lua with every runtime module\n"
+    "  dconn predict --spec S --weights W --input IN --output OUT   batch inference with a model\n"
     "  dconn --version                     versions of dconn and its libraries\n"
     "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
     "\n"
@@ -129,6 +131,7 @@ static const char *help_for(const char *command) {
   if (strcmp(command, "check") == 0) return CHECK_HELP;
   if (strcmp(command, "repl") == 0) return REPL_HELP;
   if (strcmp(command, "script") == 0) return SCRIPT_HELP;
+  if (strcmp(command, "predict") == 0) return DC_PREDICT_HELP;
   return NULL;
 }
 
@@ -295,6 +298,7 @@ int main(int argc, char **argv) {
                .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS},
       .agent = {.grace = 10},
   };
+  if (argc > 1 && strcmp(argv[1], "predict") == 0) return dc_predict_main(argc - 1, argv + 1);
   int r = parse_cli(&c, argc, argv);
   if (r != 0) return r < 0 ? DC_EXIT_OK : r;
 

@@ -14,6 +14,7 @@ const dc_module dc_modules[] = {
     {"dconn.runtime", luaopen_dconn_runtime},
     {"dconn.httpc", luaopen_dconn_httpc},
     {"dconn.server", luaopen_dconn_server},
+    {"dconn.nn", luaopen_dconn_nn}, /* wrapped by lua/dconn/model.lua */
     {NULL, NULL},
 };
 

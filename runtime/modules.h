@@ -17,6 +17,7 @@ extern const dc_module dc_modules[];
 int luaopen_dconn_log(lua_State *L);
 int luaopen_dconn_timer(lua_State *L);
 int luaopen_dconn_runtime(lua_State *L);
+int luaopen_dconn_nn(lua_State *L);
 int luaopen_dconn_server(lua_State *L);
 int luaopen_dconn_httpc(lua_State *L);
 

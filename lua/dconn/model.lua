@@ -1,0 +1,467 @@
+-- dconn.model: prediction models for policies.
+--
+--   model.load(spec, weights_path) -> m | nil, err     spec: a table, or a .lua / .json file path
+--   m:predict(x [, {pool = true|false}]) -> tensor | nil, err
+--   model.tensor(nested) / tensor(flat, shape) / zeros(shape) / full(shape, v) / is_tensor(v)
+--   model.open(path) -> safetensors file | nil, err;  model.save(path, {name = t}, meta) -> true | nil, err
+--   model.forecaster(kind [, opts]) -> f;  f:fit(series) -> f | nil, err;  f:predict([h]); f:forecast(h)
+--   model.backtest(kind_or_spec, series [, opts]) -> {mae, rmse, n} | nil, err
+--   model.select(series [, candidates [, opts]]) -> best, results | nil, err
+--
+-- A spec maps a PyTorch state_dict (saved with safetensors) to layers, in order:
+--
+--   { name = "...", input = { seq = 10, features = 6 }, strict = true, layers = {
+--       { type = "MinMax", weights = "scaler.x" },               -- optional input scaler
+--       { type = "LSTM", weights = "lstm", input_size = 6, hidden_size = 128, num_layers = 2,
+--         batch_first = true, output = "last" },                 -- "last": h_n[-1]; or "sequence"
+--       { type = "ReLU" },
+--       { type = "Linear", weights = "fc_1", in_features = 128, out_features = 128 },
+--       { type = "ReLU" },
+--       { type = "Linear", weights = "fc_2", in_features = 128, out_features = 1 },
+--       { type = "MinMax", weights = "scaler.y", inverse = true },  -- back to target units
+--   } }
+--
+-- `weights` is the state_dict prefix: Linear reads <p>.weight [out, in] and <p>.bias [out];
+-- LSTM/GRU read <p>.weight_ih_l<k>, <p>.weight_hh_l<k>, <p>.bias_ih_l<k>, <p>.bias_hh_l<k>
+-- (PyTorch's layout and gate order: LSTM i, f, g, o; GRU r, z, n). Scalers are scikit-learn's
+-- fitted attributes stored as tensors in the same safetensors file: MinMax <p>.min and
+-- <p>.scale (MinMaxScaler.min_, .scale_: x * scale + min; inverse (x - min) / scale), Standard
+-- <p>.mean and <p>.scale (StandardScaler.mean_, .scale_: (x - mean) / scale). Instead of
+-- `weights`, a scaler may give its vectors inline (min = {...}, scale = {...}). With strict
+-- (the default, like load_state_dict) a tensor in the file that no layer uses is an error.
+local nn = require "dconn.nn"
+local json = require "dconn.json"
+
+local type, pairs, ipairs, tostring, error, select = type, pairs, ipairs, tostring, error, select
+local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
+local format, concat, sort, lower = string.format, table.concat, table.sort, string.lower
+local io_open, stderr, stdout = io.open, io.stderr, io.stdout
+
+local _M = { _VERSION = "0.1.0" }
+
+for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "open", "save", "forecaster", "blas",
+  "sgemm_gflops", "POOL_FLOPS" } do
+  _M[name] = nn[name]
+end
+
+local SPEC_KEYS = { name = true, description = true, input = true, layers = true, strict = true }
+
+-- Per layer type: accepted fields, and whether it reads weights.
+local LAYERS = {
+  linear = { name = "Linear", fields = { weights = true, in_features = true, out_features = true, bias = true } },
+  relu = { name = "ReLU", fields = {} },
+  tanh = { name = "Tanh", fields = {} },
+  sigmoid = { name = "Sigmoid", fields = {} },
+  lstm = { name = "LSTM", fields = { weights = true, input_size = true, hidden_size = true, num_layers = true,
+    bias = true, batch_first = true, dropout = true, output = true, bidirectional = true, proj_size = true } },
+  gru = { name = "GRU", fields = { weights = true, input_size = true, hidden_size = true, num_layers = true,
+    bias = true, batch_first = true, dropout = true, output = true, bidirectional = true } },
+  minmax = { name = "MinMax", fields = { weights = true, inverse = true, min = true, scale = true } },
+  standard = { name = "Standard", fields = { weights = true, inverse = true, mean = true, scale = true } },
+}
+
+local function shape_text(shape)
+  return "[" .. concat(shape, ", ") .. "]"
+end
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+-- Reads a spec file: Lua (a chunk returning a table, run with no globals) or JSON.
+function _M.load_spec(path)
+  if type(path) ~= "string" then error("model.load_spec: expected a path", 2) end
+  if path:match("%.json$") then
+    local f, err = io_open(path, "r")
+    if not f then return nil, err end
+    local text = f:read("a")
+    f:close()
+    local spec, jerr = json.decode(text)
+    if spec == nil then return nil, path .. ": " .. tostring(jerr) end
+    return spec
+  end
+  local chunk, err = loadfile(path, "t", {})
+  if not chunk then return nil, err end
+  local ok, spec = pcall(chunk)
+  if not ok then return nil, path .. ": " .. tostring(spec) end
+  if type(spec) ~= "table" then return nil, path .. ": the spec file must return a table" end
+  return spec
+end
+
+-- The loader's state while reading one weights file against one spec.
+local Loader = {}
+Loader.__index = Loader
+
+-- The tensor `name` with exactly `shape`, marked used; raises a message naming it otherwise.
+function Loader:tensor(name, shape, what)
+  local info = self.file:info(name)
+  if not info then
+    error({ format("tensor '%s' is missing from %s (needed by %s)", name, self.path, what) })
+  end
+  if shape and not same_shape(info.shape, shape) then
+    error({ format("tensor '%s' has shape %s, but %s needs %s", name, shape_text(info.shape), what,
+      shape_text(shape)) })
+  end
+  local t = self.file:get(name)
+  if not t:finite() then error({ format("tensor '%s' has NaN or infinite values", name) }) end
+  self.used[name] = true
+  return t
+end
+
+function Loader:has(name)
+  return self.file:info(name) ~= nil
+end
+
+-- Field checks raise tables, which load() turns into nil, err.
+local function bad(fmt, ...)
+  error({ format(fmt, ...) })
+end
+
+local function check_int(layer, what, key, min)
+  local v = layer[key]
+  if v == nil then return nil end
+  if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
+    bad("%s: %s must be an integer", what, key)
+  end
+  v = math.tointeger(v)
+  if v < (min or 1) then bad("%s: %s must be >= %d", what, key, min or 1) end
+  return v
+end
+
+local function check_prefix(layer, what)
+  local p = layer.weights
+  if type(p) ~= "string" or p == "" then bad("%s: 'weights' must name the state_dict prefix (e.g. \"fc_1\")", what) end
+  return p
+end
+
+local function build_linear(ld, layer, what, features)
+  local p = check_prefix(layer, what)
+  local info = ld.file:info(p .. ".weight")
+  local out_f = check_int(layer, what, "out_features") or (info and info.shape[1])
+  local in_f = check_int(layer, what, "in_features") or (info and info.shape[2]) or features
+  if not (out_f and in_f) then ld:tensor(p .. ".weight", nil, what) end
+  local w = ld:tensor(p .. ".weight", { out_f, in_f },
+    format("%s (in_features=%d, out_features=%d)", what, in_f, out_f))
+  local b
+  if layer.bias ~= false then b = ld:tensor(p .. ".bias", { out_f }, format("%s (out_features=%d)", what, out_f)) end
+  return { kind = "linear", w = w, b = b }, in_f, out_f
+end
+
+local function build_rnn(ld, layer, what, features, kind)
+  local p = check_prefix(layer, what)
+  local G = kind == "lstm" and 4 or 3
+  if layer.batch_first == false then
+    bad("%s: batch_first = false is not supported (predict takes [batch, seq, features])", what)
+  end
+  if layer.bidirectional then bad("%s: bidirectional layers are not supported", what) end
+  if layer.proj_size and layer.proj_size ~= 0 then bad("%s: proj_size is not supported", what) end
+  local output = layer.output or "last"
+  if output ~= "last" and output ~= "sequence" then bad("%s: output must be \"last\" or \"sequence\"", what) end
+  local ih0 = ld.file:info(p .. ".weight_ih_l0")
+  local hidden = check_int(layer, what, "hidden_size") or (ih0 and ih0.shape[1] // G)
+  local input = check_int(layer, what, "input_size") or (ih0 and ih0.shape[2]) or features
+  local num = check_int(layer, what, "num_layers")
+  if not num then
+    num = 0
+    while ld:has(format("%s.weight_ih_l%d", p, num)) do num = num + 1 end
+  end
+  if not (hidden and input) or num < 1 then ld:tensor(p .. ".weight_ih_l0", nil, what) end
+  local desc = format("%s (input_size=%d, hidden_size=%d, num_layers=%d)", what, input, hidden, num)
+  local out = { kind = kind, input = input, hidden = hidden, num_layers = num, sequence = output == "sequence",
+    w_ih = {}, w_hh = {}, b_ih = {}, b_hh = {} }
+  for k = 0, num - 1 do
+    out.w_ih[k + 1] = ld:tensor(format("%s.weight_ih_l%d", p, k), { G * hidden, k == 0 and input or hidden }, desc)
+    out.w_hh[k + 1] = ld:tensor(format("%s.weight_hh_l%d", p, k), { G * hidden, hidden }, desc)
+    if layer.bias ~= false then
+      out.b_ih[k + 1] = ld:tensor(format("%s.bias_ih_l%d", p, k), { G * hidden }, desc)
+      out.b_hh[k + 1] = ld:tensor(format("%s.bias_hh_l%d", p, k), { G * hidden }, desc)
+    end
+  end
+  return out, input, hidden
+end
+
+local function scaler_vector(ld, layer, what, key, features)
+  local v = layer[key]
+  if v ~= nil then
+    if type(v) ~= "table" or #v == 0 then bad("%s: %s must be a list of numbers", what, key) end
+    local ok, t = pcall(nn.tensor, v)
+    if not ok or t:dim() ~= 1 then bad("%s: %s must be a list of numbers", what, key) end
+    if features and #t ~= features then
+      bad("%s: %s has %d values, the input has %d features", what, key, #t, features)
+    end
+    if not t:finite() then bad("%s: %s has NaN or infinite values", what, key) end
+    return t
+  end
+  local p = check_prefix(layer, what)
+  local name = p .. "." .. key
+  local info = ld.file:info(name)
+  return ld:tensor(name, { features or (info and info.shape[1]) or 0 }, what)
+end
+
+local function build_scaler(ld, layer, what, features, kind)
+  local offset_key = kind == "minmax" and "min" or "mean"
+  local scale = scaler_vector(ld, layer, what, "scale", features)
+  local offset = scaler_vector(ld, layer, what, offset_key, #scale)
+  for i = 1, #scale do
+    if scale[i] == 0 then bad("%s: scale[%d] is 0", what, i) end
+  end
+  local inverse = layer.inverse == true
+  local out
+  if kind == "minmax" then
+    -- forward x * scale + min; inverse (x - min) / scale
+    out = inverse and { kind = "scale", a = offset, c = scale, divide = true }
+      or { kind = "scale", a = scale, c = offset }
+  else
+    -- forward (x - mean) / scale; inverse x * scale + mean
+    out = inverse and { kind = "scale", a = scale, c = offset }
+      or { kind = "scale", a = offset, c = scale, divide = true }
+  end
+  return out, #scale, #scale
+end
+
+local Model = {}
+Model.__index = Model
+
+local function build(spec, path)
+  if type(spec) ~= "table" then bad("spec: expected a table") end
+  for k in pairs(spec) do
+    if not SPEC_KEYS[k] then
+      bad("spec: unknown field '%s' (known: name, description, input, layers, strict)", tostring(k))
+    end
+  end
+  if type(spec.layers) ~= "table" or #spec.layers == 0 then bad("spec: 'layers' must be a non-empty list") end
+  local input = spec.input or {}
+  if type(input) ~= "table" then bad("spec: 'input' must be a table { seq =, features = }") end
+  local file, err = nn.open(path)
+  if not file then bad("%s", err) end
+  local ld = setmetatable({ file = file, path = path, used = {} }, Loader)
+  local ok, result = pcall(function()
+    local layers, summary = {}, {}
+    local features = input.features and math.tointeger(input.features)
+    local first_features
+    local seq = input.seq ~= nil
+    for i, layer in ipairs(spec.layers) do
+      if type(layer) ~= "table" or type(layer.type) ~= "string" then bad("spec: layer %d needs a 'type'", i) end
+      local kind = lower(layer.type)
+      local def = LAYERS[kind]
+      if not def then
+        bad("spec: layer %d: unknown type '%s' (Linear, ReLU, Tanh, Sigmoid, LSTM, GRU, MinMax, Standard)", i,
+          layer.type)
+      end
+      local named = layer.weights and (" '" .. tostring(layer.weights) .. "'") or ""
+      local what = format("layer %d (%s%s)", i, def.name, named)
+      for k in pairs(layer) do
+        if k ~= "type" and not def.fields[k] then bad("spec: %s: unknown field '%s'", what, tostring(k)) end
+      end
+      local native, in_f, out_f
+      if kind == "linear" then native, in_f, out_f = build_linear(ld, layer, what, features)
+      elseif kind == "lstm" or kind == "gru" then
+        native, in_f, out_f = build_rnn(ld, layer, what, features, kind)
+        seq = true
+      elseif kind == "minmax" or kind == "standard" then
+        native, in_f, out_f = build_scaler(ld, layer, what, features, kind)
+      else native = { kind = kind } end
+      if in_f and features and in_f ~= features then
+        bad("%s takes %d features, but %s", what, in_f, i == 1 and format("the spec's input has %d", features)
+          or format("layer %d gives %d", i - 1, features))
+      end
+      first_features = first_features or in_f
+      features = out_f or features
+      layers[i] = native
+      summary[i] = { type = def.name, weights = layer.weights, input = in_f, output = out_f }
+    end
+    if spec.strict ~= false then
+      for _, name in ipairs(file:names()) do
+        if not ld.used[name] then
+          bad("%s: tensor '%s' is not used by the spec (set strict = false to allow extra tensors)", path, name)
+        end
+      end
+    end
+    local params = 0
+    for _, name in ipairs(file:names()) do
+      if ld.used[name] then params = params + file:get(name):numel() end
+    end
+    return setmetatable({
+      net = nn.network(layers),
+      spec = spec,
+      name = spec.name,
+      layers = summary,
+      input_features = input.features or first_features,
+      seq = input.seq,
+      sequence_input = seq,
+      output_features = features,
+      parameters = params,
+      metadata = file:metadata(),
+    }, Model)
+  end)
+  file:close()
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- model.load(spec, weights_path) -> m | nil, err. spec: a table or a .lua/.json path.
+function _M.load(spec, weights)
+  if type(weights) ~= "string" then error("model.load: expected the weights file path as argument 2", 2) end
+  if type(spec) == "string" then
+    local s, err = _M.load_spec(spec)
+    if not s then return nil, err end
+    spec = s
+  elseif type(spec) ~= "table" then
+    error("model.load: expected a spec table or a spec file path as argument 1", 2)
+  end
+  local ok, m = pcall(build, spec, weights)
+  if ok then return m end
+  if type(m) == "table" then return nil, m[1] end
+  error(m, 0) -- a bug, not a bad file: keep the traceback
+end
+
+-- m:predict(x [, opts]) -> tensor | nil, err. x: [batch, seq, features] (a tensor or nested
+-- tables), or [batch, features] for models without recurrent layers. Large batches run on the
+-- thread pool while the calling job waits (opts.pool forces either way).
+function Model:predict(x, opts)
+  return self.net:predict(x, opts)
+end
+
+-- Multiply-adds x 2 for one window of `steps` (default: the spec's input.seq, else 1).
+function Model:flops(steps)
+  return self.net:flops(steps or self.seq or 1)
+end
+
+function Model:close()
+  self.net:close()
+end
+
+-- ---- forecasters ----
+
+local function forecaster_spec(spec)
+  if type(spec) == "string" then return spec, nil, spec end
+  if type(spec) ~= "table" or type(spec.kind) ~= "string" then
+    error("expected a forecaster kind (\"persistence\", \"ewma\", \"holt\", \"ridge\") or a table with 'kind'", 3)
+  end
+  return spec.kind, spec, spec.name or spec.kind
+end
+
+-- model.backtest(kind_or_spec, series [, {initial, horizon, step, window, last}]) -> {mae, rmse, n} | nil, err
+function _M.backtest(spec, series, opts)
+  local kind, params = forecaster_spec(spec)
+  return nn.backtest(kind, params, series, opts)
+end
+
+local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
+
+-- model.select(series [, candidates [, opts]]) -> best, results | nil, err
+-- Backtests every candidate on the series (opts as backtest, plus metric = "mae" | "rmse") and
+-- returns the name of the one with the lowest error and all results, best first.
+function _M.select(series, candidates, opts)
+  candidates = candidates or DEFAULT_CANDIDATES
+  opts = opts or {}
+  local metric = opts.metric or "mae"
+  if metric ~= "mae" and metric ~= "rmse" then error("model.select: metric must be \"mae\" or \"rmse\"", 2) end
+  local bt = { initial = opts.initial, horizon = opts.horizon, step = opts.step, window = opts.window,
+    last = opts.last }
+  local results, errors = {}, {}
+  for _, c in ipairs(candidates) do
+    local kind, params, name = forecaster_spec(c)
+    local r, err = nn.backtest(kind, params, series, bt)
+    if r then
+      r.name, r.kind = name, kind
+      results[#results + 1] = r
+    else
+      errors[#errors + 1] = name .. ": " .. err
+    end
+  end
+  if #results == 0 then
+    return nil, "model.select: no candidate could be backtested (" .. concat(errors, "; ") .. ")"
+  end
+  sort(results, function(a, b)
+    if a[metric] ~= b[metric] then return a[metric] < b[metric] end
+    return a.name < b.name
+  end)
+  return results[1].name, results
+end
+
+-- ---- dconn predict ----
+
+local USAGE = "usage: dconn predict --spec SPEC --weights W.safetensors --input IN.safetensors[:TENSOR] "
+  .. "--output OUT.safetensors"
+
+local function file_exists(path)
+  local f = io_open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- The input tensor: IN.safetensors[:TENSOR]; without a name the file must hold one tensor.
+local function read_input(arg)
+  local path, name = arg, nil
+  if not file_exists(arg) then
+    local p, n = arg:match("^(.*):([^:]*)$")
+    if p and p ~= "" and n ~= "" then path, name = p, n end
+  end
+  local file, err = nn.open(path)
+  if not file then return nil, err end
+  local names = file:names()
+  if not name then
+    if #names ~= 1 then
+      file:close()
+      return nil, format("%s holds %d tensors (%s): name one as %s:TENSOR", path, #names, concat(names, ", "), path)
+    end
+    name = names[1]
+  end
+  local t, terr = file:get(name)
+  file:close()
+  if not t then return nil, format("%s: %s", path, terr) end
+  return t
+end
+
+-- Runs inside a task (runtime/model_cli.c): returns the exit status.
+function _M.main(...)
+  local opts, n = {}, select("#", ...)
+  local args = { ... }
+  local i = 1
+  local function fail(msg, code)
+    stderr:write("dconn predict: ", msg, "\n")
+    return code or 2
+  end
+  while i <= n do
+    local a = args[i]
+    local key, value = a:match("^%-%-(%w+)=(.*)$")
+    if not key then
+      key = a:match("^%-%-(%w+)$")
+      if key then
+        i = i + 1
+        value = args[i]
+        if value == nil then return fail("option '" .. a .. "' needs a value (" .. USAGE .. ")") end
+      end
+    end
+    if not key then return fail("unexpected argument '" .. a .. "' (" .. USAGE .. ")") end
+    if key ~= "spec" and key ~= "weights" and key ~= "input" and key ~= "output" then
+      return fail("unknown option '--" .. key .. "' (" .. USAGE .. ")")
+    end
+    opts[key] = value
+    i = i + 1
+  end
+  for _, key in ipairs { "spec", "weights", "input", "output" } do
+    if not opts[key] then return fail("missing --" .. key .. " (" .. USAGE .. ")") end
+  end
+  local m, err = _M.load(opts.spec, opts.weights)
+  if not m then return fail(err) end
+  local x, ierr = read_input(opts.input)
+  if not x then return fail(ierr) end
+  local ok, y, perr = pcall(m.predict, m, x)
+  if not ok then -- a shape the model cannot take: say it about the input
+    local msg = tostring(y):gsub("^[^:]*:%d+: ", ""):gsub("^bad argument #%d+ to '%w+' %((.*)%)$", "%1")
+    return fail(format("input %s: %s", shape_text(x:shape()), msg))
+  end
+  if not y then return fail(perr, 1) end
+  local saved, serr = nn.save(opts.output, { output = y }, { producer = "dconn predict", spec = opts.spec })
+  if not saved then return fail(serr, 1) end
+  stdout:write(format("output %s -> %s\n", shape_text(y:shape()), opts.output))
+  return 0
+end
+
+return _M

@@ -1,0 +1,407 @@
+/*
+ * dconn.nn forecasters: the naive baselines a learned model must beat, fitted natively so a
+ * policy can backtest them on every machine at every tick.
+ *
+ *   persistence  next = last value
+ *   ewma         level l_t = a y_t + (1-a) l_{t-1}, l_1 = y_1; forecast l_n at every horizon
+ *   holt         l_t = a y_t + (1-a)(l_{t-1} + b_{t-1}), b_t = B (l_t - l_{t-1}) + (1-B) b_{t-1},
+ *                l_1 = y_1, b_1 = y_2 - y_1; forecast l_n + h b_n
+ *   ridge        y_t = c + sum_k w_k y_{t-k} (k = 1..lags), min |r|^2 + lambda |w|^2 with the
+ *                intercept unpenalised (centred), solved with LAPACK dposv; h steps ahead by
+ *                feeding forecasts back
+ *
+ * Smoothing constants not given are fitted by minimising the in-sample one-step squared error
+ * over a grid (ewma: 0.01..0.99 by 0.01; holt: 0.05..0.95 by 0.05 for both): deterministic,
+ * and cheap enough for rolling backtests. Everything is double precision: series are Lua
+ * numbers, and the normal equations of lagged, strongly correlated values are
+ * ill-conditioned in float32 (hence dposv rather than sposv).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lapacke.h>
+#include <lauxlib.h>
+
+#include "tensor.h"
+
+#define FC_MT "dconn.forecaster"
+#define MAX_LAGS 64
+
+typedef enum { FC_PERSISTENCE, FC_EWMA, FC_HOLT, FC_RIDGE } fc_kind;
+static const char *const KINDS[] = {"persistence", "ewma", "holt", "ridge", NULL};
+
+typedef struct fc {
+  fc_kind kind;
+  double alpha, beta, lambda; /* < 0: fit */
+  int lags;
+  /* fitted state */
+  bool fitted;
+  double fit_alpha, fit_beta, level, trend, intercept;
+  double coef[MAX_LAGS], hist[MAX_LAGS]; /* hist[0] is the newest value */
+} fc;
+
+static int min_points(const fc *f) {
+  return f->kind == FC_HOLT ? 2 : f->kind == FC_RIDGE ? f->lags + 1 : 1;
+}
+
+/* One-step in-sample SSE of simple smoothing with alpha a; leaves the final level in *level. */
+static double ewma_run(const double *y, int n, double a, double *level) {
+  double l = y[0], sse = 0;
+  for (int t = 1; t < n; t++) {
+    double e = y[t] - l;
+    sse += e * e;
+    l += a * e;
+  }
+  *level = l;
+  return sse;
+}
+
+static double holt_run(const double *y, int n, double a, double b, double *level, double *trend) {
+  double l = y[0], tr = y[1] - y[0], sse = 0;
+  for (int t = 1; t < n; t++) {
+    double pred = l + tr, e = y[t] - pred;
+    if (t >= 2) sse += e * e; /* t = 1 is the initial trend itself */
+    double prev = l;
+    l = a * y[t] + (1 - a) * pred;
+    tr = b * (l - prev) + (1 - b) * tr;
+  }
+  *level = l;
+  *trend = tr;
+  return sse;
+}
+
+static int fit_ridge(fc *f, const double *y, int n, char *err, size_t errlen) {
+  int p = f->lags, m = n - p;
+  double A[MAX_LAGS * MAX_LAGS], rhs[MAX_LAGS], mx[MAX_LAGS] = {0}, my = 0;
+  for (int t = p; t < n; t++) {
+    my += y[t];
+    for (int k = 0; k < p; k++) mx[k] += y[t - 1 - k];
+  }
+  my /= m;
+  for (int k = 0; k < p; k++) mx[k] /= m;
+  memset(A, 0, sizeof(double) * (size_t)(p * p));
+  memset(rhs, 0, sizeof(double) * (size_t)p);
+  for (int t = p; t < n; t++) {
+    double yc = y[t] - my;
+    for (int i = 0; i < p; i++) {
+      double xi = y[t - 1 - i] - mx[i];
+      rhs[i] += xi * yc;
+      for (int j = i; j < p; j++) A[i * p + j] += xi * (y[t - 1 - j] - mx[j]);
+    }
+  }
+  for (int i = 0; i < p; i++) A[i * p + i] += f->lambda;
+  lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', p, 1, A, p, rhs, 1);
+  if (info != 0) {
+    snprintf(err, errlen, "ridge: the lagged values are collinear (a constant series?); use lambda > 0");
+    return -1;
+  }
+  f->intercept = my;
+  for (int k = 0; k < p; k++) {
+    f->coef[k] = rhs[k];
+    f->intercept -= rhs[k] * mx[k];
+  }
+  return 0;
+}
+
+/* Fits f on y[0..n); 0, or -1 with a message. */
+static int fc_fit(fc *f, const double *y, int n, char *err, size_t errlen) {
+  f->fitted = false;
+  if (n < min_points(f)) {
+    snprintf(err, errlen, "%s needs at least %d values, got %d", KINDS[f->kind], min_points(f), n);
+    return -1;
+  }
+  switch (f->kind) {
+  case FC_PERSISTENCE:
+    break;
+  case FC_EWMA:
+    f->fit_alpha = f->alpha;
+    if (f->alpha < 0) {
+      double best = INFINITY;
+      for (int i = 1; i <= 99; i++) {
+        double sse = ewma_run(y, n, i / 100.0, &f->level);
+        if (sse < best) best = sse, f->fit_alpha = i / 100.0;
+      }
+    }
+    ewma_run(y, n, f->fit_alpha, &f->level);
+    break;
+  case FC_HOLT:
+    f->fit_alpha = f->alpha;
+    f->fit_beta = f->beta;
+    if (f->alpha < 0 || f->beta < 0) {
+      double best = INFINITY;
+      int na = f->alpha < 0 ? 19 : 1, nb = f->beta < 0 ? 19 : 1;
+      for (int i = 1; i <= na; i++)
+        for (int j = 1; j <= nb; j++) {
+          double a = f->alpha < 0 ? i / 20.0 : f->alpha, b = f->beta < 0 ? j / 20.0 : f->beta;
+          double sse = holt_run(y, n, a, b, &f->level, &f->trend);
+          if (sse < best) best = sse, f->fit_alpha = a, f->fit_beta = b;
+        }
+    }
+    holt_run(y, n, f->fit_alpha, f->fit_beta, &f->level, &f->trend);
+    break;
+  case FC_RIDGE:
+    if (fit_ridge(f, y, n, err, errlen) != 0) return -1;
+    break;
+  }
+  int keep = n < MAX_LAGS ? n : MAX_LAGS;
+  for (int k = 0; k < keep; k++) f->hist[k] = y[n - 1 - k];
+  f->fitted = true;
+  return 0;
+}
+
+/* The forecast h >= 1 steps after the last fitted value. */
+static double fc_predict(const fc *f, int h) {
+  switch (f->kind) {
+  case FC_PERSISTENCE: return f->hist[0];
+  case FC_EWMA: return f->level;
+  case FC_HOLT: return f->level + h * f->trend;
+  case FC_RIDGE: {
+    double win[MAX_LAGS], next = 0;
+    memcpy(win, f->hist, sizeof win);
+    for (int step = 0; step < h; step++) {
+      next = f->intercept;
+      for (int k = 0; k < f->lags; k++) next += f->coef[k] * win[k];
+      memmove(win + 1, win, sizeof(double) * (MAX_LAGS - 1));
+      win[0] = next;
+    }
+    return next;
+  }
+  }
+  return NAN;
+}
+
+/* ---- Lua ---- */
+
+/* The series at idx (a list of numbers or a 1-D tensor) as doubles in a Lua-owned block
+ * pushed on the stack; returns NULL with nil, err pushed when a value is not finite. */
+static double *check_series(lua_State *L, int idx, int *n) {
+  dc_tensor *t = dc_tensor_test(L, idx);
+  if (t) luaL_argcheck(L, t->ndim == 1, idx, "expected a 1-D tensor");
+  else luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer len = t ? t->shape[0] : (lua_Integer)lua_rawlen(L, idx);
+  luaL_argcheck(L, len < (1 << 26), idx, "series too long");
+  double *y = lua_newuserdatauv(L, (size_t)len * sizeof(double) + 1, 0);
+  for (lua_Integer i = 0; i < len; i++) {
+    if (t) y[i] = t->data[i * t->stride[0]];
+    else {
+      lua_rawgeti(L, idx, i + 1);
+      int isnum;
+      y[i] = lua_tonumberx(L, -1, &isnum);
+      if (!isnum || lua_type(L, -1) != LUA_TNUMBER) luaL_argerror(L, idx, "expected a list of numbers");
+      lua_pop(L, 1);
+    }
+    if (!isfinite(y[i])) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "the series has a non-finite value at %I", i + 1);
+      return NULL;
+    }
+  }
+  *n = (int)len;
+  return y;
+}
+
+static double opt_unit(lua_State *L, int idx, const char *key) {
+  lua_getfield(L, idx, key);
+  double v = -1;
+  if (!lua_isnil(L, -1)) {
+    v = luaL_checknumber(L, -1);
+    if (!(v > 0 && v <= 1)) luaL_error(L, "forecaster: %s must be in (0, 1]", key);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads kind (at idx, a string) and options (table at idx + 1, may be nil) into f. */
+static void read_params(lua_State *L, int idx, fc *f) {
+  memset(f, 0, sizeof *f);
+  f->kind = (fc_kind)luaL_checkoption(L, idx, NULL, KINDS);
+  f->alpha = f->beta = -1;
+  f->lags = 3;
+  f->lambda = 1.0;
+  if (lua_isnoneornil(L, idx + 1)) return;
+  luaL_checktype(L, idx + 1, LUA_TTABLE);
+  f->alpha = opt_unit(L, idx + 1, "alpha");
+  f->beta = opt_unit(L, idx + 1, "beta");
+  if (lua_getfield(L, idx + 1, "lags") != LUA_TNIL) {
+    lua_Integer lags = luaL_checkinteger(L, -1);
+    if (lags < 1 || lags > MAX_LAGS) luaL_error(L, "forecaster: lags must be 1 to %d", MAX_LAGS);
+    f->lags = (int)lags;
+  }
+  if (lua_getfield(L, idx + 1, "lambda") != LUA_TNIL) {
+    f->lambda = luaL_checknumber(L, -1);
+    if (!(f->lambda >= 0 && isfinite(f->lambda))) luaL_error(L, "forecaster: lambda must be >= 0");
+  }
+  lua_pop(L, 2);
+}
+
+/* nn.forecaster(kind [, opts]) -> forecaster (unfitted) */
+static int fc_new(lua_State *L) {
+  fc params;
+  read_params(L, 1, &params);
+  fc *f = lua_newuserdatauv(L, sizeof *f, 0);
+  *f = params;
+  luaL_setmetatable(L, FC_MT);
+  return 1;
+}
+
+/* f:fit(series) -> f | nil, err */
+static int m_fit(lua_State *L) {
+  fc *f = luaL_checkudata(L, 1, FC_MT);
+  int n;
+  if (!check_series(L, 2, &n)) return 2;
+  char err[256];
+  if (fc_fit(f, lua_touserdata(L, -1), n, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static fc *check_fitted(lua_State *L) {
+  fc *f = luaL_checkudata(L, 1, FC_MT);
+  luaL_argcheck(L, f->fitted, 1, "forecaster is not fitted (call :fit(series) first)");
+  return f;
+}
+
+/* f:predict([h]) -> the value h steps (default 1) after the series it was fitted on */
+static int m_predict(lua_State *L) {
+  fc *f = check_fitted(L);
+  lua_Integer h = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, h >= 1 && h <= 1000000, 2, "horizon must be >= 1");
+  lua_pushnumber(L, fc_predict(f, (int)h));
+  return 1;
+}
+
+/* f:forecast(h) -> {value 1 step ahead, ..., h steps ahead} */
+static int m_forecast(lua_State *L) {
+  fc *f = check_fitted(L);
+  lua_Integer h = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, h >= 1 && h <= 100000, 2, "horizon must be 1 to 100000");
+  lua_createtable(L, (int)h, 0);
+  for (lua_Integer i = 1; i <= h; i++) {
+    lua_pushnumber(L, fc_predict(f, (int)i));
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+static int m_params(lua_State *L) {
+  fc *f = luaL_checkudata(L, 1, FC_MT);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, KINDS[f->kind]);
+  lua_setfield(L, -2, "kind");
+  if (f->kind == FC_EWMA || f->kind == FC_HOLT) {
+    double a = f->fitted ? f->fit_alpha : f->alpha;
+    if (a > 0) lua_pushnumber(L, a), lua_setfield(L, -2, "alpha");
+  }
+  if (f->kind == FC_HOLT) {
+    double b = f->fitted ? f->fit_beta : f->beta;
+    if (b > 0) lua_pushnumber(L, b), lua_setfield(L, -2, "beta");
+  }
+  if (f->kind == FC_RIDGE) {
+    lua_pushinteger(L, f->lags);
+    lua_setfield(L, -2, "lags");
+    lua_pushnumber(L, f->lambda);
+    lua_setfield(L, -2, "lambda");
+    if (f->fitted) {
+      lua_createtable(L, f->lags, 0);
+      for (int k = 0; k < f->lags; k++) lua_pushnumber(L, f->coef[k]), lua_rawseti(L, -2, k + 1);
+      lua_setfield(L, -2, "weights");
+      lua_pushnumber(L, f->intercept);
+      lua_setfield(L, -2, "intercept");
+    }
+  }
+  return 1;
+}
+
+static int m_tostring(lua_State *L) {
+  fc *f = luaL_checkudata(L, 1, FC_MT);
+  lua_pushfstring(L, "forecaster (%s%s)", KINDS[f->kind], f->fitted ? ", fitted" : "");
+  return 1;
+}
+
+/* nn.backtest(kind, opts, series, {initial=, horizon=, step=, window=, last=})
+ *   -> {mae=, rmse=, n=} | nil, err
+ * Rolling origin: for each origin o (training values y[1..o], or the last `window` of them),
+ * fit, forecast `horizon` steps, compare with y[o + horizon]. Origins run from `initial` (default
+ * enough values to fit, at least 3) to #y - horizon by `step`; `last` keeps only the final ones. */
+static int fc_backtest(lua_State *L) {
+  fc f;
+  read_params(L, 1, &f);
+  int n;
+  double *y = check_series(L, 3, &n);
+  if (!y) return 2;
+  lua_Integer initial = min_points(&f) > 3 ? min_points(&f) : 3, horizon = 1, step = 1, window = 0, last = 0;
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    const char *keys[] = {"initial", "horizon", "step", "window", "last"};
+    lua_Integer *vals[] = {&initial, &horizon, &step, &window, &last};
+    for (int i = 0; i < 5; i++) {
+      if (lua_getfield(L, 4, keys[i]) != LUA_TNIL) {
+        *vals[i] = luaL_checkinteger(L, -1);
+        if (*vals[i] < (i >= 3 ? 0 : 1)) luaL_error(L, "backtest: %s must be >= %d", keys[i], i >= 3 ? 0 : 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_Integer need = min_points(&f);
+  if (initial < need || (window && window < need)) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "backtest: %s needs at least %d training values", KINDS[f.kind], (int)need);
+    return 2;
+  }
+  lua_Integer first = initial;
+  if (last > 0) {
+    lua_Integer final = n - horizon, span = (last - 1) * step;
+    if (final - span > first) first = final - span;
+  }
+  double abs_sum = 0, sq_sum = 0;
+  lua_Integer count = 0;
+  char err[256];
+  for (lua_Integer o = first; o + horizon <= n; o += step) {
+    lua_Integer from = window && o > window ? o - window : 0;
+    if (fc_fit(&f, y + from, (int)(o - from), err, sizeof err) != 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "backtest: at origin %I: %s", o, err);
+      return 2;
+    }
+    double e = y[o + horizon - 1] - fc_predict(&f, (int)horizon);
+    abs_sum += fabs(e);
+    sq_sum += e * e;
+    count++;
+  }
+  if (count == 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "backtest: the series (%d values) is too short for initial = %I and horizon = %I", n,
+                    initial, horizon);
+    return 2;
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushnumber(L, abs_sum / (double)count);
+  lua_setfield(L, -2, "mae");
+  lua_pushnumber(L, sqrt(sq_sum / (double)count));
+  lua_setfield(L, -2, "rmse");
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+static const luaL_Reg functions[] = {{"forecaster", fc_new}, {"backtest", fc_backtest}, {NULL, NULL}};
+
+static const luaL_Reg methods[] = {
+    {"fit", m_fit}, {"predict", m_predict}, {"forecast", m_forecast}, {"params", m_params}, {NULL, NULL},
+};
+
+static const luaL_Reg metamethods[] = {{"__tostring", m_tostring}, {"__index", NULL}, {NULL, NULL}};
+
+void dc_forecast_open(lua_State *L) {
+  luaL_setfuncs(L, functions, 0);
+  luaL_newmetatable(L, FC_MT);
+  luaL_setfuncs(L, metamethods, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
