@@ -1,16 +1,23 @@
 # dconn: build, test, run. `make run` and `make test` install what is missing first.
 PREFIX   ?= /usr/local
 BUILD    := build
-PKGS     := lua5.4 libuv libcurl libedit libh2o openblas lapacke
+PKGS     := lua5.4 libuv libcurl libedit libh2o
+NN_PKGS  := openblas lapacke
 CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS   ?= -O2 -g
-BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -Iruntime $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS      = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -l:liblua5.4-cjson.so -lm
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -Iruntime $(shell pkg-config --cflags $(PKGS) $(NN_PKGS) 2>/dev/null)
+LIBS      = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -l:liblua5.4-cjson.so -lm -ldl
+NN_LIBS   = $(shell pkg-config --libs $(NN_PKGS) 2>/dev/null) -lm
 
-SRCS     := $(wildcard runtime/*.c)
+# The model engine (BLAS, LAPACK) is a plugin next to the binary, loaded on first use, so an
+# agent that never predicts starts without them.
+NN_SRCS  := $(addprefix runtime/,nn.c nn_gemm.c nn_kernels.c nn_lua.c st_lua.c tensor.c forecast.c safetensors.c)
+SRCS     := $(filter-out $(NN_SRCS),$(wildcard runtime/*.c))
 OBJS     := $(SRCS:runtime/%.c=$(BUILD)/obj/%.o)
+NN_OBJS  := $(NN_SRCS:runtime/%.c=$(BUILD)/obj/%.o)
 SAN_OBJS := $(SRCS:runtime/%.c=$(BUILD)/san/%.o)
+SAN_NN_OBJS := $(NN_SRCS:runtime/%.c=$(BUILD)/san/%.o)
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 
@@ -21,7 +28,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
 
 .PHONY: all deps run test test-c test-lua bench sanitize lint install clean fuzz
 
-all: $(BUILD)/dconn
+all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
 deps:
 	@missing=""; for p in $(DEPS); do \
@@ -34,16 +41,22 @@ deps:
 	fi
 
 $(BUILD)/obj/%.o: runtime/%.c runtime/*.h | $(BUILD)/obj
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -fPIC -c $< -o $@
 
 $(BUILD)/dconn: $(OBJS)
 	$(CC) $(CFLAGS) $(OBJS) -o $@ $(LIBS) -Wl,-E
 
-$(BUILD)/san/%.o: runtime/%.c runtime/*.h | $(BUILD)/san
-	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) -c $< -o $@
+$(BUILD)/dconn-nn.so: $(NN_OBJS)
+	$(CC) $(CFLAGS) -shared $(NN_OBJS) -o $@ $(NN_LIBS)
 
-$(BUILD)/sanitize/dconn: $(SAN_OBJS) | $(BUILD)/sanitize
+$(BUILD)/san/%.o: runtime/%.c runtime/*.h | $(BUILD)/san
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) -fPIC -c $< -o $@
+
+$(BUILD)/sanitize/dconn: $(SAN_OBJS) $(BUILD)/sanitize/dconn-nn.so | $(BUILD)/sanitize
 	$(CC) $(SANITIZE) $(SAN_OBJS) -o $@ $(LIBS) -Wl,-E
+
+$(BUILD)/sanitize/dconn-nn.so: $(SAN_NN_OBJS) | $(BUILD)/sanitize
+	$(CC) $(SANITIZE) -shared $(SAN_NN_OBJS) -o $@ $(NN_LIBS)
 
 $(BUILD)/tests/%: tests/c/%.c runtime/*.c runtime/*.h | $(BUILD)/tests
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $(filter-out runtime/main.c,$(wildcard runtime/cron.c runtime/timefmt.c runtime/safetensors.c)) -o $@ -lcmocka -lm
@@ -100,8 +113,9 @@ lint: deps
 	@echo "lint: clean"
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/dconn $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn
 	install -m 755 $(BUILD)/dconn $(DESTDIR)$(PREFIX)/bin/dconn
+	install -m 644 $(BUILD)/dconn-nn.so $(DESTDIR)$(PREFIX)/lib/dconn/dconn-nn.so
 	install -m 644 lua/dconn/*.lua $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn/
 
 clean:

@@ -4,8 +4,12 @@
 #include <lua-cjson.h>
 
 #include "http.h"
+#include "plugin.h"
 #include "scheduler.h"
 #include "server.h"
+
+/* The model engine and its BLAS/LAPACK load only when a policy first uses dconn.model. */
+static int open_nn_plugin(lua_State *L) { return dc_plugin_call(L, "dconn-nn.so", "luaopen_dconn_nn"); }
 
 const dc_module dc_modules[] = {
     {"dconn.cjson", luaopen_cjson}, /* wrapped by lua/dconn/json.lua */
@@ -14,7 +18,7 @@ const dc_module dc_modules[] = {
     {"dconn.runtime", luaopen_dconn_runtime},
     {"dconn.httpc", luaopen_dconn_httpc},
     {"dconn.server", luaopen_dconn_server},
-    {"dconn.nn", luaopen_dconn_nn}, /* wrapped by lua/dconn/model.lua */
+    {"dconn.nn", open_nn_plugin}, /* wrapped by lua/dconn/model.lua */
     {NULL, NULL},
 };
 
