@@ -11,8 +11,9 @@
 -- UTC) is added unless the decision has one.
 local timer = require "dconn.timer"
 local json = require "dconn.json"
+local metrics = require "dconn.metrics"
 
-local type, pairs, error, next = type, pairs, error, next
+local type, pairs, error, next, tostring = type, pairs, error, next, tostring
 local math_type, floor, huge, min = math.type, math.floor, math.huge, math.min
 local format, date = string.format, os.date
 
@@ -23,6 +24,10 @@ local MAX_DEPTH = 16
 _M.CAPACITY = CAPACITY
 
 local ring, head, kept, total = {}, 0, 0, 0
+
+local decisions_total = metrics.counter("dconn_decisions_total", "Decisions recorded, by app and action.")
+local last_decision = metrics.gauge("dconn_last_decision_timestamp_seconds",
+  "When the last decision for an app was recorded (unix seconds).")
 
 local function iso8601(t)
   local seconds = floor(t)
@@ -70,6 +75,9 @@ function _M.record(decision)
   local entry = copy(decision, 1) or {}
   if getmetatable(entry) then entry = { value = entry } end -- a list: keep it under a key
   if entry.time == nil then entry.time = iso8601(timer.now()) end
+  local app, action = tostring(entry.app or "unknown"), tostring(entry.action or "unknown")
+  decisions_total:inc({ app = app, action = action })
+  last_decision:set({ app = app }, timer.now())
   head = head % CAPACITY + 1
   ring[head] = entry
   kept = min(kept + 1, CAPACITY)

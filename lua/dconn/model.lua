@@ -31,6 +31,7 @@
 -- (the default, like load_state_dict) a tensor in the file that no layer uses is an error.
 local nn = require "dconn.nn"
 local json = require "dconn.json"
+local metrics = require "dconn.metrics"
 
 local type, pairs, ipairs, tostring, error, select = type, pairs, ipairs, tostring, error, select
 local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
@@ -322,8 +323,12 @@ end
 -- m:predict(x [, opts]) -> tensor | nil, err. x: [batch, seq, features] (a tensor or nested
 -- tables), or [batch, features] for models without recurrent layers. Large batches run on the
 -- thread pool while the calling job waits (opts.pool forces either way).
+local predictions = metrics.counter("dconn_predictions_total", "Windows predicted, by model.")
+
 function Model:predict(x, opts)
-  return self.net:predict(x, opts)
+  local y, err = self.net:predict(x, opts)
+  if y then predictions:inc({ model = self.name or "unnamed" }, y:size(1)) end
+  return y, err
 end
 
 -- Multiply-adds x 2 for one window of `steps` (default: the spec's input.seq, else 1).

@@ -30,6 +30,19 @@ describe("dconn.metrics", function()
     assert.matches('dconn_test_seconds_count{job="a"} 3\n', text, 1, true)
   end)
 
+  it("counts decisions by app and action and keeps the time of the last one per app", function()
+    package.loaded["dconn.decisions"] = nil -- its metrics were reset: define them again
+    local decisions = require "dconn.decisions"
+    decisions.record { app = "pipeline", action = "move", node = "worker-1" }
+    decisions.record { app = "pipeline", action = "stay" }
+    decisions.record { app = "pipeline", action = "stay" }
+    local text = metrics.render()
+    assert.matches('dconn_decisions_total{action="move",app="pipeline"} 1\n', text, 1, true)
+    assert.matches('dconn_decisions_total{action="stay",app="pipeline"} 2\n', text, 1, true)
+    local at = tonumber(text:match('dconn_last_decision_timestamp_seconds{app="pipeline"} ([%d.e+]+)'))
+    assert.is_true(math.abs(at - require("dconn.timer").now()) < 5)
+  end)
+
   it("refuses bad names and kind clashes", function()
     assert.has_error(function() metrics.counter("bad name") end)
     metrics.counter("dconn_x_total")

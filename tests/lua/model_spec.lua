@@ -387,6 +387,16 @@ describe("dconn.model predict", function()
     assert.equals(0, assert(m:predict(windows)):max_diff(inline))
   end)
 
+  it("counts the windows it predicts in the agent's metrics", function()
+    local metrics = require "dconn.metrics"
+    local function count()
+      return tonumber(metrics.render():match('dconn_predictions_total{model="cloudedge%-qos%-lstm"} (%d+)')) or 0
+    end
+    local before = count()
+    assert(m:predict(big:slice(1, 3), { pool = false }))
+    assert.equals(before + 3, count())
+  end)
+
   it("runs several pooled predictions at once", function()
     local ref = assert(m:predict(big, { pool = false }))
     local done, worst = 0, 0
