@@ -67,7 +67,7 @@ $(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
 run: deps all
 	$(BUILD)/dconn run examples/hello/policy.lua --stop-after 5s
 
-test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok
+test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -76,6 +76,7 @@ bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/http.sh $(BUILD)/dconn
 	@tests/bench/server.sh $(BUILD)/dconn
 	@tests/bench/model.sh $(BUILD)/dconn
+	@tests/bench/tracker.sh $(BUILD)/dconn
 
 # The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
 # still runs and says the peer is missing.
@@ -88,6 +89,12 @@ bench: deps all .venv/bin/apscheduler-ok
 .venv/bin/schemathesis-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'schemathesis>=4,<5' \
 	  && touch $@; } || echo "test: could not install schemathesis into .venv; api_spec will fail" >&2
+
+# tracker_spec.lua runs a real MLflow tracking server (SQLite backend) and reads back with the
+# MLflow Python client; the first install takes a few minutes.
+.venv/bin/mlflow-ok:
+	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'mlflow>=3.5,<4' \
+	  && touch $@; } || echo "test: could not install mlflow into .venv; tracker_spec will fail" >&2
 
 # libFuzzer on the safetensors parser for FUZZ_TIME seconds (clang only for this target),
 # seeded with the model fixtures; crashes land in build/fuzz/.
@@ -102,7 +109,7 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensor
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/safetensors.c -o $@
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok
+sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 

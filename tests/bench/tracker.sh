@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Tracker benchmark: dconn.tracker against a local MLflow server (SQLite backend, .venv), beside
+# the MLflow Python client doing the same work in the same run:
+#   search   search_runs over 1,000 runs, 100 a page (10 pages + the empty last one)
+#   log      one log_batch of 100 metrics
+# Prints milliseconds per operation for each client and the ratio (Python / dconn).
+# usage: tests/bench/tracker.sh path/to/dconn      (make bench)
+# BENCH_TRACKER_REPS (default 20) operations each. Exit status 1 only if a dconn figure could
+# not be measured; the server and temporary files are cleaned up on exit.
+set -u
+export LC_ALL=C
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+  echo "usage: $0 path/to/dconn" >&2
+  exit 2
+fi
+DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+cd "$(dirname "$0")/../.." || exit 2
+ROOT=$PWD
+REPS=${BENCH_TRACKER_REPS:-20}
+MLFLOW=$ROOT/.venv/bin/mlflow
+PY=$ROOT/.venv/bin/python
+if [ ! -x "$MLFLOW" ]; then
+  echo "bench tracker: .venv/bin/mlflow is missing (make .venv/bin/mlflow-ok)" >&2
+  exit 0
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dconn-bench-tracker.XXXXXX") || exit 1
+SERVER_PID=
+# shellcheck disable=SC2317  # called by the traps
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then
+    pkill -TERM -P "$SERVER_PID" 2>/dev/null
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+URI=http://127.0.0.1:$PORT
+(cd "$TMP" && exec "$MLFLOW" server --backend-store-uri "sqlite:///$TMP/mlflow.db" --serve-artifacts \
+  --artifacts-destination "$TMP/artifacts" --host 127.0.0.1 --port "$PORT" --workers 1 > "$TMP/server.log" 2>&1) &
+SERVER_PID=$!
+for _ in $(seq 600); do # up to 60 s
+  curl -sf "$URI/health" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "$URI/health" > /dev/null 2>&1 || { echo "bench tracker: the MLflow server did not start" >&2; exit 1; }
+
+timeout 300 "$DCONN" tests/bench/tracker_bench.lua "$URI" seed 1000 2> "$TMP/seed.err" \
+  || { echo "bench tracker: seeding failed: $(tail -3 "$TMP/seed.err")" >&2; exit 1; }
+
+status=0
+for op in search log; do
+  read -r d_s d_n < <(timeout 300 "$DCONN" tests/bench/tracker_bench.lua "$URI" "$op" "$REPS" 2> "$TMP/d.err")
+  read -r p_s p_n < <(timeout 300 "$PY" tests/bench/tracker_mlflow.py "$URI" "$op" "$REPS" 2> "$TMP/p.err")
+  if [ -z "${d_s:-}" ]; then
+    echo "bench tracker: dconn $op failed: $(tail -3 "$TMP/d.err")" >&2
+    status=1
+    continue
+  fi
+  awk -v op="$op" -v d="$d_s" -v dn="$d_n" -v p="${p_s:-}" -v pn="${p_n:-}" 'BEGIN {
+    extra = (op == "search") ? sprintf(" (%d runs)", dn) : " (100 metrics)"
+    if (p == "") printf "tracker %-6s dconn %8.2f ms%s   mlflow-python: n/a\n", op, d * 1000, extra
+    else printf "tracker %-6s dconn %8.2f ms%s   mlflow-python %8.2f ms (%d runs)   ratio %.2fx\n", op, d * 1000, extra, p * 1000, pn, p / d
+  }'
+done
+exit $status
