@@ -9,7 +9,8 @@ MLflow API path, e.g. http://127.0.0.1:PORT/e500/api/2.0/mlflow/runs/get:
   /e429/...       429 REQUEST_LIMIT_EXCEEDED with Retry-After: 0
   /notjson/...    200 with a body that is not JSON
   /truncated/...  200, Content-Length larger than the body, then closes
-  /auth/...       401 text/plain unless Authorization is "Basic dTpw" (u:p), then 200 {}
+  /auth/...       401 text/plain unless Authorization is "Basic dTpw" (u:p) or "Bearer s3cret-token",
+                  then 200 {}
   /calls          how many requests the stub answered, as text
 """
 import argparse
@@ -64,7 +65,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
         elif mode == "auth":
-            if self.headers.get("Authorization") == "Basic dTpw":
+            if self.headers.get("Authorization") in ("Basic dTpw", "Bearer s3cret-token"):
                 self.send(200, "{}")
             else:
                 self.send(401, "You are not authenticated.", "text/plain")
