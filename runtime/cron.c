@@ -1,6 +1,8 @@
 /* cron.c - 5-field crontab parsing and next-fire computation (Vixie cron semantics). */
 #include "cron.h"
 
+#include "timefmt.h"
+
 #include <math.h> /* isfinite only: a macro, so no -lm needed */
 #include <stdarg.h>
 #include <stdio.h>
@@ -322,12 +324,6 @@ static time_t floor_seconds(double t) {
   return (double)whole > t ? whole - 1 : whole;
 }
 
-static bool is_leap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
-
-static int days_in_month(int year, int month) {
-  static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return month == 2 && is_leap(year) ? 29 : days[month - 1];
-}
 
 /* Days since 1970-01-01 of a civil date (H. Hinnant's algorithm): avoids libc for weekdays. */
 static long days_from_civil(int year, int month, int day) {
@@ -375,7 +371,7 @@ static void wall_next_month(wall *w) {
 static void wall_next_day(wall *w) {
   w->hour = 0;
   w->minute = 0;
-  if (++w->day > days_in_month(w->year, w->month)) wall_next_month(w);
+  if (++w->day > dc_days_in_month(w->year, w->month)) wall_next_month(w);
 }
 
 static void wall_next_hour(wall *w) {

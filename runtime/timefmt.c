@@ -233,7 +233,7 @@ typedef struct civil {
 
 static bool is_leap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
 
-static int days_in_month(int year, int month) {
+int dc_days_in_month(int year, int month) {
   static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   return month == 2 && is_leap(year) ? 29 : days[month - 1];
 }
@@ -249,8 +249,8 @@ static int scan_date(scanner *s, civil *c) {
     return scan_error(s, "expected YYYY-MM-DD[ HH:MM[:SS[.ffffff]]][Z|UTC|+HH:MM]");
   }
   if (check_range(s, "year", c->year, 1, 9999) < 0 || check_range(s, "month", c->month, 1, 12) < 0) return -1;
-  if (c->day < 1 || c->day > days_in_month(c->year, c->month)) {
-    return scan_error(s, "day %d out of range 1-%d for %04d-%02d", c->day, days_in_month(c->year, c->month), c->year,
+  if (c->day < 1 || c->day > dc_days_in_month(c->year, c->month)) {
+    return scan_error(s, "day %d out of range 1-%d for %04d-%02d", c->day, dc_days_in_month(c->year, c->month), c->year,
                       c->month);
   }
   return 0;

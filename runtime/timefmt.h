@@ -41,4 +41,7 @@ int dc_time_parse(const char *text, bool utc, double *out, char *err, size_t err
    Rejects negative, empty, unknown unit, and durations over 1e12 seconds. */
 int dc_duration_parse(const char *text, double *out, char *err, size_t errlen);
 
+/* Days in a month of the Gregorian calendar (month 1..12). */
+int dc_days_in_month(int year, int month);
+
 #endif
