@@ -24,7 +24,8 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
-        openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy
+        openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
+        lua-yaml
 
 .PHONY: all deps run test test-c test-lua bench sanitize lint install clean fuzz
 
@@ -67,7 +68,7 @@ $(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
 run: deps all
 	$(BUILD)/dconn run examples/hello/policy.lua --stop-after 5s
 
-test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok
+test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -96,6 +97,14 @@ bench: deps all .venv/bin/apscheduler-ok
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'mlflow>=3.5,<4' \
 	  && touch $@; } || echo "test: could not install mlflow into .venv; tracker_spec will fail" >&2
 
+# k8s_spec.lua runs real kubectl against its test API server: the kubectl on PATH, else Debian's
+# kubernetes-client package unpacked under build/kubectl (it conflicts with other kubectl packages,
+# so it is not installed).
+$(BUILD)/kubectl/kubectl:
+	@mkdir -p $(@D); if command -v kubectl >/dev/null 2>&1; then ln -sf "$$(command -v kubectl)" $@; \
+	else { cd $(@D) && apt-get download kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root \
+	  && ln -sf root/usr/bin/kubectl kubectl; } || echo "test: could not fetch kubectl; k8s_spec will fail" >&2; fi
+
 # libFuzzer on the safetensors parser for FUZZ_TIME seconds (clang only for this target),
 # seeded with the model fixtures; crashes land in build/fuzz/.
 FUZZ_TIME ?= 60
@@ -109,7 +118,7 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensor
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/safetensors.c -o $@
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok
+sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 

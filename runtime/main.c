@@ -15,6 +15,7 @@
 #include "log.h"
 #include "modules.h"
 #include "model_cli.h"
+#include "place_cli.h"
 #include "runs_cli.h"
 #include "repl.h"
 #include "timefmt.h"
@@ -29,6 +30,7 @@ static const char *const MAIN_HELP =
     "  dconn check [options] POLICY.lua    load and validate a policy without doing I/O\n"
     "  dconn repl [options] [POLICY.lua]   interactive Lua with every runtime module\n"
     "  dconn predict --spec S --weights W --input IN --output OUT   batch inference with a model\n"
+    "  dconn place --deployment D --node N [-n NS]   pin a Kubernetes Deployment to a node\n"
     "  dconn runs [--tracker URI] --experiment NAME   recent MLflow runs with metrics and params\n"
     "  dconn --version                     versions of dconn and its libraries\n"
     "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
@@ -134,6 +136,7 @@ static const char *help_for(const char *command) {
   if (strcmp(command, "repl") == 0) return REPL_HELP;
   if (strcmp(command, "script") == 0) return SCRIPT_HELP;
   if (strcmp(command, "predict") == 0) return DC_PREDICT_HELP;
+  if (strcmp(command, "place") == 0) return DC_PLACE_HELP;
   if (strcmp(command, "runs") == 0) return DC_RUNS_HELP;
   return NULL;
 }
@@ -302,6 +305,7 @@ int main(int argc, char **argv) {
       .agent = {.grace = 10},
   };
   if (argc > 1 && strcmp(argv[1], "predict") == 0) return dc_predict_main(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "place") == 0) return dc_place_main(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "runs") == 0) return dc_runs_main(argc - 1, argv + 1);
   int r = parse_cli(&c, argc, argv);
   if (r != 0) return r < 0 ? DC_EXIT_OK : r;

@@ -6,7 +6,7 @@ local setmetatable = setmetatable
 local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields. Internal ones (agent, sandbox, repl) are not listed.
-local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker" }
+local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s" }
 _M.modules = MODULES
 
 local known = {}

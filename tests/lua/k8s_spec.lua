@@ -1,0 +1,693 @@
+-- dconn.k8s against a local Kubernetes API server (tests/servers/kube_apiserver.py) over HTTPS
+-- with a CA made at test time, with real kubectl as a second client of the same server.
+local k8s = require "dconn.k8s"
+local leader = require "dconn.k8s_leader"
+local http = require "dconn.http"
+local json = require "dconn.json"
+local timer = require "dconn.timer"
+local h = require "helpers"
+
+local SERVER = "python3 tests/servers/kube_apiserver.py --lifetime 120"
+local TOKEN, READER = "test-token", "reader-token"
+local FAST = { qps = 1000, burst = 1000, backoff_base = 0.01, retries = 3 }
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+local dir, peer, port, kubeconfig, bad_ca_dir
+local _
+
+-- Starts the server; the first line it prints is its port, the second its pid.
+local function start_server()
+  local pipe = assert(io.popen(string.format("exec %s --cert %s/server.pem --key %s/server.key --client-ca %s/ca.pem "
+    .. "--token %s", SERVER, dir, dir, dir, TOKEN)))
+  local p = tonumber(pipe:read("l"))
+  local pid = tonumber(pipe:read("l"))
+  assert(p and pid, "the API server did not start")
+  return { pipe = pipe, pid = pid, port = p }
+end
+
+local function make_ca(d, name)
+  local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  local steps = {
+    "openssl req -x509 " .. ec .. " -keyout ca.key -out ca.pem -days 1 -subj '/CN=" .. name .. "'",
+    "openssl req " .. ec .. " -keyout server.key -out server.csr -subj '/CN=127.0.0.1'",
+    "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext",
+    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 1 -extfile san.ext -out server.pem",
+    "openssl req " .. ec .. " -keyout client.key -out client.csr -subj '/CN=admin'",
+    "printf 'extendedKeyUsage=clientAuth\\n' > client.ext",
+    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -set_serial 3 -days 1 -extfile client.ext -out client.pem",
+  }
+  for _, step in ipairs(steps) do
+    local out, code = sh("cd " .. d .. " && " .. step)
+    assert(code == 0, out)
+  end
+end
+
+local function kubeconfig_text(opts)
+  opts = opts or {}
+  return string.format([[
+apiVersion: v1
+kind: Config
+current-context: %s
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:%d
+    %s
+contexts:
+- name: test
+  context: {cluster: local, user: tester, namespace: apps}
+- name: reader
+  context: {cluster: local, user: reader, namespace: apps}
+users:
+- name: tester
+  user:
+    %s
+- name: reader
+  user: {token: %s}
+]], opts.current or "test", opts.port or port, opts.ca or "certificate-authority: ca.pem",
+    opts.user or ("token: " .. TOKEN), READER)
+end
+
+-- Test controls on the server.
+local function control(path, body)
+  local status, text = http.request { method = body and "POST" or "GET", url = "https://127.0.0.1:" .. port .. path,
+    body = body and json.encode(body) or (path ~= "/_test/requests" and "" or nil),
+    auth = { bearer = TOKEN }, tls = { ca_file = dir .. "/ca.pem" }, retries = 0 }
+  assert(status == 200, tostring(text))
+  return json.decode(text)
+end
+
+-- $KUBECTL, else the one `make test` links or unpacks under build/kubectl, else PATH's.
+local KUBECTL = os.getenv("KUBECTL") or (io.open("build/kubectl/kubectl", "r") and "build/kubectl/kubectl")
+  or "kubectl"
+
+local function kubectl(args)
+  return sh(string.format("HOME=%s/home KUBECONFIG=%s %s %s", dir, kubeconfig, KUBECTL, args))
+end
+
+-- kubectl's minor version: 1.20 (Debian's) shows managedFields by default and has no
+-- --show-managed-fields; exec plugin apiVersion v1 needs 1.22.
+local function kubectl_minor()
+  local out = sh(KUBECTL .. " version --client -o json")
+  return tonumber(out:match('"minor":%s*"(%d+)')) or 0
+end
+
+local function client(extra)
+  local opts = { kubeconfig = kubeconfig }
+  for k, v in pairs(FAST) do opts[k] = v end
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return assert(k8s.client(opts))
+end
+
+-- The object without what differs between two writers: managedFields (manager, time).
+local function comparable(obj)
+  local copy = json.decode(json.encode(obj))
+  copy.metadata.managedFields = nil
+  return copy
+end
+
+local function selector(dep)
+  return dep.spec.template.spec.nodeSelector
+end
+
+describe("dconn.k8s", function()
+  setup(function()
+    dir = h.tmpdir()
+    make_ca(dir, "dconn k8s test CA")
+    bad_ca_dir = dir .. "/other"
+    os.execute("mkdir -p " .. bad_ca_dir .. " " .. dir .. "/home")
+    make_ca(bad_ca_dir, "some other CA")
+    peer = start_server()
+    port = peer.port
+    kubeconfig = h.write(dir .. "/config", kubeconfig_text())
+  end)
+
+  teardown(function()
+    if peer then
+      os.execute("kill " .. peer.pid .. " 2>/dev/null")
+      peer.pipe:close()
+    end
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  before_each(function()
+    control("/_test/reset", {})
+  end)
+
+  describe("configuration", function()
+    it("reads an explicit kubeconfig: relative CA path, context namespace, --context", function()
+      local cfg = assert(k8s.load_config { kubeconfig = kubeconfig })
+      assert.equals("kubeconfig", cfg.source)
+      assert.equals("https://127.0.0.1:" .. port, cfg.server)
+      assert.equals(dir .. "/ca.pem", cfg.ca_file)
+      assert.equals(TOKEN, cfg.token)
+      assert.equals("apps", cfg.namespace)
+      local reader = assert(k8s.load_config { kubeconfig = kubeconfig, context = "reader" })
+      assert.equals(READER, reader.token)
+      local ns = assert(k8s.load_config { kubeconfig = kubeconfig, namespace = "other" })
+      assert.equals("other", ns.namespace)
+    end)
+
+    it("merges several files: the first definition of a name and the first current-context win", function()
+      local sub = dir .. "/merge"
+      os.execute("mkdir -p " .. sub)
+      local a = h.write(sub .. "/a", [[
+current-context: a-ctx
+clusters: [{name: shared, cluster: {server: "https://a.example:6443"}}]
+contexts: [{name: a-ctx, context: {cluster: shared, namespace: from-a}}]
+]])
+      local b = h.write(sub .. "/b", [[
+current-context: b-ctx
+clusters: [{name: shared, cluster: {server: "https://b.example:6443", insecure-skip-tls-verify: true}}]
+contexts: [{name: b-ctx, context: {cluster: shared, namespace: from-b}}]
+]])
+      -- load_config reads KUBECONFIG through os.getenv: check it in a child dconn
+      local script = h.write(sub .. "/check.lua", [[
+local k8s = require "dconn.k8s"
+local leader = require "dconn.k8s_leader"
+local cfg = assert(k8s.load_config())
+print(cfg.context, cfg.server, cfg.namespace, tostring(cfg.insecure))
+]])
+      local out = sh(string.format("KUBECONFIG=%s:%s/missing:%s %s %s", a, sub, b, h.DCONN, script))
+      assert.matches("a%-ctx\thttps://a%.example:6443\tfrom%-a\tnil", out)
+      out = sh(string.format("KUBECONFIG=%s:%s %s %s", b, a, h.DCONN, script))
+      assert.matches("b%-ctx\thttps://b%.example:6443\tfrom%-b\ttrue", out)
+    end)
+
+    it("decodes certificate-authority-data and rereads a rotated tokenFile after a 401", function()
+      local ca_b64 = sh("base64 -w0 " .. dir .. "/ca.pem")
+      local token_file = h.write(dir .. "/token", TOKEN .. "\n")
+      local path = h.write(dir .. "/config-data", kubeconfig_text {
+        ca = "certificate-authority-data: " .. ca_b64, user = "tokenFile: token" })
+      local c = client { kubeconfig = path }
+      local dep = assert(c:get_deployment("apps", "web"))
+      assert.equals("web", dep.metadata.name)
+      control("/_test/token", { token = "rotated" })
+      h.write(token_file, "rotated")
+      dep = assert(c:get_deployment("apps", "web"))
+      assert.equals("web", dep.metadata.name)
+      c:close()
+      control("/_test/reset", {}) -- back to the first token, which the old file no longer has
+      -- client certificate and key as base64 data, no token: for dconn and for kubectl
+      local function b64(name) return sh("base64 -w0 " .. dir .. "/" .. name) end
+      local cert_config = h.write(dir .. "/config-cert", kubeconfig_text { ca = "certificate-authority-data: "
+        .. ca_b64, user = "client-certificate-data: " .. b64("client.pem") .. "\n    client-key-data: "
+        .. b64("client.key") })
+      local cc = client { kubeconfig = cert_config }
+      assert.equals("web", assert(cc:get_deployment("apps", "web")).metadata.name)
+      assert.truthy(cc:patch_deployment("apps", "web", { spec = { replicas = 3 } }))
+      local out, code = kubectl("--kubeconfig " .. cert_config .. " get deployment web -o jsonpath={.spec.replicas}")
+      assert.equals(0, code, out)
+      assert.equals("3", out)
+      cc:close()
+      local _, err = client({ kubeconfig = h.write(dir .. "/config-none", kubeconfig_text { user = "{}" }) })
+        :get_deployment("apps", "web")
+      assert.equals(401, err.code)
+    end)
+
+    it("runs an exec credential plugin, caches its token until expiry, reruns it after a 401", function()
+      local sub = dir .. "/exec"
+      os.execute("mkdir -p " .. sub)
+      -- the plugin answers with the token in its directory's file "token", counts its runs and
+      -- records what it got in KUBERNETES_EXEC_INFO and its env list
+      h.write(sub .. "/plugin.sh", [[#!/bin/sh
+d=$(dirname "$0")
+echo run >> "$d/runs"
+printf '%s' "$KUBERNETES_EXEC_INFO" > "$d/info"
+printf '%s' "$GREETING" > "$d/env"
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":'
+printf '{"token":"%s","expirationTimestamp":"%s"}}' "$(cat "$d/token")" "$(cat "$d/expires")"
+]])
+      os.execute("chmod +x " .. sub .. "/plugin.sh")
+      h.write(sub .. "/token", TOKEN)
+      h.write(sub .. "/expires", "2099-01-01T00:00:00Z")
+      local path = h.write(sub .. "/config", kubeconfig_text { ca = "certificate-authority: ../ca.pem", user = [==[
+exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: ./plugin.sh
+      interactiveMode: Never
+      provideClusterInfo: true
+      env: [{name: GREETING, value: hello}]]==] })
+      local function runs() return h.count(h.read(sub .. "/runs"), "run") end
+      local c = client { kubeconfig = path }
+      assert.truthy(c:get_deployment("apps", "web"))
+      assert.truthy(c:get_node("node-a"))
+      assert.equals(1, runs())
+      local info = json.decode(h.read(sub .. "/info"))
+      assert.equals("ExecCredential", info.kind)
+      assert.is_false(info.spec.interactive)
+      assert.equals("https://127.0.0.1:" .. port, info.spec.cluster.server)
+      assert.equals("hello", h.read(sub .. "/env"))
+      -- rotated on the server: the 401 reruns the plugin once
+      control("/_test/token", { token = "from-plugin" })
+      h.write(sub .. "/token", "from-plugin")
+      assert.truthy(c:get_deployment("apps", "web"))
+      assert.equals(2, runs())
+      -- an expired credential is replaced before the request
+      h.write(sub .. "/expires", "2000-01-01T00:00:00Z")
+      assert.truthy(assert(client { kubeconfig = path }):get_node("node-a"))
+      assert.equals(3, runs())
+      -- kubectl (1.22 and later: apiVersion v1) accepts the same kubeconfig and plugin
+      if kubectl_minor() >= 22 then
+        local out, code = kubectl("--kubeconfig " .. path .. " get deployment web -o name")
+        assert.equals(0, code, out)
+        assert.matches("deployment.apps/web", out)
+      end
+      control("/_test/reset", {})
+      -- a plugin that fails is an error value, not a raise
+      h.write(sub .. "/bad.sh", "#!/bin/sh\necho nope\nexit 3\n")
+      os.execute("chmod +x " .. sub .. "/bad.sh")
+      local bad = h.write(sub .. "/config-bad", (h.read(path):gsub("plugin%.sh", "bad.sh")))
+      local dep, err = client({ kubeconfig = bad }):get_deployment("apps", "web")
+      assert.is_nil(dep)
+      assert.equals("exec", err.kind)
+      assert.matches("bad%.sh failed", err.message)
+    end)
+
+    it("names the file and field of a broken kubeconfig", function()
+      local cases = {
+        { "clusters: [unclosed", "not valid YAML" },
+        { "clusters: {a: 1}", "'clusters' must be a list" },
+        { "current-context: x\nclusters: [{name: c, cluster: {}}]\ncontexts: [{name: x, context: {cluster: c}}]",
+          "clusters%[0%]%.cluster%.server must be an http%(s%) URL" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h', certificate-authority-data: '!!'}}]\n"
+          .. "contexts: [{name: x, context: {cluster: c}}]", "clusters%[0%]%.cluster%.certificate%-authority%-data "
+          .. "is not valid base64" },
+        { "current-context: x\ncontexts: [{name: x, context: {cluster: nowhere}}]", 'cluster "nowhere" not found' },
+        { "current-context: y\ncontexts: [{name: x, context: {}}]", 'context "y" not found' },
+        { "clusters: [{cluster: {server: 'https://h'}}]", "clusters%[0%]%.name must be a non%-empty string" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h', insecure-skip-tls-verify: true, "
+          .. "certificate-authority: ca.pem}}]\ncontexts: [{name: x, context: {cluster: c}}]",
+          "root certificates file with the insecure flag" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+          .. "users: [{name: u, user: {client-certificate: ca.pem}}]\n"
+          .. "contexts: [{name: x, context: {cluster: c, user: u}}]", "client%-certificate and client%-key" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+          .. "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1alpha1, command: x}}}]\n"
+          .. "contexts: [{name: x, context: {cluster: c, user: u}}]", "users%[0%]%.user%.exec%.apiVersion must be" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+          .. "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: x}}}]\n"
+          .. "contexts: [{name: x, context: {cluster: c, user: u}}]", "interactiveMode is required" },
+        { "current-context: x\nclusters: [{name: c, cluster: {server: 'https://h', insecure-skip-tls-verify: 3}}]\n"
+          .. "contexts: [{name: x, context: {cluster: c}}]", "insecure%-skip%-tls%-verify must be true or false" },
+      }
+      for i, case in ipairs(cases) do
+        local path = h.write(dir .. "/broken" .. i, case[1])
+        local cfg, err = k8s.load_config { kubeconfig = path }
+        assert.is_nil(cfg, case[1])
+        assert.equals("Config", err.reason)
+        assert.matches(case[2], err.message)
+        assert.matches(path, err.message, 1, true)
+      end
+      local _, err = k8s.load_config { kubeconfig = dir .. "/does-not-exist" }
+      assert.matches("does%-not%-exist", tostring(err))
+    end)
+  end)
+
+  describe("API calls", function()
+    it("gets a Deployment, a Node and lists Nodes by label; the same object kubectl gets", function()
+      local c = client()
+      local dep = assert(c:get_deployment("apps", "web"))
+      assert.same({ disk = "ssd" }, selector(dep))
+      local out, code = kubectl("get deployment web -o json")
+      assert.equals(0, code, out)
+      assert.same(comparable(json.decode(out)), comparable(dep))
+      local node = assert(c:get_node("node-b"))
+      assert.equals("node-b.example", node.metadata.labels[k8s.HOSTNAME_LABEL])
+      local list = assert(c:list_nodes { label_selector = "kubernetes.io/hostname=node-b.example" })
+      assert.equals(1, #list.items)
+      assert.equals("node-b", list.items[1].metadata.name)
+      assert.equals(6, #assert(c:list_nodes()).items)
+    end)
+
+    it("turns Status answers into error values (404, 401, 403, 422, 409)", function()
+      local c = client()
+      local dep, err = c:get_deployment("apps", "nope")
+      assert.is_nil(dep)
+      assert.equals("NotFound", err.reason)
+      assert.equals(404, err.code)
+      assert.matches('deployments.apps "nope" not found', err.message, 1, true)
+      assert.matches("NotFound %(404%)", tostring(err))
+      local bad = client { kubeconfig = h.write(dir .. "/config-badtoken", kubeconfig_text { user = "token: wrong" }) }
+      _, err = bad:get_deployment("apps", "web")
+      assert.equals("Unauthorized", err.reason)
+      assert.equals(401, err.code)
+      local reader = client { context = "reader" }
+      assert.truthy(reader:get_deployment("apps", "web"))
+      _, err = reader:patch_deployment("apps", "web", { spec = { replicas = 3 } })
+      assert.equals("Forbidden", err.reason)
+      assert.equals(403, err.code)
+      _, err = c:patch_deployment("apps", "web", { spec = { template = { spec = { nodeSelector = { x = "a b" } } } } })
+      assert.equals("Invalid", err.reason)
+      assert.equals(422, err.code)
+      _, err = c:patch_deployment("apps", "web", { metadata = { resourceVersion = "999" }, spec = { replicas = 3 } })
+      assert.equals("Conflict", err.reason)
+      assert.equals(409, err.code)
+    end)
+
+    it("patches with strategic merge (null deletes), merge and JSON patch; bumps generation", function()
+      local c = client()
+      local dep = assert(c:patch_deployment("apps", "web",
+        { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-a" } } } } }))
+      assert.same({ disk = "ssd", [k8s.HOSTNAME_LABEL] = "node-a" }, selector(dep))
+      assert.equals(2, dep.metadata.generation)
+      assert.equals("dconn", dep.metadata.managedFields[1].manager)
+      local rv = dep.metadata.resourceVersion
+      dep = assert(c:patch_deployment("apps", "web",
+        { spec = { template = { spec = { nodeSelector = { disk = json.null } } } } }, { type = "merge" }))
+      assert.same({ [k8s.HOSTNAME_LABEL] = "node-a" }, selector(dep))
+      assert.not_equals(rv, dep.metadata.resourceVersion)
+      dep = assert(c:patch_deployment("apps", "web", {
+        { op = "replace", path = "/spec/template/spec/nodeSelector/kubernetes.io~1hostname", value = "node-f" },
+      }, { type = "json" }))
+      assert.same({ [k8s.HOSTNAME_LABEL] = "node-f" }, selector(dep))
+      assert.equals(4, dep.metadata.generation)
+      -- an unchanged result keeps resourceVersion and generation
+      local same = assert(c:patch_deployment("apps", "web",
+        { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-f" } } } } }))
+      assert.equals(dep.metadata.resourceVersion, same.metadata.resourceVersion)
+      local reqs = control("/_test/requests").requests
+      assert.equals("application/strategic-merge-patch+json", reqs[1].content_type)
+      assert.same({ "dconn" }, reqs[1].query.fieldManager)
+      assert.equals("application/merge-patch+json", reqs[2].content_type)
+      assert.equals("application/json-patch+json", reqs[3].content_type)
+    end)
+
+    it("dryRun=All returns the would-be object and changes nothing", function()
+      local c = client()
+      local dep = assert(c:patch_deployment("apps", "web", { spec = { replicas = 5 } }, { dry_run = true }))
+      assert.equals(5, dep.spec.replicas)
+      assert.equals(2, assert(c:get_deployment("apps", "web")).spec.replicas)
+      assert.same({ "All" }, control("/_test/requests").requests[1].query.dryRun)
+    end)
+
+    it("leaves the same object as kubectl patch for the same patch (strategic, merge, json)", function()
+      local c = client()
+      local cases = {
+        { "strategic", { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example",
+          disk = json.null } } } } } },
+        { "merge", { spec = { replicas = 4, template = { spec = { nodeSelector = json.null } } } } },
+        { "json", { { op = "add", path = "/spec/template/spec/nodeSelector/zone", value = "z1" } } },
+      }
+      for _, case in ipairs(cases) do
+        control("/_test/reset", {})
+        local ours = assert(c:patch_deployment("apps", "web", case[2], { type = case[1] }))
+        control("/_test/reset", {})
+        -- kubectl reads -p as YAML, which has no "\/" escape (cjson writes one)
+        local patch = json.encode(case[1] == "json" and json.array(case[2]) or case[2]):gsub("\\/", "/")
+        local out, code = kubectl(string.format("patch deployment web --type %s -p %s", case[1], h.quote(patch)))
+        assert.equals(0, code, out)
+        assert.matches("deployment.apps/web patched", out)
+        out, code = kubectl("get deployment web -o json" .. (kubectl_minor() >= 21 and " --show-managed-fields" or ""))
+        assert.equals(0, code, out)
+        local theirs = json.decode(out)
+        assert.same(comparable(theirs), comparable(ours))
+        assert.equals("kubectl-patch", theirs.metadata.managedFields[1].manager)
+      end
+    end)
+
+    it("retries 429 (Retry-After) and 500, then gives up with the Status", function()
+      local c = client()
+      control("/_test/fail", { status = 429, times = 2, retry_after = "0", path = "/deployments/web" })
+      assert.truthy(c:get_deployment("apps", "web"))
+      control("/_test/fail", { status = 500, times = 1, path = "/deployments/web" })
+      assert.truthy(c:patch_deployment("apps", "web", { spec = { replicas = 3 } }))
+      control("/_test/fail", { status = 500, times = 10, path = "/deployments/web" })
+      local dep, err = client({ retries = 1 }):get_deployment("apps", "web")
+      assert.is_nil(dep)
+      assert.equals("InternalError", err.reason)
+      assert.equals(500, err.code)
+    end)
+
+    it("reports an unreachable API and a TLS mismatch as Transport errors", function()
+      local q = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']])
+      local free = tonumber(q:read("l"))
+      q:close()
+      local c = client { kubeconfig = h.write(dir .. "/config-down", kubeconfig_text { port = free }), retries = 1 }
+      local dep, err = c:get_deployment("apps", "web")
+      assert.is_nil(dep)
+      assert.equals("Transport", err.reason)
+      assert.equals("connect", err.kind)
+      local wrong = client { kubeconfig = h.write(dir .. "/config-wrongca",
+        kubeconfig_text { ca = "certificate-authority: other/ca.pem" }) }
+      dep, err = wrong:get_deployment("apps", "web")
+      assert.is_nil(dep)
+      assert.equals("tls", err.kind)
+      local out, code = kubectl("--kubeconfig " .. dir .. "/config-wrongca get deployment web")
+      assert.not_equals(0, code)
+      assert.matches("certificate", out)
+      local insecure = client { kubeconfig = h.write(dir .. "/config-insecure",
+        kubeconfig_text { ca = "insecure-skip-tls-verify: true" }) }
+      assert.truthy(insecure:get_deployment("apps", "web"))
+    end)
+
+    it("limits itself to 5 requests a second with bursts of 10", function()
+      local c = client { qps = 5, burst = 10 }
+      local t0 = timer.now()
+      for _ = 1, 10 do assert.truthy(c:get_node("node-a")) end
+      assert.is_true(timer.now() - t0 < 0.8)
+      for _ = 1, 5 do assert.truthy(c:get_node("node-a")) end
+      local elapsed = timer.now() - t0
+      assert.is_true(elapsed >= 0.9, "15 requests took " .. elapsed .. " s")
+    end)
+
+    it("creates Events and gets, creates and updates Leases with resourceVersion checks", function()
+      local c = client()
+      local ev = assert(c:create_event("apps", { metadata = { generateName = "web." }, reason = "Test",
+        message = "hello", involvedObject = { kind = "Deployment", name = "web", namespace = "apps" } }))
+      assert.equals("Event", ev.kind)
+      local lease, err = c:get_lease("apps", "dconn")
+      assert.is_nil(lease)
+      assert.equals(404, err.code)
+      local spec = { holderIdentity = "a", leaseDurationSeconds = 15 }
+      lease = assert(c:create_lease("apps", { apiVersion = "coordination.k8s.io/v1", kind = "Lease",
+        metadata = { name = "dconn" }, spec = spec }))
+      _, err = c:create_lease("apps", { metadata = { name = "dconn" }, spec = spec })
+      assert.equals("AlreadyExists", err.reason)
+      assert.equals(409, err.code)
+      lease.spec.holderIdentity = "b"
+      local updated = assert(c:update_lease("apps", lease))
+      assert.equals("b", updated.spec.holderIdentity)
+      assert.not_equals(lease.metadata.resourceVersion, updated.metadata.resourceVersion)
+      _, err = c:update_lease("apps", lease) -- stale resourceVersion
+      assert.equals("Conflict", err.reason)
+      lease.metadata.resourceVersion = nil
+      _, err = c:update_lease("apps", lease)
+      assert.equals("Invalid", err.reason)
+      assert.equals(422, err.code)
+      assert.equals("b", assert(c:get_lease("apps", "dconn")).spec.holderIdentity)
+    end)
+  end)
+
+  describe("simulated cluster", function()
+    -- a state file holding the server's own objects, so both can be patched alike
+    local function sim_state(path)
+      local c = client()
+      local state = { resourceVersion = 1, nodes = assert(c:list_nodes()).items,
+        deployments = assert(c:request { path = "/apis/apps/v1/namespaces/apps/deployments" }).items }
+      return h.write(path, assert(json.encode(state)))
+    end
+
+    local function without_versions(obj)
+      local o = comparable(obj)
+      o.metadata.resourceVersion = nil
+      return o
+    end
+
+    it("applies strategic, merge and JSON patches like the API server", function()
+      local c = client()
+      local patches = {
+        { "strategic", { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example",
+          disk = json.null }, containers = { { name = "app", image = "nginx:1.27" } } } } } } },
+        { "strategic", { spec = { template = { spec = { nodeSelector = { ["$patch"] = "replace", zone = "z" } } } } } },
+        { "merge", { spec = { replicas = 4, template = { spec = { nodeSelector = json.null } } } } },
+        { "json", { { op = "add", path = "/spec/template/spec/nodeSelector/zone", value = "z1" },
+          { op = "test", path = "/spec/replicas", value = 2 },
+          { op = "remove", path = "/spec/template/spec/nodeSelector/disk" } } },
+      }
+      for i, p in ipairs(patches) do
+        control("/_test/reset", {})
+        local path = sim_state(dir .. "/sim" .. i .. ".json")
+        local sim = assert(k8s.client { simulate = path })
+        local theirs = assert(c:patch_deployment("apps", "web", p[2], { type = p[1] }))
+        local ours = assert(sim:patch_deployment("apps", "web", p[2], { type = p[1] }))
+        assert.same(without_versions(theirs), without_versions(ours))
+        assert.equals(theirs.metadata.generation, ours.metadata.generation)
+      end
+      -- errors are the same Status values
+      local sim = assert(k8s.client { simulate = sim_state(dir .. "/sim-errors.json") })
+      local _, err = sim:get_deployment("apps", "nope")
+      assert.equals(404, err.code)
+      _, err = sim:patch_deployment("apps", "web", { metadata = { resourceVersion = "999" }, spec = { replicas = 1 } })
+      assert.equals("Conflict", err.reason)
+      _, err = sim:patch_deployment("apps", "web", { spec = { template = { spec = { nodeSelector = { x = "a b" } } } } })
+      assert.equals("Invalid", err.reason)
+    end)
+
+    it("places, keeps state in its file and serves Leases; dconn place --simulate says so loudly", function()
+      local path = sim_state(dir .. "/sim-place.json")
+      local sim = assert(k8s.client { simulate = path })
+      assert.equals("patched", sim:place("apps", "web", "node-b").result)
+      assert.equals("refused", sim:place("apps", "web", "node-e").result)
+      local reopened = assert(k8s.client { simulate = path })
+      assert.equals("already-there", reopened:place("apps", "web", "node-b").result)
+      assert.equals(2, #assert(reopened:request { path = "/api/v1/namespaces/apps/events" }).items)
+      local lease = assert(reopened:create_lease("apps", { metadata = { name = "l" }, spec = { holderIdentity = "x" } }))
+      local _, err = reopened:create_lease("apps", { metadata = { name = "l" } })
+      assert.equals("AlreadyExists", err.reason)
+      assert.truthy(reopened:update_lease("apps", lease))
+      assert.equals("Conflict", select(2, reopened:update_lease("apps", lease)).reason)
+      local code, out, errout = h.run("place --simulate " .. path .. " -n apps --deployment web --node node-a")
+      assert.equals(0, code, errout)
+      assert.matches("patched: apps/web now pinned to node node%-a", out)
+      assert.matches("SIMULATED cluster %(state file", errout)
+      local state = json.decode(h.read(path))
+      for _, d in ipairs(state.deployments) do
+        if d.metadata.name == "web" then
+          assert.equals("node-a", d.spec.template.spec.nodeSelector[k8s.HOSTNAME_LABEL])
+        end
+      end
+    end)
+  end)
+
+  describe("leader election", function()
+    it("one candidate holds the Lease; the other takes over after it expires, or at once on release", function()
+      local c = client()
+      local timings = { name = "dconn", namespace = "apps", lease_duration = 1, renew_deadline = 0.6,
+        retry_period = 0.2 }
+      local o = { identity = "a" }
+      for k, v in pairs(timings) do o[k] = v end
+      local a, b = leader.new(c, o), c:leader { name = "dconn", namespace = "apps", identity = "b", lease_duration = 1,
+        renew_deadline = 0.6, retry_period = 0.2 }
+      assert.is_true(a:try())
+      assert.is_false(b:try())
+      assert.is_true(a:try())
+      assert.is_true(a:is_leader())
+      local lease = assert(c:get_lease("apps", "dconn"))
+      assert.equals("a", lease.spec.holderIdentity)
+      assert.equals(0, lease.spec.leaseTransitions)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%dZ$", lease.spec.renewTime)
+      -- a stops renewing: b takes over once the record has not changed for leaseDurationSeconds
+      local t0 = timer.now()
+      assert.is_true(h.wait_for(function() return b:try() end, 3))
+      assert.is_true(timer.now() - t0 >= 0.9)
+      assert.is_false(a:is_leader())
+      assert.is_false(a:try())
+      lease = assert(c:get_lease("apps", "dconn"))
+      assert.equals("b", lease.spec.holderIdentity)
+      assert.equals(1, lease.spec.leaseTransitions)
+      assert.is_true(b:release())
+      assert.equals("", assert(c:get_lease("apps", "dconn")).spec.holderIdentity)
+      -- run(): acquires at once (released), calls back, stops when asked
+      local started = false
+      local e = leader.new(c, { name = "dconn", namespace = "apps", identity = "c", lease_duration = 1,
+        renew_deadline = 0.6, retry_period = 0.2, on_started_leading = function() started = true end })
+      e:run(function() return started end)
+      assert.is_true(started)
+      assert.equals(2, assert(c:get_lease("apps", "dconn")).spec.leaseTransitions)
+      assert.has_error(function() leader.new(c, { name = "x", lease_duration = 10, renew_deadline = 10 }) end)
+    end)
+  end)
+
+  describe("place", function()
+    it("pins by the node's hostname label, then reports already-there; records an Event", function()
+      local c = client()
+      local out = c:place("apps", "web", "node-b")
+      assert.equals("patched", out.result, tostring(out.error or out.reason))
+      assert.equals("node-b.example", out.hostname)
+      assert.same({ disk = "ssd", [k8s.HOSTNAME_LABEL] = "node-b.example" }, selector(out.deployment))
+      local again = c:place("apps", "web", "node-b")
+      assert.equals("already-there", again.result)
+      local kout = kubectl("get deployment web -o jsonpath='{.spec.template.spec.nodeSelector}'")
+      assert.same({ disk = "ssd", [k8s.HOSTNAME_LABEL] = "node-b.example" }, json.decode(kout))
+      local events = assert(c:request { path = "/api/v1/namespaces/apps/events" }).items
+      assert.equals(1, #events)
+      assert.equals("Placed", events[1].reason)
+      assert.equals("web", events[1].involvedObject.name)
+      local patches = 0
+      for _, r in ipairs(control("/_test/requests").requests) do
+        if r.method == "PATCH" then patches = patches + 1 end
+      end
+      assert.equals(1, patches)
+      assert.equals("already-there", c:place("apps", "pinned", "node-a").result)
+    end)
+
+    it("refuses missing, NotReady, cordoned and tainted nodes; honours tolerations", function()
+      local c = client()
+      local cases = {
+        { "nope", "does not exist" }, { "node-c", "NotReady" }, { "node-d", "cordoned" },
+        { "node-e", "taint gpu=true:NoSchedule" }, { "node-f", "taint dedicated=batch:NoExecute" },
+      }
+      for _, case in ipairs(cases) do
+        local out = c:place("apps", "web", case[1])
+        assert.equals("refused", out.result, case[1])
+        assert.matches(case[2], out.reason, 1, true)
+      end
+      assert.same({ disk = "ssd" }, selector(assert(c:get_deployment("apps", "web"))))
+      assert.equals("patched", c:place("apps", "tolerant", "node-e").result)
+      assert.equals("patched", c:place("apps", "tolerant", "node-f").result)
+      local events = assert(c:request { path = "/api/v1/namespaces/apps/events" }).items
+      assert.equals("PlacementRefused", events[1].reason)
+      assert.equals("Warning", events[1].type)
+    end)
+
+    it("fails with the error for a missing Deployment; dry run changes nothing", function()
+      local c = client()
+      local out = c:place("apps", "nope", "node-a")
+      assert.equals("failed", out.result)
+      assert.equals(404, out.error.code)
+      out = c:place("apps", "web", "node-a", { dry_run = true })
+      assert.equals("patched", out.result)
+      assert.equals(0, #assert(c:request { path = "/api/v1/namespaces/apps/events" }).items)
+      assert.same({ disk = "ssd" }, selector(assert(c:get_deployment("apps", "web"))))
+    end)
+
+    it("dconn place: exit 0 patched or already there, 1 refused or failed, 2 usage", function()
+      local base = "place --kubeconfig " .. kubeconfig .. " --deployment web "
+      local code, out, err = h.run(base .. "--node node-a")
+      assert.equals(0, code, err)
+      assert.matches("^patched: apps/web now pinned to node node%-a", out)
+      code, out = h.run(base .. "--node node-a")
+      assert.equals(0, code)
+      assert.matches("^already%-there", out)
+      code, _, err = h.run(base .. "--node node-c")
+      assert.equals(1, code)
+      assert.matches("refused: apps/web: node node%-c: node is NotReady", err)
+      code, _, err = h.run(base .. "--node node-a --namespace elsewhere")
+      assert.equals(1, code)
+      assert.matches("failed: elsewhere/web: NotFound", err)
+      code, _, err = h.run(base .. "--node node-b --context reader")
+      assert.equals(1, code)
+      assert.matches("Forbidden", err)
+      code, _, err = h.run(base .. "--bogus")
+      assert.equals(2, code)
+      assert.matches("unknown argument", err)
+      code, _, err = h.run("place --kubeconfig " .. dir .. "/does-not-exist --deployment web --node node-a")
+      assert.equals(1, code)
+      assert.matches("kubeconfig", err)
+    end)
+
+    it("dconn place in a cluster: service-account token, CA and namespace files", function()
+      local sa = dir .. "/sa"
+      os.execute("mkdir -p " .. sa .. " && cp " .. dir .. "/ca.pem " .. sa .. "/ca.crt")
+      h.write(sa .. "/token", TOKEN .. "\n")
+      h.write(sa .. "/namespace", "apps\n")
+      local env = string.format("env -u KUBECONFIG HOME=%s/home KUBERNETES_SERVICE_HOST=127.0.0.1 "
+        .. "KUBERNETES_SERVICE_PORT=%d DCONN_K8S_SERVICEACCOUNT_DIR=%s ", dir, port, sa)
+      local out, code = sh(env .. h.DCONN .. " place --deployment web --node node-b")
+      assert.equals(0, code, out)
+      assert.matches("patched: apps/web", out)
+      out, code = sh(string.format("env -u KUBECONFIG -u KUBERNETES_SERVICE_HOST HOME=%s/home %s place "
+        .. "--deployment web --node node-b", dir, h.DCONN))
+      assert.equals(1, code)
+      assert.matches("SIMULATED cluster %(in memory, empty%)", out)
+      assert.matches('failed: default/web: NotFound %(404%): deployments.apps "web" not found', out)
+    end)
+  end)
+end)
