@@ -11,12 +11,10 @@
 #include <uv.h>
 
 #include "agent.h"
+#include "commands.h"
 #include "host.h"
 #include "log.h"
 #include "modules.h"
-#include "model_cli.h"
-#include "place_cli.h"
-#include "runs_cli.h"
 #include "repl.h"
 #include "timefmt.h"
 #include "version.h"
@@ -135,10 +133,8 @@ static const char *help_for(const char *command) {
   if (strcmp(command, "check") == 0) return CHECK_HELP;
   if (strcmp(command, "repl") == 0) return REPL_HELP;
   if (strcmp(command, "script") == 0) return SCRIPT_HELP;
-  if (strcmp(command, "predict") == 0) return DC_PREDICT_HELP;
-  if (strcmp(command, "place") == 0) return DC_PLACE_HELP;
-  if (strcmp(command, "runs") == 0) return DC_RUNS_HELP;
-  return NULL;
+  const dc_command *lua_command = dc_command_find(command);
+  return lua_command ? lua_command->help : NULL;
 }
 
 /* "512M" -> bytes */
@@ -304,9 +300,8 @@ int main(int argc, char **argv) {
                .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS},
       .agent = {.grace = 10},
   };
-  if (argc > 1 && strcmp(argv[1], "predict") == 0) return dc_predict_main(argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "place") == 0) return dc_place_main(argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "runs") == 0) return dc_runs_main(argc - 1, argv + 1);
+  const dc_command *lua_command = argc > 1 ? dc_command_find(argv[1]) : NULL;
+  if (lua_command) return dc_command_main(lua_command, argc - 1, argv + 1);
   int r = parse_cli(&c, argc, argv);
   if (r != 0) return r < 0 ? DC_EXIT_OK : r;
 
