@@ -27,7 +27,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml
 
-.PHONY: all deps run test test-c test-lua bench sanitize lint install clean fuzz
+.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -116,6 +116,12 @@ fuzz: deps $(BUILD)/fuzz/fuzz_safetensors
 $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensors.c runtime/safetensors.h
 	@mkdir -p $(@D)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/safetensors.c -o $@
+
+# The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
+# value the C code forgot to anchor is collected (and caught) at once.
+gcstress: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+	@DCONN_GC_STRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 # The whole suite again with an ASan+UBSan build of dconn.
 sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
