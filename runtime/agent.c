@@ -47,6 +47,13 @@ static void poll_stop(uv_timer_t *t) {
   }
 }
 
+static bool push_driver(dc_host *H, const char *fn);
+
+static void on_shutdown_done(dc_task *t, int status, const char *err, void *ud) {
+  (void)t;
+  if (status != LUA_OK) dc_log(((agent *)ud)->H, DC_LOG_WARNING, "Shutdown hook failed: %s", err);
+}
+
 /* No new runs; running jobs get opts.grace seconds (wall time: a shutdown is real) to end. */
 static void request_stop(agent *A, const char *why) {
   dc_host *H = A->H;
@@ -59,6 +66,9 @@ static void request_stop(agent *A, const char *why) {
   A->stopping = true;
   dc_sched *s = dc_sched_of(H);
   if (s) dc_sched_stop(s);
+  /* dconn run: the driver's shutdown() (releasing a leader Lease) runs within the grace period */
+  if (A->opts.reloadable && push_driver(H, "shutdown"))
+    dc_task_spawn(dc_host_state(H), 0, "shutdown", 0, on_shutdown_done, A);
   int tasks = dc_host_task_count(H);
   if (tasks == 0) {
     dc_log(H, DC_LOG_INFO, "%s: shutting down", why);

@@ -53,6 +53,7 @@ struct dc_http_op {
   engine *E;
   CURL *easy;
   struct curl_slist *headers;
+  struct curl_slist *connect_to; /* tls.connect_to: one HOST:PORT:CONNECT-HOST:CONNECT-PORT */
   dc_http_done_fn done;
   void *ud;
   char *body;
@@ -216,6 +217,7 @@ static void headers_reset(dc_http_op *op) {
 static void op_free(dc_http_op *op) {
   if (op->easy) curl_easy_cleanup(op->easy);
   curl_slist_free_all(op->headers);
+  curl_slist_free_all(op->connect_to);
   headers_reset(op);
   free(op->hdrs);
   free(op->body);
@@ -542,6 +544,11 @@ dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_f
   if (req->tls.ca_file) SET(CURLOPT_CAINFO, req->tls.ca_file);
   if (req->tls.cert_file) SET(CURLOPT_SSLCERT, req->tls.cert_file);
   if (req->tls.key_file) SET(CURLOPT_SSLKEY, req->tls.key_file);
+  if (req->tls.connect_to) {
+    op->connect_to = curl_slist_append(NULL, req->tls.connect_to);
+    if (!op->connect_to) goto fail;
+    SET(CURLOPT_CONNECT_TO, op->connect_to);
+  }
   if (req->tls.insecure) {
     SET(CURLOPT_SSL_VERIFYPEER, 0L);
     SET(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -801,11 +808,12 @@ static int httpc_request(lua_State *L) {
   if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
     luaL_argcheck(L, lua_istable(L, -1), 1, "'tls' must be a table");
     int t = lua_gettop(L);
-    static const char *const tls_keys[] = {"ca_file", "cert_file", "key_file", "insecure", NULL};
+    static const char *const tls_keys[] = {"ca_file", "cert_file", "key_file", "insecure", "connect_to", NULL};
     check_keys(L, t, tls_keys, "http: tls");
     req.tls.ca_file = opt_string(L, t, "ca_file", NULL);
     req.tls.cert_file = opt_string(L, t, "cert_file", NULL);
     req.tls.key_file = opt_string(L, t, "key_file", NULL);
+    req.tls.connect_to = opt_string(L, t, "connect_to", NULL);
     lua_getfield(L, t, "insecure");
     req.tls.insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -58,6 +58,9 @@ typedef struct dc_http_request {
   struct {
     const char *ca_file, *cert_file, *key_file;
     bool insecure; /* no certificate or host name check */
+    /* "HOST:PORT:CONNECT-HOST:CONNECT-PORT" (CURLOPT_CONNECT_TO): the URL names the host the
+     * certificate is checked against, the connection goes elsewhere (kubeconfig tls-server-name) */
+    const char *connect_to;
   } tls;
   const char *bearer;               /* Authorization: Bearer, not sent to other hosts on redirect */
   const char *user, *password;      /* basic auth, likewise */

@@ -217,7 +217,8 @@ static void run_done(dc_task *task, int status, const char *err, void *ud) {
   job->last_error = NULL;
   describe_job(job, desc, sizeof desc);
   if (status == LUA_OK) {
-    dc_log(s->H, DC_LOG_INFO, "Job \"%s\" executed successfully", desc);
+    dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Job \"%s\" executed successfully",
+           desc);
   } else {
     job->failures++;
     job->last_error = strdup(err ? err : "unknown error");
@@ -239,7 +240,8 @@ static void start_run(dc_job *job, double scheduled) {
   char desc[512], when[64];
   describe_job(job, desc, sizeof desc);
   dc_time_format_precise(scheduled, dc_log_is_utc(), when, sizeof when);
-  dc_log(s->H, DC_LOG_INFO, "Running job \"%s\" (scheduled at %s)", desc, when);
+  dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Running job \"%s\" (scheduled at %s)",
+         desc, when);
   job->running = true;
   job->runs++;
   job->run_started = now_of(s);

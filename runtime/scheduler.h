@@ -27,6 +27,7 @@ typedef struct dc_trigger {
   double start, end; /* 0 = unbounded */
   bool utc;         /* cron and text dates: UTC (default) or local time */
   bool immediate;   /* first run at once (interval and cron) */
+  bool quiet;       /* a routine job: its "Running job" and success lines are logged at debug */
 } dc_trigger;
 
 typedef struct dc_sched dc_sched;

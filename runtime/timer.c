@@ -112,7 +112,7 @@ static double check_duration(lua_State *L, int idx, const char *what) {
 
 static const char *const SPEC_KEYS[] = {"name",  "run",   "every", "cron",      "at",
                                         "jitter", "start", "stop",  "immediate", "budget",
-                                        "timezone", NULL};
+                                        "timezone", "quiet", NULL};
 
 /* Reads the spec table at idx into trig; leaves the function on top of the stack and returns
  * the job name. Raises a clear error naming the bad field. */
@@ -126,7 +126,7 @@ static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long 
       for (const char *const *k = SPEC_KEYS; *k; k++) known = known || strcmp(*k, lua_tostring(L, -1)) == 0;
     if (!known)
       luaL_error(L, "job: unknown field '%s' (known: name, run, every, cron, at, jitter, start, "
-                    "stop, immediate, budget, timezone)", luaL_tolstring(L, -1, NULL));
+                    "stop, immediate, budget, timezone, quiet)", luaL_tolstring(L, -1, NULL));
   }
   memset(trig, 0, sizeof *trig);
   trig->utc = dc_log_is_utc();
@@ -169,6 +169,11 @@ static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long 
     luaL_checktype(L, -1, LUA_TBOOLEAN);
     trig->immediate = lua_toboolean(L, -1);
   }
+  if (lua_getfield(L, idx, "quiet") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TBOOLEAN);
+    trig->quiet = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
   if (lua_getfield(L, idx, "budget") != LUA_TNIL) {
     if (!lua_isinteger(L, -1)) luaL_error(L, "job: budget must be an integer (instructions, -1 = unlimited)");
     *budget = lua_tointeger(L, -1);

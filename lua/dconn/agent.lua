@@ -6,7 +6,8 @@ local runtime = require "dconn.runtime"
 local sandbox = require "dconn.sandbox"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
-local xpcall, loadfile = xpcall, loadfile
+local xpcall, pcall, loadfile, setmetatable = xpcall, pcall, loadfile, setmetatable
+local format = string.format
 local traceback = debug.traceback
 local sort, concat = table.sort, table.concat
 local stderr, stdout = io.stderr, io.stdout
@@ -16,7 +17,15 @@ local _M = { _VERSION = "0.1.0" }
 local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 -- Top-level keys a policy table may have; anything else is a mistake worth reporting.
-local POLICY_KEYS = { name = true, description = true, jobs = true, routes = true, describe = true }
+local POLICY_KEYS = { name = true, description = true, jobs = true, routes = true, describe = true, leader = true }
+
+-- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s_leader).
+local LEADER_STRINGS = { name = true, namespace = true, kubeconfig = true, context = true, identity = true }
+local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 } -- client-go's
+local ELECTION_JOB = "leader-election"
+
+local election -- { key =, elector =, leader = } while the policy declares a leader
+local acting = setmetatable({}, { __mode = "k" }) -- the tasks (coroutines) running actuating jobs
 
 local current -- the running policy: { path =, policy =, job_names = { ... } }
 
@@ -49,6 +58,10 @@ local function job_specs(path, jobs)
     if type(spec) ~= "table" then
       return nil, path .. ": job " .. tostring(key) .. " must be a table"
     end
+    if spec.actuating ~= nil and type(spec.actuating) ~= "boolean" then
+      return nil, where(path, spec.run) .. ": job " .. tostring(spec.name or key)
+        .. ": 'actuating' must be true or false"
+    end
     if type(key) == "string" then
       if spec.name ~= nil and spec.name ~= key then
         return nil, where(path, spec.run) .. ": job '" .. key .. "' has a different name field '"
@@ -69,13 +82,46 @@ local function job_specs(path, jobs)
     if type(a.key) == type(b.key) then return a.key < b.key end
     return type(a.key) == "number"
   end)
-  local list = {}
+  local list = { actuating = {} } -- actuating: the names of the jobs marked so (the key is ours, not timer's)
   for i, entry in ipairs(specs) do
-    local ok, err = timer.validate(entry.spec)
-    if not ok then return nil, where(path, entry.spec.run) .. ": job '" .. entry.spec.name .. "': " .. err end
-    list[i] = entry.spec
+    local spec = entry.spec
+    if spec.actuating ~= nil then
+      local copy = {}
+      for k, v in pairs(spec) do copy[k] = v end
+      list.actuating[spec.name] = copy.actuating or nil
+      copy.actuating = nil
+      spec = copy
+    end
+    local ok, err = timer.validate(spec)
+    if not ok then return nil, where(path, spec.run) .. ": job '" .. spec.name .. "': " .. err end
+    list[i] = spec
   end
   return list
+end
+
+local function check_leader(path, leader, specs)
+  if leader == nil then return true end
+  if type(leader) ~= "table" then return nil, path .. ": 'leader' must be a table" end
+  for k, v in pairs(leader) do
+    if LEADER_STRINGS[k] then
+      if type(v) ~= "string" or v == "" then return nil, path .. ": leader." .. k .. " must be a non-empty string" end
+    elseif LEADER_TIMINGS[k] then
+      if type(v) ~= "number" or v <= 0 then return nil, path .. ": leader." .. k .. " must be a positive number" end
+    else
+      return nil, path .. ": unknown field leader." .. tostring(k) .. " (known: name, namespace, kubeconfig, context, "
+        .. "identity, lease_duration, renew_deadline, retry_period)"
+    end
+  end
+  if not leader.name then return nil, path .. ": leader.name (the Lease's name) is required" end
+  local t = {}
+  for k, v in pairs(LEADER_TIMINGS) do t[k] = leader[k] or v end
+  if not (t.lease_duration > t.renew_deadline and t.renew_deadline > 1.2 * t.retry_period) then
+    return nil, path .. ": leader timings need lease_duration > renew_deadline > 1.2 * retry_period"
+  end
+  for _, spec in ipairs(specs) do
+    if spec.name == ELECTION_JOB then return nil, path .. ": job name '" .. ELECTION_JOB .. "' is the agent's own" end
+  end
+  return true
 end
 
 --- Loads a policy file into a fresh sandbox and validates it. Returns the policy table and its
@@ -92,11 +138,13 @@ function _M.load(path)
   for key in pairs(policy) do
     if not POLICY_KEYS[key] then
       return nil, path .. ": unknown policy field '" .. tostring(key)
-        .. "' (known: name, description, jobs, routes, describe)"
+        .. "' (known: name, description, jobs, routes, describe, leader)"
     end
   end
   local specs, spec_err = job_specs(path, policy.jobs)
   if not specs then return nil, spec_err end
+  local leader_ok, leader_err = check_leader(path, policy.leader, specs)
+  if not leader_ok then return nil, leader_err end
   local api_ok, api_err = require("dconn.api").check_policy(path, policy)
   if not api_ok then return nil, api_err end
   return policy, specs
@@ -112,6 +160,87 @@ local function add_jobs(specs, quiet)
   return names
 end
 
+-- The key an elector is reused under across reloads: the same Lease, cluster and timings.
+local function leader_key(path, leader)
+  local parts = { path }
+  for _, k in ipairs { "name", "namespace", "kubeconfig", "context", "identity", "lease_duration", "renew_deadline",
+    "retry_period" } do parts[#parts + 1] = tostring(leader[k]) end
+  return concat(parts, "\0")
+end
+
+-- Drops the election (reload without `leader`, or with another Lease): releases the Lease if ours.
+local function end_election()
+  if not election then return end
+  local k8s = require "dconn.k8s"
+  k8s.set_guard(nil)
+  pcall(election.elector.release, election.elector)
+  election = nil
+end
+
+-- With `leader` declared: an elector on the Lease, the election job (one step every retry period),
+-- actuating jobs wrapped to run only while this process leads, and a dconn.k8s guard that stops
+-- a running actuating job at its next API call once the lease is lost (a Lua-level stop: no task
+-- is killed from outside, so a job never dies between a read and its write). Returns the specs
+-- to add, or nil, err.
+local function prepare_leader(path, policy, specs)
+  local leader = policy.leader
+  if not leader then
+    end_election()
+    return specs
+  end
+  local k8s = require "dconn.k8s"
+  local key = leader_key(path, leader)
+  if not (election and election.key == key) then
+    end_election()
+    local kubeconfig = leader.kubeconfig
+    if kubeconfig and kubeconfig:sub(1, 1) ~= "/" then kubeconfig = dirname(path) .. "/" .. kubeconfig end
+    local ns, name = leader.namespace, leader.name
+    local elector, err = k8s.lease_lock { name = name, namespace = ns, identity = leader.identity,
+      kubeconfig = kubeconfig, context = leader.context, simulate = false,
+      lease_duration = leader.lease_duration, renew_deadline = leader.renew_deadline,
+      retry_period = leader.retry_period,
+      on_stopped_leading = function()
+        log.warning("Leadership lost (lease %s/%s): actuating jobs stop at their next API call and are skipped",
+          ns or "-", name)
+      end }
+    if not elector then return nil, path .. ": leader: " .. tostring(err) end
+    election = { key = key, elector = elector }
+    k8s.set_guard(function()
+      local e = election and election.elector
+      if e and acting[coroutine.running()] and not e:is_leader() then
+        return false, format("lost the lease %s/%s: actuating job stopped", e.namespace, e.name)
+      end
+      return true
+    end)
+    log.info("Leader election on lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
+  end
+  local elector = election.elector
+  local out = { { name = ELECTION_JOB, every = elector.retry_period, quiet = true,
+    run = function() elector:step() end } }
+  for _, spec in ipairs(specs) do
+    if specs.actuating[spec.name] then
+      local copy, fn, job = {}, spec.run, spec.name
+      for k, v in pairs(spec) do copy[k] = v end
+      copy.run = function(...)
+        if not elector:is_leader() then
+          log.info('Job "%s" skipped: not the leader (lease %s/%s held by %s)', job, elector.namespace, elector.name,
+            tostring(elector:holder() or "nobody yet"))
+          return
+        end
+        local co = coroutine.running()
+        acting[co] = true
+        local res = table.pack(xpcall(fn, traceback, ...))
+        acting[co] = nil
+        if not res[1] then error(res[2], 0) end
+        return table.unpack(res, 2, res.n)
+      end
+      spec = copy
+    end
+    out[#out + 1] = spec
+  end
+  return out
+end
+
 local function policy_name(path, policy)
   return policy.name or path:match("([^/]+)%.lua$") or path
 end
@@ -124,8 +253,16 @@ function _M.run(path, mode)
     fail(specs)
     return EXIT_USAGE
   end
+  local leader_err
+  specs, leader_err = prepare_leader(path, policy, specs)
+  if not specs then
+    fail(leader_err)
+    return EXIT_USAGE
+  end
   current = { path = path, policy = policy, job_names = add_jobs(specs) }
   log.info("Policy '%s' loaded from %s", policy_name(path, policy), path)
+  -- one election step before the first tick, so that a leader's actuating jobs run at once
+  if election then election.elector:step() end
   if mode ~= "once" then
     timer.hold(false)
     log.info("Scheduler started")
@@ -149,6 +286,20 @@ function _M.run(path, mode)
   return failed == 0 and EXIT_OK or EXIT_FAILURE
 end
 
+--- Graceful stop (runtime/agent.c, within the grace period): a held leader Lease is released so
+--- that another agent takes over at once instead of after the lease duration.
+function _M.shutdown()
+  if not election then return end
+  local e = election.elector
+  local held = e:is_leader()
+  local ok, err = e:release()
+  if ok then
+    log.info("Released the lease %s/%s", e.namespace, e.name)
+  elseif held then
+    log.warning("Could not release the lease %s/%s: %s", e.namespace, e.name, tostring(err))
+  end
+end
+
 --- The running policy: its file and table (nil before one is loaded).
 function _M.current()
   if current then return current.path, current.policy end
@@ -160,6 +311,9 @@ function _M.reload()
   if not current then error("no policy loaded") end
   local policy, specs = _M.load(current.path)
   if not policy then error(specs, 0) end
+  local leader_err
+  specs, leader_err = prepare_leader(current.path, policy, specs)
+  if not specs then error(leader_err, 0) end
   for _, name in ipairs(current.job_names) do timer.remove(name) end
   current.policy = policy
   current.job_names = add_jobs(specs)

@@ -1,5 +1,6 @@
 -- dconn.k8s: the Kubernetes actuator. Moves a Deployment to a node by patching
--- spec.template.spec.nodeSelector["kubernetes.io/hostname"].
+-- spec.template.spec.nodeSelector["kubernetes.io/hostname"] (or another label, or a required
+-- node affinity).
 --
 --   k8s.load_config{kubeconfig=, context=, namespace=, serviceaccount_dir=} -> cfg | nil, err
 --   k8s.client([cfg or load_config options, plus qps=, burst=, retries=, backoff_base=,
@@ -7,14 +8,23 @@
 --     With no configuration found (or simulate = true or a state-file path) the client talks to
 --     a simulated cluster (dconn.k8s_sim; state file from simulate or DCONN_K8S_SIM_STATE), and
 --     says so at error level; simulate = false turns that fallback off.
+--     Credentials (https only, as client-go): token, tokenFile, client certificate, exec plugin,
+--     or username/password (basic auth; not together with a token). tls-server-name: the
+--     certificate is checked against that name while connecting to the server's host
+--     (libcurl's CONNECT_TO through dconn.http's tls.connect_to).
 --   client:request{method=, path=, query=, body=<Lua value>, content_type=} -> obj, status | nil, err
 --   client:get_deployment(ns, name)           client:patch_deployment(ns, name, patch [, opts])
 --     opts: type = "strategic" (default) | "merge" | "json", dry_run = bool, field_manager = s
 --   client:get_node(name)                     client:list_nodes{label_selector=, field_selector=}
 --   client:create_event(ns, event)
 --   client:get_lease(ns, name)  client:create_lease(ns, lease)  client:update_lease(ns, lease)
---   client:place(ns, deployment, node [, {dry_run=}]) -> outcome
---     outcome.result: "patched" | "already-there" | "refused" (with .reason) | "failed" (.error)
+--   client:place(ns, deployment, node [, {dry_run=, wait=, timeout=, interval=, label=, form=, gain=}])
+--     outcome.result: "patched" | "already-there" | "refused" (with .reason) | "failed" (.error);
+--     wait = true waits for the rollout after a patch (rollout_status; a failed rollout is "failed")
+--   client:rollout_status(ns, name [, {timeout=300, interval=1}]) -> true, msg | false, err
+--     decides like `kubectl rollout status`; k8s.rollout_verdict(dep) -> "done"|"waiting"|"failed", msg
+--   k8s.lease_lock{name=, namespace=, identity=, client= or kubeconfig=, context=, ...} -> elector
+--   k8s.set_guard(fn)                         fn(method, path) -> ok, why before each non-Lease call
 --   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s_leader)
 --   client:close()                            removes temporary files (decoded *-data fields)
 --
@@ -318,7 +328,19 @@ local function load_kubeconfig(opts)
   end
   v, err = field(cluster, "tls-server-name")
   if err then return config_error("%s", err) end
-  if v then log.warning("k8s: %s.tls-server-name is not supported; verifying the URL's host", cluster.where) end
+  if v and cfg.server:match("^https:") then
+    -- the certificate is checked against v: the URL names v, the connection goes to the server's host
+    local host, port = cfg.server:match("^https://(%[[^%]]+%])(:?%d*)")
+    if not host then host, port = cfg.server:match("^https://([^/:]+)(:?%d*)") end
+    port = port ~= "" and port:sub(2) or "443"
+    if not host or not v:match("^[%w%.%-]+$") then
+      return config_error("kubeconfig %s: %s.tls-server-name: cannot use %s with server %s", cluster.file,
+        cluster.where, v, cfg.server)
+    end
+    cfg.tls_server_name = v
+    cfg.connect_to = format("%s:%s:%s:%s", v, port, host, port)
+    cfg.url_base = format("https://%s:%s", v, port) .. cfg.server:gsub("^https://[^/]*", "")
+  end
   v, err = field(cluster, "proxy-url")
   if err then return config_error("%s", err) end
   if v then
@@ -337,6 +359,14 @@ local function load_kubeconfig(opts)
     if err then return config_error("%s", err) end
     cfg.token_file, err = field(user, "tokenFile", "path")
     if err then return config_error("%s", err) end
+    cfg.username, err = field(user, "username")
+    if err then return config_error("%s", err) end
+    cfg.password, err = field(user, "password")
+    if err then return config_error("%s", err) end
+    if (cfg.username or cfg.password) and (cfg.token or cfg.token_file) then
+      return config_error("kubeconfig %s: %s: username/password or bearer token may be set, but not both",
+        user.file, user.where)
+    end
     if not is_null(user.body.exec) then
       cfg.exec, err = k8s_exec.parse(user.body.exec, user.file, user.where, is_null)
       if not cfg.exec then return config_error("%s", err) end
@@ -444,6 +474,33 @@ function Client:leader(opts)
   return require("dconn.k8s_leader").new(self, opts)
 end
 
+--- A leader elector with client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s) and
+--- identity hostname_pid: opts.client, or a client made from the other options (kubeconfig,
+--- context, namespace, ...). Returns the elector or nil, err.
+function _M.lease_lock(opts)
+  if type(opts) ~= "table" then error("k8s.lease_lock: expected a table", 2) end
+  local c = opts.client
+  if not c then
+    local err
+    local copts = {}
+    for k, v in pairs(opts) do copts[k] = v end
+    for _, k in ipairs { "name", "identity", "lease_duration", "renew_deadline", "retry_period",
+      "on_started_leading", "on_stopped_leading", "on_new_leader" } do copts[k] = nil end
+    c, err = _M.client(copts)
+    if not c then return nil, err end
+  end
+  local leader = require "dconn.k8s_leader"
+  return leader.new(c, { name = opts.name, namespace = opts.namespace or c.namespace,
+    identity = opts.identity or leader.default_identity(), lease_duration = opts.lease_duration,
+    renew_deadline = opts.renew_deadline, retry_period = opts.retry_period,
+    on_started_leading = opts.on_started_leading, on_stopped_leading = opts.on_stopped_leading,
+    on_new_leader = opts.on_new_leader })
+end
+
+--- Sets (or clears, with nil) a check run before every API call but the Lease calls:
+--- fn(method, path) -> true | false, why; on false the call raises why, stopping the caller.
+function _M.set_guard(fn) _M.guard = fn end
+
 function Client:close()
   for _, path in ipairs(self.cfg.temp_files or {}) do os.remove(path) end
   self.cfg.temp_files = {}
@@ -516,6 +573,12 @@ function Client:request(req)
     end
     body = text
   end
+  -- the agent's leadership check (set_guard): raises, ending the job, once a write is no longer ours
+  local guard = _M.guard
+  if guard and not req.path:find("/apis/coordination.k8s.io/", 1, true) then
+    local allowed, why = guard(method, req.path)
+    if not allowed then error(why or "k8s: not allowed to act now", 0) end
+  end
   local cfg = self.cfg
   if self.sim then
     local status, doc = self.sim:handle(method, req.path, req.query or {}, body, req.content_type)
@@ -535,12 +598,14 @@ function Client:request(req)
       token, berr = self:bearer(false)
       if berr then return nil, berr end
       tls = { ca_file = cfg.ca_file, cert_file = self.exec_cert_file or cfg.cert_file,
-        key_file = self.exec_key_file or cfg.key_file, insecure = cfg.insecure or nil }
+        key_file = self.exec_key_file or cfg.key_file, insecure = cfg.insecure or nil,
+        connect_to = cfg.connect_to }
     end
     local status, text, rheaders = http.request {
-      method = method, url = cfg.server .. req.path, query = req.query, headers = headers, body = body,
-      timeout = self.timeout, connect_timeout = self.connect_timeout, retries = 0, tls = tls,
-      auth = token and { bearer = token } or nil,
+      method = method, url = (cfg.url_base or cfg.server) .. req.path, query = req.query, headers = headers,
+      body = body, timeout = self.timeout, connect_timeout = self.connect_timeout, retries = 0, tls = tls,
+      auth = token and { bearer = token }
+        or (tls and cfg.username and { user = cfg.username, password = cfg.password or "" }) or nil,
     }
     if not status then
       local e = text
@@ -641,6 +706,56 @@ function Client:update_lease(ns, lease)
     path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", enc(ns), enc(name)), body = lease }
 end
 
+---- rollout ----
+
+--- kubectl rollout status's verdict on a Deployment: "done" | "waiting" | "failed", and a message.
+function _M.rollout_verdict(dep)
+  local md, spec, st = dep.metadata or {}, dep.spec or {}, dep.status or {}
+  local gen, observed = tonumber(md.generation) or 0, tonumber(st.observedGeneration) or 0
+  if gen > observed then return "waiting", "waiting for deployment spec update to be observed" end
+  for _, c in ipairs(type(st.conditions) == "table" and st.conditions or {}) do
+    if c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" then
+      return "failed", format("deployment %q exceeded its progress deadline", tostring(md.name))
+    end
+  end
+  local updated, replicas = tonumber(st.updatedReplicas) or 0, tonumber(st.replicas) or 0
+  local available = tonumber(st.availableReplicas) or 0
+  local want = tonumber(spec.replicas)
+  if want and updated < want then
+    return "waiting", format("%d out of %d new replicas have been updated", updated, want)
+  end
+  if replicas > updated then
+    return "waiting", format("%d old replicas are pending termination", replicas - updated)
+  end
+  if available < updated then
+    return "waiting", format("%d of %d updated replicas are available", available, updated)
+  end
+  return "done", format("deployment %q successfully rolled out", tostring(md.name))
+end
+
+--- Polls the Deployment (through the rate limit) until its rollout is done, has failed
+--- (ProgressDeadlineExceeded) or opts.timeout (default 300 s) passes; opts.interval (default 1 s).
+--- Returns true, message | false, error (reason ProgressDeadlineExceeded or Timeout, or the API's).
+function Client:rollout_status(ns, name, opts)
+  check_name("rollout_status", "namespace", ns)
+  check_name("rollout_status", "name", name)
+  opts = opts or {}
+  local timeout, interval = opts.timeout or 300, opts.interval or 1
+  local deadline = now() + timeout
+  while true do
+    local dep, err = self:get_deployment(ns, name)
+    if not dep then return false, err end
+    local verdict, message = _M.rollout_verdict(dep)
+    if verdict == "done" then return true, message end
+    if verdict == "failed" then return false, new_error("ProgressDeadlineExceeded", nil, message) end
+    if now() + interval > deadline then
+      return false, new_error("Timeout", nil, format("rollout of %s/%s not done after %gs: %s", ns, name,
+        timeout, message))
+    end
+    sleep(interval)
+  end
+end
+
 ---- placement ----
 
 -- Kubernetes' Toleration.ToleratesTaint.
@@ -698,13 +813,34 @@ function Client:record_event(dep, event_type, reason, message)
   if not ev then log.warning("k8s: could not record the event on %s/%s: %s", md.namespace, md.name, tostring(err)) end
 end
 
---- Pins Deployment ns/name to node (by its kubernetes.io/hostname label). Returns an outcome
---- {result=, reason=, error=, hostname=, deployment=}; never raises for API failures.
+-- The value v when the pod template requires exactly label In [v] (one term, one expression).
+local function required_in(pod_spec, label)
+  local na = type(pod_spec.affinity) == "table" and pod_spec.affinity.nodeAffinity
+  local req = type(na) == "table" and na.requiredDuringSchedulingIgnoredDuringExecution
+  local terms = type(req) == "table" and req.nodeSelectorTerms
+  if type(terms) ~= "table" or #terms ~= 1 or type(terms[1].matchExpressions) ~= "table" then return nil end
+  local exprs = terms[1].matchExpressions
+  local e = exprs[1]
+  if #exprs ~= 1 or type(e) ~= "table" or e.key ~= label or e.operator ~= "In" or type(e.values) ~= "table"
+    or #e.values ~= 1 then return nil end
+  return e.values[1]
+end
+
+--- Pins Deployment ns/name to node (by the node's value of opts.label, default
+--- kubernetes.io/hostname): form "selector" (default) sets nodeSelector[label]; form "affinity"
+--- sets a required node affinity label In [value] (and drops a nodeSelector on the label). The
+--- Event (reason Placed) names the previous value, the node and opts.gain when given. Returns an
+--- outcome {result=, reason=, error=, hostname=, previous=, deployment=, rollout=}; never raises
+--- for API failures.
 function Client:place(ns, name, node_name, opts)
   check_name("place", "namespace", ns)
   check_name("place", "deployment", name)
   check_name("place", "node", node_name)
   opts = opts or {}
+  local label, form = opts.label or HOSTNAME_LABEL, opts.form or "selector"
+  check_name("place", "opts.label", label)
+  if form ~= "selector" and form ~= "affinity" then error("k8s.place: form must be \"selector\" or \"affinity\"", 2) end
+  if opts.gain ~= nil and type(opts.gain) ~= "number" then error("k8s.place: gain must be a number", 2) end
   local out = { namespace = ns, deployment_name = name, node = node_name, dry_run = opts.dry_run or false }
   local attempts = 0
   while true do
@@ -728,31 +864,50 @@ function Client:place(ns, name, node_name, opts)
       return out
     end
     local labels = (node.metadata or {}).labels or {}
-    local hostname = labels[HOSTNAME_LABEL]
+    local hostname = labels[label]
     out.hostname = hostname
-    local current = type(pod_spec.nodeSelector) == "table" and pod_spec.nodeSelector[HOSTNAME_LABEL]
-    local why = type(hostname) ~= "string" and format("node %s has no %s label", node_name, HOSTNAME_LABEL)
+    local selected = type(pod_spec.nodeSelector) == "table" and pod_spec.nodeSelector[label] or nil
+    local current = selected
+    if form == "affinity" then current = required_in(pod_spec, label) end
+    out.previous = current or selected or nil
+    local why = type(hostname) ~= "string" and format("node %s has no %s label", node_name, label)
       or _M.unschedulable_reason(node, pod_spec)
     if why then
       out.result, out.reason = "refused", format("node %s: %s", node_name, why)
       if not opts.dry_run then self:record_event(dep, "Warning", "PlacementRefused", out.reason) end
       return out
     end
-    if current == hostname then
+    if current == hostname and (form == "selector" or selected == nil) then
       out.result = "already-there"
       return out
     end
     -- conditional on the version read above, so the checks still hold when the patch lands
+    local template
+    if form == "selector" then
+      template = { nodeSelector = { [label] = hostname } }
+    else -- a required node affinity replaces the whole term list; a selector on the label would fight it
+      template = { affinity = { nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = {
+        nodeSelectorTerms = json.array { { matchExpressions = json.array { { key = label, operator = "In",
+          values = json.array { hostname } } } } } } } },
+        nodeSelector = selected ~= nil and { [label] = json.null } or nil }
+    end
     local patched
     patched, err = self:patch_deployment(ns, name, {
       metadata = { resourceVersion = dep.metadata.resourceVersion },
-      spec = { template = { spec = { nodeSelector = { [HOSTNAME_LABEL] = hostname } } } },
+      spec = { template = { spec = template } },
     }, { dry_run = opts.dry_run })
     if patched then
-      out.result, out.deployment, out.previous = "patched", patched, current or nil
+      out.result, out.deployment = "patched", patched
       if not opts.dry_run then
-        self:record_event(patched, "Normal", "Placed", format("dconn pinned the pod template to node %s (%s=%s)",
-          node_name, HOSTNAME_LABEL, hostname))
+        self:record_event(patched, "Normal", "Placed", format("dconn moved the pod template %s to node %s (%s %s=%s)%s",
+          out.previous and ("from " .. out.previous) or "from anywhere", node_name,
+          form == "selector" and "nodeSelector" or "required node affinity", label, hostname,
+          opts.gain and format("; predicted gain %.6g", opts.gain) or ""))
+        if opts.wait then
+          local done, message = self:rollout_status(ns, name, { timeout = opts.timeout, interval = opts.interval })
+          out.rollout = done and "done" or "failed"
+          if not done then out.result, out.error = "failed", message end
+        end
       end
       return out
     end

@@ -5,6 +5,8 @@
 --                                 renew_deadline=10, retry_period=2, on_started_leading=fn,
 --                                 on_stopped_leading=fn, on_new_leader=fn(identity)})
 --   e:try() -> true (we hold the lease now) | false [, err]     one acquire-or-renew step
+--   e:step() -> leading          try(), then the log lines and callbacks run() makes on changes
+--   e:holder() -> identity       of the lease as last read ("" when free)
 --   e:is_leader() -> boolean     true only until the last successful renew + renew_deadline
 --   e:run([should_stop])         loops (in a task): acquire every retry_period with 20 % jitter,
 --                                renew every retry_period; calls the callbacks on changes;
@@ -45,12 +47,20 @@ local function hostname()
   return name
 end
 
+-- hostname_pid, as client-go's examples build identities (unique per process on one host).
+function _M.default_identity()
+  local f = io.open("/proc/self/stat", "r")
+  local pid = f and f:read("l"):match("^(%d+)")
+  if f then f:close() end
+  return format("%s_%s", hostname(), pid or format("%08x", random(0, 0x7fffffff)))
+end
+
 function _M.new(client, opts)
   if type(client) ~= "table" then error("k8s_leader.new: expected a dconn.k8s client", 2) end
   opts = opts or {}
   if type(opts.name) ~= "string" or opts.name == "" then error("k8s_leader.new: 'name' is required", 2) end
   local self = setmetatable({ client = client, name = opts.name, namespace = opts.namespace or client.namespace,
-    identity = opts.identity or format("%s_%08x", hostname(), random(0, 0x7fffffff)),
+    identity = opts.identity or _M.default_identity(),
     on_started_leading = opts.on_started_leading, on_stopped_leading = opts.on_stopped_leading,
     on_new_leader = opts.on_new_leader, leading = false }, Elector)
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
@@ -121,20 +131,32 @@ end
 
 function Elector:stop() self.stopped = true end
 
+--- One election step (what run() does each period): try, then log and call back on changes.
+--- Returns whether we lead now.
+function Elector:step()
+  local ok, err = self:try()
+  if err then log.warning("k8s: lease %s/%s: %s", self.namespace, self.name, tostring(err)) end
+  if ok and not self.leading then
+    self.leading = true
+    log.info("k8s: %s became leader (lease %s/%s)", self.identity, self.namespace, self.name)
+    if self.on_started_leading then self.on_started_leading() end
+  elseif self.leading and not self:is_leader() then
+    self.leading = false
+    log.warning("k8s: %s lost the lease %s/%s", self.identity, self.namespace, self.name)
+    if self.on_stopped_leading then self.on_stopped_leading() end
+  end
+  return self.leading
+end
+
+--- The holder of the lease as last read ("" when free, nil before the first read).
+function Elector:holder()
+  return self.observed and (self.observed.spec or {}).holderIdentity
+end
+
 function Elector:run(should_stop)
   self.stopped = false
   while not self.stopped and not (should_stop and should_stop()) do
-    local ok, err = self:try()
-    if err then log.warning("k8s: lease %s/%s: %s", self.namespace, self.name, tostring(err)) end
-    if ok and not self.leading then
-      self.leading = true
-      log.info("k8s: %s became leader (lease %s/%s)", self.identity, self.namespace, self.name)
-      if self.on_started_leading then self.on_started_leading() end
-    elseif self.leading and not self:is_leader() then
-      self.leading = false
-      log.warning("k8s: %s lost the lease %s/%s", self.identity, self.namespace, self.name)
-      if self.on_stopped_leading then self.on_stopped_leading() end
-    end
+    self:step()
     if not (self.stopped or (should_stop and should_stop())) then
       -- client-go: renew every RetryPeriod; acquire with wait.JitterUntil(RetryPeriod, 1.2)
       sleep(self.leading and self.retry_period or self.retry_period * (1 + random() * JITTER))

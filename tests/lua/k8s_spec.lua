@@ -259,6 +259,28 @@ exec:
         assert.equals(0, code, out)
         assert.matches("deployment.apps/web", out)
       end
+      -- one client: a credential already expired is fetched again for every request; one that
+      -- expires soon (within the 10 s margin) is renewed once it does
+      local one = client { kubeconfig = path }
+      local base = runs()
+      assert.truthy(one:get_node("node-a"))
+      assert.truthy(one:get_node("node-a"))
+      assert.equals(base + 2, runs())
+      h.write(sub .. "/expires", os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 12))
+      assert.truthy(one:get_node("node-a"))
+      assert.truthy(one:get_node("node-a"))
+      assert.equals(base + 3, runs())
+      timer.sleep(2.2)
+      assert.truthy(one:get_node("node-a"))
+      assert.equals(base + 4, runs())
+      -- the plugin starts failing: place() fails with a clear error
+      h.write(sub .. "/expires", "2000-01-01T00:00:00Z")
+      os.execute("chmod -x " .. sub .. "/plugin.sh")
+      local placed = one:place("apps", "web", "node-a")
+      os.execute("chmod +x " .. sub .. "/plugin.sh")
+      assert.equals("failed", placed.result)
+      assert.equals("Unauthorized", placed.error.reason)
+      assert.matches("exec plugin .*/plugin%.sh failed %(exit 126%)", placed.error.message)
       control("/_test/reset", {})
       -- a plugin that fails is an error value, not a raise
       h.write(sub .. "/bad.sh", "#!/bin/sh\necho nope\nexit 3\n")
@@ -268,6 +290,38 @@ exec:
       assert.is_nil(dep)
       assert.equals("exec", err.kind)
       assert.matches("bad%.sh failed", err.message)
+    end)
+
+    it("authenticates with username/password (basic auth), like kubectl; not together with a token", function()
+      local path = h.write(dir .. "/config-basic", kubeconfig_text { user = "username: admin\n    password: secret" })
+      local c = client { kubeconfig = path }
+      assert.equals("web", assert(c:get_deployment("apps", "web")).metadata.name)
+      local out, code = kubectl("--kubeconfig " .. path .. " get deployment web -o name")
+      assert.equals(0, code, out)
+      assert.matches("deployment.apps/web", out)
+      local wrong = h.write(dir .. "/config-basic-wrong", kubeconfig_text { user = "username: admin\n    password: wrong" })
+      local _, err = client({ kubeconfig = wrong }):get_deployment("apps", "web")
+      assert.equals(401, err.code)
+      local both = h.write(dir .. "/config-basic-both", kubeconfig_text { user = "username: admin\n    token: x" })
+      _, err = k8s.client { kubeconfig = both }
+      assert.matches("username/password or bearer token may be set, but not both", tostring(err))
+    end)
+
+    it("checks the certificate against tls-server-name, like kubectl", function()
+      local function cfg(name, sni)
+        return h.write(dir .. "/config-sni-" .. name, kubeconfig_text { ca = "certificate-authority: ca.pem\n"
+          .. "    tls-server-name: " .. sni })
+      end
+      local good, bad = cfg("good", "localhost"), cfg("bad", "wrong.example")
+      assert.equals("web", assert(client({ kubeconfig = good }):get_deployment("apps", "web")).metadata.name)
+      local _, err = client({ kubeconfig = bad }):get_deployment("apps", "web")
+      assert.equals("Transport", err.reason)
+      assert.equals("tls", err.kind)
+      local out, code = kubectl("--kubeconfig " .. good .. " get deployment web -o name")
+      assert.equals(0, code, out)
+      out, code = kubectl("--kubeconfig " .. bad .. " get deployment web -o name")
+      assert.not_equals(0, code)
+      assert.matches("wrong.example", out)
     end)
 
     it("names the file and field of a broken kubeconfig", function()
@@ -593,6 +647,263 @@ exec:
       assert.equals(2, assert(c:get_lease("apps", "dconn")).spec.leaseTransitions)
       assert.has_error(function() leader.new(c, { name = "x", lease_duration = 10, renew_deadline = 10 }) end)
     end)
+
+    it("dconn run with `leader`: one of two agents acts; after kill -9 the other takes over; SIGTERM releases",
+      function()
+      local function policy(id)
+        return h.write(string.format("%s/elect-%s.lua", dir, id), string.format([[
+local log = require "dconn.log"
+return {
+  name = "elect-%s",
+  leader = { name = "agents", namespace = "apps", kubeconfig = %q, identity = %q,
+             lease_duration = 2, renew_deadline = 1.5, retry_period = 0.4 },
+  jobs = {
+    act = { every = 0.2, actuating = true, run = function() log.info("ACTING as %s") end },
+    watch = { every = 0.5, run = function() log.info("watching") end },
+  },
+}
+]], id, kubeconfig, id, id))
+      end
+      local function acts(child) return h.count(child.err() .. child.out(), "ACTING as") end
+      local a = h.spawn("run --listen off " .. policy("a"))
+      local b
+      local ok, err = pcall(function()
+        -- a starts first and gets the Lease; b then competes for it
+        assert.truthy(h.wait_for(function() return acts(a) > 0 end, 10), a.err())
+        b = h.spawn("run --listen off " .. policy("b"))
+        assert.truthy(h.wait_for(function() return h.count(b.err() .. b.out(), "watching") >= 3 end, 10), b.err())
+        local lease = assert(client():get_lease("apps", "agents"))
+        assert.equals("a", lease.spec.holderIdentity)
+        assert.equals(0, acts(b))
+        assert.matches('Job "act" skipped: not the leader %(lease apps/agents held by a%)', b.err() .. b.out())
+        -- kill -9 the leader: b takes over within the lease duration plus a retry period or two
+        a.kill("KILL")
+        local t0 = timer.now()
+        assert.truthy(h.wait_for(function() return acts(b) > 0 end, 8), b.err())
+        local took = timer.now() - t0
+        assert.is_true(took >= 1.5 and took < 2 + 3 * 0.4 + 1, "took over after " .. took .. "s")
+        lease = assert(client():get_lease("apps", "agents"))
+        assert.equals("b", lease.spec.holderIdentity)
+        assert.equals(1, lease.spec.leaseTransitions)
+        assert.matches("b became leader %(lease apps/agents%)", b.err() .. b.out())
+        -- a graceful stop releases the Lease
+        b.kill("TERM")
+        assert.truthy(h.wait_for(function() return b.rc() end, 10), b.err())
+        assert.matches("Released the lease apps/agents", b.err())
+        assert.equals("", assert(client():get_lease("apps", "agents")).spec.holderIdentity)
+      end)
+      a.cleanup()
+      if b then b.cleanup() end
+      assert(ok, err)
+    end)
+
+    it("loses the lease mid-job: the actuating job stops at its next API call, the loss is logged", function()
+      local pol = h.write(dir .. "/elect-lose.lua", string.format([[
+local log = require "dconn.log"
+local k8s = require "dconn.k8s"
+local timer = require "dconn.timer"
+return {
+  name = "lose",
+  leader = { name = "lose", namespace = "apps", kubeconfig = %q, identity = "me",
+             lease_duration = 2, renew_deadline = 1.5, retry_period = 0.4 },
+  jobs = {
+    act = { every = 60, actuating = true, run = function()
+      local c = assert(k8s.client { kubeconfig = %q, qps = 1000, burst = 1000 })
+      for i = 1, 100 do
+        assert(c:get_deployment("apps", "web"))
+        log.info("STEP %%d", i)
+        timer.sleep(0.2)
+      end
+    end },
+  },
+}
+]], kubeconfig, kubeconfig))
+      local child = h.spawn("run --listen off " .. pol)
+      local ok, err = pcall(function()
+        assert.truthy(h.wait_for(function() return child.err():match("STEP 2") end, 10), child.err())
+        -- someone else takes the Lease (as after a network partition)
+        local c = client()
+        local lease = assert(c:get_lease("apps", "lose"))
+        lease.spec.holderIdentity = "other"
+        lease.spec.renewTime = leader.micro_time(timer.now())
+        assert(c:update_lease("apps", lease))
+        assert.truthy(h.wait_for(function() return child.err():match("lost the lease apps/lose: actuating job stopped") end,
+          5), child.err())
+        local log_text = child.err()
+        assert.matches("me lost the lease apps/lose", log_text)
+        assert.matches("Leadership lost", log_text)
+        local steps = h.count(log_text, "STEP %d+")
+        timer.sleep(0.6)
+        assert.equals(steps, h.count(child.err(), "STEP %d+"))
+      end)
+      child.cleanup()
+      assert(ok, err)
+    end)
+
+    it("k8s.lease_lock: client-go's timings, hostname_pid identity; `dconn check` reports a bad leader", function()
+      local e = assert(k8s.lease_lock { name = "l", namespace = "apps", kubeconfig = kubeconfig })
+      assert.same({ 15, 10, 2 }, { e.lease_duration, e.renew_deadline, e.retry_period })
+      assert.matches("^[^_]+_%d+$", e.identity)
+      assert.is_true(e:try())
+      assert.equals(e.identity, assert(client():get_lease("apps", "l")).spec.holderIdentity)
+      local bad = h.write(dir .. "/bad-leader.lua", [[return { leader = { namespace = "apps", lease_duration = 1 },
+        jobs = { x = { every = 1, actuating = "yes", run = function() end } } }]])
+      local code, _, stderr = h.run("check " .. bad)
+      assert.equals(2, code)
+      assert.matches("'actuating' must be true or false", stderr)
+      h.write(bad, [[return { leader = { namespace = "apps", lease_duration = 1 } }]])
+      code, _, stderr = h.run("check " .. bad)
+      assert.equals(2, code)
+      assert.matches("bad%-leader.lua: leader.name %(the Lease's name%) is required", stderr)
+      h.write(bad, [[return { leader = { name = "l", lease_duration = 1 } }]])
+      code, _, stderr = h.run("check " .. bad)
+      assert.equals(2, code)
+      assert.matches("lease_duration > renew_deadline", stderr)
+      h.write(bad, [[return { leader = { name = "l", lease = 1 } }]])
+      code, _, stderr = h.run("check " .. bad)
+      assert.equals(2, code)
+      assert.matches("unknown field leader.lease", stderr)
+      h.write(bad, [[return { leader = { name = "l" }, jobs = { x = { every = 1, actuating = true, run = print } } }]])
+      code = h.run("check " .. bad)
+      assert.equals(0, code)
+    end)
+  end)
+
+  describe("example manifests (examples/kubernetes)", function()
+    local lyaml = require "lyaml"
+    local function docs()
+      local all = {}
+      for _, file in ipairs { "rbac.yaml", "configmap.yaml", "deployment.yaml" } do
+        for _, doc in ipairs(lyaml.load(h.read("examples/kubernetes/" .. file), { all = true })) do
+          all[doc.kind .. "/" .. (doc.metadata.namespace or "") .. "/" .. doc.metadata.name] = doc
+        end
+      end
+      return all
+    end
+
+    it("grant exactly the verbs dconn uses, to its ServiceAccount, and nothing else", function()
+      local all = docs()
+      local sa = { { kind = "ServiceAccount", name = "dconn", namespace = "dconn" } }
+      assert.truthy(all["ServiceAccount/dconn/dconn"])
+      local function rules(key)
+        local r = assert(all[key], key)
+        return r.rules
+      end
+      assert.same({ { apiGroups = { "apps" }, resources = { "deployments" }, verbs = { "get", "patch" } },
+        { apiGroups = { "" }, resources = { "events" }, verbs = { "create" } } }, rules("Role/apps/dconn-placer"))
+      assert.same({ { apiGroups = { "" }, resources = { "nodes" }, verbs = { "get", "list" } } },
+        rules("ClusterRole//dconn-node-reader"))
+      assert.same({ { apiGroups = { "coordination.k8s.io" }, resources = { "leases" },
+        verbs = { "get", "create", "update" } } }, rules("Role/dconn/dconn-leader-election"))
+      for key, role in pairs { ["RoleBinding/apps/dconn-placer"] = { "Role", "dconn-placer" },
+        ["ClusterRoleBinding//dconn-node-reader"] = { "ClusterRole", "dconn-node-reader" },
+        ["RoleBinding/dconn/dconn-leader-election"] = { "Role", "dconn-leader-election" } } do
+        local b = assert(all[key], key)
+        assert.same({ apiGroup = "rbac.authorization.k8s.io", kind = role[1], name = role[2] }, b.roleRef)
+        assert.same(sa, b.subjects)
+      end
+      local kinds = {}
+      for key in pairs(all) do kinds[#kinds + 1] = key end
+      table.sort(kinds)
+      assert.same({ "ClusterRole//dconn-node-reader", "ClusterRoleBinding//dconn-node-reader",
+        "ConfigMap/dconn/dconn-policy", "Deployment/dconn/dconn", "Role/apps/dconn-placer",
+        "Role/dconn/dconn-leader-election", "RoleBinding/apps/dconn-placer", "RoleBinding/dconn/dconn-leader-election",
+        "ServiceAccount/dconn/dconn" }, kinds)
+    end)
+
+    it("run the agent hardened, probed, limited, on the policy from the ConfigMap (which dconn check accepts)", function()
+      local all = docs()
+      local dep = all["Deployment/dconn/dconn"]
+      local pod = dep.spec.template.spec
+      assert.equals("dconn", pod.serviceAccountName)
+      assert.is_true(pod.securityContext.runAsNonRoot)
+      local c = pod.containers[1]
+      assert.same({ "dconn", "run", "--listen", "0.0.0.0:8080", "/etc/dconn/policy.lua" }, c.command)
+      assert.same({ path = "/healthz", port = 8080 }, c.livenessProbe.httpGet)
+      assert.same({ path = "/readyz", port = 8080 }, c.readinessProbe.httpGet)
+      assert.truthy(c.resources.requests.cpu and c.resources.requests.memory)
+      assert.truthy(c.resources.limits.cpu and c.resources.limits.memory)
+      assert.is_true(c.securityContext.readOnlyRootFilesystem)
+      assert.is_true(c.securityContext.runAsNonRoot)
+      assert.is_false(c.securityContext.allowPrivilegeEscalation)
+      local mounts = {}
+      for _, m in ipairs(c.volumeMounts) do mounts[m.name] = m.mountPath end
+      assert.same({ policy = "/etc/dconn", tmp = "/tmp" }, mounts)
+      assert.equals("dconn-policy", pod.volumes[1].configMap.name)
+      local policy = h.write(dir .. "/cm-policy.lua", all["ConfigMap/dconn/dconn-policy"].data["policy.lua"])
+      local code, out, err = h.run("check " .. policy)
+      assert.equals(0, code, err)
+      assert.matches("ok, policy 'placer' with 1 job", out)
+    end)
+  end)
+
+  describe("rollout", function()
+    it("rollout_status decides like kubectl rollout status; place{wait=true} waits", function()
+      control("/_test/rollout", { seconds = 1 })
+      local c = client()
+      local out = c:place("apps", "web", "node-a", { wait = true, timeout = 10, interval = 0.1 })
+      assert.equals("patched", out.result, tostring(out.error))
+      assert.equals("done", out.rollout)
+      local dep = assert(c:get_deployment("apps", "web"))
+      assert.equals(dep.metadata.generation, dep.status.observedGeneration)
+      assert.equals("done", (k8s.rollout_verdict(dep)))
+      -- the verdict on each stage of a rollout
+      local d = { metadata = { name = "w", generation = 3 }, spec = { replicas = 2 },
+        status = { observedGeneration = 2, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } }
+      for _, case in ipairs {
+        { {}, "waiting", "spec update to be observed" },
+        { { observedGeneration = 3, updatedReplicas = 1, replicas = 3 }, "waiting", "1 out of 2 new replicas" },
+        { { observedGeneration = 3, updatedReplicas = 2, replicas = 3 }, "waiting", "1 old replicas are pending" },
+        { { observedGeneration = 3, replicas = 2, availableReplicas = 1 }, "waiting", "1 of 2 updated replicas" },
+        { { availableReplicas = 2, conditions = { { type = "Progressing", reason = "ProgressDeadlineExceeded" } } },
+          "failed", "exceeded its progress deadline" },
+        { { conditions = {} }, "done", "successfully rolled out" },
+      } do
+        for k, v in pairs(case[1]) do d.status[k] = v end
+        local verdict, message = k8s.rollout_verdict(d)
+        assert.equals(case[2], verdict, message)
+        assert.matches(case[3], message)
+      end
+      -- kubectl rollout status agrees (it watches the Deployment)
+      control("/_test/rollout", { seconds = 1.5 })
+      out = c:place("apps", "web", "node-b")
+      assert.equals("patched", out.result)
+      local text, code = kubectl("rollout status deployment/web --timeout=20s")
+      assert.equals(0, code, text)
+      assert.matches('deployment "web" successfully rolled out', text)
+      assert.is_true((c:rollout_status("apps", "web", { timeout = 5, interval = 0.1 })))
+    end)
+
+    it("a stuck rollout (ProgressDeadlineExceeded) fails place{wait=true}, dconn place --wait and kubectl", function()
+      control("/_test/rollout", { seconds = 1, stuck = true })
+      local c = client()
+      local out = c:place("apps", "web", "node-a", { wait = true, timeout = 10, interval = 0.1 })
+      assert.equals("failed", out.result)
+      assert.equals("failed", out.rollout)
+      assert.equals("ProgressDeadlineExceeded", out.error.reason)
+      assert.matches('deployment "web" exceeded its progress deadline', tostring(out.error))
+      local text, code = kubectl("rollout status deployment/web --timeout=20s")
+      assert.is_not.equals(0, code)
+      assert.matches('deployment "web" exceeded its progress deadline', text)
+      -- a timeout is its own failure
+      control("/_test/rollout", { seconds = 30, stuck = false })
+      out = c:place("apps", "pinned", "node-b", { wait = true, timeout = 0.5, interval = 0.1 })
+      assert.equals("failed", out.result)
+      assert.equals("Timeout", out.error.reason)
+      -- the command
+      control("/_test/reset", {})
+      control("/_test/rollout", { seconds = 1, stuck = true })
+      local cmd = string.format("HOME=%s/home %s place --kubeconfig %s --deployment web --node node-a --wait "
+        .. "--timeout 10", dir, h.DCONN, kubeconfig)
+      text, code = sh(cmd)
+      assert.equals(1, code, text)
+      assert.matches("failed: apps/web: ProgressDeadlineExceeded", text)
+      assert.matches("its rollout did not complete", text)
+      control("/_test/rollout", { seconds = 0.5, stuck = false })
+      text, code = sh(cmd:gsub("node%-a", "node-b"))
+      assert.equals(0, code, text)
+      assert.matches("patched: apps/web now pinned to node node%-b .*; rolled out", text)
+    end)
   end)
 
   describe("place", function()
@@ -616,6 +927,37 @@ exec:
       end
       assert.equals(1, patches)
       assert.equals("already-there", c:place("apps", "pinned", "node-a").result)
+    end)
+
+    it("takes another label, the node-affinity form, and puts from, to and the gain in the Event", function()
+      local c = client()
+      local out = c:place("apps", "pinned", "node-b", { form = "affinity", gain = 1.5 })
+      assert.equals("patched", out.result, tostring(out.error or out.reason))
+      assert.equals("node-a", out.previous)
+      local spec = assert(c:get_deployment("apps", "pinned")).spec.template.spec
+      assert.is_nil((spec.nodeSelector or {})[k8s.HOSTNAME_LABEL])
+      local terms = { { matchExpressions = { { key = k8s.HOSTNAME_LABEL, operator = "In",
+        values = { "node-b.example" } } } } }
+      assert.same(terms, spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms)
+      assert.equals("already-there", c:place("apps", "pinned", "node-b", { form = "affinity" }).result)
+      out = c:place("apps", "pinned", "node-a", { form = "affinity" })
+      assert.equals("patched", out.result)
+      assert.equals("node-b.example", out.previous)
+      spec = assert(c:get_deployment("apps", "pinned")).spec.template.spec
+      terms[1].matchExpressions[1].values = { "node-a" }
+      assert.same(terms, spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms)
+      local messages = {}
+      for _, ev in ipairs(assert(c:request { path = "/api/v1/namespaces/apps/events" }).items) do
+        messages[#messages + 1] = ev.message
+      end
+      assert.same({ "dconn moved the pod template from node-a to node node-b (required node affinity "
+        .. "kubernetes.io/hostname=node-b.example); predicted gain 1.5", "dconn moved the pod template from "
+        .. "node-b.example to node node-a (required node affinity kubernetes.io/hostname=node-a)" }, messages)
+      -- another label: the node's value of it goes into the selector
+      out = c:place("apps", "web", "node-a", { label = "kubernetes.io/os" })
+      assert.equals("patched", out.result)
+      assert.same({ disk = "ssd", ["kubernetes.io/os"] = "linux" }, selector(out.deployment))
+      assert.has_error(function() c:place("apps", "web", "node-a", { form = "spread" }) end)
     end)
 
     it("refuses missing, NotReady, cordoned and tainted nodes; honours tolerations", function()
@@ -646,6 +988,59 @@ exec:
       assert.equals("patched", out.result)
       assert.equals(0, #assert(c:request { path = "/api/v1/namespaces/apps/events" }).items)
       assert.same({ disk = "ssd" }, selector(assert(c:get_deployment("apps", "web"))))
+    end)
+
+    it("fails with the API's reason on 403, 422 and 500 (after its retries)", function()
+      local reader = client { context = "reader" }
+      local out = reader:place("apps", "web", "node-a")
+      assert.equals("failed", out.result)
+      assert.equals("Forbidden", out.error.reason)
+      assert.equals(403, out.error.code)
+      local c = client()
+      control("/_test/fail", { status = 422, times = 1, path = "/deployments/web", method = "PATCH" })
+      out = c:place("apps", "web", "node-a")
+      assert.equals("failed", out.result)
+      assert.equals("Invalid", out.error.reason)
+      assert.equals(422, out.error.code)
+      control("/_test/fail", { status = 500, times = 10, path = "/deployments/web", method = "PATCH" })
+      out = c:place("apps", "web", "node-a")
+      assert.equals("failed", out.result)
+      assert.equals("InternalError", out.error.reason)
+      assert.equals(500, out.error.code)
+      control("/_test/reset", {})
+      assert.is_nil(selector(assert(c:get_deployment("apps", "web")))[k8s.HOSTNAME_LABEL])
+    end)
+
+    it("an unreachable API server fails the job, not the agent: the next ticks run", function()
+      -- a free port: bind one, note it, close it
+      local p = io.popen("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+        .. "print(s.getsockname()[1])'")
+      local free = tonumber(p:read("l"))
+      p:close()
+      local cfg = h.write(dir .. "/config-down", kubeconfig_text { port = free, ca = "certificate-authority: " .. dir
+        .. "/ca.pem" })
+      local pol = h.write(dir .. "/down.lua", string.format([[
+local k8s = require "dconn.k8s"
+local log = require "dconn.log"
+return {
+  name = "down",
+  jobs = { probe = { every = 0.3, run = function()
+    local c = assert(k8s.client { kubeconfig = %q, retries = 0, connect_timeout = 1 })
+    log.info("TICK")
+    local out = c:place("apps", "web", "node-a")
+    assert(out.result ~= "failed", "place: " .. tostring(out.error))
+  end } },
+}
+]], cfg))
+      local child = h.spawn("run --listen off " .. pol)
+      local ok, err = pcall(function()
+        assert.truthy(h.wait_for(function() return h.count(child.err(), "TICK") >= 4 end, 10), child.err())
+        assert.is_nil(child.rc())
+        assert.matches("place: Transport", child.err())
+        assert.truthy(h.count(child.err(), 'Job "probe[^\n]*raised an exception') >= 3, child.err())
+      end)
+      child.cleanup()
+      assert(ok, err)
     end)
 
     it("dconn place: exit 0 patched or already there, 1 refused or failed, 2 usage", function()

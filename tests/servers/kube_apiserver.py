@@ -21,17 +21,28 @@ apiVersion and kind. Errors are Status objects.
   coordination.k8s.io/v1      leases get, create (409 AlreadyExists), update (resourceVersion
                               required: 422 without, 409 when stale; 404 when missing)
 
-Auth: "Authorization: Bearer <token>", or a client certificate signed by --client-ca (401
+Auth: "Authorization: Bearer <token>", basic auth admin:secret, or a client certificate signed by
+--client-ca (401
 otherwise); the read-only token gets 403 on writes.
 
 Test controls (the current or the first token):
   POST /_test/reset                      restore the initial objects, counters and token
-  POST /_test/fail {"status":N,"times":K,"retry_after":"0","path":"substring"}
+  POST /_test/fail {"status":N,"times":K,"retry_after":"0","path":"substring","method":"PATCH"}
                                          answer the next K matching requests with status N
   POST /_test/token {"token":"new"}      rotate the accepted token (the old one gets 401)
   GET  /_test/requests                   method, path, content-type and user-agent of each request
+  POST /_test/rollout {"seconds":1,"stuck":false}
+                                         model rollouts (off until asked; reset turns it off): after
+                                         a spec change the status converges over `seconds` (the
+                                         generation is observed, then new replicas come up, then
+                                         the old ones go); stuck: new replicas never come up and
+                                         Progressing turns False/ProgressDeadlineExceeded instead.
+                                         Deployments can then be watched (list with fieldSelector
+                                         metadata.name=NAME and watch=true), as kubectl rollout
+                                         status does: MODIFIED events as the status changes.
 """
 import argparse
+import base64
 import copy
 import json
 import os
@@ -45,6 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 LOCK = threading.Lock()
 HOSTNAME = "kubernetes.io/hostname"
+BASIC = "admin:secret"  # basic-auth credentials accepted as the read-write user
 
 
 def now_iso():
@@ -119,6 +131,8 @@ def initial_state():
 STATE = initial_state()
 NAMESPACES = ("default", "apps")
 FAILS = []
+ROLLOUT = {"seconds": None, "stuck": False}
+ROLLOUTS = {}  # (ns, name) -> {"start": t, "stuck": bool}
 REQUESTS = []
 TOKENS = {"rw": None, "ro": None, "initial": None}
 
@@ -367,7 +381,48 @@ def patch_deployment(ns, name, ctype, body, query):
         if "All" not in query.get("dryRun", []):
             new["metadata"]["resourceVersion"] = next_rv()
             STATE["deployments"][key] = new
+            if ROLLOUT["seconds"] and new.get("spec") != cur.get("spec"):
+                ROLLOUTS[key] = {"start": time.time(), "seconds": ROLLOUT["seconds"], "stuck": ROLLOUT["stuck"]}
     return new
+
+
+def condition(ctype, status, reason):
+    return {"type": ctype, "status": status, "reason": reason, "lastUpdateTime": now_iso()}
+
+
+def observe(key, d):
+    """Brings d's status to where its rollout is now (see /_test/rollout)."""
+    r = ROLLOUTS.get(key)
+    if r is None:
+        return d
+    want = d["spec"].get("replicas", 1)
+    gen = d["metadata"]["generation"]
+    frac = (time.time() - r["start"]) / r["seconds"]
+    st = {"observedGeneration": gen - 1 if frac < 0.25 else gen}
+    if frac < 0.25:
+        st.update(replicas=want, updatedReplicas=0, readyReplicas=want, availableReplicas=want)
+        cond = condition("Progressing", "True", "NewReplicaSetAvailable")
+    elif r["stuck"]:
+        st.update(replicas=want + 1, updatedReplicas=1, readyReplicas=want, availableReplicas=want,
+                  unavailableReplicas=1)
+        cond = condition("Progressing", "False", "ProgressDeadlineExceeded") if frac >= 0.6 else \
+            condition("Progressing", "True", "ReplicaSetUpdated")
+    elif frac < 0.6:
+        st.update(replicas=want + 1, updatedReplicas=1, readyReplicas=want, availableReplicas=want)
+        cond = condition("Progressing", "True", "ReplicaSetUpdated")
+    elif frac < 1:
+        st.update(replicas=want + 1, updatedReplicas=want, readyReplicas=want + 1, availableReplicas=want + 1)
+        cond = condition("Progressing", "True", "ReplicaSetUpdated")
+    else:
+        st.update(replicas=want, updatedReplicas=want, readyReplicas=want, availableReplicas=want)
+        cond = condition("Progressing", "True", "NewReplicaSetAvailable")
+    st["conditions"] = [condition("Available", "True", "MinimumReplicasAvailable"), cond]
+    old = d.get("status") or {}
+    if {k: v for k, v in old.items() if k != "conditions"} != {k: v for k, v in st.items() if k != "conditions"} \
+            or [c["reason"] for c in old.get("conditions", [])] != [c["reason"] for c in st["conditions"]]:
+        d["status"] = st
+        d["metadata"]["resourceVersion"] = next_rv()
+    return d
 
 
 def node_matches(n, query):
@@ -498,6 +553,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
+        if self.command == "GET" and query.get("watch", [""])[0] in ("true", "1") and R_DEPLOY.match(path):
+            return self.watch_deployments(path, query)
         with LOCK:
             try:
                 code, obj, headers = self.route(self.command, path, query, body)
@@ -505,21 +562,56 @@ class Handler(BaseHTTPRequestHandler):
                 code, obj, headers = e.status["code"], e.status, ()
         self.send_json(code, obj, headers)
 
+    def watch_deployments(self, path, query):
+        """A watch stream (no length, closed at the end): MODIFIED events while the status changes."""
+        with LOCK:
+            auth = self.headers.get("Authorization", "")
+            token = auth[7:] if auth.startswith("Bearer ") else None
+            if (token is None or token not in (TOKENS["rw"], TOKENS["ro"])) and not self.client_cert_user() \
+                and not self.basic_user():
+                return self.send_json(401, status_obj(401, "Unauthorized", "Unauthorized"))
+        ns = R_DEPLOY.match(path).group(1)
+        only = [v[len("metadata.name="):] for v in query.get("fieldSelector", []) if v.startswith("metadata.name=")]
+        since = query.get("resourceVersion", ["0"])[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = {}
+        deadline = time.time() + min(float(query.get("timeoutSeconds", ["30"])[0] or 30), 30)
+        try:
+            while time.time() < deadline:
+                with LOCK:
+                    items = [(k, copy.deepcopy(observe(k, d))) for k, d in sorted(STATE["deployments"].items())
+                             if k[0] == ns and (not only or k[1] == only[0])]
+                for k, d in items:
+                    rv = d["metadata"]["resourceVersion"]
+                    if sent.get(k) != rv and int(rv) > int(since or 0):
+                        self.wfile.write(json.dumps({"type": "MODIFIED", "object": d}).encode() + b"\n")
+                        self.wfile.flush()
+                    sent[k] = rv
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        self.close_connection = True
+
     def route(self, method, path, query, body):
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else None
         if path.startswith("/_test/") and token in (TOKENS["rw"], TOKENS["initial"]):
             return self.control(method, path, body)  # the first token keeps working here
-        if (token is None or token not in (TOKENS["rw"], TOKENS["ro"])) and not self.client_cert_user():
+        if (token is None or token not in (TOKENS["rw"], TOKENS["ro"])) and not self.client_cert_user() \
+                and not self.basic_user():
             raise ApiError(401, "Unauthorized", "Unauthorized")
         REQUESTS.append({"method": method, "path": path, "query": {k: v for k, v in query.items()},
                          "content_type": self.headers.get("Content-Type"),
                          "user_agent": self.headers.get("User-Agent")})
         for f in FAILS:
-            if f["times"] > 0 and f.get("path", "") in path:
+            if f["times"] > 0 and f.get("path", "") in path and f.get("method", method) == method:
                 f["times"] -= 1
                 headers = [("Retry-After", f["retry_after"])] if f.get("retry_after") is not None else []
-                reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}.get(
+                reason = {403: "Forbidden", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+                          503: "ServiceUnavailable"}.get(
                     f["status"], "InternalError")
                 return f["status"], status_obj(f["status"], reason, "injected failure"), headers
         if token == TOKENS["ro"] and method not in ("GET", "HEAD"):
@@ -535,14 +627,17 @@ class Handler(BaseHTTPRequestHandler):
         if m:
             ns, name = m.groups()
             if name is None and method == "GET":
-                items = [d for (n, _), d in sorted(STATE["deployments"].items()) if n == ns]
+                only = [v[len("metadata.name="):] for v in query.get("fieldSelector", [])
+                        if v.startswith("metadata.name=")]
+                items = [observe(k, d) for k, d in sorted(STATE["deployments"].items())
+                         if k[0] == ns and (not only or k[1] == only[0])]
                 return 200, {"apiVersion": "apps/v1", "kind": "DeploymentList",
                              "metadata": {"resourceVersion": str(STATE["rv"])}, "items": items}, ()
             if name is not None and method == "GET":
                 d = STATE["deployments"].get((ns, name))
                 if d is None:
                     raise not_found("deployments", name, "apps")
-                return 200, d, ()
+                return 200, observe((ns, name), d), ()
             if name is not None and method == "PATCH":
                 return 200, patch_deployment(ns, name, self.headers.get("Content-Type", ""), body, query), ()
         m = R_NODE.match(path)
@@ -593,6 +688,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
+    def basic_user(self):
+        """The user of HTTP basic auth with the test credentials (admin:secret), else None."""
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic ") and auth[6:].strip() == base64.b64encode(BASIC.encode()).decode():
+            return BASIC.split(":")[0]
+        return None
+
     def client_cert_user(self):
         """The CN of a client certificate the CA verified (with --client-ca), else None."""
         try:
@@ -612,6 +714,11 @@ class Handler(BaseHTTPRequestHandler):
             FAILS.clear()
             REQUESTS.clear()
             TOKENS["rw"] = TOKENS["initial"]
+            ROLLOUT.update(seconds=None, stuck=False)
+            ROLLOUTS.clear()
+            return 200, {"ok": True}, ()
+        if path == "/_test/rollout" and method == "POST":
+            ROLLOUT.update(json.loads(body))
             return 200, {"ok": True}, ()
         if path == "/_test/fail" and method == "POST":
             FAILS.append(json.loads(body))
