@@ -391,11 +391,13 @@ function Rest:artifact_url(uri)
   return self.base .. ARTIFACTS .. "/" .. concat(parts, "/"), concat(parts, "/")
 end
 
+-- Both stores take artifact paths relative to the run's artifact root, never escaping it.
 local function check_rel(path)
   if type(path) ~= "string" or path == "" or path:find("^/") or path:find("%.%.") then
     error("tracker: artifact path must be a relative path without '..'", 3)
   end
 end
+_M.check_artifact_path = check_rel
 
 function Rest:_run_artifact_uri(run_id)
   local run, err = self:get_run(run_id)

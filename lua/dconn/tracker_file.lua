@@ -14,6 +14,7 @@ local setmetatable, io_open, io_popen, os_rename, os_remove, os_execute = setmet
 local format, lower, upper, floor, concat, sort, random = string.format, string.lower, string.upper,
   math.floor, table.concat, table.sort, math.random
 local new_error = tracker.new_error
+local check_rel = tracker.check_artifact_path
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -417,11 +418,6 @@ end
 
 ---- artifacts ----
 
-local function check_rel(path)
-  if type(path) ~= "string" or path == "" or path:find("^/") or path:find("%.%.") then
-    error("tracker: artifact path must be a relative path without '..'", 3)
-  end
-end
 
 function Store:_artifact_dir(run_id)
   local meta, dir = self:_meta(run_id)
