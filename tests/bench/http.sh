@@ -8,16 +8,8 @@
 # keep-alive connections, after one warm-up request; latency = time from the call to the
 # answer, as the client sees it. Every wait is bounded; nginx and temporary files are cleaned
 # up on exit. Exit status 1 only if a dconn figure could not be measured.
-set -u
-export LC_ALL=C
-
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/dconn" >&2
-  exit 2
-fi
-DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-cd "$(dirname "$0")/../.." || exit 2
-ROOT=$PWD
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
 SECONDS_EACH=${BENCH_HTTP_SECONDS:-3}
 PY=$ROOT/.venv/bin/python
 LIMIT=$((SECONDS_EACH + 30)) # per measurement, start-up included

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # JSON decode MB/s of a 1000-run MLflow search response: dconn.json (lua-cjson) and, in the same
 # run, Python's json.loads as the peer. usage: tests/bench/json.sh path/to/dconn
-set -u
-DCONN=$1
-cd "$(dirname "$0")/../.." || exit 2
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dconn-json.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 read -r dconn_mbs size < <("$DCONN" tests/bench/json_decode.lua "$TMP/search.json") || exit 1

@@ -13,15 +13,8 @@
 # BLAS-only line shows small batches with every product left to OpenBLAS.
 # Each figure runs for MODEL_BENCH_SECONDS (default 0.4); every command is bounded by timeout.
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment are left as they are.
-set -u
-export LC_ALL=C
-
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/dconn" >&2
-  exit 2
-fi
-DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-cd "$(dirname "$0")/../.." || exit 2
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
 SPEC=examples/cloudedge/lstm_spec.lua
 WEIGHTS=tests/fixtures/model/lstm.safetensors
 SECONDS_EACH=${MODEL_BENCH_SECONDS:-0.4}

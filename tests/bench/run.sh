@@ -17,16 +17,9 @@
 #
 # Every wait is bounded; children and temporary files are cleaned up on exit. The aims are
 # reported, not enforced: the exit status is 1 only if a dconn figure could not be measured.
-set -u
-export LC_ALL=C TZ=UTC
-
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/dconn" >&2
-  exit 2
-fi
-DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-cd "$(dirname "$0")/../.." || exit 2
-ROOT=$PWD
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
+export TZ=UTC
 RUNS=${BENCH_RUNS:-20}
 PY=$ROOT/.venv/bin/python
 PEER_SCRIPT=$ROOT/tests/bench/peer_apscheduler.py

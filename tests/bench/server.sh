@@ -8,15 +8,8 @@
 # connections. The agent runs a policy with three jobs, so /metrics has job series to render.
 # Every wait is bounded; the agent, nginx and temporary files are cleaned up on exit. Exit
 # status 1 only if a dconn figure could not be measured (a missing nginx only drops the peer).
-set -u
-export LC_ALL=C
-
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/dconn" >&2
-  exit 2
-fi
-DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-cd "$(dirname "$0")/../.." || exit 2
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
 SECONDS_EACH=${BENCH_SERVER_SECONDS:-5}
 LIMIT=$((SECONDS_EACH + 30)) # per measurement, start-up included
 

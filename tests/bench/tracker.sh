@@ -7,16 +7,8 @@
 # usage: tests/bench/tracker.sh path/to/dconn      (make bench)
 # BENCH_TRACKER_REPS (default 20) operations each. Exit status 1 only if a dconn figure could
 # not be measured; the server and temporary files are cleaned up on exit.
-set -u
-export LC_ALL=C
-
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/dconn" >&2
-  exit 2
-fi
-DCONN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-cd "$(dirname "$0")/../.." || exit 2
-ROOT=$PWD
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh" "$@"
 REPS=${BENCH_TRACKER_REPS:-20}
 MLFLOW=$ROOT/.venv/bin/mlflow
 PY=$ROOT/.venv/bin/python
