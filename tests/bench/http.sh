@@ -37,29 +37,8 @@ for tool in nginx python3 timeout; do
   command -v "$tool" >/dev/null || { echo "bench http: $tool is missing" >&2; exit 1; }
 done
 
-# A port nobody uses: bound by the kernel, then released.
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-mkdir -p "$TMP/logs" "$TMP/tmp"
-cat > "$TMP/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/tmp;
-  proxy_temp_path $TMP/tmp;
-  fastcgi_temp_path $TMP/tmp;
-  uwsgi_temp_path $TMP/tmp;
-  scgi_temp_path $TMP/tmp;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$PORT;
-    location / { return 200 "ok"; }
-  }
-}
-EOF
+PORT=$(free_port)
+write_nginx_conf "$TMP" "$PORT" 'location / { return 200 "ok"; }'
 nginx -p "$TMP" -c "$TMP/nginx.conf" 2> "$TMP/logs/start.log" &
 NGINX_PID=$!
 ready=

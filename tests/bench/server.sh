@@ -72,30 +72,11 @@ fi
 # --- the peer: nginx, `return 200` ---------------------------------------------------------
 NGINX_PORT=
 if command -v nginx >/dev/null; then
-  NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null)
+  NGINX_PORT=$(free_port 2>/dev/null)
 fi
 if [ -n "$NGINX_PORT" ]; then
-  mkdir -p "$TMP/logs" "$TMP/tmp"
-  cat > "$TMP/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/tmp;
-  proxy_temp_path $TMP/tmp;
-  fastcgi_temp_path $TMP/tmp;
-  uwsgi_temp_path $TMP/tmp;
-  scgi_temp_path $TMP/tmp;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location = /healthz { default_type application/json; return 200 '{"status":"ok"}'; }
-  }
-}
-EOF
+  write_nginx_conf "$TMP" "$NGINX_PORT" \
+    "location = /healthz { default_type application/json; return 200 '{\"status\":\"ok\"}'; }"
   nginx -p "$TMP" -c "$TMP/nginx.conf" 2> "$TMP/logs/start.log" &
   PIDS+=("$!")
   if ! wait_port "$NGINX_PORT"; then

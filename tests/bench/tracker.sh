@@ -32,7 +32,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+PORT=$(free_port)
 URI=http://127.0.0.1:$PORT
 (cd "$TMP" && exec "$MLFLOW" server --backend-store-uri "sqlite:///$TMP/mlflow.db" --serve-artifacts \
   --artifacts-destination "$TMP/artifacts" --host 127.0.0.1 --port "$PORT" --workers 1 > "$TMP/server.log" 2>&1) &
