@@ -1,0 +1,310 @@
+-- dconn.gates: the safety gates between a rule's "move" and the actuator, so that an app is not
+-- moved back and forth between nodes whose predictions are within noise of each other.
+--
+--   local g = gates.new(settings)      settings: see DEFAULTS; raises an error when invalid
+--   g:evaluate(key, namespace, now, decision, p) -> allowed, gate | nil, reason
+--       every tick for every target, also for "stay"/"none" decisions (they reset the streak).
+--       key: "ns/deployment"; now: unix seconds (the agent's clock); decision: a rule's
+--       decision (dconn.rules); p: the tick's predictions. gate names the gate that held a
+--       move back ("margin", "consecutive", "cooldown", "budget", "namespace_budget"), nil when
+--       allowed; reason is one line with the numbers.
+--   g:moved(key, namespace, now)       after a successful patch: starts the cooldown, counts
+--                                      the move in the budgets, resets the streak
+--   g:state(key) -> { last_move = unix s | nil, streak = { node = | nil, count = } }   (a copy)
+--   g:forget(key)                      drops the key's state (its moves still count in the budgets)
+--   gates.DEFAULTS
+--   gates.check_settings(t) -> true | nil, "safety.<key>: message"
+--   gates.describe(settings) -> one line for the log
+--   gates.parse_duration(v) -> seconds | nil, err     a number of seconds or "1h", "30m", "1h30m"
+--
+-- Settings (false or 0 turns a gate off):
+--   margin = 0             absolute gain the destination must predict over the current node
+--   margin_relative = 0.05 the same, as a fraction of |current node's prediction|
+--   consecutive = 3        ticks in a row the rule must have named the same destination
+--   cooldown = 3600        seconds (or a duration text) since this app's last move
+--   budget = 30            moves in the last hour, all apps together
+--   namespace_budget = 10  moves in the last hour in one namespace
+--
+-- A "move" passes the gates in this order: margin, consecutive, cooldown, budget,
+-- namespace_budget; the first that fails holds it. The gain is the destination's prediction
+-- minus the current node's; when the current node is unknown or has no prediction, the margin
+-- passes. An urgent decision (the current node fails the SLA) skips consecutive and cooldown,
+-- never the margin or the budgets. The streak counts every evaluate() of the key, whatever the
+-- gates say: a different destination restarts it at 1, a "stay" or "none" empties it.
+-- The move history keeps the last hour only; per-key state lives until forget(key).
+local type, pairs, ipairs, error, tostring, tonumber = type, pairs, ipairs, error, tostring, tonumber
+local setmetatable = setmetatable
+local format, concat, sort, move, insert = string.format, table.concat, table.sort, table.move, table.insert
+local floor, abs, huge = math.floor, math.abs, math.huge
+
+local _M = { _VERSION = "0.1.0" }
+
+local HOUR = 3600
+local DEFAULTS = {
+  margin = 0, margin_relative = 0.05, consecutive = 3, cooldown = 3600, budget = 30, namespace_budget = 10,
+}
+_M.DEFAULTS = DEFAULTS
+
+local KEYS = {}
+for k in pairs(DEFAULTS) do KEYS[#KEYS + 1] = k end
+sort(KEYS)
+
+-- A number for a reason line: up to three decimals, trailing zeros dropped (0.02, 0.742, 25).
+local function num(x)
+  if x ~= x then return "nan" end
+  if x == huge or x == -huge then return tostring(x) end
+  local s = format("%.3f", x):gsub("0+$", ""):gsub("%.$", "")
+  if s == "-0" then s = "0" end
+  return s
+end
+
+-- Seconds as the largest units that fit: 45s, 12m, 1h, 1h30m, 2d3h.
+local function duration_text(seconds)
+  local s = floor(seconds + 0.5)
+  if s < 60 then return format("%ds", s) end
+  local parts = {}
+  for _, u in ipairs { { "d", 86400 }, { "h", 3600 }, { "m", 60 }, { "s", 1 } } do
+    local n = s // u[2]
+    if n > 0 then
+      parts[#parts + 1] = format("%d%s", n, u[1])
+      s = s - n * u[2]
+    end
+  end
+  return concat(parts)
+end
+_M.duration_text = duration_text
+
+local UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+
+-- The runtime's duration syntax: numbers with units (ms, s, m, h, d, w), summed; a bare number
+-- is seconds.
+function _M.parse_duration(v)
+  if type(v) == "number" then
+    if v ~= v or v < 0 or v == huge then return nil, "expected a finite number of seconds >= 0" end
+    return v
+  end
+  if type(v) ~= "string" then return nil, "expected seconds or a duration such as \"1h\", got " .. type(v) end
+  local text = v:match("^%s*(.-)%s*$")
+  if text == "" then return nil, "empty duration" end
+  local bare = tonumber(text)
+  if bare then return _M.parse_duration(bare) end
+  local total, pos = 0, 1
+  while pos <= #text do
+    local n, unit, after = text:match("^(%d+%.?%d*)(%a+)%s*()", pos)
+    if not n then return nil, format("invalid duration \"%s\" (use e.g. \"90s\", \"30m\", \"1h30m\")", v) end
+    local factor = UNITS[unit]
+    if not factor then return nil, format("unknown unit \"%s\" in \"%s\" (use ms, s, m, h, d or w)", unit, v) end
+    total = total + tonumber(n) * factor
+    pos = after
+  end
+  return total
+end
+
+local function check(k, v)
+  if v == false then return true end
+  if k == "cooldown" then
+    local s, err = _M.parse_duration(v)
+    if not s then return nil, err end
+    return true
+  end
+  if type(v) ~= "number" then return nil, "expected a number, got " .. type(v) end
+  if v ~= v or v == huge or v < 0 then return nil, "expected a finite number >= 0, got " .. num(v) end
+  if k == "consecutive" and (v < 1 or v ~= floor(v)) then return nil, "expected an integer >= 1, got " .. num(v) end
+  return true
+end
+
+function _M.check_settings(t)
+  if t == nil then return true end
+  if type(t) ~= "table" then return nil, "safety: expected a table of settings, got " .. type(t) end
+  for k in pairs(t) do
+    if DEFAULTS[tostring(k)] == nil or type(k) ~= "string" then
+      return nil, format("safety.%s: unknown setting (known: %s)", tostring(k), concat(KEYS, ", "))
+    end
+  end
+  for _, k in ipairs(KEYS) do
+    if t[k] ~= nil then
+      local ok, err = check(k, t[k])
+      if not ok then return nil, format("safety.%s: %s", k, err) end
+    end
+  end
+  return true
+end
+
+-- Settings with the defaults filled in, gates turned off as 0, cooldown in seconds.
+local function normalize(t)
+  local out = {}
+  for _, k in ipairs(KEYS) do
+    local v = t and t[k]
+    if v == nil then v = DEFAULTS[k] end
+    if v == false then v = 0 end
+    if k == "cooldown" then v = _M.parse_duration(v) end
+    out[k] = v
+  end
+  return out
+end
+
+function _M.describe(settings)
+  local ok, err = _M.check_settings(settings)
+  if not ok then return "invalid: " .. err end
+  local s = normalize(settings)
+  local margin
+  if s.margin == 0 and s.margin_relative == 0 then
+    margin = "margin off"
+  else
+    margin = format("margin %s (and %s%% of the current node's score)", num(s.margin), num(s.margin_relative * 100))
+  end
+  return format("%s, %s, %s, %s, %s", margin,
+    s.consecutive > 1 and format("%d consecutive ticks", s.consecutive) or "consecutive off",
+    s.cooldown > 0 and "cooldown " .. duration_text(s.cooldown) or "cooldown off",
+    s.budget > 0 and format("budget %s moves/hour", num(s.budget)) or "budget off",
+    s.namespace_budget > 0 and format("%s moves/hour per namespace", num(s.namespace_budget))
+      or "namespace budget off")
+end
+
+local Gates = {}
+Gates.__index = Gates
+
+function _M.new(settings)
+  local ok, err = _M.check_settings(settings)
+  if not ok then error("gates.new: " .. err, 2) end
+  return setmetatable({ settings = normalize(settings), keys = {}, history = {} }, Gates)
+end
+
+local function check_call(what, key, now)
+  if type(key) ~= "string" then error(format("gates:%s: key must be a string, got %s", what, type(key)), 3) end
+  if type(now) ~= "number" then error(format("gates:%s: now must be a number, got %s", what, type(now)), 3) end
+end
+
+local function key_state(self, key)
+  local st = self.keys[key]
+  if not st then
+    st = { streak_node = nil, streak = 0 }
+    self.keys[key] = st
+  end
+  return st
+end
+
+-- Drops the moves that left the last hour (the history is in time order).
+local function prune(self, now)
+  local h, cut, n = self.history, 0, #self.history
+  while cut < n and h[cut + 1].t <= now - HOUR do cut = cut + 1 end
+  if cut > 0 then
+    move(h, cut + 1, n, 1)
+    for i = n - cut + 1, n do h[i] = nil end
+  end
+end
+
+local function moves_in_hour(self, namespace)
+  if namespace == nil then return #self.history end
+  local count = 0
+  for _, m in ipairs(self.history) do
+    if m.namespace == namespace then count = count + 1 end
+  end
+  return count
+end
+
+local function prediction(p, node)
+  if node == nil or type(p) ~= "table" or type(p.candidates) ~= "table" then return nil end
+  for _, c in ipairs(p.candidates) do
+    if c.node == node then
+      if type(c.qos) == "number" and c.qos == c.qos then return c.qos end
+      return nil
+    end
+  end
+  return nil
+end
+
+-- margin: nil when it passes, else the reason.
+local function margin_gate(s, decision, p)
+  if s.margin == 0 and s.margin_relative == 0 then return nil end
+  local current = type(p) == "table" and p.current or nil
+  local here = prediction(p, current)
+  if here == nil then return nil end
+  local there = prediction(p, decision.to)
+  if there == nil then return format("no prediction for %s to compare with %s", tostring(decision.to), current) end
+  local gain = there - here
+  if gain < s.margin then
+    return format("gain %s below margin %s (%s %s vs %s %s)", num(gain), num(s.margin), tostring(decision.to),
+      num(there), current, num(here))
+  end
+  local relative = s.margin_relative * abs(here)
+  if gain < relative then
+    return format("gain %s below margin_relative %s%% of %s's %s (%s)", num(gain), num(s.margin_relative * 100),
+      current, num(here), num(relative))
+  end
+  return nil
+end
+
+function Gates:evaluate(key, namespace, now, decision, p)
+  check_call("evaluate", key, now)
+  if type(decision) ~= "table" then error("gates:evaluate: decision must be a table, got " .. type(decision), 2) end
+  local s, st = self.settings, key_state(self, key)
+  st.namespace = namespace
+  prune(self, now)
+  if decision.action ~= "move" then
+    st.streak_node, st.streak = nil, 0
+    return true, nil, format("nothing to gate (%s)", tostring(decision.action))
+  end
+  local to = decision.to
+  if st.streak_node == to then
+    st.streak = st.streak + 1
+  else
+    st.streak_node, st.streak = to, 1
+  end
+  local reason = margin_gate(s, decision, p)
+  if reason then return false, "margin", reason end
+  local urgent = decision.urgent == true
+  if not urgent then
+    if s.consecutive > 1 and st.streak < s.consecutive then
+      return false, "consecutive", format("%s has led %d of %d ticks", tostring(to), st.streak, s.consecutive)
+    end
+    if s.cooldown > 0 and st.last_move and now - st.last_move < s.cooldown then
+      return false, "cooldown", format("cooldown: last move %s ago, %s required", duration_text(now - st.last_move),
+        duration_text(s.cooldown))
+    end
+  end
+  if s.budget > 0 then
+    local n = moves_in_hour(self)
+    if n >= s.budget then
+      return false, "budget", format("budget: %d moves in the last hour (limit %s)", n, num(s.budget))
+    end
+  end
+  if s.namespace_budget > 0 then
+    local n = moves_in_hour(self, namespace)
+    if n >= s.namespace_budget then
+      return false, "namespace_budget", format("namespace_budget: %d moves in namespace %s in the last hour (limit %s)",
+        n, tostring(namespace), num(s.namespace_budget))
+    end
+  end
+  if urgent then
+    return true, nil, format("urgent: %s fails the SLA; consecutive and cooldown skipped, margin and budgets passed",
+      tostring(p and p.current))
+  end
+  return true, nil, format("%s led %d ticks; margin, cooldown and budgets passed", tostring(to), st.streak)
+end
+
+function Gates:moved(key, namespace, now)
+  check_call("moved", key, now)
+  local st = key_state(self, key)
+  st.namespace = namespace
+  st.last_move = now
+  st.streak_node, st.streak = nil, 0
+  prune(self, now)
+  local h = self.history
+  -- keep the history in time order even if a caller reports moves out of order
+  local i = #h
+  while i > 0 and h[i].t > now do i = i - 1 end
+  insert(h, i + 1, { t = now, key = key, namespace = namespace })
+end
+
+function Gates:state(key)
+  local st = self.keys[key]
+  if not st then return { streak = { count = 0 } } end
+  return { last_move = st.last_move, streak = { node = st.streak_node, count = st.streak } }
+end
+
+function Gates:forget(key)
+  self.keys[key] = nil
+end
+
+return _M

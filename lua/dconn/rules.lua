@@ -1,0 +1,211 @@
+-- dconn.rules: the built-in recommendation rules. A rule reads one tick's predictions and says
+-- what to do; it never acts (the safety gates, dconn.gates, and the actuator come after it).
+--
+--   rules.max_qos(p, ctx) -> decision       the original recommender's rule
+--   rules.reactive(p, ctx) -> decision      the original edge/cloud threshold rule
+--   rules.get(name_or_fn) -> fn, name | nil, err   a rule by name ("custom" for a function)
+--   rules.names() -> { "max_qos", "reactive" }
+--   rules.DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
+--
+--   p: the predictions of one tick: { candidates = { { node=, cluster=, index=, qos= number or
+--      nil (prediction failed) }, ... }, max_qos=, max_index=, current = node the app is on or nil }
+--   ctx: { settings = { sla=, edge_threshold=, cloud_threshold=, cluster_types= }, target=, now= }
+--   decision: { action = "move" | "stay" | "none", to = node (for "move"), reason = one line with
+--               the numbers, rule = name, urgent = boolean }
+--
+-- Both rules pick among candidates with a prediction only (qos a number; a failed one is never
+-- chosen), the highest qos winning and ties going to the lowest index, as argmax does.
+--
+-- max_qos: acts only when the best prediction clears the SLA (max_qos > sla, strictly). The best
+--   candidate being the app's node gives "stay", another gives "move" to it, and no candidate
+--   above the SLA gives "none". `urgent` is true when the app's node fails the SLA (its prediction
+--   is below it, missing, or the node is no longer a candidate) while the best clears it: the
+--   gates then let it leave at once.
+--
+-- reactive: compares the prediction for the app's current node with a threshold that depends on
+--   where it runs, read from settings.cluster_types (keyed by node name or cluster id, values
+--   "edge" or "cloud"). The compared value is a latency-like score: higher is worse.
+--     on an edge node:  value > edge_threshold (0.2)    -> "move" off the edge, to a cloud candidate
+--     on a cloud node:  value < cloud_threshold (0.045) -> "move" back, to an edge candidate
+--     otherwise "stay"; a node of unknown type, an unknown current node or one without a
+--     prediction -> "none" (never move).
+--   The destination is the candidate of the other type with the highest prediction (the same
+--   choice as max_qos, ties to the lowest index). Reactive decisions are never urgent.
+local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
+local format, sort, concat = string.format, table.sort, table.concat
+local huge = math.huge
+
+local _M = { _VERSION = "0.1.0" }
+
+local DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
+_M.DEFAULTS = DEFAULTS
+
+-- A number for a reason line: up to three decimals, trailing zeros dropped (0.5, 0.742, 25).
+local function num(x)
+  if x ~= x then return "nan" end
+  if x == huge or x == -huge then return tostring(x) end
+  local s = format("%.3f", x):gsub("0+$", ""):gsub("%.$", "")
+  if s == "-0" then s = "0" end
+  return s
+end
+
+local function valid(q) return type(q) == "number" and q == q end
+
+local function index_of(c, pos) return type(c.index) == "number" and c.index or pos - 1 end
+
+local function setting(settings, key, rule)
+  local v = settings[key]
+  if v == nil then return DEFAULTS[key] end
+  if type(v) ~= "number" then
+    error(format("rules.%s: settings.%s must be a number, got %s", rule, key, type(v)), 3)
+  end
+  return v
+end
+
+local function check_args(p, ctx, rule)
+  if type(p) ~= "table" then error(format("rules.%s: expected a predictions table, got %s", rule, type(p)), 3) end
+  if ctx ~= nil and type(ctx) ~= "table" then
+    error(format("rules.%s: expected a context table, got %s", rule, type(ctx)), 3)
+  end
+  local settings = ctx and ctx.settings or {}
+  if type(settings) ~= "table" then error(format("rules.%s: ctx.settings must be a table", rule), 3) end
+  local candidates = p.candidates or {}
+  if type(candidates) ~= "table" then error(format("rules.%s: p.candidates must be a list", rule), 3) end
+  return settings, candidates
+end
+
+-- The candidate with the highest prediction among those accepted by keep (all when nil); ties
+-- go to the lowest index. Also returns how many candidates had no prediction.
+local function best_of(candidates, keep)
+  local best, best_index, failed = nil, nil, 0
+  for pos, c in ipairs(candidates) do
+    if not valid(c.qos) then
+      failed = failed + 1
+    elseif not keep or keep(c) then
+      local i = index_of(c, pos)
+      if not best or c.qos > best.qos or (c.qos == best.qos and i < best_index) then
+        best, best_index = c, i
+      end
+    end
+  end
+  return best, failed
+end
+
+local function find(candidates, node)
+  if node == nil then return nil end
+  for _, c in ipairs(candidates) do
+    if c.node == node then return c end
+  end
+  return nil
+end
+
+local function decision(rule, action, reason, to, urgent)
+  return { action = action, to = to, reason = reason, rule = rule, urgent = urgent or false }
+end
+
+function _M.max_qos(p, ctx)
+  local settings, candidates = check_args(p, ctx, "max_qos")
+  local sla = setting(settings, "sla", "max_qos")
+  local best, failed = best_of(candidates)
+  if not best then
+    if #candidates == 0 then return decision("max_qos", "none", "no candidates to choose from") end
+    return decision("max_qos", "none", format("no candidate has a prediction (%d failed)", failed))
+  end
+  if best.qos <= sla then
+    return decision("max_qos", "none",
+      format("max_qos %s on %s does not clear SLA %s", num(best.qos), tostring(best.node), num(sla)))
+  end
+  local head = format("max_qos %s on %s clears SLA %s", num(best.qos), tostring(best.node), num(sla))
+  local current = p.current
+  if current ~= nil and best.node == current then
+    return decision("max_qos", "stay", head .. "; app is already there")
+  end
+  if current == nil then
+    return decision("max_qos", "move", head .. "; app's node is unknown", best.node)
+  end
+  local here = find(candidates, current)
+  local where, urgent
+  if not here then
+    where, urgent = "not a candidate", true
+  elseif not valid(here.qos) then
+    where, urgent = "no prediction", true
+  elseif here.qos < sla then
+    where, urgent = num(here.qos) .. ", fails the SLA", true
+  else
+    where, urgent = num(here.qos), false
+  end
+  return decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node, urgent)
+end
+
+local OTHER = { edge = "cloud", cloud = "edge" }
+
+local function type_of(types, node, cluster)
+  local t = types[node]
+  if t == nil and cluster ~= nil then t = types[cluster] end
+  return t
+end
+
+function _M.reactive(p, ctx)
+  local settings, candidates = check_args(p, ctx, "reactive")
+  local edge_threshold = setting(settings, "edge_threshold", "reactive")
+  local cloud_threshold = setting(settings, "cloud_threshold", "reactive")
+  local types = settings.cluster_types or {}
+  if type(types) ~= "table" then error("rules.reactive: settings.cluster_types must be a table", 2) end
+  local current = p.current
+  if current == nil then return decision("reactive", "none", "app's node is unknown: never move") end
+  local here = find(candidates, current)
+  local kind = type_of(types, current, here and here.cluster)
+  if kind ~= "edge" and kind ~= "cloud" then
+    if kind == nil then
+      return decision("reactive", "none", format("%s has no cluster type: never move", tostring(current)))
+    end
+    return decision("reactive", "none",
+      format("cluster type '%s' of %s is neither edge nor cloud: never move", tostring(kind), tostring(current)))
+  end
+  if not here or not valid(here.qos) then
+    return decision("reactive", "none", format("no prediction for %s %s (%s): never move", kind, tostring(current),
+      here and "prediction failed" or "not a candidate"))
+  end
+  local value = here.qos
+  local trigger, what
+  if kind == "edge" then
+    trigger = value > edge_threshold
+    what = format("edge %s at %s %s edge_threshold %s", tostring(current), num(value),
+      trigger and "above" or "within", num(edge_threshold))
+  else
+    trigger = value < cloud_threshold
+    what = format("cloud %s at %s %s cloud_threshold %s", tostring(current), num(value),
+      trigger and "below" or "not below", num(cloud_threshold))
+  end
+  if not trigger then return decision("reactive", "stay", what) end
+  local wanted = OTHER[kind]
+  local best = best_of(candidates, function(c)
+    return c.node ~= current and type_of(types, c.node, c.cluster) == wanted
+  end)
+  if not best then
+    return decision("reactive", "none", format("%s but no %s candidate has a prediction", what, wanted))
+  end
+  return decision("reactive", "move",
+    format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.qos)), best.node)
+end
+
+local BUILTIN = { max_qos = _M.max_qos, reactive = _M.reactive }
+
+function _M.names()
+  local list = {}
+  for name in pairs(BUILTIN) do list[#list + 1] = name end
+  sort(list)
+  return list
+end
+
+function _M.get(rule)
+  if type(rule) == "function" then return rule, "custom" end
+  if type(rule) ~= "string" then
+    return nil, format("a rule is a name (%s) or a function, got %s", concat(_M.names(), ", "), type(rule))
+  end
+  local fn = BUILTIN[rule]
+  if not fn then return nil, format("unknown rule '%s' (known: %s)", rule, concat(_M.names(), ", ")) end
+  return fn, rule
+end
+
+return _M
