@@ -12,6 +12,9 @@
 
 /* How often a stopping agent checks whether its jobs have finished. */
 #define STOP_POLL_MS 20
+/* How often the policy file is stat()ed: polling, unlike inotify, follows the symlink swap a
+ * Kubernetes ConfigMap volume does on update and editors that save by renaming. */
+#define WATCH_POLL_MS 1000
 
 typedef struct agent {
   dc_host *H;
@@ -19,6 +22,7 @@ typedef struct agent {
   int exit_code;
   bool stopping, done, looping;
   uv_signal_t sigint, sigterm, sighup;
+  uv_fs_poll_t watch;
   uv_timer_t stop_poll;
   double stop_deadline;
   dc_clock_timer *stop_after;
@@ -109,19 +113,33 @@ static void on_reload_done(dc_task *t, int status, const char *err, void *ud) {
            err);
 }
 
+static void reload(agent *A, const char *why) {
+  if (!A->opts.reloadable || A->stopping) {
+    dc_log(A->H, DC_LOG_INFO, "%s: nothing to reload", why);
+    return;
+  }
+  dc_log(A->H, DC_LOG_INFO, "%s: reloading the policy", why);
+  if (push_driver(A->H, "reload"))
+    dc_task_spawn(dc_host_state(A->H), 0, "reload", 0, on_reload_done, A);
+}
+
 static void on_signal(uv_signal_t *handle, int signum) {
   agent *A = handle->data;
   if (signum == SIGHUP) {
-    if (!A->opts.reloadable || A->stopping) {
-      dc_log(A->H, DC_LOG_INFO, "SIGHUP: nothing to reload");
-      return;
-    }
-    dc_log(A->H, DC_LOG_INFO, "SIGHUP: reloading the policy");
-    if (push_driver(A->H, "reload"))
-      dc_task_spawn(dc_host_state(A->H), 0, "reload", 0, on_reload_done, A);
+    reload(A, "SIGHUP");
     return;
   }
   request_stop(A, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* A status change of the policy file (content, size, inode); a deleted file is left alone
+ * (the running policy stays) until it is back. */
+static void on_policy_change(uv_fs_poll_t *handle, int status, const uv_stat_t *prev,
+                             const uv_stat_t *curr) {
+  (void)prev;
+  agent *A = handle->data;
+  if (status < 0 || curr->st_size == 0) return;
+  reload(A, "Policy file changed");
 }
 
 /* The driver's result: an integer ends the process with that status; nothing keeps it going. */
@@ -162,6 +180,11 @@ int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int 
     signals[i]->data = &A;
     uv_signal_start(signals[i], on_signal, signums[i]);
     if (!opts->keep_alive) uv_unref((uv_handle_t *)signals[i]);
+  }
+  if (opts->reloadable && opts->watch_path) {
+    uv_fs_poll_init(loop, &A.watch);
+    A.watch.data = &A;
+    uv_fs_poll_start(&A.watch, on_policy_change, opts->watch_path, WATCH_POLL_MS);
   }
   uv_timer_init(loop, &A.stop_poll);
   A.stop_poll.data = &A;

@@ -1,6 +1,7 @@
 /*
  * The process lifecycle around the host: calls into the Lua driver (lua/dconn/agent.lua), the
- * loop, signals (SIGINT/SIGTERM stop gracefully, SIGHUP reloads), and the exit status.
+ * loop, signals (SIGINT/SIGTERM stop gracefully, SIGHUP reloads), reload when the policy file
+ * changes, and the exit status.
  */
 #ifndef DCONN_AGENT_H
 #define DCONN_AGENT_H
@@ -18,6 +19,7 @@ typedef struct dc_agent_options {
   bool reloadable;   /* SIGHUP reloads the policy */
   double grace;      /* seconds running jobs get to finish after SIGINT/SIGTERM */
   double stop_after; /* > 0: stop gracefully after this many clock seconds */
+  const char *watch_path; /* reloadable: also reload when this file changes (NULL: never) */
 } dc_agent_options;
 
 /* Spawns require("dconn.agent")[fn](args...) as the main task, runs the loop until the work is

@@ -56,7 +56,16 @@ static const char *const PLACE_HELP =
     "\n"
     "Exit status: 0 patched or already there; 1 refused or failed (reason on stderr); 2 usage.\n";
 
+static const char *const POLICY_HELP =
+    "Usage: dconn policy   (or dconn help policy)\n"
+    "\n"
+    "Prints the reference of a policy file's settings: each key, what it means, its default and\n"
+    "the environment variable that gives the default. A policy is a Lua file returning a table;\n"
+    "`schedule`, `model` and `rule` say when it runs, what predicts and what it does with the\n"
+    "predictions. `dconn check POLICY.lua` validates one.\n";
+
 static const dc_command COMMANDS[] = {
+    {"policy", "dconn.policy", POLICY_HELP},
     {"predict", "dconn.model", PREDICT_HELP},
     {"runs", "dconn.tracker_cli", RUNS_HELP},
     {"place", "dconn.k8s_cli", PLACE_HELP},

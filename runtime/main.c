@@ -30,6 +30,7 @@ static const char *const MAIN_HELP =
     "  dconn predict --spec S --weights W --input IN --output OUT   batch inference with a model\n"
     "  dconn place --deployment D --node N [-n NS]   pin a Kubernetes Deployment to a node\n"
     "  dconn runs [--tracker URI] --experiment NAME   recent MLflow runs with metrics and params\n"
+    "  dconn policy                        the policy settings reference (dconn help policy)\n"
     "  dconn --version                     versions of dconn and its libraries\n"
     "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
     "\n"
@@ -48,13 +49,17 @@ static const char *const MAIN_HELP =
 static const char *const RUN_HELP =
     "Usage: dconn run [options] POLICY.lua\n"
     "\n"
-    "Runs a placement policy as an agent: loads the file (a Lua file returning a table with\n"
-    "`jobs`), schedules its jobs and keeps running until SIGINT or SIGTERM. Running jobs then get\n"
-    "a grace period to finish. SIGHUP reloads the policy; if the new file fails to load, the\n"
-    "old one keeps running. A failing job is logged with its traceback and runs again next tick.\n"
+    "Runs a placement policy as an agent: loads the file (a Lua file returning a table: see\n"
+    "`dconn help policy`), schedules its jobs and keeps running until SIGINT or SIGTERM. Running\n"
+    "jobs then get a grace period to finish. The policy is reloaded when its file changes on\n"
+    "disk and on SIGHUP; if the new file fails to load, the old one keeps running and the error\n"
+    "is logged. A failing job is logged with its traceback and runs again next tick.\n"
     "\n"
     "Options:\n"
     "  --once                   run every job one time, in order, and exit (1 if any failed)\n"
+    "  --every DURATION         run the policy's pipeline and recommender this often instead of\n"
+    "                           on their schedule, e.g. 5s for a demo\n"
+    "  --no-watch               reload only on SIGHUP, not when the file changes\n"
     "  --grace DURATION         time running jobs get to finish when stopping (default 10s)\n"
     "  --stop-after DURATION    stop gracefully after this long, e.g. 30s, 5m\n"
     "  --listen HOST:PORT       serve the agent's HTTP API (health, readiness, metrics, jobs,\n"
@@ -68,9 +73,13 @@ static const char *const CHECK_HELP =
     "Usage: dconn check [options] POLICY.lua\n"
     "\n"
     "Loads the policy in its restricted environment with the scheduler held, validates its\n"
-    "jobs (triggers, cron strings, dates) and exits: 0 and a summary when it is valid, 2 and\n"
-    "one message naming the file, line and problem when it is not. Nothing waits and no I/O\n"
-    "is done: natives that would wait fail.\n";
+    "settings (unknown keys, types, values), model, rule and jobs (triggers, cron strings,\n"
+    "dates) and exits: 0 and a summary when it is valid, 2 and one message naming the file,\n"
+    "line and problem when it is not. Nothing waits and no I/O is done: natives that would\n"
+    "wait fail.\n"
+    "\n"
+    "Options:\n"
+    "  --every DURATION         check with the schedule override `dconn run --every` would use\n";
 
 static const char *const REPL_HELP =
     "Usage: dconn repl [options] [POLICY.lua]\n"
@@ -101,6 +110,8 @@ typedef struct cli {
   bool once;
   const char *listen;         /* run: the API's HOST:PORT or "off" */
   const char *api_token_file; /* run: bearer token for the API */
+  const char *every;          /* run, check, repl: the policy's jobs' interval override */
+  bool no_watch;              /* run: no reload when the policy file changes */
 } cli;
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -219,8 +230,19 @@ static int parse_option(cli *c, int argc, char **argv, int *i) {
     c->host.max_instructions = n;
     return 1;
   }
+  bool policy_command = strcmp(c->command, "run") == 0 || strcmp(c->command, "check") == 0 ||
+                        strcmp(c->command, "repl") == 0;
+  if (policy_command && (v = option_value("--every", argc, argv, i, &missing))) {
+    double every;
+    char err[256];
+    if (dc_duration_parse(v, &every, err, sizeof err) != 0 || every <= 0)
+      return usage_error("--every: expected a positive duration such as 5s, got '%s'", v);
+    c->every = v;
+    return 1;
+  }
   if (strcmp(c->command, "run") == 0) {
     char err[256];
+    if (strcmp(arg, "--no-watch") == 0) return c->no_watch = true, 1;
     if ((v = option_value("--grace", argc, argv, i, &missing))) {
       if (dc_duration_parse(v, &c->agent.grace, err, sizeof err) != 0)
         return usage_error("--grace: %s", err);
@@ -254,6 +276,7 @@ static int parse_cli(cli *c, int argc, char **argv) {
       c->command = first;
       i++;
     } else if (strcmp(first, "help") == 0) {
+      if (i + 1 < argc && strcmp(argv[i + 1], "policy") == 0) return DC_EXIT_USAGE + 1;
       const char *text = help_for(i + 1 < argc ? argv[i + 1] : NULL);
       if (!text) return usage_error("help: unknown command '%s'", argv[i + 1]);
       fputs(text, stdout);
@@ -303,6 +326,10 @@ int main(int argc, char **argv) {
   const dc_command *lua_command = argc > 1 ? dc_command_find(argv[1]) : NULL;
   if (lua_command) return dc_command_main(lua_command, argc - 1, argv + 1);
   int r = parse_cli(&c, argc, argv);
+  if (r == DC_EXIT_USAGE + 1) { /* dconn help policy: the reference comes from the Lua schema */
+    char *args[] = {"policy", NULL};
+    return dc_command_main(dc_command_find("policy"), 1, args);
+  }
   if (r != 0) return r < 0 ? DC_EXIT_OK : r;
 
   uv_loop_t loop;
@@ -311,6 +338,11 @@ int main(int argc, char **argv) {
   c.host.check_only = checking;
   dc_host *H = dc_host_new(&loop, &c.host);
   if (!H) {
+    uv_loop_close(&loop);
+    return DC_EXIT_FAILURE;
+  }
+  if (c.every && dc_runtime_set_option(H, "every", c.every) != 0) {
+    dc_host_free(H);
     uv_loop_close(&loop);
     return DC_EXIT_FAILURE;
   }
@@ -323,6 +355,7 @@ int main(int argc, char **argv) {
   } else if (strcmp(c.command, "run") == 0) {
     c.agent.keep_alive = true;
     c.agent.reloadable = !c.once;
+    if (c.agent.reloadable && !c.no_watch) c.agent.watch_path = c.file;
     if (dc_runtime_set_option(H, "listen", c.listen ? c.listen : DEFAULT_LISTEN) != 0 ||
         (c.api_token_file && dc_runtime_set_option(H, "api_token_file", c.api_token_file) != 0)) {
       dc_host_free(H);

@@ -226,6 +226,35 @@ static int timer_validate(lua_State *L) {
   return 1;
 }
 
+/* timer.duration(v) -> seconds | nil, message: "90s", "5m", "1h30m", "2d" or a number
+ * of seconds, as the scheduler reads intervals. */
+static int timer_duration(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, 1);
+    if (n >= 0 && n < HUGE_VAL) {
+      lua_pushnumber(L, n);
+      return 1;
+    }
+    lua_pushnil(L);
+    lua_pushliteral(L, "a duration must be a finite number of seconds >= 0");
+    return 2;
+  }
+  if (lua_type(L, 1) != LUA_TSTRING) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "expected a duration such as \"5m\" or a number of seconds, got %s", luaL_typename(L, 1));
+    return 2;
+  }
+  double v;
+  char err[256];
+  if (dc_duration_parse(lua_tostring(L, 1), &v, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushnumber(L, v);
+  return 1;
+}
+
 /* timer.every(interval, fn [, opts]), timer.cron(expr, fn [, opts]), timer.at(when, fn [, opts]) */
 static int add_with(lua_State *L, const char *key) {
   luaL_checkany(L, 1);
@@ -403,7 +432,7 @@ static int timer_stop(lua_State *L) {
 
 static const luaL_Reg timer_functions[] = {
     {"sleep", timer_sleep},     {"now", timer_now},         {"simulate", timer_simulate},
-    {"simulated", timer_simulated}, {"advance", timer_advance}, {"add", timer_add},     {"validate", timer_validate},
+    {"simulated", timer_simulated}, {"advance", timer_advance}, {"add", timer_add},     {"validate", timer_validate}, {"duration", timer_duration},
     {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
     {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
     {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},

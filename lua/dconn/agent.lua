@@ -16,8 +16,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
--- Top-level keys a policy table may have; anything else is a mistake worth reporting.
-local POLICY_KEYS = { name = true, description = true, jobs = true, routes = true, describe = true, leader = true }
+local policy_mod = require "dconn.policy"
 
 -- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s_leader).
 local LEADER_STRINGS = { name = true, namespace = true, kubeconfig = true, context = true, identity = true }
@@ -27,7 +26,7 @@ local ELECTION_JOB = "leader-election"
 local election -- { key =, elector =, leader = } while the policy declares a leader
 local acting = setmetatable({}, { __mode = "k" }) -- the tasks (coroutines) running actuating jobs
 
-local current -- the running policy: { path =, policy =, job_names = { ... } }
+local current -- the running policy: { path =, policy =, placement =, job_names = { ... } }
 
 local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
@@ -124,8 +123,40 @@ local function check_leader(path, leader, specs)
   return true
 end
 
---- Loads a policy file into a fresh sandbox and validates it. Returns the policy table and its
--- job specs, or nil and a message naming the file and line.
+local function read_text(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- A placement policy's pipeline and recommender jobs, ahead of the policy's own `jobs`.
+local function placement_jobs(placement, jobs)
+  local all = {}
+  for _, spec in ipairs(placement:jobs(runtime.options().every)) do all[#all + 1] = spec end
+  if jobs == nil then return all end
+  if type(jobs) ~= "table" then return jobs end
+  local own = {}
+  for key, spec in pairs(jobs) do
+    if type(key) == "string" and type(spec) == "table" and spec.name == nil then
+      local copy = { name = key }
+      for k, v in pairs(spec) do copy[k] = v end
+      spec = copy
+    end
+    own[#own + 1] = { key = key, spec = spec }
+  end
+  sort(own, function(a, b)
+    if type(a.key) == type(b.key) then return a.key < b.key end
+    return type(a.key) == "number"
+  end)
+  for _, entry in ipairs(own) do all[#all + 1] = entry.spec end
+  return all
+end
+
+--- Loads a policy file into a fresh sandbox and validates it. Returns the policy table, its
+-- job specs and, for a placement policy, its agent (dconn.policy), or nil and a message naming
+-- the file and line.
 function _M.load(path)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = dirname(path) }
   local chunk, err = loadfile(path, "t", env)
@@ -135,19 +166,23 @@ function _M.load(path)
   if type(policy) ~= "table" then
     return nil, path .. ": a policy must return a table (got " .. type(policy) .. ")"
   end
-  for key in pairs(policy) do
-    if not POLICY_KEYS[key] then
-      return nil, path .. ": unknown policy field '" .. tostring(key)
-        .. "' (known: name, description, jobs, routes, describe, leader)"
-    end
+  local text = read_text(path)
+  local valid, check_err = policy_mod.check(policy, path, text)
+  if not valid then return nil, check_err end
+  local placement, jobs = nil, policy.jobs
+  if policy_mod.is_placement(policy) then
+    local made, new_err = pcall(policy_mod.new, policy, { path = path, text = text })
+    if not made then return nil, tostring(new_err) end
+    placement = new_err
+    jobs = placement_jobs(placement, policy.jobs)
   end
-  local specs, spec_err = job_specs(path, policy.jobs)
+  local specs, spec_err = job_specs(path, jobs)
   if not specs then return nil, spec_err end
   local leader_ok, leader_err = check_leader(path, policy.leader, specs)
   if not leader_ok then return nil, leader_err end
   local api_ok, api_err = require("dconn.api").check_policy(path, policy)
   if not api_ok then return nil, api_err end
-  return policy, specs
+  return policy, specs, placement
 end
 
 local function add_jobs(specs, quiet)
@@ -248,7 +283,7 @@ end
 --- dconn run POLICY [once]
 function _M.run(path, mode)
   timer.hold(true)
-  local policy, specs = _M.load(path)
+  local policy, specs, placement = _M.load(path)
   if not policy then
     fail(specs)
     return EXIT_USAGE
@@ -259,7 +294,7 @@ function _M.run(path, mode)
     fail(leader_err)
     return EXIT_USAGE
   end
-  current = { path = path, policy = policy, job_names = add_jobs(specs) }
+  current = { path = path, policy = policy, placement = placement, job_names = add_jobs(specs) }
   log.info("Policy '%s' loaded from %s", policy_name(path, policy), path)
   -- one election step before the first tick, so that a leader's actuating jobs run at once
   if election then election.elector:step() end
@@ -305,17 +340,22 @@ function _M.current()
   if current then return current.path, current.policy end
 end
 
+--- The running placement agent (dconn.policy), if the policy is one.
+function _M.placement()
+  return current and current.placement
+end
+
 --- SIGHUP: load the policy again; on failure the old one keeps running (the error is raised
 -- and logged by the caller).
 function _M.reload()
   if not current then error("no policy loaded") end
-  local policy, specs = _M.load(current.path)
+  local policy, specs, placement = _M.load(current.path)
   if not policy then error(specs, 0) end
   local leader_err
   specs, leader_err = prepare_leader(current.path, policy, specs)
   if not specs then error(leader_err, 0) end
   for _, name in ipairs(current.job_names) do timer.remove(name) end
-  current.policy = policy
+  current.policy, current.placement = policy, placement
   current.job_names = add_jobs(specs)
   log.info("Policy '%s' reloaded from %s", policy_name(current.path, policy), current.path)
 end
@@ -359,10 +399,11 @@ function _M.repl_setup(path)
   for _, name in ipairs(_G.dconn.modules) do local _ = _G.dconn[name] end
   if not path then return true end
   timer.hold(true)
-  local policy, specs = _M.load(path)
+  local policy, specs, placement = _M.load(path)
   if not policy then return nil, specs end
-  current = { path = path, policy = policy, job_names = add_jobs(specs) }
+  current = { path = path, policy = policy, placement = placement, job_names = add_jobs(specs) }
   _G.policy = policy
+  _G.agent = placement
   return true
 end
 

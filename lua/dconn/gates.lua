@@ -15,7 +15,7 @@
 --   gates.DEFAULTS
 --   gates.check_settings(t) -> true | nil, "safety.<key>: message"
 --   gates.describe(settings) -> one line for the log
---   gates.parse_duration(v) -> seconds | nil, err     a number of seconds or "1h", "30m", "1h30m"
+--   g:configure(settings)             new settings, the memory (streaks, moves) kept (policy reload)
 --
 -- Settings (false or 0 turns a gate off):
 --   margin = 0             absolute gain the destination must predict over the current node
@@ -28,11 +28,15 @@
 -- A "move" passes the gates in this order: margin, consecutive, cooldown, budget,
 -- namespace_budget; the first that fails holds it. The gain is the destination's prediction
 -- minus the current node's; when the current node is unknown or has no prediction, the margin
--- passes. An urgent decision (the current node fails the SLA) skips consecutive and cooldown,
--- never the margin or the budgets. The streak counts every evaluate() of the key, whatever the
--- gates say: a different destination restarts it at 1, a "stay" or "none" empties it.
+-- passes, and so it does for a decision with ignore_margin (a rule whose value is not a score
+-- where higher is better, such as the reactive rule's latency). An urgent decision (the current
+-- node fails the SLA) skips consecutive and cooldown, never the margin or the budgets. The
+-- streak counts every evaluate() of the key, whatever the gates say: a different destination restarts it at 1, a
+-- "stay" or "none" empties it.
 -- The move history keeps the last hour only; per-key state lives until forget(key).
-local type, pairs, ipairs, error, tostring, tonumber = type, pairs, ipairs, error, tostring, tonumber
+local timer = require "dconn.timer"
+
+local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local setmetatable = setmetatable
 local format, concat, sort, move, insert = string.format, table.concat, table.sort, table.move, table.insert
 local floor, abs, huge = math.floor, math.abs, math.huge
@@ -74,36 +78,10 @@ local function duration_text(seconds)
 end
 _M.duration_text = duration_text
 
-local UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
-
--- The runtime's duration syntax: numbers with units (ms, s, m, h, d, w), summed; a bare number
--- is seconds.
-function _M.parse_duration(v)
-  if type(v) == "number" then
-    if v ~= v or v < 0 or v == huge then return nil, "expected a finite number of seconds >= 0" end
-    return v
-  end
-  if type(v) ~= "string" then return nil, "expected seconds or a duration such as \"1h\", got " .. type(v) end
-  local text = v:match("^%s*(.-)%s*$")
-  if text == "" then return nil, "empty duration" end
-  local bare = tonumber(text)
-  if bare then return _M.parse_duration(bare) end
-  local total, pos = 0, 1
-  while pos <= #text do
-    local n, unit, after = text:match("^(%d+%.?%d*)(%a+)%s*()", pos)
-    if not n then return nil, format("invalid duration \"%s\" (use e.g. \"90s\", \"30m\", \"1h30m\")", v) end
-    local factor = UNITS[unit]
-    if not factor then return nil, format("unknown unit \"%s\" in \"%s\" (use ms, s, m, h, d or w)", unit, v) end
-    total = total + tonumber(n) * factor
-    pos = after
-  end
-  return total
-end
-
 local function check(k, v)
   if v == false then return true end
   if k == "cooldown" then
-    local s, err = _M.parse_duration(v)
+    local s, err = timer.duration(v)
     if not s then return nil, err end
     return true
   end
@@ -137,7 +115,7 @@ local function normalize(t)
     local v = t and t[k]
     if v == nil then v = DEFAULTS[k] end
     if v == false then v = 0 end
-    if k == "cooldown" then v = _M.parse_duration(v) end
+    if k == "cooldown" then v = timer.duration(v) end
     out[k] = v
   end
   return out
@@ -168,6 +146,12 @@ function _M.new(settings)
   local ok, err = _M.check_settings(settings)
   if not ok then error("gates.new: " .. err, 2) end
   return setmetatable({ settings = normalize(settings), keys = {}, history = {} }, Gates)
+end
+
+function Gates:configure(settings)
+  local ok, err = _M.check_settings(settings)
+  if not ok then error("gates:configure: " .. err, 2) end
+  self.settings = normalize(settings)
 end
 
 local function check_call(what, key, now)
@@ -216,7 +200,7 @@ end
 
 -- margin: nil when it passes, else the reason.
 local function margin_gate(s, decision, p)
-  if s.margin == 0 and s.margin_relative == 0 then return nil end
+  if (s.margin == 0 and s.margin_relative == 0) or decision.ignore_margin then return nil end
   local current = type(p) == "table" and p.current or nil
   local here = prediction(p, current)
   if here == nil then return nil end

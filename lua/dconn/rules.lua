@@ -18,9 +18,10 @@
 --
 -- max_qos: acts only when the best prediction clears the SLA (max_qos > sla, strictly). The best
 --   candidate being the app's node gives "stay", another gives "move" to it, and no candidate
---   above the SLA gives "none". `urgent` is true when the app's node fails the SLA (its prediction
---   is below it, missing, or the node is no longer a candidate) while the best clears it: the
---   gates then let it leave at once.
+--   above the SLA gives "none", except that an app whose node fails the SLA moves (urgent) to the
+--   best node when that one predicts more, even below the SLA. `urgent` is also true when the
+--   app's node fails the SLA (its prediction is below it, missing, or the node is no longer a
+--   candidate) while the best clears it: the gates then let it leave at once.
 --
 -- reactive: compares the prediction for the app's current node with a threshold that depends on
 --   where it runs, read from settings.cluster_types (keyed by node name or cluster id, values
@@ -30,7 +31,8 @@
 --     otherwise "stay"; a node of unknown type, an unknown current node or one without a
 --     prediction -> "none" (never move).
 --   The destination is the candidate of the other type with the highest prediction (the same
---   choice as max_qos, ties to the lowest index). Reactive decisions are never urgent.
+--   choice as max_qos, ties to the lowest index). Reactive decisions are never urgent and carry
+--   ignore_margin (the gates' margin compares scores where higher is better).
 local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local format, sort, concat = string.format, table.sort, table.concat
 local huge = math.huge
@@ -112,6 +114,13 @@ function _M.max_qos(p, ctx)
     return decision("max_qos", "none", format("no candidate has a prediction (%d failed)", failed))
   end
   if best.qos <= sla then
+    -- the app's own node failing the SLA: a clearly better node is worth it even below the SLA
+    local here = find(candidates, p.current)
+    if here and valid(here.qos) and here.qos < sla and best.node ~= p.current then
+      return decision("max_qos", "move", format("app's node %s fails SLA %s (%s); best %s (%s) does not clear it but "
+        .. "is better", tostring(p.current), num(sla), num(here.qos), tostring(best.node), num(best.qos)),
+        best.node, true)
+    end
     return decision("max_qos", "none",
       format("max_qos %s on %s does not clear SLA %s", num(best.qos), tostring(best.node), num(sla)))
   end
@@ -185,8 +194,10 @@ function _M.reactive(p, ctx)
   if not best then
     return decision("reactive", "none", format("%s but no %s candidate has a prediction", what, wanted))
   end
-  return decision("reactive", "move",
+  local d = decision("reactive", "move",
     format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.qos)), best.node)
+  d.ignore_margin = true -- the value is latency-like: "gain" over the current node means nothing here
+  return d
 end
 
 local BUILTIN = { max_qos = _M.max_qos, reactive = _M.reactive }

@@ -382,7 +382,7 @@ describe("the agent API", function()
     h.write(path, 'return { describe = "nope" }')
     rc, _, err = h.run("check " .. path)
     assert.equals(2, rc)
-    assert.matches("'describe' must be a table", err)
+    assert.matches("policy%.lua:1: describe: a table", err)
     os.execute("rm -rf " .. dir)
   end)
 

@@ -26,7 +26,7 @@ describe("rules.max_qos", function()
 
   it("takes the SLA from DEFAULTS when the settings have none", function()
     assert.equals(0.5, rules.DEFAULTS.sla)
-    local d = rules.max_qos(predictions("node-a", { "node-a", 0.1 }, { "node-b", 0.49 }), ctx())
+    local d = rules.max_qos(predictions(nil, { "node-a", 0.1 }, { "node-b", 0.49 }), ctx())
     assert.equals("none", d.action)
     assert.equals("max_qos 0.49 on node-b does not clear SLA 0.5", d.reason)
     d = rules.max_qos(predictions("node-a", { "node-a", 0.1 }, { "node-b", 0.51 }), { settings = {} })
@@ -36,12 +36,21 @@ describe("rules.max_qos", function()
   end)
 
   it("needs max_qos strictly above the SLA", function()
-    local d = rules.max_qos(predictions("node-a", { "node-a", 20 }, { "node-b", 25 }), ctx { sla = 25 })
+    local d = rules.max_qos(predictions(nil, { "node-a", 20 }, { "node-b", 25 }), ctx { sla = 25 })
     assert.equals("none", d.action)
     assert.is_nil(d.to)
     assert.equals("max_qos 25 on node-b does not clear SLA 25", d.reason)
     d = rules.max_qos(predictions("node-a", { "node-a", 20 }, { "node-b", 25.001 }), ctx { sla = 25 })
     assert.equals("move", d.action)
+  end)
+
+  it("moves an app whose node fails the SLA to a better node even when none clears it", function()
+    local d = rules.max_qos(predictions("node-a", { "node-a", 5 }, { "node-b", 24 }, { "node-c", 20 }), ctx { sla = 25 })
+    assert.same({ action = "move", to = "node-b", rule = "max_qos", urgent = true,
+      reason = "app's node node-a fails SLA 25 (5); best node-b (24) does not clear it but is better" }, d)
+    -- the app's node being the best of the bad ones: nothing to do
+    d = rules.max_qos(predictions("node-b", { "node-a", 5 }, { "node-b", 24 }), ctx { sla = 25 })
+    assert.equals("none", d.action)
   end)
 
   it("stays when the best node is the app's", function()
@@ -118,7 +127,7 @@ describe("rules.reactive", function()
   it("moves off an edge node when its value is above the edge threshold, to the best cloud node", function()
     local p = predictions("edge-1", { "edge-1", 0.231 }, { "edge-2", 0.9 }, { "cloud-1", 0.118 }, { "cloud-2", 0.05 })
     local d = rules.reactive(p, ctx { cluster_types = types })
-    assert.same({ action = "move", to = "cloud-1", rule = "reactive", urgent = false,
+    assert.same({ action = "move", to = "cloud-1", rule = "reactive", urgent = false, ignore_margin = true,
       reason = "edge edge-1 at 0.231 above edge_threshold 0.2; best cloud candidate cloud-1 (0.118)" }, d)
   end)
 

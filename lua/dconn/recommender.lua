@@ -1,0 +1,224 @@
+-- dconn.recommender: one run of the recommender of a placement agent (dconn.policy).
+--
+--   recommender.run(agent) -> { [target key] = decision }
+--
+-- For every target: the newest predictions (this agent's pipeline, else the newest run of the
+-- tracker's predictor experiment tagged with the target), refused when older than max_age or
+-- not newer than those of the last decision; the app's current node from its Deployment; the
+-- rule; the safety gates; then place(). Each decision is logged in the original agent's words,
+-- kept for GET /decisions and recorded in the tracker (experiment <agent>-agent, run
+-- "sensor - recommender", artifact log.json = {type, function, nodes, value}).
+-- Actions: "move" (patched), "stay" (already on the rule's choice), "none" (the rule does not
+-- act), "held" (a gate or a refusal stopped the move), "hold" (no usable predictions or the
+-- tracker/cluster is down: the last decision stands).
+local timer = require "dconn.timer"
+local log = require "dconn.log"
+local json = require "dconn.json"
+local decisions = require "dconn.decisions"
+local metrics = require "dconn.metrics"
+local pipeline = require "dconn.pipeline"
+
+local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
+local format, concat = string.format, table.concat
+local floor = math.floor
+
+local _M = { _VERSION = "0.1.0" }
+
+local PIPELINE_WAIT = 60 -- seconds a recommender waits for this agent's pipeline of the same tick
+
+local patches = metrics.counter("dconn_patches_total",
+  "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed.")
+
+local function clock(t) return os.date("!%Y-%m-%d %H:%M:%S", floor(t)) end
+
+local function ago(seconds)
+  if seconds >= 3600 then return format("%.1fh", seconds / 3600) end
+  if seconds >= 60 then return format("%dm", floor(seconds / 60)) end
+  return format("%ds", floor(seconds))
+end
+
+-- Predictions from a predictor run of the tracker (another agent's pipeline, or before a restart).
+local function from_run(run, target)
+  local p = { target = target.key, time = (run.start_time or 0) / 1000, run_id = run.run_id,
+    experiment_id = run.experiment_id, candidates = {}, from_tracker = true, recorded = true }
+  local m, params = run.metrics or {}, run.params or {}
+  local i = 0
+  while params["cluster_" .. i] or m["qos_" .. i] do
+    local qos = m["qos_" .. i]
+    p.candidates[i + 1] = { index = i, node = params["node_" .. i] or params["cluster_" .. i],
+      cluster = params["cluster_" .. i], qos = qos, model = params["model_" .. i] }
+    if qos and (not p.max_qos or qos > p.max_qos) then p.max_qos, p.max_index = qos, i end
+    i = i + 1
+  end
+  if not p.max_qos then return nil end
+  return p
+end
+
+local function newest_predictions(agent, target)
+  local p = agent.last.predictions[target.key]
+  if p or agent.settings.schedule and agent.settings.schedule.pipeline ~= false then return p end
+  local t, err = agent:tracker()
+  if not t then return nil, "tracker unavailable: " .. tostring(err) end
+  local run
+  run, err = t:latest_run(agent.settings.experiment,
+    { filter = format("tags.`%s` = '%s'", pipeline.TARGET_TAG, target.key) })
+  if err then return nil, "tracker unavailable: " .. tostring(err) end
+  if not run then return nil end
+  log.info("sensor get runs from experiment_ids: ['%s']", tostring(run.experiment_id))
+  return from_run(run, target)
+end
+
+-- The node value the Deployment is pinned to now (nodeSelector or a single required affinity).
+local function current_node(agent, target)
+  local cluster, err = agent:cluster()
+  if not cluster then return nil, "cluster unavailable: " .. tostring(err) end
+  local dep
+  dep, err = cluster:get_deployment(target.namespace, target.deployment)
+  if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
+  local label = agent.settings.label
+  local pod = ((dep.spec or {}).template or {}).spec or {}
+  local value = type(pod.nodeSelector) == "table" and pod.nodeSelector[label] or nil
+  if not value and type(pod.affinity) == "table" then
+    local terms = (((pod.affinity.nodeAffinity or {}).requiredDuringSchedulingIgnoredDuringExecution or {})
+      .nodeSelectorTerms) or {}
+    local e = terms[1] and terms[1].matchExpressions and terms[1].matchExpressions[1]
+    if #terms == 1 and e and e.key == label and e.operator == "In" and #(e.values or {}) == 1 then
+      value = e.values[1]
+    end
+  end
+  return value or false
+end
+
+local function scores_of(p)
+  local scores = {}
+  for _, c in ipairs(p.candidates) do
+    if c.qos then scores[c.node] = c.qos end
+  end
+  return scores
+end
+
+local function nodes_of(p)
+  local nodes = {}
+  for i, c in ipairs(p.candidates) do nodes[i] = c.node end
+  return json.array(nodes)
+end
+
+-- Keeps the decision (API, metrics), logs it and records it in the tracker.
+local function conclude(agent, target, d, p)
+  d.app, d.policy, d.policy_version = target.key, agent.settings.name, agent.version
+  if p then
+    d.scores, d.max_qos, d.predictions_run, d.predictions_time = scores_of(p), p.max_qos, p.run_id,
+      p.time and clock(p.time) .. "Z" or nil
+  end
+  agent.last.decisions[target.key] = d
+  local entry = decisions.record(d)
+  local words = format("decision %s: %s%s - %s", target.key, d.action, d.to and (" to " .. d.to) or "", d.reason)
+  if d.action == "hold" or d.action == "held" then log.warning("%s", words) else log.info("%s", words) end
+  if d.action == "hold" then return entry end -- nothing new to record, or the tracker is the problem
+  local t = agent:tracker()
+  if t then
+    local run, err = t:log_decision(agent.settings.agent, "recommender",
+      { type = "placement", ["function"] = "recommender", nodes = p and nodes_of(p) or json.array {}, value = entry },
+      { metrics = { max_qos = d.max_qos }, params = { action = d.action, to = d.to, rule = d.rule,
+        gate = d.gate, app = target.key } })
+    if not run then
+      log.warning("recommender %s: could not record the decision in the tracker: %s", target.key, tostring(err))
+    end
+  end
+  return entry
+end
+
+local function hold(agent, target, reason, p)
+  local last = agent.last.decisions[target.key]
+  local standing = last and last.action ~= "hold" and last.to and (" (app stays on " .. last.to .. ")") or ""
+  return conclude(agent, target, { action = "hold", reason = reason .. standing, from = last and last.from }, p)
+end
+
+local function patch_text(label, node)
+  return format("{'spec': {'template': {'spec': {'nodeSelector': {'%s': '%s'}}}}}", label, node)
+end
+
+local function decide(agent, target, now)
+  local s = agent.settings
+  local p, err = newest_predictions(agent, target)
+  if not p then return hold(agent, target, err or "no predictions yet") end
+  local last = agent.last.decisions[target.key]
+  if last and last.used_time and p.time <= last.used_time then
+    return hold(agent, target, format("no predictions newer than those of %s", clock(last.used_time)))
+  end
+  if now - p.time > s.max_age then
+    return hold(agent, target, format("predictions from %s are %s old (max_age %s): refused", clock(p.time),
+      ago(now - p.time), ago(s.max_age)), p)
+  end
+  if p.recorded == false then
+    return hold(agent, target, "tracker unavailable, predictions not recorded: " .. tostring(p.record_error), p)
+  end
+  log.info("max_qos %s, index %s", tostring(p.max_qos), tostring(p.max_index))
+  local current
+  current, err = current_node(agent, target)
+  if current == nil then return hold(agent, target, err, p) end
+  p.current = current or nil
+  local types = {}
+  for _, c in ipairs(p.candidates) do
+    if c.type then types[c.node], types[c.cluster or c.node] = c.type, c.type end
+  end
+  for _, c in ipairs(type(target.candidates) == "table" and target.candidates or {}) do
+    if c.type then types[c.node], types[c.cluster] = c.type, c.type end
+  end
+  local settings = setmetatable({ cluster_types = types }, { __index = s })
+  local ok, d = pcall(agent.rule, p, { settings = settings, target = target, now = now })
+  if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
+    return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
+  end
+  d.rule = d.rule or agent.rule_name
+  d.from = p.current
+  d.used_time = p.time
+  local allowed, gate, why = agent.gates:evaluate(target.key, target.namespace, now, d, p)
+  if d.action ~= "move" then return conclude(agent, target, d, p) end
+  if not allowed then
+    d.action, d.gate = "held", gate
+    d.reason = format("%s; held by %s: %s", d.reason, gate, why)
+    patches:inc({ app = target.key, result = "skipped" })
+    return conclude(agent, target, d, p)
+  end
+  local cluster
+  cluster, err = agent:cluster()
+  if not cluster then return hold(agent, target, "cluster unavailable: " .. tostring(err), p) end
+  local to_score, from_score = scores_of(p)[d.to], p.current and scores_of(p)[p.current]
+  log.info("agent is patch deployment to node - %s", patch_text(s.label, d.to))
+  local out = cluster:place(target.namespace, target.deployment, d.to, { dry_run = s.dry_run, wait = s.wait,
+    label = s.label, form = s.form, gain = to_score and from_score and (to_score - from_score) or nil })
+  d.outcome = out.result
+  if out.result == "patched" then
+    log.info("update_deployment_with_patch succeeded%s", s.dry_run and " (dry run)" or "")
+    if not s.dry_run then agent.gates:moved(target.key, target.namespace, now) end
+    patches:inc({ app = target.key, result = "sent" })
+  elseif out.result == "already-there" then
+    d.action = "stay"
+    d.reason = d.reason .. "; the Deployment is already there"
+    patches:inc({ app = target.key, result = "skipped" })
+  else
+    d.action = "held"
+    d.reason = format("%s; place() %s: %s", d.reason, out.result, tostring(out.reason or out.error))
+    log.warning("update_deployment_with_patch %s: %s", out.result, tostring(out.reason or out.error))
+    patches:inc({ app = target.key, result = out.result == "refused" and "skipped" or "failed" })
+  end
+  return conclude(agent, target, d, p)
+end
+
+function _M.run(agent)
+  local waited = 0
+  while agent.pipeline_running and waited < PIPELINE_WAIT do
+    timer.sleep(0.05)
+    waited = waited + 0.05
+  end
+  local now = timer.now()
+  local out = {}
+  for _, target in ipairs(agent.targets) do
+    out[target.key] = decide(agent, target, now)
+  end
+  return out
+end
+
+local _ = { pairs, tonumber, concat }
+return _M

@@ -1,0 +1,306 @@
+-- dconn.select: model selection. Turns a policy's `model` setting into a predictor that gives
+-- every candidate of every target its predicted QoS.
+--
+--   select.check(setting) -> true | nil, message       (no I/O: used by `dconn check`)
+--   select.new(setting, ctx) -> predictor               ctx: { dir = policy dir, tracker = fn() -> tracker }
+--   predictor:predict(items, now)  items: { { candidate =, rows =, target = }, ... }; sets on each
+--     item qos (number) and model (name), or error (message) when it could not be predicted
+--   predictor:describe() -> one line for the log
+--
+-- The `model` setting:
+--   "select" (default) or { select = { candidates = {...}, metric = "mae", last = 12, reselect = 3600 } }
+--       per candidate, the forecaster (persistence, ewma, holt, ridge) with the lowest recent
+--       rolling-origin error on the candidate's own QoS series; the choice is kept for `reselect`
+--       seconds, the chosen forecaster is refitted every tick.
+--   "persistence" | "ewma" | "holt" | "ridge"   that forecaster for every candidate
+--   { spec = "models/{node}.lua", weights = "models/{node}.safetensors" }   a dconn.model on the
+--       last `steps` feature rows; {node} and {cluster} are replaced per candidate, paths are
+--       relative to the policy's directory. Windows sharing a model run as one batch.
+--   { registry = "qos-{cluster}", version = "3" | alias = "champion" | latest = true,
+--     spec = "spec.lua", weights = "model.safetensors" }   the same, downloaded once from the
+--       tracker's model registry (files named inside the registered model's directory).
+--   function(rows, candidate, ctx) -> qos [, model name]   anything else, in Lua.
+local model = require "dconn.model"
+local log = require "dconn.log"
+
+local type, pairs, ipairs, tostring, pcall, setmetatable = type, pairs, ipairs, tostring, pcall, setmetatable
+local format, concat = string.format, table.concat
+
+local _M = { _VERSION = "0.1.0" }
+
+local FORECASTERS = { persistence = true, ewma = true, holt = true, ridge = true }
+local SELECT_KEYS = { candidates = true, metric = true, last = true, reselect = true }
+local FILE_KEYS = { spec = true, weights = true }
+local REGISTRY_KEYS = { registry = true, version = true, alias = true, latest = true, spec = true, weights = true }
+local SELECT_DEFAULTS = { last = 12, reselect = 3600, metric = "mae" }
+
+local function expand(template, candidate)
+  return (template:gsub("{(%w+)}", function(k)
+    if k == "node" then return candidate.node elseif k == "cluster" then return candidate.cluster end
+  end))
+end
+
+local function unknown_key(t, known, what)
+  for k in pairs(t) do
+    if not known[k] then
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      return format("model.%s: unknown field (%s takes %s)", tostring(k), what, concat(names, ", "))
+    end
+  end
+end
+
+function _M.check(setting)
+  local ts = type(setting)
+  if setting == nil or setting == "select" or ts == "function" then return true end
+  if ts == "string" then
+    if FORECASTERS[setting] then return true end
+    return nil, format("model: unknown model '%s' (\"select\", a forecaster: persistence, ewma, holt, ridge; "
+      .. "or a table {spec=, weights=} / {registry=, ...}, or a function)", setting)
+  end
+  if ts ~= "table" then return nil, "model: expected a string, a table or a function, got " .. ts end
+  if setting.select ~= nil then
+    local s = setting.select
+    if type(s) ~= "table" then return nil, "model.select: expected a table of options" end
+    local bad = unknown_key(s, SELECT_KEYS, "select")
+    if bad then return nil, bad end
+    if s.metric ~= nil and s.metric ~= "mae" and s.metric ~= "rmse" then
+      return nil, "model.select.metric: \"mae\" or \"rmse\""
+    end
+    for _, k in ipairs { "last", "reselect" } do
+      if s[k] ~= nil and (type(s[k]) ~= "number" or s[k] < 0) then
+        return nil, "model.select." .. k .. ": a number >= 0"
+      end
+    end
+    if s.candidates ~= nil and type(s.candidates) ~= "table" then
+      return nil, "model.select.candidates: a list of forecaster kinds"
+    end
+    for k in pairs(setting) do
+      if k ~= "select" then return nil, "model." .. tostring(k) .. ": not allowed next to 'select'" end
+    end
+    return true
+  end
+  local registry = setting.registry ~= nil
+  local bad = unknown_key(setting, registry and REGISTRY_KEYS or FILE_KEYS,
+    registry and "a registry model" or "a model file")
+  if bad then return nil, bad end
+  if registry then
+    if type(setting.registry) ~= "string" or setting.registry == "" then
+      return nil, "model.registry: the registered model's name"
+    end
+    local n = (setting.version and 1 or 0) + (setting.alias and 1 or 0) + (setting.latest and 1 or 0)
+    if n ~= 1 then return nil, "model: a registry model needs exactly one of version, alias, latest = true" end
+    for _, k in ipairs { "spec", "weights" } do
+      if setting[k] ~= nil and type(setting[k]) ~= "string" then return nil, "model." .. k .. ": a file name" end
+    end
+    return true
+  end
+  for _, k in ipairs { "spec", "weights" } do
+    if type(setting[k]) ~= "string" or setting[k] == "" then
+      return nil, "model." .. k .. ": a file path is required (with {node} or {cluster} for per-candidate models)"
+    end
+  end
+  return true
+end
+
+local Predictor = {}
+Predictor.__index = Predictor
+
+local function qos_series(rows)
+  local s = {}
+  for i, r in ipairs(rows) do s[i] = r.qos end
+  return s
+end
+
+-- Forecasters on each candidate's QoS series; kind nil: chosen by backtest, kept `reselect` s.
+local function predict_forecast(self, items, now)
+  local o = self.options
+  for _, item in ipairs(items) do
+    local series = qos_series(item.rows)
+    local key = (item.target or "") .. "\0" .. item.candidate.node
+    local kind = self.kind
+    if not kind then
+      local chosen = self.chosen[key]
+      if chosen and now - chosen.at < o.reselect then
+        kind = chosen.kind
+      else
+        local best, err = model.select(series, o.candidates, { metric = o.metric, last = o.last })
+        if best then
+          kind = best
+          self.chosen[key] = { kind = best, at = now }
+        else
+          kind, item.error = nil, err
+        end
+      end
+    end
+    if kind then
+      local fitted, err = model.forecaster(kind):fit(series)
+      if fitted then
+        item.qos, item.model = fitted:predict(1), (self.kind and kind or "select:" .. kind)
+      else
+        item.error = format("%s: %s", kind, tostring(err))
+      end
+    end
+  end
+end
+
+-- A dconn.model per (spec, weights) pair, loaded once.
+local function load_model(self, spec, weights)
+  local key = spec .. "\0" .. weights
+  local m = self.models[key]
+  if m == nil then
+    local err
+    m, err = model.load(spec, weights)
+    if not m then
+      log.error("model: cannot load %s with %s: %s", spec, weights, tostring(err))
+      m = { failed = tostring(err) }
+    end
+    self.models[key] = m
+  end
+  return m
+end
+
+local function resolve(dir, path)
+  if path:sub(1, 1) == "/" then return path end
+  return dir .. "/" .. path
+end
+
+-- The registered model's directory (downloaded once per name and version/alias), or nil, err.
+local function registry_dir(self, name)
+  local cached = self.downloads[name]
+  if cached then return cached.dir, cached.err end
+  local s = self.setting
+  local t = self.tracker and self.tracker()
+  if not t then return nil, "model registry: no tracker" end
+  local dest = format("%s/.dconn-models/%s-%s", self.dir, name:gsub("[^%w._-]", "_"),
+    tostring(s.version or s.alias or "latest"))
+  local dir, err = t:download_model_version({ name = name, version = s.version, alias = s.alias,
+    latest = s.latest }, dest)
+  if dir then
+    log.info("model: downloaded %s (%s) to %s", name, tostring(s.version or s.alias or "latest"), dir)
+  else
+    err = format("model registry: %s: %s", name, tostring(err))
+  end
+  self.downloads[name] = { dir = dir, err = err }
+  return dir, err
+end
+
+local function model_paths(self, candidate)
+  local s = self.setting
+  if s.registry then
+    local dir, err = registry_dir(self, expand(s.registry, candidate))
+    if not dir then return nil, nil, err end
+    return dir .. "/" .. (s.spec or "spec.lua"), dir .. "/" .. (s.weights or "model.safetensors")
+  end
+  return resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
+end
+
+-- dconn.model networks: windows grouped by model, one batch each.
+local function predict_models(self, items)
+  local groups, order = {}, {}
+  for _, item in ipairs(items) do
+    local spec, weights, err = model_paths(self, item.candidate)
+    if not spec then
+      item.error = err
+    else
+      local m = load_model(self, spec, weights)
+      if m.failed then
+        item.error = "model " .. spec .. ": " .. m.failed
+      else
+        local g = groups[m]
+        if not g then
+          g = { model = m, items = {} }
+          groups[m] = g
+          order[#order + 1] = g
+        end
+        g.items[#g.items + 1] = item
+      end
+    end
+  end
+  for _, g in ipairs(order) do
+    local m = g.model
+    local steps = m.seq or self.steps
+    local width = m.input_features or 6
+    local flat, batch = {}, {}
+    for _, item in ipairs(g.items) do
+      local rows = item.rows
+      if #rows < steps then
+        item.error = format("%d rows of telemetry, the model needs %d", #rows, steps)
+      else
+        for r = #rows - steps + 1, #rows do
+          local f = rows[r].f
+          for j = 1, width do flat[#flat + 1] = f[j] end
+        end
+        batch[#batch + 1] = item
+      end
+    end
+    if #batch > 0 then
+      local shape = m.sequence_input and { #batch, steps, width } or { #batch, width }
+      if not m.sequence_input then -- a model without recurrent layers sees the newest row only
+        flat = {}
+        for _, item in ipairs(batch) do
+          local f = item.rows[#item.rows].f
+          for j = 1, width do flat[#flat + 1] = f[j] end
+        end
+      end
+      local y, err = m:predict(model.tensor(flat, shape))
+      for i, item in ipairs(batch) do
+        if y then
+          item.qos, item.model = y:get(i, 1), m.name or "model"
+        else
+          item.error = "predict: " .. tostring(err)
+        end
+      end
+    end
+  end
+end
+
+local function predict_function(self, items, now)
+  for _, item in ipairs(items) do
+    local ok, qos, name = pcall(self.setting, item.rows, item.candidate, { now = now, target = item.target })
+    if not ok then
+      item.error = "model function: " .. tostring(qos)
+    elseif type(qos) ~= "number" or qos ~= qos then
+      item.error = "model function returned " .. tostring(qos) .. " (a number expected)"
+    else
+      item.qos, item.model = qos, type(name) == "string" and name or "function"
+    end
+  end
+end
+
+function Predictor:predict(items, now)
+  local setting = self.setting
+  if type(setting) == "function" then return predict_function(self, items, now) end
+  if type(setting) == "table" and setting.select == nil then return predict_models(self, items) end
+  return predict_forecast(self, items, now)
+end
+
+function Predictor:describe()
+  local s = self.setting
+  if type(s) == "function" then return "a model function of the policy" end
+  if self.kind then return "the " .. self.kind .. " forecaster" end
+  if type(s) == "table" and s.registry then
+    return format("registry model %s (%s)", s.registry, tostring(s.version or s.alias or "latest"))
+  end
+  if type(s) == "table" and s.spec then return format("model %s with %s", s.spec, s.weights) end
+  return format("per candidate, the forecaster with the lowest recent %s (re-chosen every %gs)", self.options.metric,
+    self.options.reselect)
+end
+
+function _M.new(setting, ctx)
+  local ok, err = _M.check(setting)
+  if not ok then error(err, 2) end
+  ctx = ctx or {}
+  local self = setmetatable({ setting = setting or "select", dir = ctx.dir or ".", tracker = ctx.tracker,
+    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {} }, Predictor)
+  if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
+  local o = {}
+  local given = type(setting) == "table" and setting.select or {}
+  for k, v in pairs(SELECT_DEFAULTS) do o[k] = given[k] == nil and v or given[k] end
+  o.candidates = given.candidates
+  self.options = o
+  return self
+end
+
+return _M
