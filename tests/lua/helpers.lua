@@ -33,12 +33,14 @@ function _M.read(path)
 end
 
 --- Runs dconn with args to completion (killed after opts.limit seconds, default 120, so a hang
--- fails the spec instead of the suite); returns exit code, stdout, stderr.
+-- fails the spec instead of the suite; opts.env: "NAME=value ..." for it, opts.stdin: a file);
+-- returns exit code, stdout, stderr.
 function _M.run(args, opts)
   opts = opts or {}
   local dir = _M.tmpdir()
-  local cmd = string.format("timeout -k 5 %d %s %s > %s/out 2> %s/err", opts.limit or 120, _M.DCONN,
-    args, dir, dir)
+  local env = opts.env and ("env " .. opts.env .. " ") or ""
+  local cmd = string.format("%stimeout -k 5 %d %s %s > %s/out 2> %s/err", env, opts.limit or 120, _M.DCONN, args,
+    dir, dir)
   if opts.stdin then cmd = cmd .. " < " .. shell_quote(opts.stdin) end
   local ok, how, code = os.execute(cmd)
   if how == "signal" then code = 128 + code end
@@ -47,11 +49,13 @@ function _M.run(args, opts)
   return ok and 0 or code, out, err
 end
 
---- Starts dconn in the background; returns a handle with pid, out/err paths and :rc().
-function _M.spawn(args)
+--- Starts dconn in the background (opts.env: "NAME=value ..." for it); returns a handle with
+--- pid, out/err paths and :rc().
+function _M.spawn(args, opts)
+  opts = opts or {}
   local dir = _M.tmpdir()
-  local script = string.format("(%s %s > %s/out 2> %s/err; echo $? > %s/rc) & echo $!",
-    _M.DCONN, args, dir, dir, dir)
+  local script = string.format("(%s%s %s > %s/out 2> %s/err; echo $? > %s/rc) & echo $!",
+    opts.env and ("env " .. opts.env .. " ") or "", _M.DCONN, args, dir, dir, dir)
   local p = io.popen("sh -c " .. shell_quote(script))
   local pid = tonumber(p:read("*l"))
   p:close()
