@@ -65,10 +65,28 @@ $(BUILD)/tests/%: tests/c/%.c runtime/*.c runtime/*.h | $(BUILD)/tests
 $(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
 	mkdir -p $@
 
-run: deps all
-	$(BUILD)/dconn run examples/hello/policy.lua --stop-after 5s
+# The cloudedge example's data: two hours of telemetry the default policy replays, a day of it
+# to train the per-node models policies/max_qos.lua uses (generated, not committed).
+CLOUDEDGE := examples/cloudedge
+EXAMPLE_DATA := $(CLOUDEDGE)/telemetry.csv $(CLOUDEDGE)/models/models.json
 
-test: deps all $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+$(CLOUDEDGE)/telemetry.csv: $(CLOUDEDGE)/generate_telemetry.lua | $(BUILD)/dconn
+	$(BUILD)/dconn $< --hours 2 --out $@
+
+$(CLOUDEDGE)/telemetry-24h.csv: $(CLOUDEDGE)/generate_telemetry.lua | $(BUILD)/dconn
+	$(BUILD)/dconn $< --hours 24 --out $@
+
+$(CLOUDEDGE)/models/models.json: $(CLOUDEDGE)/train.py $(CLOUDEDGE)/telemetry-24h.csv
+	/usr/bin/python3 $< $(CLOUDEDGE)/telemetry-24h.csv
+
+# The default example on embedded defaults: replayed telemetry, a simulated cluster (a copy of
+# its state under build/run), a local tracker (build/run/mlruns), 2-second ticks for 20 seconds.
+run: deps all $(EXAMPLE_DATA)
+	@rm -rf $(BUILD)/run && mkdir -p $(BUILD)/run && cp $(CLOUDEDGE)/cluster.json $(BUILD)/run/
+	DCONN_K8S_SIM_STATE=$(BUILD)/run/cluster.json MLFLOW_TRACKING_URI=file:$(BUILD)/run/mlruns \
+	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
+
+test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -119,12 +137,12 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensor
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.
-gcstress: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@DCONN_GC_STRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 

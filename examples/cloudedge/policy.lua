@@ -9,7 +9,7 @@ return {
   sla = 0.55,
   namespace = "scanflow-cloudedge-dataengineer",
   deployment = "nginx",
-  candidates = dofile("examples/cloudedge/nodes.lua"),
+  candidates = dofile("nodes.lua"),         -- read next to this file
   source = { replay = "telemetry.csv", speed = 60 },
   safety = { cooldown = "30m", consecutive = 2 },
 }

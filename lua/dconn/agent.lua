@@ -363,7 +363,7 @@ end
 --- dconn check POLICY
 function _M.check(path)
   timer.hold(true)
-  local policy, specs = _M.load(path)
+  local policy, specs, placement = _M.load(path)
   if not policy then
     fail(specs)
     return EXIT_USAGE
@@ -371,8 +371,20 @@ function _M.check(path)
   add_jobs(specs, true)
   local lines = {}
   for _, job in ipairs(timer.jobs()) do lines[#lines + 1] = "  " .. job.name .. ": " .. job.trigger end
-  stdout:write(path, ": ok, policy '", policy_name(path, policy), "' with ", #lines, " job",
-    #lines == 1 and "" or "s", #lines > 0 and ":\n" or "\n", concat(lines, "\n"), #lines > 0 and "\n" or "")
+  if placement then
+    local d = placement:describe()
+    lines[#lines + 1] = "  model: " .. d.model
+    lines[#lines + 1] = "  rule: " .. d.rule .. format(" (sla %s, predictions refused after %gs)", tostring(d.sla),
+      d.max_age)
+    lines[#lines + 1] = "  safety: " .. d.safety
+    for _, t in ipairs(d.targets) do
+      local c = t.candidates
+      lines[#lines + 1] = "  target " .. t.target .. ": " .. (type(c) == "string" and c or (#c .. " candidates"))
+    end
+  end
+  local jobs = #timer.jobs()
+  stdout:write(path, ": ok, policy '", policy_name(path, policy), "' with ", jobs, " job",
+    jobs == 1 and "" or "s", #lines > 0 and ":\n" or "\n", concat(lines, "\n"), #lines > 0 and "\n" or "")
   return EXIT_OK
 end
 

@@ -167,6 +167,7 @@ local SCHEMAS = {
     name = { type = "string" }, file = { type = "string" }, description = nullable { type = "string" },
     version = { type = "string" }, started_at = { type = "string", format = "date-time" },
     jobs = { type = "array", items = { type = "object" } },
+    placement = { type = "object", description = "A placement policy's model, rule, gates and targets" },
     api = { type = "object", properties = { listen = { type = "string" }, auth = { type = "string" } } } } },
   Decisions = { type = "object", required = array { "decisions" }, properties = {
     decisions = { type = "array", items = { type = "object" } }, total = { type = "integer", minimum = 0 } } },
@@ -293,6 +294,8 @@ local function describe()
   for _, info in ipairs(timer.jobs()) do
     jobs[#jobs + 1] = { name = info.name, trigger = info.trigger, paused = info.paused == true }
   end
+  local placement = require("dconn.agent").placement()
+  if placement then out.placement = sanitize(placement:describe(), 1, {}) end
   out.name = policy and (policy.name or (path or ""):match("([^/]+)%.lua$")) or json.null
   out.file = path or json.null
   out.description = policy and type(policy.description) == "string" and policy.description or json.null

@@ -56,7 +56,8 @@ end
 
 local function newest_predictions(agent, target)
   local p = agent.last.predictions[target.key]
-  if p or agent.settings.schedule and agent.settings.schedule.pipeline ~= false then return p end
+  local schedule = agent.settings.schedule
+  if p or not (schedule and schedule.pipeline == false) then return p end -- this agent predicts
   local t, err = agent:tracker()
   if not t then return nil, "tracker unavailable: " .. tostring(err) end
   local run
@@ -112,7 +113,10 @@ local function conclude(agent, target, d, p)
   end
   agent.last.decisions[target.key] = d
   local entry = decisions.record(d)
-  local words = format("decision %s: %s%s - %s", target.key, d.action, d.to and (" to " .. d.to) or "", d.reason)
+  local what = d.action
+  if d.to and d.action == "held" then what = "held, not moved to " .. d.to
+  elseif d.to and d.action == "move" then what = "move to " .. d.to end
+  local words = format("decision %s: %s - %s", target.key, what, d.reason)
   if d.action == "hold" or d.action == "held" then log.warning("%s", words) else log.info("%s", words) end
   if d.action == "hold" then return entry end -- nothing new to record, or the tracker is the problem
   local t = agent:tracker()

@@ -83,13 +83,33 @@ local function restricted_base(env, dir)
   return base
 end
 
---- A fresh environment for one policy. opts: unsafe (bool), dir (for policy-local modules).
+-- dofile/loadfile with relative paths read next to the policy, whatever the working directory.
+local function local_files(env, base, dir)
+  local function resolve(path)
+    if type(path) == "string" and path:sub(1, 1) ~= "/" then return dir .. "/" .. path end
+    return path
+  end
+  local base_loadfile = base.loadfile
+  env.loadfile = function(path, mode, chunk_env)
+    if path == nil then return base_loadfile(nil, mode, chunk_env) end
+    return base_loadfile(resolve(path), mode, chunk_env or env)
+  end
+  env.dofile = function(path)
+    local fn, err = env.loadfile(path)
+    if not fn then error(err, 2) end
+    return fn()
+  end
+end
+
+--- A fresh environment for one policy. opts: unsafe (bool), dir (the policy's directory: local
+--- modules, and relative paths of dofile/loadfile).
 function _M.new(opts)
   opts = opts or {}
   local env = {}
   local base = opts.unsafe and _G or restricted_base(env, opts.dir)
   if rawget(base, "dconn") == nil then base.dconn = require("dconn") end
   if not opts.unsafe then base._G = env end
+  if opts.dir then local_files(env, base, opts.dir) end
   return setmetatable(env, { __index = base, __metatable = false })
 end
 

@@ -1,0 +1,373 @@
+-- Placement policies end to end: the format and its checks, reload, several targets, the
+-- anti-flap gates on the original dummy QoS, the REPL as a lab, the API's view of decisions.
+local h = require "helpers"
+local json = require "dconn.json"
+
+local NODES = { "node-0", "node-1", "node-2", "node-3", "node-4", "node-5" }
+
+-- A simulated cluster state: Ready nodes, and Deployments pinned to a node ({ns, name, node}).
+local function cluster_state(path, nodes, deployments)
+  local state = { resourceVersion = 10, nodes = {}, deployments = {}, events = json.array {}, leases = json.array {} }
+  for i, n in ipairs(nodes) do
+    state.nodes[i] = { apiVersion = "v1", kind = "Node", metadata = { name = n, resourceVersion = tostring(i),
+      labels = { ["kubernetes.io/hostname"] = n } }, spec = {},
+      status = { conditions = { { type = "Ready", status = "True" } } } }
+  end
+  for i, d in ipairs(deployments) do
+    state.deployments[i] = { apiVersion = "apps/v1", kind = "Deployment",
+      metadata = { name = d[2], namespace = d[1], resourceVersion = "5", generation = 1, uid = "uid-" .. i },
+      spec = { replicas = 1, selector = { matchLabels = { app = d[2] } }, template = {
+        metadata = { labels = { app = d[2] } },
+        spec = { nodeSelector = { ["kubernetes.io/hostname"] = d[3] },
+          containers = { { name = "app", image = "nginx" } } } } } }
+  end
+  h.write(path, assert(json.encode(state)))
+  return path
+end
+
+local function selector_of(path, ns, name)
+  local state = json.decode(h.read(path))
+  for _, d in ipairs(state.deployments) do
+    if d.metadata.namespace == ns and d.metadata.name == name then
+      return d.spec.template.spec.nodeSelector["kubernetes.io/hostname"], d.metadata.generation
+    end
+  end
+end
+
+describe("dconn check on placement policies", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  local function check(text, args)
+    local path = h.write(dir .. "/policy.lua", (text))
+    return h.run("check " .. (args or "") .. " " .. path)
+  end
+
+  local GOOD = [[
+return {
+  name = "demo",
+  schedule = { pipeline = "5m", recommender = "5m" },
+  model = "select",
+  rule = "max_qos",
+  sla = 0.5,
+  namespace = "apps",
+  deployment = "web",
+  candidates = { "node-a", "node-b" },
+  source = { replay = "telemetry.csv" },
+  safety = { cooldown = "1h", consecutive = 3 },
+}
+]]
+
+  it("accepts a valid policy and summarizes it", function()
+    local rc, out, err = check(GOOD)
+    assert.equals(0, rc, err)
+    assert.matches("ok, policy 'demo' with 2 jobs", out)
+    assert.matches("pipeline: interval%[0:05:00%]", out)
+    assert.matches("rule: max_qos %(sla 0%.5", out)
+    assert.matches("target apps/web: 2 candidates", out)
+    assert.matches("cooldown 1h", out)
+  end)
+
+  it("names a misspelt setting and its line", function()
+    local rc, _, err = check((GOOD:gsub("  sla = 0.5,", "  sla = 0.5,\n  colldown = \"1h\",")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:7: unknown setting 'colldown'", err)
+    rc, _, err = check((GOOD:gsub("deployment =", "deploymnet =")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:8: unknown setting 'deploymnet' %(did you mean 'deployment'%?%)", err)
+  end)
+
+  it("names a nested key, a wrong type and a bad value with their lines", function()
+    local rc, _, err = check((GOOD:gsub("consecutive = 3", "consecutiv = 3")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:11: safety%.consecutiv: unknown setting", err)
+    rc, _, err = check((GOOD:gsub("sla = 0.5", "sla = \"high\"")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:6: sla: a number", err)
+    rc, _, err = check((GOOD:gsub("recommender = \"5m\"", "recommender = \"5 minutes\"")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:3: schedule%.recommender: invalid duration", err)
+    rc, _, err = check((GOOD:gsub("rule = \"max_qos\"", "rule = \"maxqos\"")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:5: rule: unknown rule 'maxqos' %(known: max_qos, reactive%)", err)
+    rc, _, err = check((GOOD:gsub("model = \"select\"", "model = { spec = \"m.json\" }")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:4: model%.weights: a file path is required", err)
+  end)
+
+  it("says what a placement policy is missing", function()
+    local rc, _, err = check((GOOD:gsub("  source = [^\n]*\n", "")))
+    assert.equals(2, rc)
+    assert.matches("needs source = {replay = FILE} or {prometheus = URL}", err)
+    rc, _, err = check((GOOD:gsub("  candidates = [^\n]*\n", "")))
+    assert.equals(2, rc)
+    assert.matches("needs candidates", err)
+  end)
+
+  it("applies --every to both jobs", function()
+    local rc, out = check(GOOD, "--every 5s")
+    assert.equals(0, rc)
+    assert.matches("pipeline: interval%[0:00:05%]", out)
+    assert.matches("recommender: interval%[0:00:05%]", out)
+    rc = check(GOOD, "--every soon")
+    assert.equals(2, rc)
+  end)
+
+  it("accepts the shipped policies and the example", function()
+    for _, path in ipairs { "policies/max_qos.lua", "policies/reactive.lua", "policies/forecast.lua",
+      "examples/cloudedge/policy.lua" } do
+      local rc, out, err = h.run("check " .. path)
+      assert.equals(0, rc, path .. ": " .. err)
+      assert.matches("target scanflow%-cloudedge%-dataengineer/nginx: 6 candidates", out)
+    end
+  end)
+
+  it("prints the settings reference", function()
+    local rc, out = h.run("help policy")
+    assert.equals(0, rc)
+    assert.matches("  sla +max_qos: move only when the best prediction is above this %(default 0%.5%)", out)
+    assert.matches("  namespace .*%[env NAMESPACE%]", out)
+  end)
+end)
+
+describe("a placement agent", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  -- A source with fixed QoS per node (one row): what the pipeline sees, without telemetry files.
+  local SOURCE = [[
+local qos = %s
+local source = { window = function(_, c, now) return { { t = now, f = { 0, 0, 0, 0, 0, 0 }, qos = qos[c.node] } } end,
+  describe = function() return "fixed" end }
+]]
+
+  it("places several apps, each among its own candidates", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES,
+      { { "a", "web", "node-0" }, { "b", "db", "node-5" } })
+    local path = h.write(dir .. "/policy.lua", SOURCE:format(
+      '{ ["node-0"] = 0.4, ["node-1"] = 0.9, ["node-2"] = 0.7, ["node-5"] = 0.3 }') .. [[
+return {
+  model = function(rows) return rows[#rows].qos, "last" end,
+  targets = {
+    { namespace = "a", deployment = "web", candidates = { "node-0", "node-1" } },
+    { namespace = "b", deployment = "db", candidates = { "node-2", "node-5" } },
+  },
+  source = source, tracker = false, safety = { consecutive = 1 },
+}
+]])
+    local rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, out .. err)
+    assert.equals("node-1", selector_of(state, "a", "web"))
+    assert.equals("node-2", selector_of(state, "b", "db"))
+    assert.matches("decision a/web: move to node%-1", err)
+    assert.matches("decision b/db: move to node%-2", err)
+  end)
+
+  it("holds and says so when the source fails, and patches nothing", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local path = h.write(dir .. "/policy.lua", [[
+return {
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" },
+  source = { replay = "missing.csv" }, tracker = false,
+}
+]])
+    local rc, _, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc)
+    assert.matches("telemetry source unavailable: replay: cannot open", err)
+    assert.matches("decision a/web: hold %- no predictions yet", err)
+    local node, generation = selector_of(state, "a", "web")
+    assert.equals("node-0", node)
+    assert.equals(1, generation)
+  end)
+
+  it("reloads the policy when its file changes, and keeps the old one when the new one is broken", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local text = SOURCE:format('{ ["node-0"] = 0.8, ["node-1"] = 0.6 }') .. [[
+return {
+  name = "%s",
+  model = function(rows) return rows[#rows].qos end,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" },
+  source = source, tracker = false,
+}
+]]
+    local path = h.write(dir .. "/policy.lua", text:format("first"))
+    local child = h.spawn("run --listen off --every 1s " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    finally(child.cleanup)
+    assert.truthy(h.wait_for(function() return child.err():match("decision a/web: stay") end, 15), child.err())
+    os.execute("sleep 1.1") -- a new mtime second for the stat poll
+    h.write(path, text:format("second"))
+    assert.truthy(h.wait_for(function() return child.err():match("Policy 'second' reloaded") end, 15), child.err())
+    assert.matches("Policy file changed: reloading the policy", child.err())
+    os.execute("sleep 1.1")
+    h.write(path, "return { deployment = 'web', candidates = {}, source = 42 }")
+    assert.truthy(h.wait_for(function()
+      return child.err():match("Reload failed, the previous policy keeps running: [^\n]*policy%.lua")
+    end, 15), child.err())
+    local before = h.count(child.err(), "decision a/web")
+    assert.truthy(h.wait_for(function() return h.count(child.err(), "decision a/web") >= before + 2 end, 15))
+    child.kill("TERM")
+    assert.truthy(h.wait_for(function() return child.rc() end, 15))
+    assert.equals(0, child.rc())
+  end)
+
+  it("serves its decisions and patch counts on the API", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local path = h.write(dir .. "/policy.lua", SOURCE:format('{ ["node-0"] = 0.2, ["node-1"] = 0.9 }') .. [[
+return {
+  model = function(rows) return rows[#rows].qos end,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" },
+  source = source, tracker = false, safety = { consecutive = 1 },
+}
+]])
+    local child = h.spawn("run --listen 127.0.0.1:0 --every 1s " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    finally(child.cleanup)
+    local port = h.wait_for(function() return child.err():match("API listening on http://127%.0%.0%.1:(%d+)") end, 15)
+    assert.truthy(port, child.err())
+    assert.truthy(h.wait_for(function() return child.err():match("decision a/web: stay") end, 15), child.err())
+    local function get(p)
+      local f = io.popen("curl -s http://127.0.0.1:" .. port .. p)
+      local body = f:read("a")
+      f:close()
+      return body
+    end
+    local decisions = json.decode(get("/decisions"))
+    local actions = {}
+    for _, d in ipairs(decisions.decisions) do actions[#actions + 1] = d.action end
+    assert.equals("move", actions[#actions]) -- the oldest kept: the move
+    assert.equals("stay", actions[1])
+    local last = decisions.decisions[#decisions.decisions]
+    assert.equals("a/web", last.app)
+    assert.equals("node-0", last.from)
+    assert.equals("node-1", last.to)
+    assert.equals("max_qos", last.rule)
+    assert.near(0.9, last.scores["node-1"], 1e-9)
+    local text = get("/metrics")
+    assert.matches('dconn_patches_total{app="a/web",result="sent"} 1\n', text)
+    assert.matches('dconn_decisions_total{action="stay",app="a/web"} %d+', text)
+    local describe = json.decode(get("/describe"))
+    assert.equals("max_qos", describe.placement.rule)
+    assert.equals("a/web", describe.placement.targets[1].target)
+  end)
+end)
+
+-- The original dummy QoS: base [25,22,20,19,15,14] + uniform(0,5) drawn every 5-minute tick, SLA 25
+-- on that 0-30 scale, a day of ticks on the simulated clock through the whole agent.
+local FLAP = [[
+local timer = require "dconn.timer"
+local policy = require "dconn.policy"
+require("dconn.log").level("error")
+local seed, gated, degrade = tonumber(arg[1]), arg[2] == "gated", tonumber(arg[3])
+local base = { BASE }
+timer.simulate("2024-04-12 00:00:00")
+local x = seed * 2654435761 % 4294967296 + 1
+local function rand() -- xorshift32, the same draws in every run of a seed
+  x = x ~ (x << 13) & 0xffffffff; x = x ~ (x >> 17); x = x ~ (x << 5) & 0xffffffff
+  return x / 4294967296
+end
+local nodes, qos = {}, {}
+for i = 1, #base do nodes[i] = "node-" .. (i - 1) end
+local source = { window = function(_, c, now) return { { t = now, f = { 0, 0, 0, 0, 0, 0 }, qos = qos[c.node] } } end }
+local off = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0 }
+local on = { margin = 1, margin_relative = 0.05, consecutive = 3, cooldown = "1h" }
+local agent = policy.new({ name = "flap-" .. tostring(gated), model = function(rows) return rows[#rows].qos end,
+  rule = "max_qos", sla = 25, namespace = "pipelines", deployment = "app", candidates = nodes,
+  source = source, tracker = false, safety = gated and on or off }, { path = "flap.lua" })
+local moves = {}
+for tick = 0, 287 do
+  if tick == degrade then
+    local d = agent.last.decisions["pipelines/app"]
+    local here = (d and (d.action == "move" and d.to or d.from)) or "node-5"
+    for i, n in ipairs(nodes) do if n == here then base[i] = 5 end end
+    print("degraded", here)
+  end
+  for i, n in ipairs(nodes) do qos[n] = base[i] + 5 * rand() end
+  agent:pipeline()
+  local d = agent:recommend()["pipelines/app"]
+  if d.action == "move" then moves[#moves + 1] = tick end
+  timer.sleep(300)
+end
+print("moves", table.concat(moves, " "))
+]]
+
+describe("the anti-flap gates on the original dummy QoS", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  local function day(base, seed, gated, degrade)
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "pipelines", "app", "node-5" } })
+    local path = h.write(dir .. "/flap.lua", (FLAP:gsub("BASE", base)))
+    local rc, out, err = h.run(path .. " " .. seed .. " " .. (gated and "gated" or "plain") .. " " .. (degrade or -1),
+      { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    local moves = {}
+    for t in out:match("moves%s*([%d ]*)"):gmatch("%d+") do moves[#moves + 1] = tonumber(t) end
+    return moves, out:match("degraded%s+(%S+)")
+  end
+
+  local function hour_apart(moves)
+    for i = 2, #moves do
+      if (moves[i] - moves[i - 1]) * 300 < 3600 then return false, moves[i - 1] .. " and " .. moves[i] end
+    end
+    return true
+  end
+
+  it("moves at most once an hour where the original rule moves on most ticks", function()
+    for _, base in ipairs { "25, 22, 20, 19, 15, 14", "25, 25, 20, 19, 15, 14" } do
+      for _, seed in ipairs { 1, 7 } do
+        local plain = day(base, seed, false)
+        local gated = day(base, seed, true)
+        assert.is_true(#plain >= 24, base .. " seed " .. seed .. ": only " .. #plain .. " moves without the gates")
+        assert.is_true(#gated >= 1, "the gated agent never moved off node-5")
+        assert.is_true(#gated <= 24, #gated .. " gated moves in a day")
+        assert.is_true(#gated * 5 < #plain, #gated .. " gated vs " .. #plain .. " plain moves")
+        assert.is_true(hour_apart(gated))
+      end
+    end
+  end)
+
+  it("leaves a degraded node within two ticks", function()
+    for _, seed in ipairs { 1, 7, 42 } do
+      local moves, degraded = day("25, 22, 20, 19, 15, 14", seed, true, 144)
+      assert.truthy(degraded)
+      local left
+      for _, t in ipairs(moves) do
+        if t >= 144 then left = left or t end
+      end
+      assert.truthy(left, "seed " .. seed .. ": never left " .. degraded)
+      assert.is_true(left - 144 <= 1, "seed " .. seed .. ": left " .. (left - 144) .. " ticks after")
+    end
+  end)
+end)
+
+describe("the REPL as a lab", function()
+  it("loads a policy, runs a job, inspects predictions, dry-runs place() and swaps the rule", function()
+    local dir = h.tmpdir()
+    finally(function() os.execute("rm -rf " .. dir) end)
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    h.write(dir .. "/policy.lua", [[
+local qos = { ["node-0"] = 0.3, ["node-1"] = 0.8 }
+return {
+  model = function(rows) return rows[#rows].qos end,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" }, tracker = false,
+  source = { window = function(_, c, now) return { { t = now, f = {}, qos = qos[c.node] } } end },
+  safety = { consecutive = 1 },
+}
+]])
+    local input = h.write(dir .. "/input", table.concat({
+      'p = agent:run("pipeline")["a/web"]',
+      'p.max_qos, p.candidates[p.max_index + 1].node',
+      'agent:place("a/web", "node-1", { dry_run = true }).result',
+      'agent.rule = function(p) return { action = "none", reason = "not today" } end',
+      'agent:run("recommender")["a/web"].reason',
+      'agent.rule = require("dconn.rules").max_qos',
+      'agent:run("pipeline") and agent:run("recommender")["a/web"].action',
+    }, "\n") .. "\n")
+    local rc, out, err = h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    assert.equals('0.8\t"node-1"\n"patched"\n"not today"\n"move"\n', out)
+    assert.equals("node-1", selector_of(state, "a", "web"))
+  end)
+end)
