@@ -585,7 +585,15 @@ function _M.help()
     local d = SCHEMA[key]
     local default = d.default ~= nil and (" (default " .. tostring(d.default) .. ")") or ""
     local env = d.env and (" [env " .. concat(d.env, ", ") .. "]") or ""
-    lines[#lines + 1] = format("  %-16s %s%s%s", key, d.description, default, env)
+    local text, line = d.description .. default .. env, format("  %-16s", key)
+    for word in text:gmatch("%S+") do -- wrapped to 100 columns, continued under the description
+      if #line + 1 + #word > 100 then
+        lines[#lines + 1] = line
+        line = string.rep(" ", 18)
+      end
+      line = line .. " " .. word
+    end
+    lines[#lines + 1] = line
   end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "safety: " .. gates.describe({})
