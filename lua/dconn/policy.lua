@@ -32,6 +32,9 @@ local getenv = os.getenv
 local _M = { _VERSION = "0.1.0" }
 
 local DEFAULT_EVERY = "5m"
+-- Seconds a tracker call may take with its retries: a tracker that is down makes the tick hold
+-- instead of hanging in MLflow's backoff (7 retries, about two minutes per call).
+local TRACKER_DEADLINE = 30
 
 local function duration(v)
   local s, err = timer.duration(v)
@@ -438,7 +441,7 @@ function _M.new(tbl, opts)
   local dir = dirname(opts.path)
   local state = kept[s.name]
   if not state then
-    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {} } }
+    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {} } }
     kept[s.name] = state
   else
     state.gates:configure(s.safety or {})
@@ -462,7 +465,8 @@ function Agent:tracker()
   if self.tracker_override ~= nil then return self.tracker_override or nil end
   if self.settings.tracker == false then return nil end
   if not self.tracker_conn then
-    local t, err = require("dconn.tracker").connect(self.settings.tracker ~= nil and self.settings.tracker or nil)
+    local t, err = require("dconn.tracker").connect(self.settings.tracker ~= nil and self.settings.tracker or nil,
+      { deadline = TRACKER_DEADLINE })
     if not t then return nil, err end
     self.tracker_conn = t
   end

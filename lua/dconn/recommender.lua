@@ -18,8 +18,8 @@ local decisions = require "dconn.decisions"
 local metrics = require "dconn.metrics"
 local pipeline = require "dconn.pipeline"
 
-local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
-local format, concat = string.format, table.concat
+local type, ipairs, tostring, pcall, setmetatable = type, ipairs, tostring, pcall, setmetatable
+local format = string.format
 local floor = math.floor
 
 local _M = { _VERSION = "0.1.0" }
@@ -142,8 +142,28 @@ local function patch_text(label, node)
   return format("{'spec': {'template': {'spec': {'nodeSelector': {'%s': '%s'}}}}}", label, node)
 end
 
+-- After a restart, the last move the tracker recorded for the app counts again in its cooldown
+-- and the budgets (once per app and process; a tracker that cannot say is not an error).
+local function restore_last_move(agent, target)
+  local done = agent.last.restored
+  if done[target.key] then return end
+  done[target.key] = true
+  if agent.gates:state(target.key).last_move then return end
+  local t = agent:tracker()
+  if not t then return end
+  local run = t:latest_run(agent.settings.agent .. "-agent",
+    { filter = format("params.app = '%s' AND params.action = 'move'", target.key) })
+  if run and run.start_time then
+    local at = run.start_time / 1000
+    agent.gates:moved(target.key, target.namespace, at)
+    log.info("recommender %s: last move at %s (tracker run %s) counts in the cooldown and budgets", target.key,
+      clock(at), tostring(run.run_id))
+  end
+end
+
 local function decide(agent, target, now)
   local s = agent.settings
+  restore_last_move(agent, target)
   local p, err = newest_predictions(agent, target)
   if not p then return hold(agent, target, err or "no predictions yet") end
   local last = agent.last.decisions[target.key]
@@ -224,5 +244,4 @@ function _M.run(agent)
   return out
 end
 
-local _ = { pairs, tonumber, concat }
 return _M

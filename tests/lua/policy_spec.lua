@@ -165,6 +165,53 @@ return {
     assert.matches("decision b/db: move to node%-2", err)
   end)
 
+  it("takes the candidates from a node label selector", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local doc = json.decode(h.read(state))
+    for i, n in ipairs(doc.nodes) do
+      n.metadata.labels["dconn.io/candidate"] = (i == 3 or i == 4) and "true" or "false"
+      n.metadata.labels.zone = "zone-" .. (i - 1)
+    end
+    h.write(state, json.encode(doc))
+    local path = h.write(dir .. "/policy.lua", SOURCE:format(
+      '{ ["zone-1"] = 0.99, ["zone-2"] = 0.6, ["zone-3"] = 0.7 }') .. [[
+return {
+  model = function(rows) return rows[#rows].qos end,
+  deployment = "web", namespace = "a", source = source, tracker = false, safety = { consecutive = 1 },
+  candidates = { selector = "dconn.io/candidate=true", cluster_label = "zone" },
+}
+]])
+    -- the source is keyed by cluster: the zone label; node-1 (the best zone) is not a candidate
+    path = h.write(path, (h.read(path):gsub("qos%[c%.node%]", "qos[c.cluster]")))
+    local rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, out .. err)
+    assert.equals("node-3", selector_of(state, "a", "web"))
+    assert.matches("qos %[0%.6, 0%.7%]", err)
+  end)
+
+  it("counts a move recorded in the tracker before a restart in the cooldown", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local text = SOURCE:format('%s') .. [[
+return {
+  model = function(rows) return rows[#rows].qos end,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" }, source = source,
+  tracker = "file:]] .. dir .. [[/mlruns", safety = { consecutive = 1, cooldown = "1h" },
+}
+]]
+    local path = h.write(dir .. "/policy.lua", text:format('{ ["node-0"] = 0.5, ["node-1"] = 0.9 }'))
+    local env = { env = "DCONN_K8S_SIM_STATE=" .. state }
+    local rc, out, err = h.run("run --once --listen off " .. path, env)
+    assert.equals(0, rc, out .. err)
+    assert.equals("node-1", selector_of(state, "a", "web"))
+    -- a new process, node-0 now far better: the move of a moment ago still holds it back
+    h.write(path, text:format('{ ["node-0"] = 0.95, ["node-1"] = 0.55 }'))
+    rc, out, err = h.run("run --once --listen off " .. path, env)
+    assert.equals(0, rc, out .. err)
+    assert.matches("last move at [^\n]* counts in the cooldown", err)
+    assert.matches("decision a/web: held, not moved to node%-0 [^\n]*held by cooldown", err)
+    assert.equals("node-1", selector_of(state, "a", "web"))
+  end)
+
   it("holds and says so when the source fails, and patches nothing", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
     local path = h.write(dir .. "/policy.lua", [[
