@@ -159,4 +159,4 @@ install: all
 	install -m 644 lua/dconn/*.lua $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn/
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(CLOUDEDGE)/models $(CLOUDEDGE)/telemetry.csv $(CLOUDEDGE)/telemetry-24h.csv
