@@ -7,7 +7,7 @@
 -- UTC (the shared sample's first row). `--out -` writes to stdout. Every 5 s, per node, one node
 -- row (node_cpu_usage, node_mem_usage, pipelines_server_cpu_usage, pipelines_server_mem_usage)
 -- and one pipeline row (the pipelines_status_* gauges and counters), the other columns empty,
--- exactly like ../shared/data/telemetry-sample.csv. The same seed gives the same bytes (a
+-- exactly like tests/fixtures/telemetry-sample.csv. The same seed gives the same bytes (a
 -- generator of our own, xorshift64*, not math.random).
 --
 -- Each node has a load level that drifts (a mean-reverting random walk on a slow sine with its

@@ -14,6 +14,7 @@
 --     (libcurl's CONNECT_TO through dconn.http's tls.connect_to).
 --   client:request{method=, path=, query=, body=<Lua value>, content_type=} -> obj, status | nil, err
 --   client:get_deployment(ns, name)           client:patch_deployment(ns, name, patch [, opts])
+--   client:list_deployments(ns)
 --     opts: type = "strategic" (default) | "merge" | "json", dry_run = bool, field_manager = s
 --   client:get_node(name)                     client:list_nodes{label_selector=, field_selector=}
 --   client:create_event(ns, event)
@@ -652,6 +653,11 @@ function Client:get_deployment(ns, name)
   check_name("get_deployment", "namespace", ns)
   check_name("get_deployment", "name", name)
   return self:request { path = format("/apis/apps/v1/namespaces/%s/deployments/%s", enc(ns), enc(name)) }
+end
+
+function Client:list_deployments(ns)
+  check_name("list_deployments", "namespace", ns)
+  return self:request { path = format("/apis/apps/v1/namespaces/%s/deployments", enc(ns)) }
 end
 
 --- Patches a Deployment: patch is a Lua table (a list of operations for type "json").

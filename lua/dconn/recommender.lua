@@ -18,7 +18,7 @@ local decisions = require "dconn.decisions"
 local metrics = require "dconn.metrics"
 local pipeline = require "dconn.pipeline"
 
-local type, ipairs, tostring, pcall, setmetatable = type, ipairs, tostring, pcall, setmetatable
+local type, ipairs, pairs, tostring, pcall, setmetatable = type, ipairs, pairs, tostring, pcall, setmetatable
 local format = string.format
 local floor = math.floor
 
@@ -69,12 +69,33 @@ local function newest_predictions(agent, target)
   return from_run(run, target)
 end
 
+local LIST_FROM = 4 -- apps in one namespace from which one LIST replaces their GETs
+
+-- This tick's Deployments of the namespaces holding several targets, one LIST each (the API
+-- server's rate limit would otherwise make a tick of many apps last minutes).
+local function prefetch(agent)
+  local count, out = {}, {}
+  for _, t in ipairs(agent.targets) do count[t.namespace] = (count[t.namespace] or 0) + 1 end
+  for ns, n in pairs(count) do
+    if n >= LIST_FROM then
+      local cluster = agent:cluster()
+      local list = cluster and cluster:list_deployments(ns)
+      if list then
+        local byname = {}
+        for _, d in ipairs(list.items or {}) do byname[d.metadata.name] = d end
+        out[ns] = byname
+      end
+    end
+  end
+  return out
+end
+
 -- The node value the Deployment is pinned to now (nodeSelector or a single required affinity).
-local function current_node(agent, target)
+local function current_node(agent, target, listed)
   local cluster, err = agent:cluster()
   if not cluster then return nil, "cluster unavailable: " .. tostring(err) end
-  local dep
-  dep, err = cluster:get_deployment(target.namespace, target.deployment)
+  local dep = listed[target.namespace] and listed[target.namespace][target.deployment]
+  if not dep then dep, err = cluster:get_deployment(target.namespace, target.deployment) end
   if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
   local label = agent.settings.label
   local pod = ((dep.spec or {}).template or {}).spec or {}
@@ -161,7 +182,7 @@ local function restore_last_move(agent, target)
   end
 end
 
-local function decide(agent, target, now)
+local function decide(agent, target, now, listed)
   local s = agent.settings
   restore_last_move(agent, target)
   local p, err = newest_predictions(agent, target)
@@ -179,7 +200,7 @@ local function decide(agent, target, now)
   end
   log.info("max_qos %s, index %s", tostring(p.max_qos), tostring(p.max_index))
   local current
-  current, err = current_node(agent, target)
+  current, err = current_node(agent, target, listed)
   if current == nil then return hold(agent, target, err, p) end
   p.current = current or nil
   local types = {}
@@ -237,9 +258,9 @@ function _M.run(agent)
     waited = waited + 0.05
   end
   local now = timer.now()
-  local out = {}
+  local out, listed = {}, prefetch(agent)
   for _, target in ipairs(agent.targets) do
-    out[target.key] = decide(agent, target, now)
+    out[target.key] = decide(agent, target, now, listed)
   end
   return out
 end

@@ -10,7 +10,7 @@
 --
 -- The file: `;`-separated with a header row, one row per (timestamp, cluster) for the node
 -- metrics and one per (timestamp, cluster, pipeline_id) for the pipeline metrics, the other
--- columns empty (../shared/data/telemetry-sample.csv). The columns read are `timestamp`,
+-- columns empty (tests/fixtures/telemetry-sample.csv). The columns read are `timestamp`,
 -- `cluster` and the six of features.NAMES; others are ignored. An empty cell is a missing value
 -- (resampling carries the previous one forward); a row with a non-numeric value or the wrong
 -- number of fields is skipped, and one warning counts them and names the first bad line.

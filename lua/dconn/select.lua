@@ -113,35 +113,48 @@ local function qos_series(rows)
   return s
 end
 
--- Forecasters on each candidate's QoS series; kind nil: chosen by backtest, kept `reselect` s.
-local function predict_forecast(self, items, now)
+-- The forecaster spec a name stands for (a candidate may be a table such as {kind=, lags=}).
+local function forecaster_of(candidates, name)
+  for _, c in ipairs(candidates or {}) do
+    if type(c) == "table" and (c.name or c.kind) == name then return c.kind, c end
+  end
+  return name
+end
+
+-- One series: the forecaster chosen by backtest for this cluster (kept `reselect` seconds) or
+-- the fixed one, refitted. Returns { qos =, model = } or { error = }.
+local function forecast_one(self, rows, candidate, now)
   local o = self.options
+  local series = qos_series(rows)
+  local kind = self.kind
+  if not kind then
+    local chosen = self.chosen[candidate.cluster]
+    if chosen and now - chosen.at < o.reselect then
+      kind = chosen.kind
+    else
+      local best, err = model.select(series, o.candidates, { metric = o.metric, last = o.last })
+      if not best then return { error = err } end
+      kind = best
+      self.chosen[candidate.cluster] = { kind = best, at = now }
+    end
+  end
+  local fkind, params = forecaster_of(o.candidates, kind)
+  local fitted, err = model.forecaster(fkind, params):fit(series)
+  if not fitted then return { error = format("%s: %s", kind, tostring(err)) } end
+  return { qos = fitted:predict(1), model = self.kind and kind or "select:" .. kind }
+end
+
+-- Forecasters on each candidate's QoS series. Apps placed on the same nodes get the same rows
+-- table from the source: each series is forecast once.
+local function predict_forecast(self, items, now)
+  local done = {}
   for _, item in ipairs(items) do
-    local series = qos_series(item.rows)
-    local key = (item.target or "") .. "\0" .. item.candidate.node
-    local kind = self.kind
-    if not kind then
-      local chosen = self.chosen[key]
-      if chosen and now - chosen.at < o.reselect then
-        kind = chosen.kind
-      else
-        local best, err = model.select(series, o.candidates, { metric = o.metric, last = o.last })
-        if best then
-          kind = best
-          self.chosen[key] = { kind = best, at = now }
-        else
-          kind, item.error = nil, err
-        end
-      end
+    local r = done[item.rows]
+    if not r then
+      r = forecast_one(self, item.rows, item.candidate, now)
+      done[item.rows] = r
     end
-    if kind then
-      local fitted, err = model.forecaster(kind):fit(series)
-      if fitted then
-        item.qos, item.model = fitted:predict(1), (self.kind and kind or "select:" .. kind)
-      else
-        item.error = format("%s: %s", kind, tostring(err))
-      end
-    end
+    item.qos, item.model, item.error = r.qos, r.model, r.error
   end
 end
 
@@ -187,13 +200,18 @@ local function registry_dir(self, name)
 end
 
 local function model_paths(self, candidate)
+  local key = candidate.node .. "\0" .. tostring(candidate.cluster)
+  local known = self.paths[key]
+  if known then return known[1], known[2] end
   local s = self.setting
   if s.registry then
     local dir, err = registry_dir(self, expand(s.registry, candidate))
     if not dir then return nil, nil, err end
     return dir .. "/" .. (s.spec or "spec.lua"), dir .. "/" .. (s.weights or "model.safetensors")
   end
-  return resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
+  local spec, weights = resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
+  self.paths[key] = { spec, weights }
+  return spec, weights
 end
 
 -- dconn.model networks: windows grouped by model, one batch each.
@@ -220,35 +238,30 @@ local function predict_models(self, items)
   end
   for _, g in ipairs(order) do
     local m = g.model
-    local steps = m.seq or self.steps
+    local steps = m.sequence_input and (m.seq or self.steps) or 1 -- without recurrent layers: the newest row
     local width = m.input_features or 6
-    local flat, batch = {}, {}
+    local flat, batch, slot = {}, {}, {}
     for _, item in ipairs(g.items) do
       local rows = item.rows
       if #rows < steps then
         item.error = format("%d rows of telemetry, the model needs %d", #rows, steps)
-      else
+      elseif not slot[rows] then -- one window per rows table: apps sharing a node share it
         for r = #rows - steps + 1, #rows do
           local f = rows[r].f
           for j = 1, width do flat[#flat + 1] = f[j] end
         end
-        batch[#batch + 1] = item
+        batch[#batch + 1] = rows
+        slot[rows] = #batch
       end
     end
     if #batch > 0 then
       local shape = m.sequence_input and { #batch, steps, width } or { #batch, width }
-      if not m.sequence_input then -- a model without recurrent layers sees the newest row only
-        flat = {}
-        for _, item in ipairs(batch) do
-          local f = item.rows[#item.rows].f
-          for j = 1, width do flat[#flat + 1] = f[j] end
-        end
-      end
       local y, err = m:predict(model.tensor(flat, shape))
-      for i, item in ipairs(batch) do
-        if y then
+      for _, item in ipairs(g.items) do
+        local i = slot[item.rows]
+        if i and y then
           item.qos, item.model = y:get(i, 1), m.name or "model"
-        else
+        elseif i then
           item.error = "predict: " .. tostring(err)
         end
       end
@@ -293,7 +306,7 @@ function _M.new(setting, ctx)
   if not ok then error(err, 2) end
   ctx = ctx or {}
   local self = setmetatable({ setting = setting or "select", dir = ctx.dir or ".", tracker = ctx.tracker,
-    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {} }, Predictor)
+    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {}, paths = {} }, Predictor)
   if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
   local o = {}
   local given = type(setting) == "table" and setting.select or {}

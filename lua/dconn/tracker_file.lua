@@ -41,15 +41,17 @@ local function read_file(path)
 end
 _M.read_file = read_file
 
--- Writes path atomically: a temporary file next to it, then rename.
+-- Writes path atomically: a temporary file next to it, then rename. The directory is made
+-- only when the file cannot be opened (making it costs a process).
 local function write_file(path, text)
-  local dir = path:match("^(.*)/[^/]*$")
-  if dir and dir ~= "" then
-    local ok, err = mkdir_p(dir)
-    if not ok then return nil, err end
-  end
   local tmp = format("%s.tmp-%08x", path, random(0, 0x7fffffff))
   local f, err = io_open(tmp, "wb")
+  local dir = path:match("^(.*)/[^/]*$")
+  if not f and dir and dir ~= "" then
+    local ok, merr = mkdir_p(dir)
+    if not ok then return nil, merr end
+    f, err = io_open(tmp, "wb")
+  end
   if not f then return nil, new_error("INTERNAL_ERROR", "cannot write " .. path .. ": " .. tostring(err)) end
   local ok, werr = f:write(text)
   local closed = f:close()

@@ -6,7 +6,7 @@ local model = require "dconn.model"
 local json = require "dconn.json"
 local h = require "helpers"
 
-local SAMPLE = "../shared/data/telemetry-sample.csv"
+local SAMPLE = "tests/fixtures/telemetry-sample.csv" -- the first rows of one real hourly export
 local GENERATOR = "examples/cloudedge/generate_telemetry.lua"
 local PYTHON = "/usr/bin/python3"
 local A = "a6050a48-03a9-4d02-927a-878317624b52"
@@ -63,7 +63,7 @@ describe("the telemetry generator", function()
   end)
 
   it("writes the original header, a node row and a pipeline row per node every 5 s", function()
-    local sample = assert(io.open(SAMPLE, "r"), "the shared sample " .. SAMPLE .. " is missing")
+    local sample = assert(io.open(SAMPLE, "r"), "the sample " .. SAMPLE .. " is missing")
     local header = sample:read("l")
     sample:close()
     local rows = lines(h.read(dir .. "/one-hour.csv"))
@@ -149,7 +149,7 @@ describe("replay of the shared sample", function()
     local c = assert(src:rows(C))
     near(mean(4.873972191354197, 4.873972191354197, 4.868412649703097), c[2].f[3])
     near(mean(1098592256.0, 1098592256.0, 1083793408.0), c[2].f[4])
-    assert.matches("replay ../shared/data/telemetry%-sample.csv %(2 clusters, 2024%-05%-15 08:45:00..", src:describe())
+    assert.matches("replay tests/fixtures/telemetry%-sample.csv %(2 clusters, 2024%-05%-15 08:45:00..", src:describe())
   end)
 
   it("answers windows of the complete buckets, on the agent's clock", function()
