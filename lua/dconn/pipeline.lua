@@ -69,7 +69,7 @@ end
 -- The run in the tracker; sets p.run_id, or p.recorded = false and p.record_error.
 local function record(agent, p)
   local t, err = agent:tracker()
-  if agent.settings.tracker == false and t == nil then return end
+  if t == nil and (agent.settings.tracker == false or agent.tracker_override == false) then return end -- none
   if not t then
     p.recorded, p.record_error = false, tostring(err)
     return

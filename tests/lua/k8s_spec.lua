@@ -6,8 +6,8 @@ local http = require "dconn.http"
 local json = require "dconn.json"
 local timer = require "dconn.timer"
 local h = require "helpers"
+local servers = require "servers"
 
-local SERVER = "python3 tests/servers/kube_apiserver.py --lifetime 120"
 local TOKEN, READER = "test-token", "reader-token"
 local FAST = { qps = 1000, burst = 1000, backoff_base = 0.01, retries = 3 }
 
@@ -21,32 +21,11 @@ end
 local dir, peer, port, kubeconfig, bad_ca_dir
 local _
 
--- Starts the server; the first line it prints is its port, the second its pid.
 local function start_server()
-  local pipe = assert(io.popen(string.format("exec %s --cert %s/server.pem --key %s/server.key --client-ca %s/ca.pem "
-    .. "--token %s", SERVER, dir, dir, dir, TOKEN)))
-  local p = tonumber(pipe:read("l"))
-  local pid = tonumber(pipe:read("l"))
-  assert(p and pid, "the API server did not start")
-  return { pipe = pipe, pid = pid, port = p }
+  return servers.kube(dir, { token = TOKEN })
 end
 
-local function make_ca(d, name)
-  local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  local steps = {
-    "openssl req -x509 " .. ec .. " -keyout ca.key -out ca.pem -days 1 -subj '/CN=" .. name .. "'",
-    "openssl req " .. ec .. " -keyout server.key -out server.csr -subj '/CN=127.0.0.1'",
-    "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext",
-    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 1 -extfile san.ext -out server.pem",
-    "openssl req " .. ec .. " -keyout client.key -out client.csr -subj '/CN=admin'",
-    "printf 'extendedKeyUsage=clientAuth\\n' > client.ext",
-    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -set_serial 3 -days 1 -extfile client.ext -out client.pem",
-  }
-  for _, step in ipairs(steps) do
-    local out, code = sh("cd " .. d .. " && " .. step)
-    assert(code == 0, out)
-  end
-end
+local make_ca = servers.make_ca
 
 local function kubeconfig_text(opts)
   opts = opts or {}
@@ -129,10 +108,7 @@ describe("dconn.k8s", function()
   end)
 
   teardown(function()
-    if peer then
-      os.execute("kill " .. peer.pid .. " 2>/dev/null")
-      peer.pipe:close()
-    end
+    if peer then peer.stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
 

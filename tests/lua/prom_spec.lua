@@ -5,30 +5,12 @@
 -- below) answers what a real server does not: HTML, a 502 page, JSON without data.
 local prom = require "dconn.prom"
 local features = require "dconn.features"
-local http = require "dconn.http"
 local h = require "helpers"
+local servers = require "servers"
 
 local format = string.format
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function free_port()
-  return tonumber(sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']]))
-end
-
--- Gone, or a zombie nobody reaps (this container's init does not).
-local function dead(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local stat = f:read("a")
-  f:close()
-  return stat:match("%) (%a)") == "Z"
-end
+local free_port = servers.free_port
 
 local function near(a, b)
   return type(a) == "number" and math.abs(a - b) <= 1e-9 * math.max(1, math.abs(b))
@@ -36,83 +18,12 @@ end
 
 ---- the generated telemetry ----
 
-local CLUSTERS = { "a6050a48-03a9-4d02-927a-878317624b52", "c2313dca-f464-4fe3-96c6-cdbe530fe89e", "edge-3" }
-local CPU_RATE = { 4.1, 5.1, 2.5 }   -- node cores in user mode
-local SRV_RATE = { 3.1, 4.8, 1.25 }  -- the app container's cores
-local INTERVAL = 5                    -- seconds between samples, as in the original export
 local T1 = math.floor(os.time() / 15) * 15 - 600 -- the last sample (on the 15 s grid)
 local T0 = T1 - 1800                                -- the first
-
+local telemetry = servers.prom_telemetry(T0, T1)
+local CLUSTERS, CPU_RATE, SRV_RATE = telemetry.clusters, telemetry.cpu_rate, telemetry.srv_rate
 -- The six features of cluster k at sample time t, as the default queries must compute them.
-local function truth(k, t)
-  local i = (t - T0) // INTERVAL
-  local latency = 0.05 + 0.01 * k + (i % 13) * 0.001
-  local fps = 22 + k + i % 3
-  if k == 3 then -- this cluster leaves the QoS ranges now and then
-    if i % 13 == 12 then latency = 0.25 end
-    fps = 27 + i % 5
-  end
-  return { CPU_RATE[k], 7e9 + k * 1e9 + (i % 7) * 1e6, SRV_RATE[k], 8e8 + k * 1e8 + (i % 11) * 1e5, latency, fps }
-end
-
-local function num(v)
-  if v ~= v then return "NaN" elseif v == math.huge then return "+Inf" end
-  return format("%.17g", v)
-end
-
--- The OpenMetrics text: one family after the other, each series in time order, "# EOF" last.
-local function openmetrics()
-  local out = {}
-  local function line(name, labels, v, t) out[#out + 1] = format("%s{%s} %s %d", name, labels, num(v), t) end
-  local function each(fn)
-    for k, c in ipairs(CLUSTERS) do
-      for t = T0, T1, INTERVAL do fn(k, c, t, (t - T0) // INTERVAL) end
-    end
-  end
-  out[#out + 1] = "# TYPE node_cpu_seconds counter"
-  each(function(k, c, t, i)
-    line("node_cpu_seconds_total", format('cluster="%s",cpu="0",mode="user"', c), 1000 + CPU_RATE[k] * INTERVAL * i, t)
-  end)
-  each(function(_, c, t, i) -- not user mode: the query must leave it out
-    line("node_cpu_seconds_total", format('cluster="%s",cpu="0",mode="system"', c), 500 + 0.7 * INTERVAL * i, t)
-  end)
-  out[#out + 1] = "# TYPE node_memory_MemTotal_bytes gauge"
-  each(function(_, c, t) line("node_memory_MemTotal_bytes", format('cluster="%s"', c), 16e9, t) end)
-  out[#out + 1] = "# TYPE node_memory_MemAvailable_bytes gauge"
-  each(function(k, c, t) line("node_memory_MemAvailable_bytes", format('cluster="%s"', c), 16e9 - truth(k, t)[2], t) end)
-  out[#out + 1] = "# TYPE container_cpu_usage_seconds counter"
-  each(function(k, c, t, i)
-    line("container_cpu_usage_seconds_total", format('cluster="%s",container="pipeline-server"', c),
-      50 + SRV_RATE[k] * INTERVAL * i, t)
-    line("container_cpu_usage_seconds_total", format('cluster="%s",container="sidecar"', c), 9 + 0.3 * INTERVAL * i, t)
-  end)
-  out[#out + 1] = "# TYPE container_memory_working_set_bytes gauge"
-  each(function(k, c, t)
-    line("container_memory_working_set_bytes", format('cluster="%s",container="pipeline-server"', c), truth(k, t)[4], t)
-    line("container_memory_working_set_bytes", format('cluster="%s",container="sidecar"', c), 3e7, t)
-  end)
-  out[#out + 1] = "# TYPE pipelines_status_realtime_pipeline_latency gauge"
-  each(function(k, c, t)
-    line("pipelines_status_realtime_pipeline_latency", format('cluster="%s",pipeline_id="p%d"', c, k), truth(k, t)[5], t)
-  end)
-  -- frames counted since the start: the increment over each interval is fps * INTERVAL
-  out[#out + 1] = "# TYPE pipelines_status_frame_count gauge"
-  for k, c in ipairs(CLUSTERS) do
-    local frames = 100000
-    for t = T0, T1, INTERVAL do
-      if t > T0 then frames = frames + truth(k, t)[6] * INTERVAL end
-      line("pipelines_status_frame_count", format('cluster="%s",pipeline_id="p%d"', c, k), frames, t)
-    end
-  end
-  -- NaN, +Inf and numbers in turn, for the client's value conversion
-  out[#out + 1] = "# TYPE nan_probe gauge"
-  for t = T0, T1, INTERVAL do
-    local i = (t - T0) // INTERVAL
-    line("nan_probe", 'cluster="x"', i % 3 == 0 and 0 / 0 or i % 3 == 1 and math.huge or i, t)
-  end
-  out[#out + 1] = "# EOF"
-  return table.concat(out, "\n") .. "\n"
-end
+local truth = telemetry.truth
 
 ---- the servers ----
 
@@ -159,22 +70,7 @@ server.serve_forever()
 local tmp, server, stub
 
 local function start_prometheus()
-  local om = h.write(tmp .. "/history.om", openmetrics())
-  local out = sh(format("promtool tsdb create-blocks-from openmetrics %s %s/tsdb 2>&1; echo rc=$?", om, tmp))
-  assert(out:match("rc=0\n$"), "promtool could not backfill:\n" .. out)
-  h.write(tmp .. "/prometheus.yml", "scrape_configs: []\n")
-  local port = free_port()
-  -- timeout: a crashed spec does not leave the server behind
-  local cmd = format("timeout -k 5 120 prometheus --storage.tsdb.path=%s/tsdb --config.file=%s/prometheus.yml " ..
-    "--web.listen-address=127.0.0.1:%d --storage.tsdb.retention.time=30d", tmp, tmp, port)
-  local p = io.popen("sh -c " .. h.quote("exec " .. cmd .. " > " .. tmp .. "/prometheus.log 2>&1 & echo $!"))
-  local pid = tonumber(p:read("l"))
-  p:close()
-  local url = "http://127.0.0.1:" .. port
-  local function ready() return http.get(url .. "/-/ready", { retries = 0, timeout = 1 }) == 200 end
-  h.wait_for(function() return ready() or dead(pid) end, 30)
-  assert(ready(), "prometheus did not become ready within 30 s:\n" .. h.read(tmp .. "/prometheus.log"))
-  return { pid = pid, url = url }
+  return servers.prometheus(tmp, telemetry.openmetrics())
 end
 
 local function start_stub()
@@ -212,10 +108,7 @@ describe("dconn.prom", function()
   end)
 
   teardown(function()
-    if server then
-      os.execute("kill " .. server.pid .. " 2>/dev/null")
-      h.wait_for(function() return dead(server.pid) end, 10)
-    end
+    if server then server.stop() end
     if stub then
       os.execute("kill " .. stub.pid .. " 2>/dev/null")
       stub.pipe:close()

@@ -4,9 +4,9 @@
 local tracker = require "dconn.tracker"
 local tfile = require "dconn.tracker_file"
 local json = require "dconn.json"
-local http = require "dconn.http"
 local timer = require "dconn.timer"
 local h = require "helpers"
+local servers = require "servers"
 
 local function sh(cmd)
   local p = io.popen(cmd)
@@ -15,12 +15,9 @@ local function sh(cmd)
   return out
 end
 
-local VENV = sh("pwd"):gsub("%s+$", "") .. "/.venv/bin/"
+local VENV = servers.VENV
 local PY = VENV .. "python tests/servers/mlflow_py.py "
-
-local function free_port()
-  return tonumber(sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']]))
-end
+local free_port = servers.free_port
 
 -- The Python client's answer as a Lua value.
 local function py(uri, args)
@@ -36,20 +33,7 @@ local URI
 
 local function start_server()
   tmp = h.tmpdir()
-  local port = free_port()
-  local cmd = string.format("%smlflow server --backend-store-uri sqlite:///%s/mlflow.db --serve-artifacts " ..
-    "--artifacts-destination %s/artifacts --host 127.0.0.1 --port %d --workers 1", VENV, tmp, tmp, port)
-  local p = io.popen("sh -c " .. h.quote("cd " .. tmp .. " && exec " .. cmd .. " > server.log 2>&1 & echo $!"))
-  local pid = tonumber(p:read("l"))
-  p:close()
-  local url = "http://127.0.0.1:" .. port
-  local up = h.wait_for(function()
-    local status = http.get(url .. "/health", { retries = 0, timeout = 1 })
-    return status == 200 or not os.execute("kill -0 " .. pid .. " 2>/dev/null")
-  end, 60)
-  up = up and http.get(url .. "/health", { retries = 0, timeout = 1 }) == 200
-  assert(up, "the MLflow server did not answer /health within 60 s:\n" .. h.read(tmp .. "/server.log"))
-  return { pid = pid, url = url }
+  return servers.mlflow(tmp)
 end
 
 local function start_stub()
@@ -67,10 +51,7 @@ describe("dconn.tracker", function()
   end)
 
   teardown(function()
-    if server then
-      -- the uvicorn worker is the server's child: stop the whole group we started
-      os.execute("pkill -TERM -P " .. server.pid .. " 2>/dev/null; kill " .. server.pid .. " 2>/dev/null")
-    end
+    if server then server.stop() end
     if stub then
       os.execute("kill " .. stub.pid .. " 2>/dev/null")
       stub.pipe:close()

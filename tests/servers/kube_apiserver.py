@@ -2,10 +2,12 @@
 """A small Kubernetes API server for dconn.k8s's specs (standard library only).
 
 usage: kube_apiserver.py --cert FILE --key FILE [--client-ca FILE] [--token T] [--readonly-token T]
-                         [--lifetime S]
+                         [--lifetime S] [--state FILE]
 
 Binds 127.0.0.1 on a port the kernel picks (HTTPS), prints the port as the first line of stdout
-and its pid as the second, then serves until killed or until --lifetime passes.
+and its pid as the second, then serves until killed or until --lifetime passes. --state FILE
+replaces the built-in objects with the nodes and deployments of a JSON file in the simulated
+cluster's format (examples/cloudedge/cluster.json); their namespaces exist too.
 
 Real kubectl runs against it, so it answers the discovery documents kubectl reads (/version,
 /api, /apis, /api/v1, /apis/apps/v1, /apis/coordination.k8s.io/v1) and every object carries
@@ -101,7 +103,19 @@ def deployment(name, ns, node_selector=None, tolerations=None):
     }
 
 
+SEED = {}  # from --state: {"nodes": [...], "deployments": [...]}
+
+
 def initial_state():
+    if SEED:
+        nodes, deps = copy.deepcopy(SEED.get("nodes", [])), copy.deepcopy(SEED.get("deployments", []))
+        return {
+            "rv": max([1] + [int(o["metadata"].get("resourceVersion", 1)) for o in nodes + deps]),
+            "nodes": {n["metadata"]["name"]: n for n in nodes},
+            "deployments": {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in deps},
+            "events": [],
+            "leases": {},
+        }
     nodes = [
         node("node-a"),
         node("node-b", hostname="node-b.example"),
@@ -129,7 +143,7 @@ def initial_state():
 
 
 STATE = initial_state()
-NAMESPACES = ("default", "apps")
+NAMESPACES = ["default", "apps"]
 FAILS = []
 ROLLOUT = {"seconds": None, "stuck": False}
 ROLLOUTS = {}  # (ns, name) -> {"start": t, "stuck": bool}
@@ -739,7 +753,14 @@ def main():
     ap.add_argument("--readonly-token", default="reader-token")
     ap.add_argument("--lifetime", type=float, default=300)
     ap.add_argument("--client-ca", help="accept client certificates signed by this CA (as the read-write user)")
+    ap.add_argument("--state", help="serve these nodes and deployments instead of the built-in ones (JSON)")
     args = ap.parse_args()
+    if args.state:
+        global STATE
+        with open(args.state) as f:
+            SEED.update(json.load(f))
+        NAMESPACES.extend(d["metadata"]["namespace"] for d in SEED.get("deployments", []))
+        STATE = initial_state()
     TOKENS["rw"], TOKENS["ro"], TOKENS["initial"] = args.token, args.readonly_token, args.token
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
