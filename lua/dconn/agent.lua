@@ -47,13 +47,14 @@ local function where(path, fn)
   return path
 end
 
--- The job specs of a policy as a list, in a stable order: `jobs` may be a list of specs with
--- names, or a map from name to spec (sorted by name).
-local function job_specs(path, jobs)
-  if jobs == nil then return {} end
-  if type(jobs) ~= "table" then return nil, path .. ": 'jobs' must be a table" end
+-- The job specs of a policy as a list, in a stable order: `first` (a placement policy's own
+-- jobs), then `jobs`, which may be a list of specs with names, or a map from name to spec
+-- (sorted by name).
+local function job_specs(path, jobs, first)
+  if jobs ~= nil and type(jobs) ~= "table" then return nil, path .. ": 'jobs' must be a table" end
   local specs, names = {}, {}
-  for key, spec in pairs(jobs) do
+  for _, spec in ipairs(first or {}) do names[spec.name] = true end
+  for key, spec in pairs(jobs or {}) do
     if type(spec) ~= "table" then
       return nil, path .. ": job " .. tostring(key) .. " must be a table"
     end
@@ -81,6 +82,7 @@ local function job_specs(path, jobs)
     if type(a.key) == type(b.key) then return a.key < b.key end
     return type(a.key) == "number"
   end)
+  for i = #(first or {}), 1, -1 do table.insert(specs, 1, { spec = first[i] }) end
   local list = { actuating = {} } -- actuating: the names of the jobs marked so (the key is ours, not timer's)
   for i, entry in ipairs(specs) do
     local spec = entry.spec
@@ -131,29 +133,6 @@ local function read_text(path)
   return text
 end
 
--- A placement policy's pipeline and recommender jobs, ahead of the policy's own `jobs`.
-local function placement_jobs(placement, jobs)
-  local all = {}
-  for _, spec in ipairs(placement:jobs(runtime.options().every)) do all[#all + 1] = spec end
-  if jobs == nil then return all end
-  if type(jobs) ~= "table" then return jobs end
-  local own = {}
-  for key, spec in pairs(jobs) do
-    if type(key) == "string" and type(spec) == "table" and spec.name == nil then
-      local copy = { name = key }
-      for k, v in pairs(spec) do copy[k] = v end
-      spec = copy
-    end
-    own[#own + 1] = { key = key, spec = spec }
-  end
-  sort(own, function(a, b)
-    if type(a.key) == type(b.key) then return a.key < b.key end
-    return type(a.key) == "number"
-  end)
-  for _, entry in ipairs(own) do all[#all + 1] = entry.spec end
-  return all
-end
-
 --- Loads a policy file into a fresh sandbox and validates it. Returns the policy table, its
 -- job specs and, for a placement policy, its agent (dconn.policy), or nil and a message naming
 -- the file and line.
@@ -169,14 +148,13 @@ function _M.load(path)
   local text = read_text(path)
   local valid, check_err = policy_mod.check(policy, path, text)
   if not valid then return nil, check_err end
-  local placement, jobs = nil, policy.jobs
+  local placement
   if policy_mod.is_placement(policy) then
     local made, new_err = pcall(policy_mod.new, policy, { path = path, text = text })
     if not made then return nil, tostring(new_err) end
     placement = new_err
-    jobs = placement_jobs(placement, policy.jobs)
   end
-  local specs, spec_err = job_specs(path, jobs)
+  local specs, spec_err = job_specs(path, policy.jobs, placement and placement:jobs(runtime.options().every))
   if not specs then return nil, spec_err end
   local leader_ok, leader_err = check_leader(path, policy.leader, specs)
   if not leader_ok then return nil, leader_err end

@@ -53,14 +53,7 @@ local KEYS = {}
 for k in pairs(DEFAULTS) do KEYS[#KEYS + 1] = k end
 sort(KEYS)
 
--- A number for a reason line: up to three decimals, trailing zeros dropped (0.02, 0.742, 25).
-local function num(x)
-  if x ~= x then return "nan" end
-  if x == huge or x == -huge then return tostring(x) end
-  local s = format("%.3f", x):gsub("0+$", ""):gsub("%.$", "")
-  if s == "-0" then s = "0" end
-  return s
-end
+local num = require("dconn.pretty").num
 
 -- Seconds as the largest units that fit: 45s, 12m, 1h, 1h30m, 2d3h.
 local function duration_text(seconds)

@@ -69,6 +69,15 @@ function format_value(v, indent, seen, depth)
   return scalar(v)
 end
 
+--- A number for a line people read: up to three decimals, trailing zeros dropped (0.02, 0.742, 25).
+function _M.num(x)
+  if x ~= x then return "nan" end
+  if x == math.huge or x == -math.huge then return tostring(x) end
+  local s = format("%.3f", x):gsub("0+$", ""):gsub("%.$", "")
+  if s == "-0" then s = "0" end
+  return s
+end
+
 --- Text for a value: `pretty.format({b = 1, a = {2, 3}})` is `{ a = { 2, 3 }, b = 1 }`.
 function _M.format(v)
   return format_value(v, "", {}, 0)

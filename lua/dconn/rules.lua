@@ -35,21 +35,13 @@
 --   ignore_margin (the gates' margin compares scores where higher is better).
 local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local format, sort, concat = string.format, table.sort, table.concat
-local huge = math.huge
 
 local _M = { _VERSION = "0.1.0" }
 
 local DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
 _M.DEFAULTS = DEFAULTS
 
--- A number for a reason line: up to three decimals, trailing zeros dropped (0.5, 0.742, 25).
-local function num(x)
-  if x ~= x then return "nan" end
-  if x == huge or x == -huge then return tostring(x) end
-  local s = format("%.3f", x):gsub("0+$", ""):gsub("%.$", "")
-  if s == "-0" then s = "0" end
-  return s
-end
+local num = require("dconn.pretty").num
 
 local function valid(q) return type(q) == "number" and q == q end
 
