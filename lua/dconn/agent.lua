@@ -351,6 +351,7 @@ function _M.check(path)
   for _, job in ipairs(timer.jobs()) do lines[#lines + 1] = "  " .. job.name .. ": " .. job.trigger end
   if placement then
     local d = placement:describe()
+    lines[#lines + 1] = "  source: " .. d.source
     lines[#lines + 1] = "  model: " .. d.model
     lines[#lines + 1] = "  rule: " .. d.rule .. format(" (sla %s, predictions refused after %gs)", tostring(d.sla),
       d.max_age)

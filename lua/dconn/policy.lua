@@ -187,7 +187,7 @@ local SETTINGS = {
     .. "(cluster: the telemetry's id for the node) or {selector = \"label=value\", cluster_label=}" },
   { "targets", "targets", nil, nil, "several apps: a list of {namespace=, deployment=, candidates=}" },
   { "source", "source", nil, nil, "telemetry: {replay = FILE.csv, speed=, loop=} (the original CSV export) or "
-    .. "{prometheus = URL, queries=, label=, range=, step=}" },
+    .. "{prometheus = URL, queries=, label=, range=, step=}; default {prometheus = PROMETHEUS_URL} when set" },
   { "steps", "integer", 10, nil, "15 s rows in a model's input window" },
   { "history", "integer", 40, nil, "15 s rows fetched per candidate (forecasters fit on them)" },
   { "sla", "number", 0.5, nil, "max_qos: move only when the best prediction is above this" },
@@ -306,6 +306,13 @@ local function located(path, text, message)
   return format("%s:%s %s", path or "policy", line and (line .. ":") or "", message)
 end
 
+local function env_value(names)
+  for _, name in ipairs(names or {}) do
+    local v = getenv(name)
+    if v and v ~= "" then return v end
+  end
+end
+
 ---- check ----
 
 function _M.is_placement(tbl)
@@ -358,22 +365,15 @@ function _M.check(tbl, path, text)
       return nil, format("%s: a placement policy needs candidates = {...} (node names, or {selector = \"...\"})",
         path or "policy")
     end
-    if not tbl.source then
-      return nil, format("%s: a placement policy needs source = {replay = FILE} or {prometheus = URL}",
-        path or "policy")
+    if not tbl.source and not env_value { "PROMETHEUS_URL" } then
+      return nil, format("%s: a placement policy needs source = {replay = FILE} or {prometheus = URL} "
+        .. "(or PROMETHEUS_URL in the environment)", path or "policy")
     end
   end
   return true
 end
 
 ---- settings ----
-
-local function env_value(names)
-  for _, name in ipairs(names or {}) do
-    local v = getenv(name)
-    if v and v ~= "" then return v end
-  end
-end
 
 -- The settings table: the policy's values, else the environment's, else the defaults.
 local function resolve(tbl, path)
@@ -388,6 +388,7 @@ local function resolve(tbl, path)
   s.name = s.name or (path and path:match("([^/]+)%.lua$")) or "policy"
   s.agent = s.agent or s.name
   s.max_age = duration(s.max_age)
+  if s.source == nil then s.source = { prometheus = env_value { "PROMETHEUS_URL" } } end
   return s
 end
 
@@ -557,7 +558,7 @@ function Agent:jobs(every)
       local spec = trigger_spec(schedule[name], every)
       spec.name = name
       spec.run = function() return self:run(name) end
-      spec.actuating = name == "recommender" or nil
+      spec.actuating = true -- with a `leader`, only the leader predicts (one run per tick) and acts
       out[#out + 1] = spec
     end
   end
@@ -577,7 +578,12 @@ function Agent:describe()
     end
     targets[i] = { target = t.key, candidates = nodes, gates = self.gates:state(t.key) }
   end
+  local src = s.source
+  local redact = require("dconn.http").redact_url
+  local source = src.replay and ("replay of " .. src.replay)
+    or src.prometheus and ("prometheus at " .. redact(src.prometheus)) or "the policy's own source"
   return { policy = s.name, version = self.version, model = self.predictor:describe(), rule = self.rule_name,
+    source = source, tracker = s.tracker == false and "none" or redact(tostring(s.tracker or "file:./mlruns")),
     sla = s.sla, max_age = s.max_age, safety = gates.describe(s.safety or {}), targets = targets }
 end
 
