@@ -389,6 +389,55 @@ describe("the anti-flap gates on the original dummy QoS", function()
   end)
 end)
 
+describe("model selection", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  it("runs the shipped max-QoS policy on its per-node trained models", function()
+    os.execute("cp examples/cloudedge/cluster.json " .. dir .. "/cluster.json")
+    local rc, out, err = h.run("run --once --listen off policies/max_qos.lua", { env = "DCONN_K8S_SIM_STATE=" .. dir
+      .. "/cluster.json MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" })
+    assert.equals(0, rc, out .. err)
+    assert.matches("predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d%.]+, [%d%.]+, [%d%.]+, [%d%.]+, "
+      .. "[%d%.]+, [%d%.]+%]", err)
+    assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to ", err)
+    -- which model predicted each node is a param of the predictor run
+    local find = io.popen("find " .. dir .. "/mlruns -path '*/params/model_3'")
+    local file = find:read("l")
+    find:close()
+    assert.equals("cloudedge-qos-cloudskin-k8s-worker-3.novalocal", h.read(file))
+  end)
+
+  it("downloads a registry model once and predicts with it", function()
+    local script = h.write(dir .. "/registry.lua", [[
+local policy = require "dconn.policy"
+local downloads = 0
+local tracker = { download_model_version = function(_, spec, dest)
+  downloads = downloads + 1
+  assert(spec.name == "qos-cloudskin-k8s-worker-1.novalocal" and spec.alias == "champion", spec.name)
+  os.execute("mkdir -p " .. dest .. " && cp examples/cloudedge/models/cloudskin-k8s-worker-1.novalocal.json "
+    .. dest .. "/spec.json && cp examples/cloudedge/models/cloudskin-k8s-worker-1.novalocal.safetensors "
+    .. dest .. "/model.safetensors")
+  return dest, { "spec.json", "model.safetensors" }
+end }
+local rows = {}
+for i = 1, 10 do rows[i] = { t = i * 15, f = { 4.5, 9e9, 3.5, 9e8, 0.065, 25 }, qos = 0.6 } end
+local agent = policy.new({ deployment = "web", candidates = { "cloudskin-k8s-worker-1.novalocal" },
+  model = { registry = "qos-{node}", alias = "champion", spec = "spec.json" },
+  source = { window = function() return rows end } },
+  { path = "]] .. dir .. [[/p.lua", tracker = tracker, cluster = false })
+local items = { { candidate = agent.targets[1].candidates[1], rows = rows } }
+agent.predictor:predict(items, 0)
+agent.predictor:predict({ { candidate = agent.targets[1].candidates[1], rows = rows } }, 0)
+print(downloads, items[1].model, items[1].error, items[1].qos > 0 and items[1].qos < 1)
+]])
+    local rc, out, err = h.run(script)
+    assert.equals(0, rc, err)
+    assert.equals("1\tcloudedge-qos-cloudskin-k8s-worker-1.novalocal\tnil\ttrue\n", out)
+  end)
+end)
+
 describe("the README's policy", function()
   it("works as printed: check's summary, the misspelt key's message, and a run that decides", function()
     local readme = h.read("README.md")
