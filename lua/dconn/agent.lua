@@ -274,6 +274,11 @@ function _M.run(path, mode)
   end
   current = { path = path, policy = policy, placement = placement, job_names = add_jobs(specs) }
   log.info("Policy '%s' loaded from %s", policy_name(path, policy), path)
+  if placement then
+    local d = placement:describe()
+    log.info("Placing %d app%s: telemetry from %s, %s, rule %s, tracker %s", #d.targets, #d.targets == 1 and "" or "s",
+      d.source, d.model, d.rule, d.tracker)
+  end
   -- one election step before the first tick, so that a leader's actuating jobs run at once
   if election then election.elector:step() end
   if mode ~= "once" then

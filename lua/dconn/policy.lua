@@ -421,11 +421,16 @@ end
 
 local function targets_of(s)
   local list = s.targets or { { namespace = s.namespace, deployment = s.deployment, candidates = s.candidates } }
-  local out = {}
+  local out, shared = {}, {} -- targets given the same candidates table share one list
   for i, t in ipairs(list) do
     local ns = t.namespace or s.namespace
+    local c = shared[t.candidates]
+    if not c then
+      c = normalize_candidates(t.candidates)
+      shared[t.candidates] = c
+    end
     out[i] = { key = ns .. "/" .. t.deployment, name = t.name, namespace = ns, deployment = t.deployment,
-      candidates = normalize_candidates(t.candidates) }
+      candidates = c }
   end
   return out
 end
