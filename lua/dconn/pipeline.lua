@@ -20,6 +20,8 @@ local _M = { _VERSION = "0.1.0" }
 
 _M.TARGET_TAG = "dconn.target"
 
+local INFO = { DEBUG = true, INFO = true } -- log levels at which the predictions line is written
+
 -- The candidates of a target now: its list, or the Nodes matching its selector.
 local function candidates_of(agent, target)
   local c = target.candidates
@@ -133,6 +135,7 @@ local function run(agent)
     return {}
   end
   local items, by_target = {}, {}
+  local window_opts = { steps = s.steps, history = s.history, step = 15 }
   for _, target in ipairs(agent.targets) do
     local cands
     cands, err = candidates_of(agent, target)
@@ -141,7 +144,7 @@ local function run(agent)
     else
       local list = {}
       for _, c in ipairs(cands) do
-        local rows, werr = source:window(c, now, { steps = s.steps, history = s.history, step = 15 })
+        local rows, werr = source:window(c, now, window_opts)
         local item = { target = target.key, candidate = c, rows = rows or {},
           error = not rows and tostring(werr) or nil }
         list[#list + 1] = item
@@ -151,7 +154,7 @@ local function run(agent)
     end
   end
   agent.predictor:predict(items, now)
-  local out = {}
+  local out, verbose = {}, INFO[log.level()]
   if agent.settings.tracker ~= false and agent.tracker_override == nil and not agent.tracker_logged then
     agent.tracker_logged = true
     log.info("Connecting tracking server uri: %s", tostring(agent.settings.tracker or "file:./mlruns"))
@@ -168,8 +171,10 @@ local function run(agent)
       end
       agent.last.predictions[entry.target.key] = p
       out[entry.target.key] = p
-      log.info("predictions %s: qos %s, max_qos %s, index %d", entry.target.key, fmt_list(p.candidates),
-        tostring(p.max_qos), p.max_index)
+      if verbose then
+        log.info("predictions %s: qos %s, max_qos %s, index %d", entry.target.key, fmt_list(p.candidates),
+          tostring(p.max_qos), p.max_index)
+      end
     end
   end
   return out

@@ -215,25 +215,34 @@ local function model_paths(self, candidate)
 end
 
 -- dconn.model networks: windows grouped by model, one batch each.
+-- The model of a candidate, or nil and why (kept per candidate table: targets share them).
+local function model_for(self, candidate)
+  local known = self.by_candidate[candidate]
+  if known then return known.model, known.err end
+  local spec, weights, err = model_paths(self, candidate)
+  local m
+  if spec then
+    m = load_model(self, spec, weights)
+    if m.failed then m, err = nil, "model " .. spec .. ": " .. m.failed end
+  end
+  if m or not self.setting.registry then self.by_candidate[candidate] = { model = m, err = err } end
+  return m, err
+end
+
 local function predict_models(self, items)
   local groups, order = {}, {}
   for _, item in ipairs(items) do
-    local spec, weights, err = model_paths(self, item.candidate)
-    if not spec then
+    local m, err = model_for(self, item.candidate)
+    if not m then
       item.error = err
     else
-      local m = load_model(self, spec, weights)
-      if m.failed then
-        item.error = "model " .. spec .. ": " .. m.failed
-      else
-        local g = groups[m]
-        if not g then
-          g = { model = m, items = {} }
-          groups[m] = g
-          order[#order + 1] = g
-        end
-        g.items[#g.items + 1] = item
+      local g = groups[m]
+      if not g then
+        g = { model = m, items = {} }
+        groups[m] = g
+        order[#order + 1] = g
       end
+      g.items[#g.items + 1] = item
     end
   end
   for _, g in ipairs(order) do
@@ -306,7 +315,8 @@ function _M.new(setting, ctx)
   if not ok then error(err, 2) end
   ctx = ctx or {}
   local self = setmetatable({ setting = setting or "select", dir = ctx.dir or ".", tracker = ctx.tracker,
-    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {}, paths = {} }, Predictor)
+    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {}, paths = {},
+    by_candidate = setmetatable({}, { __mode = "k" }) }, Predictor)
   if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
   local o = {}
   local given = type(setting) == "table" and setting.select or {}
