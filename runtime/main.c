@@ -90,8 +90,13 @@ static const char *const REPL_HELP =
     "~/.dconn_history. Waiting calls such as dconn.timer.sleep(1) work at the prompt and jobs\n"
     "keep ticking while you type. With a policy, it is loaded as `policy` and its jobs are\n"
     "registered but held: start them with dconn.timer.hold(false) or run one with\n"
-    "dconn.timer.run_now(name). Ctrl-C interrupts a running chunk; Ctrl-D exits.\n"
-    "Reads from a pipe as well as from a terminal.\n";
+    "dconn.timer.run_now(name). A placement policy is also `agent`: agent:run(\"pipeline\"),\n"
+    "agent.last.predictions, agent:place(1, NODE, {dry_run = true}), agent.rule = function ...\n"
+    "Ctrl-C interrupts a running chunk; Ctrl-D exits. Reads from a pipe as well as from a\n"
+    "terminal.\n"
+    "\n"
+    "Options:\n"
+    "  --every DURATION         the placement jobs' interval, as for dconn run\n";
 
 static const char *const SCRIPT_HELP =
     "Usage: dconn [options] FILE.lua [args...]\n"
