@@ -215,6 +215,10 @@ local function decide(agent, target, now, listed)
   if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
+  if d.action == "move" and not scores_of(p)[d.to] then
+    return hold(agent, target, format("the rule chose %s, which is not a candidate with a prediction",
+      tostring(d.to)), p)
+  end
   d.rule = d.rule or agent.rule_name
   d.from = p.current
   d.used_time = p.time

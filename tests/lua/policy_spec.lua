@@ -212,6 +212,29 @@ return {
     assert.equals("node-1", selector_of(state, "a", "web"))
   end)
 
+  it("holds when a rule fails or moves to a node that is not a candidate", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local text = SOURCE:format('{ ["node-0"] = 0.2, ["node-1"] = 0.9 }') .. [[
+return {
+  model = function(rows) return rows[#rows].qos end, rule = %s,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" }, source = source, tracker = false,
+  safety = { consecutive = 1 },
+}
+]]
+    for rule, said in pairs {
+      ['function() error("no rule today") end'] = "hold %- the rule failed: [^\n]*no rule today",
+      ['function() return { action = "move", to = "node-9", reason = "x" } end'] =
+        "hold %- the rule chose node%-9, which is not a candidate with a prediction",
+      ['function() return { action = "jump" } end'] = "hold %- the rule failed: returned table",
+    } do
+      local path = h.write(dir .. "/policy.lua", text:format(rule))
+      local rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+      assert.equals(0, rc, out .. err)
+      assert.matches("decision a/web: " .. said, err)
+      assert.equals("node-0", selector_of(state, "a", "web"))
+    end
+  end)
+
   it("holds and says so when the source fails, and patches nothing", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
     local path = h.write(dir .. "/policy.lua", [[
