@@ -30,9 +30,10 @@
 -- minus the current node's; when the current node is unknown or has no prediction, the margin
 -- passes, and so it does for a decision with ignore_margin (a rule whose value is not a score
 -- where higher is better, such as the reactive rule's latency). An urgent decision (the current
--- node fails the SLA) skips consecutive and cooldown, never the margin or the budgets. The
--- streak counts every evaluate() of the key, whatever the gates say: a different destination restarts it at 1, a
--- "stay" or "none" empties it.
+-- node is degraded or gone) skips consecutive and cooldown, never the margin or the budgets; a
+-- decision with sla_breach (the app's node below the SLA, the destination above) skips
+-- consecutive only. The streak counts every evaluate() of the key, whatever the gates say: a
+-- different destination restarts it at 1, a "stay" or "none" empties it.
 -- The move history keeps the last hour only; per-key state lives until forget(key).
 local timer = require "dconn.timer"
 
@@ -232,7 +233,7 @@ function Gates:evaluate(key, namespace, now, decision, p)
   if reason then return false, "margin", reason end
   local urgent = decision.urgent == true
   if not urgent then
-    if s.consecutive > 1 and st.streak < s.consecutive then
+    if not decision.sla_breach and s.consecutive > 1 and st.streak < s.consecutive then
       return false, "consecutive", format("%s has led %d of %d ticks", tostring(to), st.streak, s.consecutive)
     end
     if s.cooldown > 0 and st.last_move and now - st.last_move < s.cooldown then
@@ -254,7 +255,11 @@ function Gates:evaluate(key, namespace, now, decision, p)
     end
   end
   if urgent then
-    return true, nil, format("urgent: %s fails the SLA; consecutive and cooldown skipped, margin and budgets passed",
+    return true, nil, format("urgent: %s must be left; consecutive and cooldown skipped, margin and budgets passed",
+      tostring(p and p.current))
+  end
+  if decision.sla_breach then
+    return true, nil, format("%s fails the SLA; consecutive skipped, margin, cooldown and budgets passed",
       tostring(p and p.current))
   end
   return true, nil, format("%s led %d ticks; margin, cooldown and budgets passed", tostring(to), st.streak)

@@ -191,6 +191,8 @@ local SETTINGS = {
   { "steps", "integer", 10, nil, "15 s rows in a model's input window" },
   { "history", "integer", 40, nil, "15 s rows fetched per candidate (forecasters fit on them)" },
   { "sla", "number", 0.5, nil, "max_qos: move only when the best prediction is above this" },
+  { "degraded", "number", nil, nil, "max_qos: an app whose node predicts below this leaves it at once for the best "
+    .. "node, even one below the SLA; default half the SLA" },
   { "edge_threshold", "number", 0.2, nil, "reactive: leave an edge node when its prediction is above" },
   { "cloud_threshold", "number", 0.045, nil, "reactive: come back from a cloud node when its prediction is below" },
   { "max_age", "duration", "15m", nil, "predictions older than this are refused" },

@@ -18,10 +18,13 @@
 --
 -- max_qos: acts only when the best prediction clears the SLA (max_qos > sla, strictly). The best
 --   candidate being the app's node gives "stay", another gives "move" to it, and no candidate
---   above the SLA gives "none", except that an app whose node fails the SLA moves (urgent) to the
---   best node when that one predicts more, even below the SLA. `urgent` is also true when the
---   app's node fails the SLA (its prediction is below it, missing, or the node is no longer a
---   candidate) while the best clears it: the gates then let it leave at once.
+--   above the SLA gives "none", except that an app whose node is degraded (predicts below
+--   settings.degraded, default half the SLA) moves (urgent) to the best node, even below the SLA;
+--   nodes merely below the SLA and close to each other are not worth a move. `urgent` (the gates
+--   let it leave at once) is also set when the app's node is degraded, has no prediction or is no
+--   longer a candidate while the best clears the SLA; `sla_breach` when the app's node is below
+--   the SLA but not degraded while the best clears it (the gates skip the streak, not the
+--   cooldown, so that two nodes hovering around the SLA do not take turns).
 --
 -- reactive: compares the prediction for the app's current node with a threshold that depends on
 --   where it runs, read from settings.cluster_types (keyed by node name or cluster id, values
@@ -105,13 +108,14 @@ function _M.max_qos(p, ctx)
     if #candidates == 0 then return decision("max_qos", "none", "no candidates to choose from") end
     return decision("max_qos", "none", format("no candidate has a prediction (%d failed)", failed))
   end
+  local degraded = settings.degraded or sla / 2
   if best.qos <= sla then
-    -- the app's own node failing the SLA: a clearly better node is worth it even below the SLA
+    -- the app's node degraded (far below the SLA): a better node now, even one below the SLA
     local here = find(candidates, p.current)
-    if here and valid(here.qos) and here.qos < sla and best.node ~= p.current then
-      return decision("max_qos", "move", format("app's node %s fails SLA %s (%s); best %s (%s) does not clear it but "
-        .. "is better", tostring(p.current), num(sla), num(here.qos), tostring(best.node), num(best.qos)),
-        best.node, true)
+    if here and valid(here.qos) and here.qos < degraded and best.node ~= p.current then
+      return decision("max_qos", "move", format("app's node %s is degraded (%s, below %s); best %s (%s) does not "
+        .. "clear SLA %s but is better", tostring(p.current), num(here.qos), num(degraded), tostring(best.node),
+        num(best.qos), num(sla)), best.node, true)
     end
     return decision("max_qos", "none",
       format("max_qos %s on %s does not clear SLA %s", num(best.qos), tostring(best.node), num(sla)))
@@ -125,17 +129,22 @@ function _M.max_qos(p, ctx)
     return decision("max_qos", "move", head .. "; app's node is unknown", best.node)
   end
   local here = find(candidates, current)
-  local where, urgent
+  local where, urgent, breach
   if not here then
     where, urgent = "not a candidate", true
   elseif not valid(here.qos) then
     where, urgent = "no prediction", true
+  elseif here.qos < degraded then
+    where, urgent = num(here.qos) .. ", degraded", true
   elseif here.qos < sla then
-    where, urgent = num(here.qos) .. ", fails the SLA", true
+    where, breach = num(here.qos) .. ", fails the SLA", true
   else
-    where, urgent = num(here.qos), false
+    where = num(here.qos)
   end
-  return decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node, urgent)
+  local d = decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node,
+    urgent)
+  d.sla_breach = breach
+  return d
 end
 
 local OTHER = { edge = "cloud", cloud = "edge" }

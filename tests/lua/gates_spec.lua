@@ -250,7 +250,20 @@ describe("urgent moves", function()
     local reason
     ok, gate, reason = g:evaluate("k", "ns", T0 + 2 * MIN, move("node-b", true), bad)
     assert.same({ true }, { ok, gate })
-    assert.matches("^urgent: node%-a fails the SLA", reason)
+    assert.matches("^urgent: node%-a must be left", reason)
+  end)
+
+  it("an SLA breach skips the streak but not the cooldown", function()
+    local g = gates.new { margin_relative = 0, cooldown = "1h" }
+    local bad = predictions("node-a", { "node-a", 0.4 }, { "node-b", 0.9 })
+    local breach = move("node-b")
+    breach.sla_breach = true
+    local ok, gate, reason = g:evaluate("k", "ns", T0, breach, bad)
+    assert.same({ true }, { ok, gate })
+    assert.matches("^node%-a fails the SLA; consecutive skipped", reason)
+    g:moved("k", "ns", T0)
+    ok, gate = g:evaluate("k", "ns", T0 + MIN, breach, bad)
+    assert.same({ false, "cooldown" }, { ok, gate })
   end)
 
   it("still pass the margin", function()

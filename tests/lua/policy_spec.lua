@@ -392,12 +392,14 @@ describe("the anti-flap gates on the original dummy QoS", function()
   end
 
   it("moves at most once an hour where the original rule moves on most ticks", function()
-    for _, base in ipairs { "25, 22, 20, 19, 15, 14", "25, 25, 20, 19, 15, 14" } do
+    -- the original bases; two nodes within noise of each other; two nodes hovering around the SLA
+    for _, base in ipairs { "25, 22, 20, 19, 15, 14", "25, 25, 20, 19, 15, 14", "23, 23, 20, 19, 15, 14" } do
       for _, seed in ipairs { 1, 7 } do
         local plain, _, changes = day(base, seed, false)
         local gated = day(base, seed, true)
-        -- the original rule follows the top machine: a move on every tick where it changes
-        assert.equals(changes, #plain, base .. " seed " .. seed)
+        -- the original rule follows the top machine: a move on every tick where it changes (when
+        -- the top always clears the SLA; around it, only on the ticks where it does)
+        if base:match("^25") then assert.equals(changes, #plain, base .. " seed " .. seed) end
         assert.is_true(#plain >= 24, base .. " seed " .. seed .. ": only " .. #plain .. " moves without the gates")
         assert.is_true(#gated >= 1, "the gated agent never moved off node-5")
         assert.is_true(#gated <= 24, #gated .. " gated moves in a day")
@@ -417,6 +419,7 @@ describe("the anti-flap gates on the original dummy QoS", function()
       end
       assert.truthy(left, "seed " .. seed .. ": never left " .. degraded)
       assert.is_true(left - 144 <= 1, "seed " .. seed .. ": left " .. (left - 144) .. " ticks after")
+      assert.is_true(hour_apart(moves)) -- and no flapping among the nodes left, all below the SLA
     end
   end)
 end)

@@ -44,13 +44,19 @@ describe("rules.max_qos", function()
     assert.equals("move", d.action)
   end)
 
-  it("moves an app whose node fails the SLA to a better node even when none clears it", function()
+  it("moves an app off a degraded node to a better one even when none clears the SLA", function()
     local d = rules.max_qos(predictions("node-a", { "node-a", 5 }, { "node-b", 24 }, { "node-c", 20 }), ctx { sla = 25 })
     assert.same({ action = "move", to = "node-b", rule = "max_qos", urgent = true,
-      reason = "app's node node-a fails SLA 25 (5); best node-b (24) does not clear it but is better" }, d)
+      reason = "app's node node-a is degraded (5, below 12.5); best node-b (24) does not clear SLA 25 but is better" }, d)
     -- the app's node being the best of the bad ones: nothing to do
     d = rules.max_qos(predictions("node-b", { "node-a", 5 }, { "node-b", 24 }), ctx { sla = 25 })
     assert.equals("none", d.action)
+    -- below the SLA but not degraded: nodes within noise of each other are not worth a move
+    d = rules.max_qos(predictions("node-a", { "node-a", 21 }, { "node-b", 24 }), ctx { sla = 25 })
+    assert.equals("none", d.action)
+    d = rules.max_qos(predictions("node-a", { "node-a", 21 }, { "node-b", 24 }), ctx { sla = 25, degraded = 22 })
+    assert.equals("move", d.action)
+    assert.is_true(d.urgent)
   end)
 
   it("stays when the best node is the app's", function()
@@ -59,14 +65,24 @@ describe("rules.max_qos", function()
       reason = "max_qos 0.742 on node-b clears SLA 0.5; app is already there" }, d)
   end)
 
-  it("is urgent when the app's node fails the SLA and the best clears it", function()
+  it("marks an SLA breach when the app's node fails the SLA and the best clears it", function()
     local d = rules.max_qos(predictions("node-a", { "node-a", 0.3 }, { "node-b", 0.8 }), ctx())
     assert.equals("move", d.action)
-    assert.is_true(d.urgent)
+    assert.is_false(d.urgent)
+    assert.is_true(d.sla_breach)
     assert.equals("max_qos 0.8 on node-b clears SLA 0.5; app is on node-a (0.3, fails the SLA)", d.reason)
     -- equal to the SLA is not below it
     d = rules.max_qos(predictions("node-a", { "node-a", 0.5 }, { "node-b", 0.8 }), ctx())
     assert.is_false(d.urgent)
+    assert.is_nil(d.sla_breach)
+  end)
+
+  it("is urgent when the app's node is degraded (below half the SLA by default)", function()
+    local d = rules.max_qos(predictions("node-a", { "node-a", 0.2 }, { "node-b", 0.8 }), ctx())
+    assert.is_true(d.urgent)
+    assert.equals("max_qos 0.8 on node-b clears SLA 0.5; app is on node-a (0.2, degraded)", d.reason)
+    d = rules.max_qos(predictions("node-a", { "node-a", 0.3 }, { "node-b", 0.8 }), ctx { degraded = 0.35 })
+    assert.is_true(d.urgent)
   end)
 
   it("is urgent when the app's node has no prediction or is not a candidate any more", function()
