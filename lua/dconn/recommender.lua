@@ -79,7 +79,12 @@ local function prefetch(agent)
   for ns, n in pairs(count) do
     if n >= LIST_FROM then
       local cluster = agent:cluster()
-      local list = cluster and cluster:list_deployments(ns)
+      local list, err
+      if cluster then list, err = cluster:list_deployments(ns) end
+      if not list and err and not agent.last.list_failed then
+        agent.last.list_failed = true
+        log.warning("recommender: cannot list the Deployments of %s (%s): reading them one by one", ns, tostring(err))
+      end
       if list then
         local byname = {}
         for _, d in ipairs(list.items or {}) do byname[d.metadata.name] = d end
