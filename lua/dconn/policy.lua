@@ -449,7 +449,7 @@ function _M.new(tbl, opts)
   local dir = dirname(opts.path)
   local state = kept[s.name]
   if not state then
-    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {} } }
+    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {}, used = {} } }
     kept[s.name] = state
   else
     state.gates:configure(s.safety or {})

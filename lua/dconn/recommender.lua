@@ -144,7 +144,7 @@ local function conclude(agent, target, d, p)
   elseif d.to and d.action == "move" then what = "move to " .. d.to end
   local words = format("decision %s: %s - %s", target.key, what, d.reason)
   if d.action == "hold" or d.action == "held" then log.warning("%s", words) else log.info("%s", words) end
-  if d.action == "hold" then return entry end -- nothing new to record, or the tracker is the problem
+  if d.action == "hold" then return d end -- nothing new to record, or the tracker is the problem
   local t = agent:tracker()
   if t then
     local run, err = t:log_decision(agent.settings.agent, "recommender",
@@ -155,7 +155,7 @@ local function conclude(agent, target, d, p)
       log.warning("recommender %s: could not record the decision in the tracker: %s", target.key, tostring(err))
     end
   end
-  return entry
+  return d
 end
 
 local function hold(agent, target, reason, p)
@@ -192,9 +192,10 @@ local function decide(agent, target, now, listed)
   restore_last_move(agent, target)
   local p, err = newest_predictions(agent, target)
   if not p then return hold(agent, target, err or "no predictions yet") end
-  local last = agent.last.decisions[target.key]
-  if last and last.used_time and p.time <= last.used_time then
-    return hold(agent, target, format("no predictions newer than those of %s", clock(last.used_time)))
+  local used = agent.last.used[target.key]
+  if used and p.time <= used then -- nothing new to decide on (the pipeline runs less often): no record
+    log.info("recommender %s: no predictions newer than those of %s, nothing to decide", target.key, clock(used))
+    return agent.last.decisions[target.key]
   end
   if now - p.time > s.max_age then
     return hold(agent, target, format("predictions from %s are %s old (max_age %s): refused", clock(p.time),
@@ -226,7 +227,7 @@ local function decide(agent, target, now, listed)
   end
   d.rule = d.rule or agent.rule_name
   d.from = p.current
-  d.used_time = p.time
+  agent.last.used[target.key] = p.time
   local allowed, gate, why = agent.gates:evaluate(target.key, target.namespace, now, d, p)
   if d.action ~= "move" then return conclude(agent, target, d, p) end
   if not allowed then

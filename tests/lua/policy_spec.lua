@@ -235,6 +235,30 @@ return {
     end
   end)
 
+  it("decides once per predictions: a recommender running more often than the pipeline waits", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local script = h.write(dir .. "/twice.lua", [[
+local policy = require "dconn.policy"
+local decisions = require "dconn.decisions"
+local qos = { ["node-0"] = 0.6, ["node-1"] = 0.9 }
+local agent = policy.new({ model = function(rows) return rows[#rows].qos end, deployment = "web", namespace = "a",
+  candidates = { "node-0", "node-1" }, tracker = false, safety = { consecutive = 2 },
+  source = { window = function(_, c, now) return { { t = now, f = {}, qos = qos[c.node] } } end } },
+  { path = "twice.lua" })
+agent:pipeline()
+local first = agent:recommend()["a/web"]
+local again = agent:recommend()["a/web"]
+print(first.action, again == first, decisions.total())
+agent:pipeline()
+print(agent:recommend()["a/web"].action, decisions.total())
+]])
+    local rc, out, err = h.run(script, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    -- held by the streak (1 of 2), the same predictions decide nothing more, new ones move it
+    assert.equals("held\ttrue\t1\nmove\t2\n", out)
+    assert.matches("recommender a/web: no predictions newer than those of [^\n]*, nothing to decide", err)
+  end)
+
   it("holds and says so when the source fails, and patches nothing", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
     local path = h.write(dir .. "/policy.lua", [[
