@@ -74,11 +74,7 @@ local function start_prometheus()
 end
 
 local function start_stub()
-  local script = h.write(tmp .. "/stub.py", STUB)
-  local pipe = assert(io.popen("exec python3 " .. script))
-  local port, pid = tonumber(pipe:read("l")), tonumber(pipe:read("l"))
-  assert(port and pid, "the stub did not start")
-  return { pipe = pipe, pid = pid, url = "http://127.0.0.1:" .. port }
+  return servers.stub(h.write(tmp .. "/stub.py", STUB))
 end
 
 local function cluster_of(name) -- index in CLUSTERS
@@ -109,10 +105,7 @@ describe("dconn.prom", function()
 
   teardown(function()
     if server then server.stop() end
-    if stub then
-      os.execute("kill " .. stub.pid .. " 2>/dev/null")
-      stub.pipe:close()
-    end
+    if stub then stub.stop() end
     if tmp then os.execute("rm -rf " .. tmp) end
   end)
 

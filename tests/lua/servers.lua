@@ -33,6 +33,18 @@ end
 
 _M.VENV = sh("pwd"):gsub("%s+$", "") .. "/.venv/bin/"
 
+--- A Python stub that prints its port and pid on its first two lines (`python3 SCRIPT ARGS`);
+--- returns { pid =, url =, stop = fn }.
+function _M.stub(script_and_args)
+  local pipe = assert(io.popen("exec python3 " .. script_and_args))
+  local port, pid = tonumber(pipe:read("l")), tonumber(pipe:read("l"))
+  assert(port and pid, "the stub " .. script_and_args .. " did not start")
+  return { pid = pid, url = "http://127.0.0.1:" .. port, stop = function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    pipe:close()
+  end }
+end
+
 ---- MLflow ----
 
 --- `mlflow server` with its store in dir; returns { pid =, url =, stop = fn }.

@@ -37,10 +37,7 @@ local function start_server()
 end
 
 local function start_stub()
-  local pipe = assert(io.popen("exec python3 tests/servers/mlflow_stub.py --lifetime 120"))
-  local port = tonumber(pipe:read("l"))
-  local pid = tonumber(pipe:read("l"))
-  return { pipe = pipe, pid = pid, url = "http://127.0.0.1:" .. port }
+  return servers.stub("tests/servers/mlflow_stub.py --lifetime 120")
 end
 
 describe("dconn.tracker", function()
@@ -52,10 +49,7 @@ describe("dconn.tracker", function()
 
   teardown(function()
     if server then server.stop() end
-    if stub then
-      os.execute("kill " .. stub.pid .. " 2>/dev/null")
-      stub.pipe:close()
-    end
+    if stub then stub.stop() end
     if tmp then os.execute("rm -rf " .. tmp) end
   end)
 
