@@ -24,6 +24,7 @@
 --     wait = true waits for the rollout after a patch (rollout_status; a failed rollout is "failed")
 --   client:rollout_status(ns, name [, {timeout=300, interval=1}]) -> true, msg | false, err
 --     decides like `kubectl rollout status`; k8s.rollout_verdict(dep) -> "done"|"waiting"|"failed", msg
+--   k8s.pinned_value(pod_spec, label) -> the node label value a pod template is pinned to, or nil
 --   k8s.lease_lock{name=, namespace=, identity=, client= or kubeconfig=, context=, ...} -> elector
 --   k8s.set_guard(fn)                         fn(method, path) -> ok, why before each non-Lease call
 --   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s_leader)
@@ -830,6 +831,13 @@ local function required_in(pod_spec, label)
   if #exprs ~= 1 or type(e) ~= "table" or e.key ~= label or e.operator ~= "In" or type(e.values) ~= "table"
     or #e.values ~= 1 then return nil end
   return e.values[1]
+end
+
+--- The value a pod template is pinned to on label: its nodeSelector, else a required node
+--- affinity `label In [value]` (what place() writes), else nil.
+function _M.pinned_value(pod_spec, label)
+  local selected = type(pod_spec.nodeSelector) == "table" and pod_spec.nodeSelector[label] or nil
+  return selected or required_in(pod_spec, label)
 end
 
 --- Pins Deployment ns/name to node (by the node's value of opts.label, default

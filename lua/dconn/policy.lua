@@ -36,11 +36,7 @@ local DEFAULT_EVERY = "5m"
 -- instead of hanging in MLflow's backoff (7 retries, about two minutes per call).
 local TRACKER_DEADLINE = 30
 
-local function duration(v)
-  local s, err = timer.duration(v)
-  if not s then return nil, err end
-  return s
-end
+local duration = timer.duration
 
 ---- the schema ----
 
@@ -431,8 +427,13 @@ local function targets_of(s)
       c = normalize_candidates(t.candidates)
       shared[t.candidates] = c
     end
+    -- what a rule reads: the settings, and the candidates' types (edge/cloud) by node and cluster
+    local types = {}
+    for _, cand in ipairs(c.selector and {} or c) do
+      if cand.type then types[cand.node], types[cand.cluster] = cand.type, cand.type end
+    end
     out[i] = { key = ns .. "/" .. t.deployment, name = t.name, namespace = ns, deployment = t.deployment,
-      candidates = c }
+      candidates = c, rule_settings = setmetatable({ cluster_types = types }, { __index = s }) }
   end
   return out
 end

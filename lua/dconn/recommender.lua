@@ -18,7 +18,7 @@ local decisions = require "dconn.decisions"
 local metrics = require "dconn.metrics"
 local pipeline = require "dconn.pipeline"
 
-local type, ipairs, pairs, tostring, pcall, setmetatable = type, ipairs, pairs, tostring, pcall, setmetatable
+local type, ipairs, pairs, tostring, pcall = type, ipairs, pairs, tostring, pcall
 local format = string.format
 local floor = math.floor
 
@@ -102,26 +102,20 @@ local function current_node(agent, target, listed)
   local dep = listed[target.namespace] and listed[target.namespace][target.deployment]
   if not dep then dep, err = cluster:get_deployment(target.namespace, target.deployment) end
   if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
-  local label = agent.settings.label
   local pod = ((dep.spec or {}).template or {}).spec or {}
-  local value = type(pod.nodeSelector) == "table" and pod.nodeSelector[label] or nil
-  if not value and type(pod.affinity) == "table" then
-    local terms = (((pod.affinity.nodeAffinity or {}).requiredDuringSchedulingIgnoredDuringExecution or {})
-      .nodeSelectorTerms) or {}
-    local e = terms[1] and terms[1].matchExpressions and terms[1].matchExpressions[1]
-    if #terms == 1 and e and e.key == label and e.operator == "In" and #(e.values or {}) == 1 then
-      value = e.values[1]
-    end
-  end
-  return value or false
+  return require("dconn.k8s").pinned_value(pod, agent.settings.label) or false
 end
 
+-- {node = predicted qos} of the candidates with a prediction, made once per predictions table.
 local function scores_of(p)
-  local scores = {}
-  for _, c in ipairs(p.candidates) do
-    if c.qos then scores[c.node] = c.qos end
+  if not p.scores then
+    local scores = {}
+    for _, c in ipairs(p.candidates) do
+      if c.qos then scores[c.node] = c.qos end
+    end
+    p.scores = scores
   end
-  return scores
+  return p.scores
 end
 
 local function nodes_of(p)
@@ -209,15 +203,7 @@ local function decide(agent, target, now, listed)
   current, err = current_node(agent, target, listed)
   if current == nil then return hold(agent, target, err, p) end
   p.current = current or nil
-  local types = {}
-  for _, c in ipairs(p.candidates) do
-    if c.type then types[c.node], types[c.cluster or c.node] = c.type, c.type end
-  end
-  for _, c in ipairs(type(target.candidates) == "table" and target.candidates or {}) do
-    if c.type then types[c.node], types[c.cluster] = c.type, c.type end
-  end
-  local settings = setmetatable({ cluster_types = types }, { __index = s })
-  local ok, d = pcall(agent.rule, p, { settings = settings, target = target, now = now })
+  local ok, d = pcall(agent.rule, p, { settings = target.rule_settings, target = target, now = now })
   if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
@@ -239,7 +225,8 @@ local function decide(agent, target, now, listed)
   local cluster
   cluster, err = agent:cluster()
   if not cluster then return hold(agent, target, "cluster unavailable: " .. tostring(err), p) end
-  local to_score, from_score = scores_of(p)[d.to], p.current and scores_of(p)[p.current]
+  local scores = scores_of(p)
+  local to_score, from_score = scores[d.to], p.current and scores[p.current]
   log.info("agent is patch deployment to node - %s", patch_text(s.label, d.to))
   local out = cluster:place(target.namespace, target.deployment, d.to, { dry_run = s.dry_run, wait = s.wait,
     label = s.label, form = s.form, gain = to_score and from_score and (to_score - from_score) or nil })

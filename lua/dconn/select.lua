@@ -200,21 +200,15 @@ local function registry_dir(self, name)
 end
 
 local function model_paths(self, candidate)
-  local key = candidate.node .. "\0" .. tostring(candidate.cluster)
-  local known = self.paths[key]
-  if known then return known[1], known[2] end
   local s = self.setting
   if s.registry then
     local dir, err = registry_dir(self, expand(s.registry, candidate))
     if not dir then return nil, nil, err end
     return dir .. "/" .. (s.spec or "spec.lua"), dir .. "/" .. (s.weights or "model.safetensors")
   end
-  local spec, weights = resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
-  self.paths[key] = { spec, weights }
-  return spec, weights
+  return resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
 end
 
--- dconn.model networks: windows grouped by model, one batch each.
 -- The model of a candidate, or nil and why (kept per candidate table: targets share them).
 local function model_for(self, candidate)
   local known = self.by_candidate[candidate]
@@ -229,6 +223,7 @@ local function model_for(self, candidate)
   return m, err
 end
 
+-- dconn.model networks: windows grouped by model, one batch each.
 local function predict_models(self, items)
   local groups, order = {}, {}
   for _, item in ipairs(items) do
@@ -315,7 +310,7 @@ function _M.new(setting, ctx)
   if not ok then error(err, 2) end
   ctx = ctx or {}
   local self = setmetatable({ setting = setting or "select", dir = ctx.dir or ".", tracker = ctx.tracker,
-    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {}, paths = {},
+    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {},
     by_candidate = setmetatable({}, { __mode = "k" }) }, Predictor)
   if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
   local o = {}
