@@ -67,13 +67,15 @@ local function series(metric, labels)
   return s
 end
 
+local function inc(self, labels, n)
+  local s = series(self, labels)
+  s.value = s.value + (n or 1)
+end
+
 --- A counter: only goes up. `metrics.counter(name, help):inc(labels [, n])`.
 function _M.counter(name, help)
   local m = define("counter", name, help)
-  m.inc = function(self, labels, n)
-    local s = series(self, labels)
-    s.value = s.value + (n or 1)
-  end
+  m.inc = inc
   return m
 end
 
@@ -81,10 +83,7 @@ end
 function _M.gauge(name, help)
   local m = define("gauge", name, help)
   m.set = function(self, labels, v) series(self, labels).value = v end
-  m.inc = function(self, labels, n)
-    local s = series(self, labels)
-    s.value = s.value + (n or 1)
-  end
+  m.inc = inc
   return m
 end
 
