@@ -10,10 +10,12 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -Iruntime $(shell pkg-config --cfla
 LIBS      = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -l:liblua5.4-cjson.so -lm -ldl
 NN_LIBS   = $(shell pkg-config --libs $(NN_PKGS) 2>/dev/null) -lm
 
-# The model engine (BLAS, LAPACK) is a plugin next to the binary, loaded on first use, so an
-# agent that never predicts starts without them.
-NN_SRCS  := $(addprefix runtime/,nn.c nn_gemm.c nn_kernels.c nn_lua.c st_lua.c tensor.c forecast.c safetensors.c)
-SRCS     := $(filter-out $(NN_SRCS),$(wildcard runtime/*.c))
+# runtime/ is the host and its native modules, runtime/cli/ the program and its commands. The
+# model engine (runtime/nn/: BLAS, LAPACK) is a plugin next to the binary, loaded on first use,
+# so an agent that never predicts starts without them.
+NN_SRCS  := $(wildcard runtime/nn/*.c)
+SRCS     := $(wildcard runtime/*.c runtime/cli/*.c)
+HDRS     := $(wildcard runtime/*.h runtime/*/*.h)
 OBJS     := $(SRCS:runtime/%.c=$(BUILD)/obj/%.o)
 NN_OBJS  := $(NN_SRCS:runtime/%.c=$(BUILD)/obj/%.o)
 SAN_OBJS := $(SRCS:runtime/%.c=$(BUILD)/san/%.o)
@@ -41,7 +43,8 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	fi
 
-$(BUILD)/obj/%.o: runtime/%.c runtime/*.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: runtime/%.c $(HDRS)
+	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -fPIC -c $< -o $@
 
 $(BUILD)/dconn: $(OBJS)
@@ -50,7 +53,8 @@ $(BUILD)/dconn: $(OBJS)
 $(BUILD)/dconn-nn.so: $(NN_OBJS)
 	$(CC) $(CFLAGS) -shared $(NN_OBJS) -o $@ $(NN_LIBS)
 
-$(BUILD)/san/%.o: runtime/%.c runtime/*.h | $(BUILD)/san
+$(BUILD)/san/%.o: runtime/%.c $(HDRS)
+	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) -fPIC -c $< -o $@
 
 $(BUILD)/sanitize/dconn: $(SAN_OBJS) $(BUILD)/sanitize/dconn-nn.so | $(BUILD)/sanitize
@@ -59,10 +63,10 @@ $(BUILD)/sanitize/dconn: $(SAN_OBJS) $(BUILD)/sanitize/dconn-nn.so | $(BUILD)/sa
 $(BUILD)/sanitize/dconn-nn.so: $(SAN_NN_OBJS) | $(BUILD)/sanitize
 	$(CC) $(SANITIZE) -shared $(SAN_NN_OBJS) -o $@ $(NN_LIBS)
 
-$(BUILD)/tests/%: tests/c/%.c runtime/*.c runtime/*.h | $(BUILD)/tests
-	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $(filter-out runtime/main.c,$(wildcard runtime/cron.c runtime/timefmt.c runtime/safetensors.c)) -o $@ -lcmocka -lm
+$(BUILD)/tests/%: tests/c/%.c runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c $(HDRS) | $(BUILD)/tests
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c -o $@ -lcmocka -lm
 
-$(BUILD)/obj $(BUILD)/san $(BUILD)/sanitize $(BUILD)/tests:
+$(BUILD)/sanitize $(BUILD)/tests:
 	mkdir -p $@
 
 # The cloudedge example's data: two hours of telemetry the default policy replays, a day of it
@@ -132,9 +136,9 @@ fuzz: deps $(BUILD)/fuzz/fuzz_safetensors
 	@mkdir -p $(BUILD)/fuzz/corpus && cp tests/fixtures/model/*.safetensors $(BUILD)/fuzz/corpus/
 	cd $(BUILD)/fuzz && ./fuzz_safetensors -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 corpus
 
-$(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensors.c runtime/safetensors.h
+$(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/nn/safetensors.c runtime/nn/safetensors.h
 	@mkdir -p $(@D)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/safetensors.c -o $@
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/nn/safetensors.c -o $@
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.
@@ -153,11 +157,15 @@ lint: deps
 	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
 	@echo "lint: clean"
 
+# The Lua tree is replaced whole, so modules of an older layout (lua/dconn/k8s_sim.lua beside
+# lua/dconn/k8s/sim.lua, say) cannot shadow or outlive the ones installed now.
+LUA_FILES := $(shell find lua -name '*.lua')
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/dconn $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/dconn $(DESTDIR)$(PREFIX)/share/dconn
 	install -m 755 $(BUILD)/dconn $(DESTDIR)$(PREFIX)/bin/dconn
 	install -m 644 $(BUILD)/dconn-nn.so $(DESTDIR)$(PREFIX)/lib/dconn/dconn-nn.so
-	install -m 644 lua/dconn/*.lua $(DESTDIR)$(PREFIX)/share/dconn/lua/dconn/
+	rm -rf $(DESTDIR)$(PREFIX)/share/dconn/lua
+	for f in $(LUA_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/dconn/$$f || exit 1; done
 
 clean:
 	rm -rf $(BUILD) $(CLOUDEDGE)/models $(CLOUDEDGE)/telemetry.csv $(CLOUDEDGE)/telemetry-24h.csv

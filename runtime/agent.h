@@ -1,5 +1,5 @@
 /*
- * The process lifecycle around the host: calls into the Lua driver (lua/dconn/agent.lua), the
+ * The process lifecycle around the host: calls into the Lua driver (lua/dconn/agent/init.lua), the
  * loop, signals (SIGINT/SIGTERM stop gracefully, SIGHUP reloads), reload when the policy file
  * changes, and the exit status.
  */

@@ -1,13 +1,37 @@
 -- The dconn namespace: `dconn.timer`, `dconn.log`, ... each loaded on first use.
+--
+-- The library's packages, and what each owns:
+--   dconn.json dconn.log dconn.timer dconn.pretty dconn.runtime dconn.metrics   the basics
+--   dconn.http                          the HTTP client (libcurl on the loop)
+--   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
+--   dconn.k8s (leader, sim)             the Kubernetes actuator, Lease leadership, a simulated cluster
+--   dconn.features dconn.prom dconn.replay   telemetry: the model's inputs, Prometheus, CSV replay
+--   dconn.model                         in-process prediction (networks, forecasters)
+--   dconn.policy                        the policy format: its schema and checker
+--   dconn.placement (pipeline, recommender, models, rules, gates, decisions)
+--                                       the agent a placement policy becomes
+-- Internal, never reachable from a policy: dconn.agent (the driver: sandbox, repl, api, openapi),
+-- dconn.cli (the commands written in Lua), every module whose last name starts with "_", and the
+-- native faces (dconn.httpc, dconn.cjson, dconn.nn, dconn.server).
 local require = require
 local rawset = rawset
 local setmetatable = setmetatable
 
 local _M = { _VERSION = "0.1.0" }
 
--- Modules reachable as fields. Internal ones (agent, sandbox, repl) are not listed.
-local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s" }
+-- Modules reachable as fields of `dconn`.
+local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s", "metrics",
+  "features", "prom", "replay", "policy", "placement" }
 _M.modules = MODULES
+
+-- Every module a policy may require: the fields above and the public modules of their packages.
+-- The sandbox looks names up here; nothing else under dconn is requirable by a policy.
+local SUBMODULES = { "k8s.leader", "k8s.sim", "tracker.file", "placement.pipeline", "placement.recommender",
+  "placement.models", "placement.rules", "placement.gates", "placement.decisions" }
+local public = { dconn = true }
+for _, name in ipairs(MODULES) do public["dconn." .. name] = true end
+for _, name in ipairs(SUBMODULES) do public["dconn." .. name] = true end
+_M.public = public
 
 local known = {}
 for _, name in ipairs(MODULES) do known[name] = true end

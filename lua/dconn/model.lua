@@ -423,7 +423,7 @@ local function read_input(arg)
   return t
 end
 
--- Runs inside a task (runtime/commands.c): returns the exit status.
+-- Runs inside a task (runtime/cli/commands.c): returns the exit status.
 function _M.main(...)
   local opts, n = {}, select("#", ...)
   local args = { ... }

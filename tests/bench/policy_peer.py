@@ -102,7 +102,7 @@ def predict(w, x):
 
 
 class Gates:
-    """dconn.gates' defaults: margin_relative 0.05, consecutive 3, cooldown 3600, budget 30/h, 10/h per namespace."""
+    """dconn.placement.gates' defaults: margin_relative 0.05, consecutive 3, cooldown 3600, budget 30/h, 10/h per namespace."""
 
     def __init__(self):
         self.streak, self.last_move, self.moves = {}, {}, []

@@ -1,4 +1,4 @@
-/* test_safetensors.c - unit tests for runtime/safetensors.c (cmocka): the strict reader, the
+/* test_safetensors.c - unit tests for runtime/nn/safetensors.c (cmocka): the strict reader, the
  * dtype conversions and the writer. Every bad file must give a clear error, never a crash. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
+#include "nn/safetensors.h"
 
 /* A file: 8-byte length of header, header, then data_len bytes 0, 1, 2, ... */
 typedef struct file {

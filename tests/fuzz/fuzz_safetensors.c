@@ -1,11 +1,11 @@
-/* libFuzzer target for the safetensors reader (runtime/safetensors.c): any byte string must
+/* libFuzzer target for the safetensors reader (runtime/nn/safetensors.c): any byte string must
  * parse to a consistent layout or fail with a message; converting every tensor of a file that
  * parsed must stay inside the buffer. `make fuzz` runs it (FUZZ_TIME seconds). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
+#include "nn/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

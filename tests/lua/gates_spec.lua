@@ -1,8 +1,8 @@
--- dconn.gates: each safety gate on its own, then the original flapping scenario (the dummy QoS
+-- dconn.placement.gates: each safety gate on its own, then the original flapping scenario (the dummy QoS
 -- of the original recommender, a simulated day of 5-minute ticks) with and without the gates.
 -- Pure logic: the clock is a number passed in, randomness a seeded generator of our own.
-local gates = require "dconn.gates"
-local rules = require "dconn.rules"
+local gates = require "dconn.placement.gates"
+local rules = require "dconn.placement.rules"
 
 local T0 = 1712880000 -- 2024-04-12 00:00:00 UTC
 local MIN, HOUR = 60, 3600

@@ -1,7 +1,7 @@
 -- dconn.k8s against a local Kubernetes API server (tests/servers/kube_apiserver.py) over HTTPS
 -- with a CA made at test time, with real kubectl as a second client of the same server.
 local k8s = require "dconn.k8s"
-local leader = require "dconn.k8s_leader"
+local leader = require "dconn.k8s.leader"
 local http = require "dconn.http"
 local json = require "dconn.json"
 local timer = require "dconn.timer"
@@ -146,7 +146,7 @@ contexts: [{name: b-ctx, context: {cluster: shared, namespace: from-b}}]
       -- load_config reads KUBECONFIG through os.getenv: check it in a child dconn
       local script = h.write(sub .. "/check.lua", [[
 local k8s = require "dconn.k8s"
-local leader = require "dconn.k8s_leader"
+local leader = require "dconn.k8s.leader"
 local cfg = assert(k8s.load_config())
 print(cfg.context, cfg.server, cfg.namespace, tostring(cfg.insecure))
 ]])

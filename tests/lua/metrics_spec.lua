@@ -31,8 +31,8 @@ describe("dconn.metrics", function()
   end)
 
   it("counts decisions by app and action and keeps the time of the last one per app", function()
-    package.loaded["dconn.decisions"] = nil -- its metrics were reset: define them again
-    local decisions = require "dconn.decisions"
+    package.loaded["dconn.placement.decisions"] = nil -- its metrics were reset: define them again
+    local decisions = require "dconn.placement.decisions"
     decisions.record { app = "pipeline", action = "move", node = "worker-1" }
     decisions.record { app = "pipeline", action = "stay" }
     decisions.record { app = "pipeline", action = "stay" }

@@ -239,7 +239,7 @@ return {
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
     local script = h.write(dir .. "/twice.lua", [[
 local policy = require "dconn.policy"
-local decisions = require "dconn.decisions"
+local decisions = require "dconn.placement.decisions"
 local qos = { ["node-0"] = 0.6, ["node-1"] = 0.9 }
 local agent = policy.new({ model = function(rows) return rows[#rows].qos end, deployment = "web", namespace = "a",
   candidates = { "node-0", "node-1" }, tracker = false, safety = { consecutive = 2 },
@@ -572,7 +572,7 @@ return {
       'agent:place("a/web", "node-1", { dry_run = true }).result',
       'agent.rule = function(p) return { action = "none", reason = "not today" } end',
       'agent:run("recommender")["a/web"].reason',
-      'agent.rule = require("dconn.rules").max_qos',
+      'agent.rule = require("dconn.placement.rules").max_qos',
       'agent:run("pipeline") and agent:run("recommender")["a/web"].action',
     }, "\n") .. "\n")
     local rc, out, err = h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })

@@ -1,5 +1,5 @@
--- dconn.rules: the max_qos and reactive rules on hand-made predictions.
-local rules = require "dconn.rules"
+-- dconn.placement.rules: the max_qos and reactive rules on hand-made predictions.
+local rules = require "dconn.placement.rules"
 
 -- predictions(current, {node, qos[, cluster]}, ...): candidates indexed in the order given.
 local function predictions(current, ...)

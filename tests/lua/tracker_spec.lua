@@ -2,7 +2,7 @@
 -- once for this file, against a misbehaving stub (tests/servers/mlflow_stub.py), and on the
 -- file: store; what dconn writes is read back with the MLflow Python client and the reverse.
 local tracker = require "dconn.tracker"
-local tfile = require "dconn.tracker_file"
+local tfile = require "dconn.tracker.file"
 local json = require "dconn.json"
 local timer = require "dconn.timer"
 local h = require "helpers"

@@ -6,7 +6,7 @@
 --   k8s.client([cfg or load_config options, plus qps=, burst=, retries=, backoff_base=,
 --              backoff_max=, timeout=, connect_timeout=, field_manager=, simulate=]) -> client | nil, err
 --     With no configuration found (or simulate = true or a state-file path) the client talks to
---     a simulated cluster (dconn.k8s_sim; state file from simulate or DCONN_K8S_SIM_STATE), and
+--     a simulated cluster (dconn.k8s.sim; state file from simulate or DCONN_K8S_SIM_STATE), and
 --     says so at error level; simulate = false turns that fallback off.
 --     Credentials (https only, as client-go): token, tokenFile, client certificate, exec plugin,
 --     or username/password (basic auth; not together with a token). tls-server-name: the
@@ -27,7 +27,7 @@
 --   k8s.pinned_value(pod_spec, label) -> the node label value a pod template is pinned to, or nil
 --   k8s.lease_lock{name=, namespace=, identity=, client= or kubeconfig=, context=, ...} -> elector
 --   k8s.set_guard(fn)                         fn(method, path) -> ok, why before each non-Lease call
---   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s_leader)
+--   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s.leader)
 --   client:close()                            removes temporary files (decoded *-data fields)
 --
 -- Errors are tables {reason=, code=, message=} with a __tostring: an API Status keeps its reason
@@ -45,8 +45,8 @@ local http = require "dconn.http"
 local json = require "dconn.json"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
-local k8s_exec = require "dconn.k8s_exec"
-local k8s_sim = require "dconn.k8s_sim"
+local k8s_exec = require "dconn.k8s._exec"
+local k8s_sim = require "dconn.k8s.sim"
 
 local type, next, pairs, ipairs, tostring, error = type, next, pairs, ipairs, tostring, error
 local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
@@ -471,9 +471,9 @@ function _M.client(opts)
   return self
 end
 
---- A leader elector on this client (dconn.k8s_leader.new).
+--- A leader elector on this client (dconn.k8s.leader.new).
 function Client:leader(opts)
-  return require("dconn.k8s_leader").new(self, opts)
+  return require("dconn.k8s.leader").new(self, opts)
 end
 
 --- A leader elector with client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s) and
@@ -491,7 +491,7 @@ function _M.lease_lock(opts)
     c, err = _M.client(copts)
     if not c then return nil, err end
   end
-  local leader = require "dconn.k8s_leader"
+  local leader = require "dconn.k8s.leader"
   return leader.new(c, { name = opts.name, namespace = opts.namespace or c.namespace,
     identity = opts.identity or leader.default_identity(), lease_duration = opts.lease_duration,
     renew_deadline = opts.renew_deadline, retry_period = opts.retry_period,

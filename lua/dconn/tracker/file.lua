@@ -1,4 +1,4 @@
--- dconn.tracker_file: the `file:` side of dconn.tracker, reading and writing MLflow's FileStore
+-- dconn.tracker.file: the `file:` side of dconn.tracker, reading and writing MLflow's FileStore
 -- layout (mlruns/<exp_id>/meta.yaml, mlruns/<exp_id>/<run_id>/{meta.yaml,metrics,params,tags,
 -- artifacts}), so `mlflow ui --backend-store-uri file:...` and the Python client can open it.
 -- MLflow 3.x treats this layout as legacy: its Python side opens it only with

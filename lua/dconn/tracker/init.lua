@@ -1,5 +1,5 @@
 -- dconn.tracker: an MLflow tracking client (REST, `http://` and `https://` URIs) and an embedded
--- MLflow FileStore (`file:` URIs, see dconn.tracker_file), with one interface.
+-- MLflow FileStore (`file:` URIs, see dconn.tracker.file), with one interface.
 --
 --   local t = tracker.connect([uri [, opts]])   -- uri: MLFLOW_TRACKING_URI, SCANFLOW_TRACKER_URI,
 --                                                -- then "file:./mlruns"
@@ -499,7 +499,7 @@ function Rest:download_model_version(spec, dest)
   rel = rel:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end)
   local files, lerr = self:_list_tree(rel, "", {})
   if not files then return nil, lerr end
-  local fs = require "dconn.tracker_file"
+  local fs = require "dconn.tracker.file"
   for _, f in ipairs(files) do
     local bytes, derr = self:_get_bytes(self:artifact_url("mlflow-artifacts:/" .. rel .. "/" .. f), f)
     if not bytes then return nil, derr end
@@ -568,7 +568,7 @@ function _M.connect(uri, opts)
   end
   if uri:match("^https?://") then return connect_rest(uri, opts) end
   if uri:match("^file:") or not uri:match("^%a[%w+.-]*:") then
-    return require("dconn.tracker_file").open(uri, opts)
+    return require("dconn.tracker.file").open(uri, opts)
   end
   return nil, new_error("INVALID_PARAMETER_VALUE", "unsupported tracking URI: " .. uri ..
     " (http://, https:// or file: expected)")

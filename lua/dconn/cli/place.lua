@@ -1,4 +1,4 @@
--- dconn.k8s_cli: `dconn place` (runtime/commands.c runs main() as a task).
+-- dconn.cli.place: `dconn place` (runtime/cli/commands.c runs main() as a task).
 local k8s = require "dconn.k8s"
 
 local format = string.format

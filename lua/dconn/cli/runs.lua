@@ -1,4 +1,4 @@
--- dconn.tracker_cli: `dconn runs`, run by runtime/commands.c. main(...) returns the exit status:
+-- dconn.cli.runs: `dconn runs`, run by runtime/cli/commands.c. main(...) returns the exit status:
 -- 0 ok, 1 the tracker failed, 2 a usage error.
 local tracker = require "dconn.tracker"
 local json = require "dconn.json"

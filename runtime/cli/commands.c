@@ -67,8 +67,8 @@ static const char *const POLICY_HELP =
 static const dc_command COMMANDS[] = {
     {"policy", "dconn.policy", POLICY_HELP},
     {"predict", "dconn.model", PREDICT_HELP},
-    {"runs", "dconn.tracker_cli", RUNS_HELP},
-    {"place", "dconn.k8s_cli", PLACE_HELP},
+    {"runs", "dconn.cli.runs", RUNS_HELP},
+    {"place", "dconn.cli.place", PLACE_HELP},
 };
 
 const dc_command *dc_command_find(const char *name) {

@@ -1,4 +1,4 @@
--- dconn.k8s_leader: leader election on a coordination.k8s.io/v1 Lease, after client-go's
+-- dconn.k8s.leader: leader election on a coordination.k8s.io/v1 Lease, after client-go's
 -- tools/leaderelection, so that only one of several dconn agents moves Deployments.
 --
 --   local e = leader.new(client, {name=, namespace=, identity=, lease_duration=15,

@@ -1,5 +1,5 @@
 -- What the REPL needs from Lua: compiling input the way lua.c does, printing results, and
--- completing names. runtime/repl.c does the terminal and the loop.
+-- completing names. runtime/cli/repl.c does the terminal and the loop.
 local pretty = require "dconn.pretty"
 
 local load, select, type, pairs, getmetatable = load, select, type, pairs, getmetatable

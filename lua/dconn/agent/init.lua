@@ -3,7 +3,7 @@
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local runtime = require "dconn.runtime"
-local sandbox = require "dconn.sandbox"
+local sandbox = require "dconn.agent.sandbox"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local xpcall, pcall, loadfile, setmetatable = xpcall, pcall, loadfile, setmetatable
@@ -18,7 +18,7 @@ local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 local policy_mod = require "dconn.policy"
 
--- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s_leader).
+-- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s.leader).
 local LEADER_STRINGS = { name = true, namespace = true, kubeconfig = true, context = true, identity = true }
 local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 } -- client-go's
 local ELECTION_JOB = "leader-election"
@@ -158,7 +158,7 @@ function _M.load(path)
   if not specs then return nil, spec_err end
   local leader_ok, leader_err = check_leader(path, policy.leader, specs)
   if not leader_ok then return nil, leader_err end
-  local api_ok, api_err = require("dconn.api").check_policy(path, policy)
+  local api_ok, api_err = require("dconn.agent.api").check_policy(path, policy)
   if not api_ok then return nil, api_err end
   return policy, specs, placement
 end
@@ -286,7 +286,7 @@ function _M.run(path, mode)
     log.info("Scheduler started")
     local options = runtime.options()
     if options.listen and options.listen ~= "off" then
-      local api_ok, api_err = require("dconn.api").start {
+      local api_ok, api_err = require("dconn.agent.api").start {
         listen = options.listen, token_file = options.api_token_file,
       }
       if not api_ok then

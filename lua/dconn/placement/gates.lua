@@ -1,11 +1,11 @@
--- dconn.gates: the safety gates between a rule's "move" and the actuator, so that an app is not
+-- dconn.placement.gates: the safety gates between a rule's "move" and the actuator, so that an app is not
 -- moved back and forth between nodes whose predictions are within noise of each other.
 --
 --   local g = gates.new(settings)      settings: see DEFAULTS; raises an error when invalid
 --   g:evaluate(key, namespace, now, decision, p) -> allowed, gate | nil, reason
 --       every tick for every target, also for "stay"/"none" decisions (they reset the streak).
 --       key: "ns/deployment"; now: unix seconds (the agent's clock); decision: a rule's
---       decision (dconn.rules); p: the tick's predictions. gate names the gate that held a
+--       decision (dconn.placement.rules); p: the tick's predictions. gate names the gate that held a
 --       move back ("margin", "consecutive", "cooldown", "budget", "namespace_budget"), nil when
 --       allowed; reason is one line with the numbers.
 --   g:moved(key, namespace, now)       after a successful patch: starts the cooldown, counts

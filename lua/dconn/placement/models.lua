@@ -1,4 +1,4 @@
--- dconn.select: model selection. Turns a policy's `model` setting into a predictor that gives
+-- dconn.placement.models: model selection. Turns a policy's `model` setting into a predictor that gives
 -- every candidate of every target its predicted QoS.
 --
 --   select.check(setting) -> true | nil, message       (no I/O: used by `dconn check`)

@@ -1,4 +1,4 @@
--- dconn.recommender: one run of the recommender of a placement agent (dconn.policy).
+-- dconn.placement.recommender: one run of the recommender of a placement agent (dconn.policy).
 --
 --   recommender.run(agent) -> { [target key] = decision }
 --
@@ -14,9 +14,9 @@
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local json = require "dconn.json"
-local decisions = require "dconn.decisions"
+local decisions = require "dconn.placement.decisions"
 local metrics = require "dconn.metrics"
-local pipeline = require "dconn.pipeline"
+local pipeline = require "dconn.placement.pipeline"
 
 local type, ipairs, pairs, tostring, pcall = type, ipairs, pairs, tostring, pcall
 local format = string.format

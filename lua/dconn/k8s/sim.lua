@@ -1,4 +1,4 @@
--- dconn.k8s_sim: a simulated cluster for dconn.k8s when no Kubernetes configuration is found.
+-- dconn.k8s.sim: a simulated cluster for dconn.k8s when no Kubernetes configuration is found.
 --
 --   sim.open(path) -> sim | nil, err     path: a JSON state file (nil: in memory, empty cluster)
 --   sim:handle(method, path, query, body_text, content_type) -> status, doc

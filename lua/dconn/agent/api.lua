@@ -1,4 +1,4 @@
--- dconn.api: the agent's own HTTP API, on dconn.server, started by `dconn run`.
+-- dconn.agent.api: the agent's own HTTP API, on dconn.server, started by `dconn run`.
 --
 -- One route table drives both the router and GET /openapi.json, so the document always matches
 -- what the server does. Policies add routes with a `routes` field:
@@ -22,8 +22,8 @@ local log = require "dconn.log"
 local timer = require "dconn.timer"
 local metrics = require "dconn.metrics"
 local runtime = require "dconn.runtime"
-local decisions = require "dconn.decisions"
-local openapi_lib = require "dconn.openapi"
+local decisions = require "dconn.placement.decisions"
+local openapi_lib = require "dconn.agent.openapi"
 
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local pcall, getmetatable = pcall, getmetatable

@@ -1,4 +1,4 @@
--- dconn.pipeline: one run of the inference pipeline of a placement agent (dconn.policy).
+-- dconn.placement.pipeline: one run of the inference pipeline of a placement agent (dconn.policy).
 --
 --   pipeline.run(agent) -> { [target key] = predictions }
 --

@@ -1,7 +1,7 @@
 /*
  * The REPL. Input is read through the loop so jobs keep ticking while the user types; each
  * complete chunk runs as a task, so waiting calls work at the prompt. Compiling, printing and
- * completion are in lua/dconn/repl.lua; this file does the terminal and the plumbing.
+ * completion are in lua/dconn/agent/repl.lua; this file does the terminal and the plumbing.
  */
 #include "repl.h"
 
@@ -29,7 +29,7 @@
 typedef struct repl {
   dc_host *H;
   lua_State *L;
-  int module_ref; /* require "dconn.repl" */
+  int module_ref; /* require "dconn.agent.repl" */
   bool tty, pipe_input, busy, eof, quit, started;
   uv_poll_t poll;
   uv_idle_t pump;
@@ -46,7 +46,7 @@ typedef struct repl {
 
 static repl *the_repl; /* for libedit's and the signal handler's callbacks */
 
-/* ---- calling lua/dconn/repl.lua ---- */
+/* ---- calling lua/dconn/agent/repl.lua ---- */
 
 /* Pushes module[fn]. */
 static void push_helper(repl *R, const char *fn) {
@@ -341,7 +341,7 @@ int dc_repl_main(dc_host *H, const char *policy) {
   the_repl = &R;
   lua_State *L = R.L;
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "dconn.repl");
+  lua_pushliteral(L, "dconn.agent.repl");
   if (dc_pcall(L, 1, 1) != LUA_OK) {
     fprintf(stderr, "dconn: cannot load the REPL library: %s\n", lua_tostring(L, -1));
     dc_host_free(H);

@@ -1,4 +1,4 @@
--- dconn.openapi: the OpenAPI 3.0 document of a route table, and a checker for the JSON schema
+-- dconn.agent.openapi: the OpenAPI 3.0 document of a route table, and a checker for the JSON schema
 -- subset the documents use (so a request body is checked against the very schema served).
 --
 -- A route is { method =, path = "/jobs/{name}", id = operationId, summary =, tag =, public =,

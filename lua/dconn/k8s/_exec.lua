@@ -1,4 +1,4 @@
--- dconn.k8s_exec: kubeconfig exec credential plugins (users[].user.exec) for dconn.k8s.
+-- dconn.k8s._exec: kubeconfig exec credential plugins (users[].user.exec) for dconn.k8s.
 --
 --   exec.parse(body, file, where) -> spec | nil, message   (body: the exec mapping)
 --   exec.run(spec, cluster) -> cred | nil, message

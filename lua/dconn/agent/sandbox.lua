@@ -4,6 +4,7 @@ local _G = _G
 local pairs, type, error, setmetatable, rawget = pairs, type, error, setmetatable, rawget
 local load, loadfile, require = load, loadfile, require
 local searchpath = package.searchpath
+local public = require("dconn").public
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -16,14 +17,6 @@ local SAFE_LIBRARIES = { "string", "table", "math", "utf8", "coroutine" }
 local SAFE_OS = { "clock", "date", "difftime", "getenv", "time" }
 local SAFE_IO = { "open", "lines", "read", "write", "type", "stdout", "stderr", "stdin" }
 local SAFE_COLLECT = { count = true, collect = true, step = true }
-
--- Runtime modules a restricted policy may not require: the driver and the sandbox could load
--- code outside the sandbox; the server and the API would let a policy open listening sockets
--- (policies add routes to the agent's API through their `routes` field instead).
-local DENIED_MODULES = {
-  ["dconn.agent"] = true, ["dconn.sandbox"] = true, ["dconn.repl"] = true,
-  ["dconn.server"] = true, ["dconn.api"] = true,
-}
 
 local function copy(t, names)
   local out = {}
@@ -63,14 +56,19 @@ local function restricted_base(env, dir)
   base.require = function(name)
     if type(name) ~= "string" then error("require: module name must be a string", 2) end
     if loaded[name] ~= nil then return loaded[name] end
-    if (name == "dconn" or name:match("^dconn%.")) and not DENIED_MODULES[name] then
+    -- The public modules by exact name (dconn.public): the driver, the sandbox, the API server,
+    -- the native faces and private modules could load code or open sockets outside the sandbox.
+    if public[name] then
       loaded[name] = require(name)
       return loaded[name]
+    end
+    if name:sub(1, 6) == "dconn." then
+      error("module '" .. name .. "' is internal to dconn and not available to policies", 2)
     end
     -- Lua modules next to the policy load into the same sandbox.
     local path = dir and searchpath(name, dir .. "/?.lua")
     if not path then
-      error("module '" .. name .. "' is not available to policies (allowed: dconn.*, the "
+      error("module '" .. name .. "' is not available to policies (allowed: the public dconn modules, the "
         .. "safe standard libraries, and .lua files next to the policy; --unsafe lifts this)", 2)
     end
     local fn, err = loadfile(path, "t", env)

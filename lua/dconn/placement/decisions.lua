@@ -1,4 +1,4 @@
--- dconn.decisions: the agent's recent placement decisions, in a fixed-size ring buffer, served
+-- dconn.placement.decisions: the agent's recent placement decisions, in a fixed-size ring buffer, served
 -- by the API's GET /decisions.
 --
 --   decisions.record{app = "web", from = "node-a", to = "node-b", reason = "..."} -> the entry

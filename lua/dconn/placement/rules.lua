@@ -1,5 +1,5 @@
--- dconn.rules: the built-in recommendation rules. A rule reads one tick's predictions and says
--- what to do; it never acts (the safety gates, dconn.gates, and the actuator come after it).
+-- dconn.placement.rules: the built-in recommendation rules. A rule reads one tick's predictions and says
+-- what to do; it never acts (the safety gates, dconn.placement.gates, and the actuator come after it).
 --
 --   rules.max_qos(p, ctx) -> decision       the original recommender's rule
 --   rules.reactive(p, ctx) -> decision      the original edge/cloud threshold rule
