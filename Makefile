@@ -25,9 +25,9 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
-        lua-yaml prometheus
+        lua-yaml prometheus mmdebstrap umoci
 
-.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz
+.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz image
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -78,6 +78,24 @@ $(CLOUDEDGE)/telemetry-24h.csv: $(CLOUDEDGE)/generate_telemetry.lua | $(BUILD)/d
 
 $(CLOUDEDGE)/models/models.json: $(CLOUDEDGE)/train.py $(CLOUDEDGE)/telemetry-24h.csv
 	/usr/bin/python3 $< $(CLOUDEDGE)/telemetry-24h.csv
+
+# The container image (image/build.sh, as root): Debian 12's runtime libraries extracted by
+# mmdebstrap (cached under build/image until image/ changes), `make install`'s tree, policies/
+# and examples/ (with their data) in /usr/share/dconn, written by umoci as an OCI layout and
+# archive. Rebuilt when dconn, its Lua library, the policies or the examples change.
+VERSION := $(shell sed -n 's/^\#define DCONN_VERSION "\(.*\)"/\1/p' runtime/version.h)
+IMAGE := $(BUILD)/image/dconn-$(VERSION).oci.tar
+IMAGE_INPUTS = $(BUILD)/dconn $(BUILD)/dconn-nn.so $(EXAMPLE_DATA) $(shell find image lua policies examples -type f \
+  ! -name telemetry-24h.csv ! -path '*/.*' ! -path '*/mlruns/*' 2>/dev/null)
+
+image: deps $(IMAGE)
+	@cat $(BUILD)/image/contents.txt
+
+$(IMAGE): $(IMAGE_INPUTS)
+	@rm -rf $(BUILD)/image/stage
+	@$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/image/stage) PREFIX=/usr >/dev/null
+	image/build.sh $(VERSION) $(BUILD)/image/stage $(BUILD)/image
+	@rm -rf $(BUILD)/image/stage
 
 # The default example on embedded defaults: replayed telemetry, a simulated cluster (a copy of
 # its state under build/run), a local tracker (build/run/mlruns), 2-second ticks for 20 seconds.
