@@ -166,7 +166,7 @@ sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 lint: deps
-	luacheck --quiet lua tests examples $(wildcard policies)
+	luacheck --quiet lua tests examples deploy $(wildcard policies)
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
 	@echo "lint: clean"
