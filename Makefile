@@ -104,7 +104,8 @@ run: deps all $(EXAMPLE_DATA)
 	DCONN_K8S_SIM_STATE=$(BUILD)/run/cluster.json MLFLOW_TRACKING_URI=file:$(BUILD)/run/mlruns \
 	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
 
-test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -156,12 +157,14 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/safetensor
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.
-gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@DCONN_GC_STRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
