@@ -12,14 +12,16 @@ out=${3:?OUT}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 [ "$(id -u)" = 0 ] || { echo "image: run as root (mmdebstrap writes a root-owned tree)" >&2; exit 1; }
-# dates in the image: the last commit's, so that a rebuild of the same tree gives the same layer
+# dates in the image: the last commit's (for the Debian layer, the last that changed its inputs),
+# so that two builds of the same tree from the same Debian mirror give the same image
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}
+base_epoch=$(git -C "$here" log -1 --format=%ct -- packages rootfs.sh rootfs 2>/dev/null) || base_epoch=
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 user=65532:65532
 mkdir -p "$out"
 
 # 1. Debian layer, under a name that changes with its inputs
-key=$(cat "$here/packages" "$here/rootfs.sh" "$here"/rootfs/etc/* | sha256sum | cut -c1-16)
+key=$(cd "$here" && find packages rootfs.sh rootfs -type f | sort | xargs cat | sha256sum | cut -c1-16)
 base=$out/debian-$key.tar
 if [ ! -f "$base" ]; then
   rm -rf "$out/debian.tmp" "$out"/debian-*.tar
@@ -29,7 +31,7 @@ if [ ! -f "$base" ]; then
     --include="$(sed 's/#.*//' "$here/packages" | xargs | tr ' ' ,)" \
     --setup-hook='for d in bin sbin lib lib64; do mkdir -p "$1/usr/$d" && ln -s "usr/$d" "$1/$d"; done' \
     bookworm "$out/debian.tmp"
-  "$here/rootfs.sh" "$out/debian.tmp" "$base.tmp"
+  "$here/rootfs.sh" "$out/debian.tmp" "$base.tmp" "${base_epoch:-$epoch}"
   mv "$base.tmp" "$base"
   rm -rf "$out/debian.tmp"
 fi

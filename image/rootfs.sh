@@ -3,10 +3,12 @@
 # needed in it) into the image's Debian layer: what those scripts would have set up and the image
 # needs (the BLAS/LAPACK alternatives, the CA bundle, dpkg's status for scanners), the users, and
 # nothing else: no package pulled in only to run maintainer scripts, no docs, no setup leftovers.
-# usage: image/rootfs.sh ROOT OUT.tar   (as root; ROOT's debs are in var/cache/apt/archives)
+# usage: image/rootfs.sh ROOT OUT.tar EPOCH   (as root; ROOT's debs are in var/cache/apt/archives;
+# no date in OUT.tar is later than EPOCH)
 set -eu
 root=${1:?ROOT}
 out=${2:?OUT.tar}
+epoch=${3:?EPOCH}
 if [ ! -d "$root/var/cache/apt/archives" ] || [ "$(realpath "$root")" = / ]; then
   echo "rootfs.sh: $root is not a tree mmdebstrap extracted" >&2
   exit 1
@@ -62,4 +64,4 @@ rm -rf "$root"/usr/share/man "$root"/usr/share/info "$root"/usr/share/locale "$r
   "$root"/var/lib/dpkg/alternatives "$root"/etc/resolv.conf "$root"/etc/hostname "$root"/etc/fstab "${root:?}"/dev/*
 mkdir -p "$root/proc" "$root/sys" "$root/tmp" && chmod 1777 "$root/tmp"
 
-tar -C "$root" --sort=name --numeric-owner -cf "$out" .
+tar -C "$root" --sort=name --numeric-owner --mtime="@$epoch" --clamp-mtime -cf "$out" .
