@@ -27,9 +27,9 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
-        lua-yaml prometheus
+        lua-yaml prometheus mmdebstrap umoci
 
-.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz
+.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz image
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -83,6 +83,24 @@ $(CLOUDEDGE)/telemetry-24h.csv: $(CLOUDEDGE)/generate_telemetry.lua | $(BUILD)/d
 $(CLOUDEDGE)/models/models.json: $(CLOUDEDGE)/train.py $(CLOUDEDGE)/telemetry-24h.csv
 	/usr/bin/python3 $< $(CLOUDEDGE)/telemetry-24h.csv
 
+# The container image (image/build.sh, as root): Debian 12's runtime libraries extracted by
+# mmdebstrap (cached under build/image until image/ changes), `make install`'s tree, policies/
+# and examples/ (with their data) in /usr/share/dconn, written by umoci as an OCI layout and
+# archive. Rebuilt when dconn, its Lua library, the policies or the examples change.
+VERSION := $(shell sed -n 's/^\#define DCONN_VERSION "\(.*\)"/\1/p' runtime/version.h)
+IMAGE := $(BUILD)/image/dconn-$(VERSION).oci.tar
+IMAGE_INPUTS = $(BUILD)/dconn $(BUILD)/dconn-nn.so $(EXAMPLE_DATA) $(shell find image lua policies examples -type f \
+  ! -name telemetry-24h.csv ! -path '*/.*' ! -path '*/mlruns/*' 2>/dev/null)
+
+image: deps $(IMAGE)
+	@cat $(BUILD)/image/contents.txt
+
+$(IMAGE): $(IMAGE_INPUTS)
+	@rm -rf $(BUILD)/image/stage
+	@$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/image/stage) PREFIX=/usr >/dev/null
+	image/build.sh $(VERSION) $(BUILD)/image/stage $(BUILD)/image
+	@rm -rf $(BUILD)/image/stage
+
 # The default example on embedded defaults: replayed telemetry, a simulated cluster (a copy of
 # its state under build/run), a local tracker (build/run/mlruns), 2-second ticks for 20 seconds.
 run: deps all $(EXAMPLE_DATA)
@@ -90,7 +108,8 @@ run: deps all $(EXAMPLE_DATA)
 	DCONN_K8S_SIM_STATE=$(BUILD)/run/cluster.json MLFLOW_TRACKING_URI=file:$(BUILD)/run/mlruns \
 	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
 
-test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -142,17 +161,19 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/nn/safeten
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.
-gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@DCONN_GC_STRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
+sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
+      $(IMAGE)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 lint: deps
-	luacheck --quiet lua tests examples $(wildcard policies)
+	luacheck --quiet lua tests examples deploy $(wildcard policies)
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
 	@echo "lint: clean"

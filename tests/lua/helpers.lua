@@ -88,6 +88,28 @@ function _M.wait_for(pred, seconds)
   return pred()
 end
 
+--- kubectl: $KUBECTL, else the one `make test` links or unpacks under build/kubectl, else PATH's.
+_M.KUBECTL = os.getenv("KUBECTL") or (function()
+  local f = io.open("build/kubectl/kubectl", "r")
+  if f then f:close() return "build/kubectl/kubectl" end
+  return "kubectl"
+end)()
+
+--- What `kubectl kustomize DIR` renders: the documents keyed "Kind/namespace/name", kustomize's
+--- warnings (stderr) and the text. A failed render fails the spec.
+function _M.kustomize(dir)
+  local tmp = _M.tmpdir()
+  local ok = os.execute(string.format("%s kustomize %s > %s/out 2> %s/err", _M.KUBECTL, shell_quote(dir), tmp, tmp))
+  local out, err = _M.read(tmp .. "/out"), _M.read(tmp .. "/err")
+  os.execute("rm -rf " .. tmp)
+  assert(ok, "kubectl kustomize " .. dir .. ": " .. err)
+  local docs = {}
+  for _, doc in ipairs(require("lyaml").load(out, { all = true })) do
+    docs[doc.kind .. "/" .. (doc.metadata.namespace or "") .. "/" .. doc.metadata.name] = doc
+  end
+  return docs, err, out
+end
+
 function _M.count(text, pattern)
   local n = 0
   for _ in text:gmatch(pattern) do n = n + 1 end

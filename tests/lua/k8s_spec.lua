@@ -745,16 +745,9 @@ return {
     end)
   end)
 
-  describe("example manifests (examples/kubernetes)", function()
-    local lyaml = require "lyaml"
+  describe("example manifests (deploy/overlays/placer, with deploy/base)", function()
     local function docs()
-      local all = {}
-      for _, file in ipairs { "rbac.yaml", "configmap.yaml", "deployment.yaml" } do
-        for _, doc in ipairs(lyaml.load(h.read("examples/kubernetes/" .. file), { all = true })) do
-          all[doc.kind .. "/" .. (doc.metadata.namespace or "") .. "/" .. doc.metadata.name] = doc
-        end
-      end
-      return all
+      return (h.kustomize("deploy/overlays/placer"))
     end
 
     it("grant exactly the verbs dconn uses, to its ServiceAccount, and nothing else", function()
@@ -782,7 +775,7 @@ return {
       for key in pairs(all) do kinds[#kinds + 1] = key end
       table.sort(kinds)
       assert.same({ "ClusterRole//dconn-node-reader", "ClusterRoleBinding//dconn-node-reader",
-        "ConfigMap/dconn/dconn-policy", "Deployment/dconn/dconn", "Role/apps/dconn-placer",
+        "ConfigMap/dconn/dconn-policy", "Deployment/dconn/dconn", "Namespace//dconn", "Role/apps/dconn-placer",
         "Role/dconn/dconn-leader-election", "RoleBinding/apps/dconn-placer", "RoleBinding/dconn/dconn-leader-election",
         "ServiceAccount/dconn/dconn" }, kinds)
     end)

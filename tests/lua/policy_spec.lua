@@ -497,25 +497,21 @@ print(downloads, items[1].model, items[1].error, items[1].qos > 0 and items[1].q
   end)
 end)
 
-describe("the cloudedge agent's manifests", function()
+describe("the cloudedge agent's manifests (deploy/overlays/cloudedge)", function()
   it("hold a policy dconn check accepts and the RBAC it needs", function()
-    local lyaml = require "lyaml"
-    local docs = {}
-    for _, doc in ipairs(lyaml.load(h.read("examples/cloudedge/agent.yaml"), { all = true })) do
-      docs[doc.kind .. "/" .. doc.metadata.name] = doc
-    end
+    local docs = h.kustomize("deploy/overlays/cloudedge")
     local dir = h.tmpdir()
     finally(function() os.execute("rm -rf " .. dir) end)
-    local path = h.write(dir .. "/policy.lua", assert(docs["ConfigMap/dconn-cloudedge-policy"]).data["policy.lua"])
+    local path = h.write(dir .. "/policy.lua", assert(docs["ConfigMap/dconn/dconn-policy"]).data["policy.lua"])
     local rc, out, err = h.run("check " .. path)
     assert.equals(0, rc, err)
     assert.matches("rule: max_qos", out)
     assert.matches("source: prometheus at http", out)
     assert.matches("target scanflow%-cloudedge%-dataengineer/nginx: 6 candidates", out)
-    local rules = assert(docs["Role/dconn-placer"]).rules
+    local rules = assert(docs["Role/scanflow-cloudedge-dataengineer/dconn-placer"]).rules
     assert.same({ "get", "patch" }, rules[1].verbs)
     assert.same({ "deployments" }, rules[1].resources)
-    local deployment = assert(docs["Deployment/dconn-cloudedge"])
+    local deployment = assert(docs["Deployment/dconn/dconn"])
     local args = deployment.spec.template.spec.containers[1].command
     assert.same({ "dconn", "run", "--listen", "0.0.0.0:8080", "/etc/dconn/policy.lua" }, args)
   end)
