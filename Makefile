@@ -108,8 +108,12 @@ run: deps all $(EXAMPLE_DATA)
 	DCONN_K8S_SIM_STATE=$(BUILD)/run/cluster.json MLFLOW_TRACKING_URI=file:$(BUILD)/run/mlruns \
 	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
 
-test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
-      $(IMAGE)
+# What every run of the whole suite needs: the example data, the C tests, the test venv's
+# packages, kubectl and the image.
+SUITE_DEPS = $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok \
+             .venv/bin/pandas-ok $(BUILD)/kubectl/kubectl $(IMAGE)
+
+test: deps all $(SUITE_DEPS)
 	@tests/run-all.sh $(BUILD)/dconn
 
 bench: deps all .venv/bin/apscheduler-ok
@@ -139,6 +143,12 @@ bench: deps all .venv/bin/apscheduler-ok
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'mlflow>=3.5,<4' \
 	  && touch $@; } || echo "test: could not install mlflow into .venv; tracker_spec will fail" >&2
 
+# telemetry_spec.lua checks `dconn telemetry` against the original preprocessing written with
+# pandas (tests/telemetry_reference.py).
+.venv/bin/pandas-ok:
+	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'pandas>=2.2,<3' \
+	  && touch $@; } || echo "test: could not install pandas into .venv; telemetry_spec will fail" >&2
+
 # k8s_spec.lua runs real kubectl against its test API server: the kubectl on PATH, else Debian's
 # kubernetes-client package unpacked under build/kubectl (it conflicts with other kubectl packages,
 # so it is not installed).
@@ -161,14 +171,12 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/nn/safeten
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.
-gcstress: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
-      $(IMAGE)
+gcstress: deps all $(BUILD)/sanitize/dconn $(SUITE_DEPS)
 	@DCONN_GC_STRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
 # The whole suite again with an ASan+UBSan build of dconn.
-sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl \
-      $(IMAGE)
+sanitize: deps all $(BUILD)/sanitize/dconn $(SUITE_DEPS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 

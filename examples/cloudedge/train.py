@@ -3,9 +3,10 @@
 
     /usr/bin/python3 examples/cloudedge/train.py [telemetry.csv] [--out DIR] [--nodes nodes.lua]
 
-Reads the CSV (generate_telemetry.lua writes one), resamples each cluster to 15 s means with
-forward fill (exactly as dconn.features.resample does), and builds windows of 10 rows x 6
-features -> the next row's QoS. The model is one dconn.model runs as it is:
+Reads the export (a CSV file or a directory of them; generate_telemetry.lua writes both) through
+`dconn telemetry --csv` (build/dconn, or $DCONN), so the 15 s rows are exactly the ones dconn
+replays (the original preprocessing), and builds windows of 10 rows x 6 features -> the next
+row's QoS. The model is one dconn.model runs as it is:
 
     MinMax(x) -> LSTM(6, 26, output = "last") -> Linear(26, 1) -> MinMax(y, inverse)
 
@@ -29,6 +30,7 @@ import math
 import os
 import re
 import struct
+import subprocess
 import sys
 import time
 
@@ -48,68 +50,28 @@ INPUT_GAIN = 0.25
 LAMBDAS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e3]
 
 
-def qos(fps, latency):
-    """dconn.features.qos: the original formula, 0 outside the valid ranges."""
-    if not (20 <= fps <= 30) or not (0.001 <= latency <= 0.2):
-        return 0.0
-    q = 0.5 * (fps - 20) / 10 + 0.5 * (1 - (latency - 0.001) / (0.2 - 0.001))
-    return min(1.0, max(0.0, q))
-
-
-def read_csv(path):
-    """Samples per cluster: {cluster: [(t, {feature index: value})]}; malformed rows are skipped."""
-    per_cluster, skipped = {}, 0
-    with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter=";")
-        header = next(reader, None)
-        if header is None:
-            sys.exit(f"train.py: {path} is empty")
-        col = {name.strip(): i for i, name in enumerate(header)}
-        missing = [n for n in ["timestamp", "cluster"] + FEATURES if n not in col]
-        if missing:
-            sys.exit(f"train.py: {path}: the header lacks {', '.join(missing)}")
-        idx = [col[n] for n in FEATURES]
-        for row in reader:
-            if not row:
-                continue
-            try:
-                t = float(row[col["timestamp"]])
-                values = {}
-                for k, i in enumerate(idx):
-                    if row[i] != "":
-                        v = float(row[i])
-                        if not math.isfinite(v):
-                            raise ValueError
-                        values[k] = v
-            except (ValueError, IndexError):
-                skipped += 1
-                continue
-            per_cluster.setdefault(row[col["cluster"]], []).append((t, values))
-    if skipped:
-        print(f"train.py: {path}: skipped {skipped} malformed rows", file=sys.stderr)
-    return per_cluster
-
-
-def resample(samples, step=STEP):
-    """dconn.features.resample: 15 s means, forward fill, buckets before every feature was seen dropped."""
-    buckets = {}
-    for t, values in samples:
-        b = buckets.setdefault(math.floor(t / step) * step, ([0.0] * 6, [0] * 6))
-        for k, v in values.items():
-            b[0][k] += v
-            b[1][k] += 1
-    times, rows, last = [], [], [None] * 6
-    for start in sorted(buckets):
-        s, n = buckets[start]
-        for k in range(6):
-            if n[k]:
-                last[k] = s[k] / n[k]
-        if all(v is not None for v in last):
-            times.append(start)
-            rows.append(list(last))
-    x = np.array(rows, dtype=np.float64).reshape(-1, 6)
-    q = np.array([qos(r[5], r[4]) for r in rows], dtype=np.float64)
-    return np.array(times), x, q
+def read_rows(path):
+    """The 15 s rows a model sees, per cluster: {cluster: (times, x [n, 6], qos [n])}, from
+    `dconn telemetry PATH --csv` (the original preprocessing; PATH a file or a directory of them)."""
+    dconn = os.environ.get("DCONN") or os.path.join(HERE, "..", "..", "build", "dconn")
+    proc = subprocess.run([dconn, "telemetry", path, "--csv"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"train.py: {dconn} telemetry {path}: {proc.stderr.strip()}")
+    if proc.stderr:
+        print(proc.stderr.strip(), file=sys.stderr)
+    per_cluster = {}
+    reader = csv.reader(proc.stdout.splitlines())
+    header = next(reader)
+    col = {name: i for i, name in enumerate(header)}
+    idx = [col[n] for n in FEATURES]
+    for row in reader:
+        per_cluster.setdefault(row[col["cluster"]], []).append(
+            (float(row[col["t"]]), [float(row[i]) for i in idx], float(row[col["qos"]])))
+    out = {}
+    for cluster, rows in per_cluster.items():
+        out[cluster] = (np.array([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=np.float64).reshape(-1, 6),
+                        np.array([r[2] for r in rows], dtype=np.float64))
+    return out
 
 
 def minmax(a):
@@ -292,7 +254,7 @@ def main():
     if not os.path.exists(args.csv):
         sys.exit(f"train.py: {args.csv} not found (generate it: build/dconn examples/cloudedge/generate_telemetry.lua)")
     started = time.time()
-    per_cluster = read_csv(args.csv)
+    per_cluster = read_rows(args.csv)
     if not per_cluster:
         sys.exit(f"train.py: {args.csv} has no rows")
     names = read_nodes(args.nodes)
@@ -302,7 +264,7 @@ def main():
           f"{'model RMSE':>11s} {'persist RMSE':>13s}")
     for cluster in sorted(per_cluster, key=lambda c: names.get(c, c)):
         node = names.get(cluster, cluster)
-        times, x, q = resample(per_cluster[cluster])
+        times, x, q = per_cluster[cluster]
         out, err = train_one(times, x, q, args.test)
         if out is None:
             print(f"{node:42s} skipped: {err}")

@@ -5,7 +5,8 @@
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
 --   dconn.k8s (leader, sim)             the Kubernetes actuator, Lease leadership, a simulated cluster
---   dconn.features dconn.prom dconn.replay   telemetry: the model's inputs, Prometheus, CSV replay
+--   dconn.features dconn.prom dconn.replay dconn.export
+--                                       telemetry: the model's inputs, Prometheus, CSV replay, the CSV export
 --   dconn.model                         in-process prediction (networks, forecasters)
 --   dconn.policy                        the policy format: its schema and checker
 --   dconn.placement (pipeline, recommender, models, rules, gates, decisions)
@@ -21,7 +22,7 @@ local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields of `dconn`.
 local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s", "metrics",
-  "features", "prom", "replay", "policy", "placement" }
+  "features", "prom", "replay", "export", "policy", "placement" }
 _M.modules = MODULES
 
 -- Every module a policy may require: the fields above and the public modules of their packages.

@@ -7,39 +7,38 @@
 --   source:data_time(now) -> the data's timestamp replayed at agent time `now` | nil, err
 --   source:rows(cluster [, step]) -> every 15 s row of a cluster (data time) | nil, err
 --   source:describe() -> "replay FILE (...)";  source.clusters -> the cluster ids, sorted
+--   source.files, source.gaps -> the files read and the time missing between them (dconn.export)
 --
--- The file: `;`-separated with a header row, one row per (timestamp, cluster) for the node
--- metrics and one per (timestamp, cluster, pipeline_id) for the pipeline metrics, the other
--- columns empty (tests/fixtures/telemetry-sample.csv). The columns read are `timestamp`,
--- `cluster` and the six of features.NAMES; others are ignored. An empty cell is a missing value
--- (resampling carries the previous one forward); a row with a non-numeric value or the wrong
--- number of fields is skipped, and one warning counts them and names the first bad line.
+-- path: one file of the original CSV export or a directory of them (hourly files), read by
+-- dconn.export with the original preprocessing's rules (files in time order, the rows two files
+-- share counted once, empty cells interpolated, fps from the frame counters, QoS per 5 s row).
+-- Malformed rows are skipped and a gap between files is reported, each with one warning.
 --
 -- Time: agent time `now` maps to data time as
 --   data_t = first + lead + (now - t0) * speed
--- where `first` is the file's first timestamp, t0 is `start` (default: the `now` of the first
+-- where `first` is the data's first timestamp, t0 is `start` (default: the `now` of the first
 -- call), and lead = history * step seconds (default 40 rows of 15 s = 10 minutes, at most the
 -- whole file) so that the first window already holds a full history. With loop = true, data_t
 -- wraps around to first + lead after the last sample (period: last - first - lead + one sample
 -- interval), so a short file replays forever; with loop = false a time past the end is an error.
 --
--- Rows are features.resample's 15 s means. window() returns the buckets complete at data_t
+-- Rows are features.buckets' 15 s means. window() returns the buckets complete at data_t
 -- (their last sample slot, start + step - sample interval, is at or before data_t), oldest
 -- first, at most opts.history of them (default max(opts.steps, 40)), with `t` moved to the
 -- agent's clock (t - data_t + now) and the original kept as `data_t`. Repeated calls for the
 -- same cluster, now and opts return the same table (cheap; do not modify it).
+local export = require "dconn.export"
 local features = require "dconn.features"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 
-local type, tostring, tonumber, ipairs, pairs, error = type, tostring, tonumber, ipairs, pairs, error
+local type, tostring, ipairs, error = type, tostring, ipairs, error
 local floor, min, max, huge = math.floor, math.min, math.max, math.huge
-local format, find, sub, concat, sort = string.format, string.find, string.sub, table.concat, table.sort
-local io_open, date, setmetatable = io.open, os.date, setmetatable
+local format, concat = string.format, table.concat
+local date, setmetatable = os.date, setmetatable
 
 local _M = { _VERSION = "0.1.0" }
 
-local NAMES = features.NAMES
 local DEFAULT_HISTORY, DEFAULT_STEPS = 40, 10
 
 local Source = {}
@@ -49,112 +48,12 @@ local function utc(t)
   return date("!%Y-%m-%d %H:%M:%S", floor(t))
 end
 
--- Splits `line` on ';' into `out` (reused); returns the number of fields.
-local function split(line, out)
-  local n, pos = 0, 1
-  while true do
-    local s = find(line, ";", pos, true)
-    n = n + 1
-    if not s then
-      out[n] = sub(line, pos)
-      return n
-    end
-    out[n] = sub(line, pos, s - 1)
-    pos = s + 1
-  end
-end
-
--- Parses the whole file: per-cluster samples, the time range and the sample interval.
+-- The export (a file or a directory of them) as 5 s rows per cluster, warnings logged.
 local function parse(path)
-  local f, ferr = io_open(path, "rb")
-  if not f then return nil, "replay: cannot open " .. tostring(ferr) end
-  local text = f:read("a")
-  f:close()
-  if not text or not find(text, "%S") then return nil, "replay: " .. path .. " is empty" end
-
-  local fields, lineno = {}, 0
-  local header_n, col = nil, {}
-  local samples, clusters = {}, {}
-  local first, last = huge, -huge
-  local stamps = {}
-  local bad, bad_line, bad_why = 0, nil, nil
-  local nrows = 0
-  for line in text:gmatch("([^\n]*)\n?") do
-    lineno = lineno + 1
-    if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
-    if line ~= "" then
-      local n = split(line, fields)
-      if not header_n then
-        header_n = n
-        for i = 1, n do col[fields[i]:match("^%s*(.-)%s*$")] = i end
-        local missing = {}
-        for _, name in ipairs { "timestamp", "cluster", table.unpack(NAMES) } do
-          if not col[name] then missing[#missing + 1] = name end
-        end
-        if #missing > 0 then
-          return nil, format("replay: %s: the header lacks the column%s %s (line 1: %s)", path,
-            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line)
-        end
-      else
-        local why
-        local t = tonumber(fields[col.timestamp])
-        local cluster = fields[col.cluster]
-        if n ~= header_n then why = format("%d fields, the header has %d", n, header_n)
-        elseif not t then why = format("timestamp '%s' is not a number", fields[col.timestamp])
-        elseif cluster == "" then why = "no cluster" end
-        local s
-        if not why then
-          s = { t = t }
-          for _, name in ipairs(NAMES) do
-            local v = fields[col[name]]
-            if v ~= "" then
-              local x = tonumber(v)
-              if not x or x ~= x or x == huge or x == -huge then
-                why = format("%s '%s' is not a number", name, v)
-                break
-              end
-              s[name] = x
-            end
-          end
-        end
-        if why then
-          bad = bad + 1
-          if not bad_line then bad_line, bad_why = lineno, why end
-        else
-          nrows = nrows + 1
-          local list = samples[cluster]
-          if not list then
-            list = {}
-            samples[cluster] = list
-            clusters[#clusters + 1] = cluster
-          end
-          list[#list + 1] = s
-          if t < first then first = t end
-          if t > last then last = t end
-          stamps[t] = true
-        end
-      end
-    end
-  end
-  if not header_n then return nil, "replay: " .. path .. " is empty" end
-  if bad > 0 then
-    log.warning("replay: %s: skipped %d malformed row%s (first at line %d: %s)", path, bad, bad > 1 and "s" or "",
-      bad_line, bad_why)
-  end
-  if nrows == 0 then
-    if bad > 0 then return nil, format("replay: %s has no valid rows (%d malformed, first at line %d: %s)", path,
-      bad, bad_line, bad_why) end
-    return nil, "replay: " .. path .. " has a header but no rows"
-  end
-  -- the sample interval: the smallest gap between distinct timestamps (one row: the step)
-  local ts = {}
-  for t in pairs(stamps) do ts[#ts + 1] = t end
-  sort(ts)
-  local dt = huge
-  for i = 2, #ts do dt = min(dt, ts[i] - ts[i - 1]) end
-  sort(clusters)
-  return { samples = samples, clusters = clusters, first = first, last = last, dt = dt, rows = nrows,
-    skipped = bad }
+  local data, err = export.read(path)
+  if not data then return nil, "replay: " .. err end
+  for _, w in ipairs(data.warnings) do log.warning("replay: %s", w) end
+  return data
 end
 
 --- replay.open{ path =, speed = 1, start = nil, loop = true, history = 40, step = 15 }
@@ -179,23 +78,25 @@ function _M.open(opts)
   local data, err = parse(opts.path)
   if not data then return nil, err end
   local span = data.last - data.first
-  if data.dt == huge then data.dt = step end
+  local interval = data.interval or step
   local lead = min(history * step, span)
   local self = setmetatable({
     path = opts.path,
     clusters = data.clusters,
     first = data.first,
     last = data.last,
-    interval = data.dt,
+    interval = interval,
     speed = speed,
     loop = opts.loop ~= false,
     step = step,
     lead = lead,
-    period = span - lead + data.dt,
+    period = span - lead + interval,
     t0 = start,
     skipped = data.skipped,
-    nrows = data.rows,
-    _samples = data.samples,
+    nrows = data.nrows,
+    files = data.files,
+    gaps = data.gaps,
+    _samples = data.rows, -- [cluster] = 5 s rows
     _rows = {},  -- [step][cluster] = resampled rows
     _cache = {}, -- [cluster] = the last window answered
   }, Source)
@@ -245,7 +146,7 @@ function Source:rows(cluster, step)
     return nil, format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster), self.path,
       known(self))
   end
-  rows = features.resample(samples, step)
+  rows = features.buckets(samples, step)
   by_step[cluster] = rows
   return rows
 end

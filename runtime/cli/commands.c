@@ -64,11 +64,26 @@ static const char *const POLICY_HELP =
     "`schedule`, `model` and `rule` say when it runs, what predicts and what it does with the\n"
     "predictions. `dconn check POLICY.lua` validates one.\n";
 
+static const char *const TELEMETRY_HELP =
+    "Usage: dconn telemetry DIR|FILE [--csv] [--cluster C] [--step SECONDS]\n"
+    "\n"
+    "The 15 s rows a model sees, from the original CSV export: FILE, or every *.csv file in DIR\n"
+    "(hourly files, read in time order, a row two files share counted once, a gap between files\n"
+    "reported on stderr). The rows are built by the original preprocessing: QoS per 5 s row then\n"
+    "averaged, fps from the frame counters, latency clipped to [0, 1] s, empty cells interpolated.\n"
+    "  --csv          one CSV row per bucket and cluster: t (unix seconds), cluster, the six inputs,\n"
+    "                 qos (17 significant digits); without it, a summary per cluster\n"
+    "  --cluster C    only cluster C\n"
+    "  --step S       buckets of S seconds (default 15)\n"
+    "\n"
+    "Exit status: 0 ok; 2 usage error; 1 the data could not be read.\n";
+
 static const dc_command COMMANDS[] = {
     {"policy", "dconn.policy", POLICY_HELP},
     {"predict", "dconn.model", PREDICT_HELP},
     {"runs", "dconn.cli.runs", RUNS_HELP},
     {"place", "dconn.cli.place", PLACE_HELP},
+    {"telemetry", "dconn.cli.telemetry", TELEMETRY_HELP},
 };
 
 const dc_command *dc_command_find(const char *name) {

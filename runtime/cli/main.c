@@ -30,6 +30,7 @@ static const char *const MAIN_HELP =
     "  dconn predict --spec S --weights W --input IN --output OUT   batch inference with a model\n"
     "  dconn place --deployment D --node N [-n NS]   pin a Kubernetes Deployment to a node\n"
     "  dconn runs [--tracker URI] --experiment NAME   recent MLflow runs with metrics and params\n"
+    "  dconn telemetry DIR|FILE [--csv]    the 15 s rows a model sees, from the CSV export\n"
     "  dconn policy                        the policy settings reference (dconn help policy)\n"
     "  dconn --version                     versions of dconn and its libraries\n"
     "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
