@@ -27,7 +27,7 @@ C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
         libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
-        lua-yaml prometheus mmdebstrap umoci
+        lua-yaml prometheus mmdebstrap umoci zsh
 
 .PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz image
 

@@ -318,6 +318,7 @@ lua_State *dc_host_state(dc_host *H) { return H->L; }
 uv_loop_t *dc_host_loop(dc_host *H) { return H->loop; }
 dc_clock *dc_host_clock(dc_host *H) { return H->clock; }
 const dc_host_options *dc_host_options_of(dc_host *H) { return &H->opts; }
+void dc_host_set_options(dc_host *H, const dc_host_options *opts) { H->opts = *opts; }
 void **dc_host_sched_slot(dc_host *H) { return &H->sched; }
 
 static bool clock_busy(void *ud) { return ((dc_host *)ud)->io_pending > 0; }

@@ -41,6 +41,8 @@ lua_State *dc_host_state(dc_host *H);
 uv_loop_t *dc_host_loop(dc_host *H);
 dc_clock *dc_host_clock(dc_host *H);
 const dc_host_options *dc_host_options_of(dc_host *H);
+/* Replaces the options: the command line is parsed in the host's own state, then applied. */
+void dc_host_set_options(dc_host *H, const dc_host_options *opts);
 /* The host that owns L (any thread of the state). */
 dc_host *dc_host_of(lua_State *L);
 

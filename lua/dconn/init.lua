@@ -12,8 +12,9 @@
 --   dconn.placement (pipeline, recommender, models, rules, gates, decisions)
 --                                       the agent a placement policy becomes
 -- Internal, never reachable from a policy: dconn.agent (the driver: sandbox, repl, api, openapi),
--- dconn.cli (the commands written in Lua), every module whose last name starts with "_", and the
--- native faces (dconn.httpc, dconn.cjson, dconn.nn, dconn.server).
+-- dconn.cli (the command line: a table per command, its parser, help and completion), every
+-- module whose last name starts with "_", and the native faces (dconn.httpc, dconn.cjson,
+-- dconn.nn, dconn.server).
 local require = require
 local rawset = rawset
 local setmetatable = setmetatable

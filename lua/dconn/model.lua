@@ -33,10 +33,10 @@ local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 
-local type, pairs, ipairs, tostring, error, select = type, pairs, ipairs, tostring, error, select
+local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
 local format, concat, sort, lower = string.format, table.concat, table.sort, string.lower
-local io_open, stderr, stdout = io.open, io.stderr, io.stdout
+local io_open = io.open
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -387,86 +387,6 @@ function _M.select(series, candidates, opts)
     return a.name < b.name
   end)
   return results[1].name, results
-end
-
--- ---- dconn predict ----
-
-local USAGE = "usage: dconn predict --spec SPEC --weights W.safetensors --input IN.safetensors[:TENSOR] "
-  .. "--output OUT.safetensors"
-
-local function file_exists(path)
-  local f = io_open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
--- The input tensor: IN.safetensors[:TENSOR]; without a name the file must hold one tensor.
-local function read_input(arg)
-  local path, name = arg, nil
-  if not file_exists(arg) then
-    local p, n = arg:match("^(.*):([^:]*)$")
-    if p and p ~= "" and n ~= "" then path, name = p, n end
-  end
-  local file, err = nn.open(path)
-  if not file then return nil, err end
-  local names = file:names()
-  if not name then
-    if #names ~= 1 then
-      file:close()
-      return nil, format("%s holds %d tensors (%s): name one as %s:TENSOR", path, #names, concat(names, ", "), path)
-    end
-    name = names[1]
-  end
-  local t, terr = file:get(name)
-  file:close()
-  if not t then return nil, format("%s: %s", path, terr) end
-  return t
-end
-
--- Runs inside a task (runtime/cli/commands.c): returns the exit status.
-function _M.main(...)
-  local opts, n = {}, select("#", ...)
-  local args = { ... }
-  local i = 1
-  local function fail(msg, code)
-    stderr:write("dconn predict: ", msg, "\n")
-    return code or 2
-  end
-  while i <= n do
-    local a = args[i]
-    local key, value = a:match("^%-%-(%w+)=(.*)$")
-    if not key then
-      key = a:match("^%-%-(%w+)$")
-      if key then
-        i = i + 1
-        value = args[i]
-        if value == nil then return fail("option '" .. a .. "' needs a value (" .. USAGE .. ")") end
-      end
-    end
-    if not key then return fail("unexpected argument '" .. a .. "' (" .. USAGE .. ")") end
-    if key ~= "spec" and key ~= "weights" and key ~= "input" and key ~= "output" then
-      return fail("unknown option '--" .. key .. "' (" .. USAGE .. ")")
-    end
-    opts[key] = value
-    i = i + 1
-  end
-  for _, key in ipairs { "spec", "weights", "input", "output" } do
-    if not opts[key] then return fail("missing --" .. key .. " (" .. USAGE .. ")") end
-  end
-  local m, err = _M.load(opts.spec, opts.weights)
-  if not m then return fail(err) end
-  local x, ierr = read_input(opts.input)
-  if not x then return fail(ierr) end
-  local ok, y, perr = pcall(m.predict, m, x)
-  if not ok then -- a shape the model cannot take: say it about the input
-    local msg = tostring(y):gsub("^[^:]*:%d+: ", ""):gsub("^bad argument #%d+ to '%w+' %((.*)%)$", "%1")
-    return fail(format("input %s: %s", shape_text(x:shape()), msg))
-  end
-  if not y then return fail(perr, 1) end
-  local saved, serr = nn.save(opts.output, { output = y }, { producer = "dconn predict", spec = opts.spec })
-  if not saved then return fail(serr, 1) end
-  stdout:write(format("output %s -> %s\n", shape_text(y:shape()), opts.output))
-  return 0
 end
 
 return _M

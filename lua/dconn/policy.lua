@@ -412,10 +412,4 @@ function _M.help()
   return concat(lines, "\n") .. "\n"
 end
 
---- dconn policy: prints the reference.
-function _M.main()
-  io.stdout:write(_M.help())
-  return 0
-end
-
 return _M

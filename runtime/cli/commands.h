@@ -1,16 +1,12 @@
-/* `dconn predict`, `dconn runs`, `dconn place`: subcommands done by a Lua module's main(). */
+/* The commands written in Lua (dconn.cli: predict, place, runs, policy, help, completion). */
 #ifndef DCONN_COMMANDS_H
 #define DCONN_COMMANDS_H
 
-typedef struct dc_command {
-  const char *name;   /* as typed after dconn */
-  const char *module; /* require()d; its main(args...) returns the exit status */
-  const char *help;
-} dc_command;
+#include "host.h"
 
-/* NULL when NAME is not one of them. */
-const dc_command *dc_command_find(const char *name);
-/* argv[0] is the command's name; returns the exit status. */
-int dc_command_main(const dc_command *cmd, int argc, char **argv);
+/* Pops the parsed command line (dconn.cli.start's table) and runs
+ * require("dconn.cli").execute(parsed) as a task on the host's loop until it ends; frees the
+ * host and returns the exit status. name: the command's, for messages. */
+int dc_command_run(dc_host *H, const char *name);
 
 #endif

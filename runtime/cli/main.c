@@ -1,5 +1,10 @@
-/* dconn: the command line. Parses options, builds the host, hands over to agent.c or repl.c. */
-#include <errno.h>
+/*
+ * dconn: the command line. The arguments are parsed once, in Lua, by the one registry of
+ * commands (lua/dconn/cli/: a table per command, the global options, the help made from them):
+ * require("dconn.cli").start(argv...) prints help and usage errors, or returns the command and
+ * its parsed options. C applies the global options (logging, the host's budgets) and runs the
+ * command: run, check and script by agent.c, repl by repl.c, a Lua command by commands.c.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,116 +21,7 @@
 #include "log.h"
 #include "modules.h"
 #include "repl.h"
-#include "timefmt.h"
 #include "version.h"
-
-static const char *const MAIN_HELP =
-    "dconn " DCONN_VERSION ": QoS-driven placement agent for Kubernetes, scripted in Lua.\n"
-    "\n"
-    "Usage:\n"
-    "  dconn [options] FILE.lua [args...]  run a Lua script with the runtime modules\n"
-    "  dconn run [options] POLICY.lua      run a placement policy as a long-lived agent\n"
-    "  dconn check [options] POLICY.lua    load and validate a policy without doing I/O\n"
-    "  dconn repl [options] [POLICY.lua]   interactive Lua with every runtime module\n"
-    "  dconn predict --spec S --weights W --input IN --output OUT   batch inference with a model\n"
-    "  dconn place --deployment D --node N [-n NS]   pin a Kubernetes Deployment to a node\n"
-    "  dconn runs [--tracker URI] --experiment NAME   recent MLflow runs with metrics and params\n"
-    "  dconn telemetry DIR|FILE [--csv]    the 15 s rows a model sees, from the CSV export\n"
-    "  dconn policy                        the policy settings reference (dconn help policy)\n"
-    "  dconn --version                     versions of dconn and its libraries\n"
-    "  dconn help COMMAND                  help on one command (or COMMAND --help)\n"
-    "\n"
-    "Options for every command:\n"
-    "  --log-format text|json   text is the original agent's format (default); json: one object a line\n"
-    "  --log-level LEVEL        debug, info (default), warning, error, critical\n"
-    "  --timezone utc|local     for log times, cron and dates (default utc)\n"
-    "  --memory-limit SIZE      cap on the Lua heap, e.g. 512M, 2G (default 1G; 0 = none)\n"
-    "  --max-instructions N     per job run, stops runaway loops (default 1000000000; 0 = none)\n"
-    "  --unsafe                 give policies the full standard library (os.execute, io.popen, ...)\n"
-    "\n"
-    "Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.\n";
-
-#define DEFAULT_LISTEN "127.0.0.1:8080"
-
-static const char *const RUN_HELP =
-    "Usage: dconn run [options] POLICY.lua\n"
-    "\n"
-    "Runs a placement policy as an agent: loads the file (a Lua file returning a table: see\n"
-    "`dconn help policy`), schedules its jobs and keeps running until SIGINT or SIGTERM. Running\n"
-    "jobs then get a grace period to finish. The policy is reloaded when its file changes on\n"
-    "disk and on SIGHUP; if the new file fails to load, the old one keeps running and the error\n"
-    "is logged. A failing job is logged with its traceback and runs again next tick.\n"
-    "\n"
-    "Options:\n"
-    "  --once                   run every job one time, in order, and exit (1 if any failed)\n"
-    "  --every DURATION         run the policy's pipeline and recommender this often instead of\n"
-    "                           on their schedule, e.g. 5s for a demo\n"
-    "  --no-watch               reload only on SIGHUP, not when the file changes\n"
-    "  --grace DURATION         time running jobs get to finish when stopping (default 10s)\n"
-    "  --stop-after DURATION    stop gracefully after this long, e.g. 30s, 5m\n"
-    "  --listen HOST:PORT       serve the agent's HTTP API (health, readiness, metrics, jobs,\n"
-    "                           decisions, /openapi.json) there; default " DEFAULT_LISTEN ";\n"
-    "                           port 0 takes any free port (logged); `off` disables the API\n"
-    "  --api-token-file FILE    the API then requires `Authorization: Bearer TOKEN`, TOKEN being\n"
-    "                           the file's first line (/healthz and /readyz stay open)\n"
-    "  plus the options of every command (dconn --help)\n";
-
-static const char *const CHECK_HELP =
-    "Usage: dconn check [options] POLICY.lua\n"
-    "\n"
-    "Loads the policy in its restricted environment with the scheduler held, validates its\n"
-    "settings (unknown keys, types, values), model, rule and jobs (triggers, cron strings,\n"
-    "dates) and exits: 0 and a summary when it is valid, 2 and one message naming the file,\n"
-    "line and problem when it is not. Nothing waits and no I/O is done: natives that would\n"
-    "wait fail.\n"
-    "\n"
-    "Options:\n"
-    "  --every DURATION         check with the schedule override `dconn run --every` would use\n";
-
-static const char *const REPL_HELP =
-    "Usage: dconn repl [options] [POLICY.lua]\n"
-    "\n"
-    "Interactive Lua with every runtime module loaded (global `dconn`: dconn.timer, dconn.log,\n"
-    "dconn.json, ...). Expressions print their value, tables are pretty-printed, incomplete\n"
-    "chunks continue on the next line, Tab completes globals and fields, history is kept in\n"
-    "~/.dconn_history. Waiting calls such as dconn.timer.sleep(1) work at the prompt and jobs\n"
-    "keep ticking while you type. With a policy, it is loaded as `policy` and its jobs are\n"
-    "registered but held: start them with dconn.timer.hold(false) or run one with\n"
-    "dconn.timer.run_now(name). A placement policy is also `agent`: agent:run(\"pipeline\"),\n"
-    "agent.last.predictions, agent:place(1, NODE, {dry_run = true}), agent.rule = function ...\n"
-    "Ctrl-C interrupts a running chunk; Ctrl-D exits. Reads from a pipe as well as from a\n"
-    "terminal.\n"
-    "\n"
-    "Options:\n"
-    "  --every DURATION         the placement jobs' interval, as for dconn run\n";
-
-static const char *const SCRIPT_HELP =
-    "Usage: dconn [options] FILE.lua [args...]\n"
-    "\n"
-    "Runs a Lua script like `lua` would (full standard library, `arg` and `...` set), inside a\n"
-    "task so waiting calls work at top level. The process lives while the loop has work: timers,\n"
-    "jobs, requests. `-` reads the script from standard input.\n";
-
-typedef struct cli {
-  const char *command; /* "script", "run", "check", "repl" */
-  const char *file;
-  int script_argc;
-  char **script_argv;
-  dc_host_options host;
-  dc_agent_options agent;
-  bool once;
-  const char *listen;         /* run: the API's HOST:PORT or "off" */
-  const char *api_token_file; /* run: bearer token for the API */
-  const char *every;          /* run, check, repl: the policy's jobs' interval override */
-  bool no_watch;              /* run: no reload when the policy file changes */
-} cli;
-
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "dconn: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, " (see dconn --help)\n");
-  return DC_EXIT_USAGE;
-}
 
 static void print_version(void) {
   const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
@@ -144,241 +40,181 @@ static void print_version(void) {
   if (L) lua_close(L);
 }
 
-static const char *help_for(const char *command) {
-  if (!command) return MAIN_HELP;
-  if (strcmp(command, "run") == 0) return RUN_HELP;
-  if (strcmp(command, "check") == 0) return CHECK_HELP;
-  if (strcmp(command, "repl") == 0) return REPL_HELP;
-  if (strcmp(command, "script") == 0) return SCRIPT_HELP;
-  const dc_command *lua_command = dc_command_find(command);
-  return lua_command ? lua_command->help : NULL;
+/* Fields of the parsed table at index t. Strings stay valid while the table is referenced. */
+static const char *get_string(lua_State *L, int t, const char *key) {
+  lua_getfield(L, t, key);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1);
+  return s;
 }
 
-/* "512M" -> bytes */
-static int parse_size(const char *text, size_t *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(text, &end);
-  if (errno || end == text || v < 0) return -1;
-  double scale = 1;
-  if (*end == 'K' || *end == 'k') scale = 1024.0, end++;
-  else if (*end == 'M' || *end == 'm') scale = 1024.0 * 1024, end++;
-  else if (*end == 'G' || *end == 'g') scale = 1024.0 * 1024 * 1024, end++;
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end || v * scale > 1e15) return -1;
-  *out = (size_t)(v * scale);
-  return 0;
+static bool get_bool(lua_State *L, int t, const char *key) {
+  lua_getfield(L, t, key);
+  bool b = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return b;
 }
 
-/* "HOST:PORT" (IPv6 in brackets) with PORT 0..65535, or "off". */
-static bool valid_listen(const char *v) {
-  if (strcmp(v, "off") == 0) return true;
-  const char *colon = strrchr(v, ':');
-  if (!colon || colon == v || strlen(colon + 1) < 1 || strlen(colon + 1) > 5) return false;
-  if (strchr(v, ':') != colon && (v[0] != '[' || colon[-1] != ']')) return false;
-  for (const char *p = colon + 1; *p; p++)
-    if (*p < '0' || *p > '9') return false;
-  return atoi(colon + 1) <= 65535;
+/* fallback when the field is not a number */
+static double get_number(lua_State *L, int t, const char *key, double fallback) {
+  lua_getfield(L, t, key);
+  double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : fallback;
+  lua_pop(L, 1);
+  return v;
 }
 
-/* Option value: "--opt=value" or "--opt value". */
-static const char *option_value(const char *name, int argc, char **argv, int *i, bool *missing) {
-  const char *arg = argv[*i];
-  size_t n = strlen(name);
-  if (strncmp(arg, name, n) != 0) return NULL;
-  if (arg[n] == '=') return arg + n + 1;
-  if (arg[n] != '\0') return NULL;
-  if (*i + 1 >= argc) {
-    *missing = true;
-    return NULL;
+/* Parses the arguments: leaves the parsed table on the stack and returns -1, or returns the exit
+ * status when nothing more is to be done (help printed, a usage error, --version). */
+static int parse(lua_State *L, int argc, char **argv) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "dconn.cli");
+  if (dc_pcall(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "dconn: cannot load the command line (dconn.cli): %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return DC_EXIT_FAILURE;
   }
-  return argv[++*i];
+  lua_getfield(L, -1, "start");
+  lua_remove(L, -2);
+  if (!lua_checkstack(L, argc)) {
+    lua_pop(L, 1);
+    fprintf(stderr, "dconn: too many arguments\n");
+    return DC_EXIT_USAGE;
+  }
+  for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
+  if (dc_pcall(L, argc - 1, 1) != LUA_OK || !lua_istable(L, -1)) {
+    fprintf(stderr, "dconn: parsing the command line failed: %s\n", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+    return DC_EXIT_FAILURE;
+  }
+  int t = lua_gettop(L);
+  if (lua_getfield(L, t, "exit") == LUA_TNUMBER) {
+    int code = (int)lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    return code;
+  }
+  lua_pop(L, 1);
+  if (get_bool(L, t, "version")) {
+    lua_pop(L, 1);
+    print_version();
+    return DC_EXIT_OK;
+  }
+  return -1;
 }
 
-/* One option; returns 1 when consumed, 0 when not an option of this command, or an exit code
- * (> 1) on error. */
-static int parse_option(cli *c, int argc, char **argv, int *i) {
-  const char *arg = argv[*i], *v;
-  bool missing = false;
-  if (strcmp(arg, "--unsafe") == 0) return c->host.unsafe = true, 1;
-  if (strcmp(arg, "--once") == 0 && strcmp(c->command, "run") == 0) return c->once = true, 1;
-  if ((v = option_value("--log-format", argc, argv, i, &missing))) {
-    int f = dc_log_parse_format(v);
-    if (f < 0) return usage_error("--log-format: expected text or json, got '%s'", v);
-    dc_log_set_format(f);
-    return 1;
-  }
-  if ((v = option_value("--log-level", argc, argv, i, &missing))) {
-    int level = dc_log_parse_level(v);
-    if (level < 0)
-      return usage_error("--log-level: expected debug, info, warning, error or critical, got '%s'", v);
-    dc_log_set_level(level);
-    return 1;
-  }
-  if ((v = option_value("--timezone", argc, argv, i, &missing))) {
-    if (strcmp(v, "utc") != 0 && strcmp(v, "UTC") != 0 && strcmp(v, "local") != 0)
-      return usage_error("--timezone: expected utc or local, got '%s'", v);
-    dc_log_set_utc(strcmp(v, "local") != 0);
-    return 1;
-  }
-  if ((v = option_value("--memory-limit", argc, argv, i, &missing))) {
-    if (parse_size(v, &c->host.memory_limit) != 0 ||
-        (c->host.memory_limit > 0 && c->host.memory_limit < (size_t)1 << 20))
-      return usage_error("--memory-limit: expected a size of at least 1M such as 512M or 2G, or 0, got '%s'", v);
-    return 1;
-  }
-  if ((v = option_value("--max-instructions", argc, argv, i, &missing))) {
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || *end || end == v || n < 0)
-      return usage_error("--max-instructions: expected a whole number >= 0, got '%s'", v);
-    c->host.max_instructions = n;
-    return 1;
-  }
-  bool policy_command = strcmp(c->command, "run") == 0 || strcmp(c->command, "check") == 0 ||
-                        strcmp(c->command, "repl") == 0;
-  if (policy_command && (v = option_value("--every", argc, argv, i, &missing))) {
-    double every;
-    char err[256];
-    if (dc_duration_parse(v, &every, err, sizeof err) != 0 || every <= 0)
-      return usage_error("--every: expected a positive duration such as 5s, got '%s'", v);
-    c->every = v;
-    return 1;
-  }
-  if (strcmp(c->command, "run") == 0) {
-    char err[256];
-    if (strcmp(arg, "--no-watch") == 0) return c->no_watch = true, 1;
-    if ((v = option_value("--grace", argc, argv, i, &missing))) {
-      if (dc_duration_parse(v, &c->agent.grace, err, sizeof err) != 0)
-        return usage_error("--grace: %s", err);
-      return 1;
-    }
-    if ((v = option_value("--stop-after", argc, argv, i, &missing))) {
-      if (dc_duration_parse(v, &c->agent.stop_after, err, sizeof err) != 0 || c->agent.stop_after <= 0)
-        return usage_error("--stop-after: expected a positive duration such as 30s, got '%s'", v);
-      return 1;
-    }
-    if ((v = option_value("--listen", argc, argv, i, &missing))) {
-      if (!valid_listen(v)) return usage_error("--listen: expected HOST:PORT or off, got '%s'", v);
-      c->listen = v;
-      return 1;
-    }
-    if ((v = option_value("--api-token-file", argc, argv, i, &missing))) {
-      c->api_token_file = v;
-      return 1;
-    }
-  }
-  if (missing) return usage_error("option '%s' needs a value", arg);
-  return 0;
+/* The global options (parsed.globals): logging, and the host's heap cap and budgets. */
+static void apply_globals(dc_host *H, lua_State *L, int parsed) {
+  lua_getfield(L, parsed, "globals");
+  int g = lua_gettop(L);
+  const char *format = get_string(L, g, "log_format"), *level = get_string(L, g, "log_level");
+  const char *timezone = get_string(L, g, "timezone");
+  if (format && dc_log_parse_format(format) >= 0) dc_log_set_format(dc_log_parse_format(format));
+  if (level && dc_log_parse_level(level) >= 0) dc_log_set_level(dc_log_parse_level(level));
+  if (timezone) dc_log_set_utc(strcmp(timezone, "local") != 0);
+  dc_host_options o = *dc_host_options_of(H);
+  o.memory_limit = (size_t)get_number(L, g, "memory_limit", (double)o.memory_limit);
+  o.max_instructions = (long long)get_number(L, g, "max_instructions", (double)o.max_instructions);
+  o.unsafe = get_bool(L, g, "unsafe");
+  dc_host_set_options(H, &o);
+  lua_pop(L, 1);
 }
 
-static int parse_cli(cli *c, int argc, char **argv) {
-  int i = 1;
-  c->command = "script";
-  if (i < argc) {
-    const char *first = argv[i];
-    if (strcmp(first, "run") == 0 || strcmp(first, "check") == 0 || strcmp(first, "repl") == 0) {
-      c->command = first;
-      i++;
-    } else if (strcmp(first, "help") == 0) {
-      if (i + 1 < argc && strcmp(argv[i + 1], "policy") == 0) return DC_EXIT_USAGE + 1;
-      const char *text = help_for(i + 1 < argc ? argv[i + 1] : NULL);
-      if (!text) return usage_error("help: unknown command '%s'", argv[i + 1]);
-      fputs(text, stdout);
-      return -1;
+/* run, check, repl, script: parsed.opts read into the agent's options. Frees the host. */
+static int run_native(dc_host *H, lua_State *L, const char *command, int opts, char *program) {
+  dc_agent_options agent = {.grace = 10};
+  const char *file = get_string(L, opts, "file");
+  double every = get_number(L, opts, "every", 0);
+  if (every > 0) {
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", every);
+    if (dc_runtime_set_option(H, "every", text) != 0) {
+      dc_host_free(H);
+      return DC_EXIT_FAILURE;
     }
   }
-  for (; i < argc; i++) {
-    const char *arg = argv[i];
-    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-      fputs(strcmp(c->command, "script") == 0 ? MAIN_HELP : help_for(c->command), stdout);
-      return -1;
-    }
-    if (strcmp(arg, "--version") == 0 || strcmp(arg, "-v") == 0) {
-      print_version();
-      return -1;
-    }
-    if (arg[0] == '-' && arg[1] != '\0') {
-      int r = parse_option(c, argc, argv, &i);
-      if (r > 1) return r;
-      if (r == 0) return usage_error("unknown option '%s'", arg);
-      continue;
-    }
-    if (c->file) return usage_error("unexpected argument '%s'", arg);
-    c->file = arg;
-    if (strcmp(c->command, "script") == 0) { /* the rest belongs to the script */
-      c->script_argc = argc - i - 1;
-      c->script_argv = argv + i + 1;
-      break;
-    }
+  if (strcmp(command, "repl") == 0) return dc_repl_main(H, file);
+  if (strcmp(command, "check") == 0) {
+    dc_host_options o = *dc_host_options_of(H);
+    o.check_only = true;
+    dc_host_set_options(H, &o);
+    const char *args[] = {file};
+    return dc_agent_main(H, &agent, "check", 1, args);
   }
-  if (!c->file && strcmp(c->command, "repl") != 0) {
-    if (strcmp(c->command, "script") == 0) {
-      fputs(MAIN_HELP, stderr);
-      return DC_EXIT_USAGE;
+  if (strcmp(command, "run") == 0) {
+    bool once = get_bool(L, opts, "once");
+    const char *listen = get_string(L, opts, "listen"), *token = get_string(L, opts, "api_token_file");
+    agent.grace = get_number(L, opts, "grace", agent.grace);
+    agent.stop_after = get_number(L, opts, "stop_after", 0);
+    agent.keep_alive = true;
+    agent.reloadable = !once;
+    if (agent.reloadable && !get_bool(L, opts, "no_watch")) agent.watch_path = file;
+    if ((listen && dc_runtime_set_option(H, "listen", listen) != 0) ||
+        (token && dc_runtime_set_option(H, "api_token_file", token) != 0)) {
+      dc_host_free(H);
+      return DC_EXIT_FAILURE;
     }
-    return usage_error("%s: missing the policy file", c->command);
+    const char *args[] = {file, once ? "once" : "run"};
+    return dc_agent_main(H, &agent, "run", 2, args);
   }
-  return 0;
+  /* script: FILE.lua, the program's name, then the script's own arguments */
+  lua_getfield(L, opts, "args");
+  int n = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
+  const char **args = calloc((size_t)n + 2, sizeof *args);
+  if (!args) {
+    dc_host_free(H);
+    return DC_EXIT_FAILURE;
+  }
+  args[0] = file;
+  args[1] = program;
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    args[i + 2] = lua_tostring(L, -1); /* anchored in the parsed table */
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  int code = dc_agent_main(H, &agent, "script", n + 2, args);
+  free(args);
+  return code;
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* After the host is freed: closes what is left on the loop (the clock's timer, ...), then it. */
+static int close_loop(uv_loop_t *loop, int code) {
+  uv_walk(loop, close_handle, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  return code;
 }
 
 int main(int argc, char **argv) {
-  cli c = {
-      .host = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
-               .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS},
-      .agent = {.grace = 10},
-  };
-  const dc_command *lua_command = argc > 1 ? dc_command_find(argv[1]) : NULL;
-  if (lua_command) return dc_command_main(lua_command, argc - 1, argv + 1);
-  int r = parse_cli(&c, argc, argv);
-  if (r == DC_EXIT_USAGE + 1) { /* dconn help policy: the reference comes from the Lua schema */
-    char *args[] = {"policy", NULL};
-    return dc_command_main(dc_command_find("policy"), 1, args);
-  }
-  if (r != 0) return r < 0 ? DC_EXIT_OK : r;
-
   uv_loop_t loop;
   uv_loop_init(&loop);
-  bool checking = strcmp(c.command, "check") == 0;
-  c.host.check_only = checking;
-  dc_host *H = dc_host_new(&loop, &c.host);
-  if (!H) {
-    uv_loop_close(&loop);
-    return DC_EXIT_FAILURE;
-  }
-  if (c.every && dc_runtime_set_option(H, "every", c.every) != 0) {
+  dc_host_options defaults = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
+                              .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS};
+  dc_host *H = dc_host_new(&loop, &defaults);
+  if (!H) return close_loop(&loop, DC_EXIT_FAILURE);
+  lua_State *L = dc_host_state(H);
+  int code = parse(L, argc, argv);
+  if (code >= 0) {
     dc_host_free(H);
-    uv_loop_close(&loop);
-    return DC_EXIT_FAILURE;
+    return close_loop(&loop, code);
   }
-  int code;
-  if (strcmp(c.command, "repl") == 0) {
-    code = dc_repl_main(H, c.file);
-  } else if (checking) {
-    const char *args[] = {c.file};
-    code = dc_agent_main(H, &c.agent, "check", 1, args);
-  } else if (strcmp(c.command, "run") == 0) {
-    c.agent.keep_alive = true;
-    c.agent.reloadable = !c.once;
-    if (c.agent.reloadable && !c.no_watch) c.agent.watch_path = c.file;
-    if (dc_runtime_set_option(H, "listen", c.listen ? c.listen : DEFAULT_LISTEN) != 0 ||
-        (c.api_token_file && dc_runtime_set_option(H, "api_token_file", c.api_token_file) != 0)) {
-      dc_host_free(H);
-      uv_loop_close(&loop);
-      return DC_EXIT_FAILURE;
-    }
-    const char *args[] = {c.file, c.once ? "once" : "run"};
-    code = dc_agent_main(H, &c.agent, "run", 2, args);
+  /* the parsed table lives in the registry while the command runs: its strings are used */
+  int parsed = lua_gettop(L);
+  apply_globals(H, L, parsed);
+  char command[32];
+  const char *name = get_string(L, parsed, "name");
+  snprintf(command, sizeof command, "%s", name ? name : "");
+  if (!get_bool(L, parsed, "native")) {
+    code = dc_command_run(H, command); /* pops the parsed table */
   } else {
-    const char **args = calloc((size_t)c.script_argc + 2, sizeof *args);
-    if (!args) return DC_EXIT_FAILURE;
-    args[0] = c.file;
-    args[1] = argv[0];
-    for (int i = 0; i < c.script_argc; i++) args[i + 2] = c.script_argv[i];
-    code = dc_agent_main(H, &c.agent, "script", c.script_argc + 2, args);
-    free(args);
+    lua_pushvalue(L, parsed);
+    luaL_ref(L, LUA_REGISTRYINDEX); /* anchors the strings read from it until the host goes */
+    lua_getfield(L, parsed, "opts");
+    code = run_native(H, L, command, lua_gettop(L), argv[0]);
   }
-  uv_loop_close(&loop);
-  return code;
+  return close_loop(&loop, code); /* the host is freed by whoever ran the command */
 }

@@ -30,6 +30,126 @@ describe("dconn command line", function()
     assert.matches("%-%-once", run_help)
   end)
 
+  it("prints the same help for `dconn help X` and `dconn X --help`, for every command, from its table", function()
+    local registry = require("dconn.cli").registry()
+    assert.same({ "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "policy", "help",
+      "completion" }, registry.order)
+    for _, name in ipairs(registry.order) do
+      local rc, help, err = h.run("help " .. name)
+      assert.equals(0, rc, name)
+      assert.equals("", err, name)
+      assert.matches("^Usage: dconn ", help, nil, name)
+      local rc2, help2 = h.run(name .. " --help")
+      assert.equals(0, rc2, name)
+      assert.equals(help, help2, name)
+      local _, help3 = h.run(name .. " -h")
+      assert.equals(help, help3, name)
+      -- every option and argument of the table that parses the command is in its help
+      for _, o in ipairs(registry.commands[name].options or {}) do
+        assert.truthy(help:find("--" .. o.name .. " ", 1, true) or help:find("--" .. o.name .. "\n", 1, true),
+          name .. " --" .. o.name)
+      end
+      for _, a in ipairs(registry.commands[name].args or {}) do
+        assert.truthy(help:find(a.name, 1, true), name .. " " .. a.name)
+      end
+      assert.matches("Global options", help, nil, name)
+      -- and the command is in dconn --help's list
+      local _, main = h.run("--help")
+      assert.matches("\n  " .. name .. " +%S", main, nil, name)
+    end
+    local _, main, err = h.run("--help")
+    local _, main2 = h.run("help")
+    assert.equals(main, main2)
+    assert.equals("", err)
+    for _, o in ipairs(registry.globals) do assert.truthy(main:find("--" .. o.name, 1, true), o.name) end
+    -- the policy command's help is the settings reference, so `dconn help policy` reads it
+    local _, policy_help = h.run("policy --help")
+    assert.matches("  sla +max_qos: move only when", policy_help)
+    -- no arguments at all: the help, on stderr, exit 2
+    local rc, out
+    rc, out, err = h.run("")
+    assert.equals(2, rc)
+    assert.equals("", out)
+    assert.equals(main, err)
+  end)
+
+  it("takes the global options before or after the command's name, Lua commands included", function()
+    local dir = h.tmpdir()
+    local state = dir .. "/cluster.json"
+    os.execute("cp examples/cloudedge/cluster.json " .. state)
+    local place = "--simulate " .. state .. " -n scanflow-cloudedge-dataengineer --deployment nginx --node "
+    local rc, out, err = h.run("place --log-level debug " .. place .. "cloudskin-k8s-worker-1.novalocal")
+    assert.equals(0, rc, err)
+    assert.matches("^patched: scanflow%-cloudedge%-dataengineer/nginx now pinned to node cloudskin%-k8s%-worker%-1", out)
+    assert.matches(" %- ERROR %- k8s: NO KUBERNETES CONFIGURATION IN USE", err)
+    -- json logs, given before the command's name and after it
+    for _, args in ipairs { "--log-format json place " .. place, "place --log-format=json " .. place } do
+      rc, out, err = h.run(args .. "cloudskin-k8s-worker-2.novalocal")
+      assert.equals(0, rc, err)
+      assert.matches("pinned to node cloudskin%-k8s%-worker%-2", out)
+      local lines = 0
+      for line in err:gmatch("[^\n]+") do
+        local entry = json.decode(line)
+        assert.is_string(entry.level)
+        lines = lines + 1
+      end
+      assert.is_true(lines >= 2, err)
+    end
+    -- critical hides the SIMULATED error line
+    rc, out, err = h.run("place " .. place .. "cloudskin-k8s-worker-2.novalocal --log-level critical")
+    assert.equals(0, rc, err)
+    assert.matches("^already%-there", out)
+    assert.equals("", err)
+    rc, out, err = h.run("--log-level critical --timezone local place " .. place .. "cloudskin-k8s-worker-3.novalocal")
+    assert.equals(0, rc, err)
+    assert.matches("pinned to node cloudskin%-k8s%-worker%-3", out)
+    assert.equals("", err)
+    -- an environment variable instead of --simulate, as `dconn place` documents
+    rc, out, err = h.run("place --log-level=warning -n scanflow-cloudedge-dataengineer --deployment nginx --node "
+      .. "cloudskin-k8s-worker-4.novalocal", { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    assert.matches("pinned to node cloudskin%-k8s%-worker%-4", out)
+    assert.not_matches("INFO", err)
+    -- the other Lua commands and the native ones too
+    rc, out = h.run("--log-format json policy")
+    assert.equals(0, rc)
+    assert.matches("Policy settings", out)
+    rc, out = h.run("check --log-level warning --timezone local " .. FIX .. "every1s.lua")
+    assert.equals(0, rc)
+    assert.matches("every1s%.lua: ok, policy", out)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("names an unknown option or command, suggests the closest, gives the usage; exit 2", function()
+    local cases = {
+      { "run --onse x.lua", "^dconn run: unknown option '%-%-onse' %(did you mean '%-%-once'%?%); "
+        .. "usage: dconn run %[options%] POLICY%.lua\n$" },
+      { "place --nod x", "^dconn place: unknown option '%-%-nod' %(did you mean '%-%-node'%?%); "
+        .. "usage: dconn place %-%-deployment NAME %-%-node NODE %[options%]\n$" },
+      { "runs --experimnt x", "unknown option '%-%-experimnt' %(did you mean '%-%-experiment'%?%)" },
+      { "place --log-levl debug", "unknown option '%-%-log%-levl' %(did you mean '%-%-log%-level'%?%)" },
+      { "predict --bogus 1", "^dconn predict: unknown option '%-%-bogus'; usage: dconn predict %-%-spec SPEC" },
+      { "plcae --node x", "^dconn: unknown command 'plcae' %(did you mean 'place'%?%)" },
+      { "help plcae", "^dconn help: unknown command 'plcae' %(did you mean 'place'%?%); usage: dconn help %[COMMAND%]" },
+      { "completion fish", "SHELL: expected bash or zsh, got 'fish'" },
+      { "place --deployment x", "^dconn place: missing %-%-node; usage:" },
+      { "runs --experiment x --limit 0", "%-%-limit: expected a whole number from 1 to 50000, got '0'" },
+      { "place --deployment x --node y --timeout soon", "%-%-timeout: expected a positive number, got 'soon'" },
+      { "run --once=yes x.lua", "%-%-once takes no value" },
+      { "run --every", "option '%-%-every' needs a value" },
+      { "run --listen nowhere x.lua", "%-%-listen: expected HOST:PORT or off, got 'nowhere'" },
+      { "check a.lua b.lua", "unexpected argument 'b%.lua'" },
+      { "--log-level loud x.lua", "%-%-log%-level: expected debug, info, warning, error or critical, got 'loud'" },
+    }
+    for _, case in ipairs(cases) do
+      local rc, out, err = h.run(case[1])
+      assert.equals(2, rc, case[1])
+      assert.equals("", out, case[1])
+      assert.matches(case[2], err, nil, case[1])
+      assert.equals(1, h.count(err, "\n"), "one line for " .. case[1] .. ": " .. err)
+    end
+  end)
+
   it("rejects bad usage with one clear message and exit 2", function()
     local cases = {
       { "--frobnicate x.lua", "unknown option '%-%-frobnicate'" },
@@ -118,6 +238,12 @@ return { jobs = {
     local rc, out = h.run(path .. " one two")
     assert.equals(0, rc)
     assert.equals("true\tone\ttwo\ndone\n", out)
+    -- global options before the file are dconn's; everything after it is the script's
+    for _, args in ipairs { "--log-level debug " .. path, "script --log-level debug " .. path } do
+      rc, out = h.run(args .. " --help -x --log-level")
+      assert.equals(0, rc, args)
+      assert.equals("true\t--help\t-x\t--log-level\ndone\n", out, args)
+    end
     path = policy("local x = nil\nreturn x.field")
     local err
     rc, out, err = h.run(path)
@@ -251,5 +377,96 @@ return { jobs = { stuck = { every = "1h", run = function() timer.sleep(3600) end
     assert.equals(0, child.rc())
     child.cleanup()
     os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("dconn completion", function()
+  local registry = require("dconn.cli").registry()
+  local dir, script
+  setup(function()
+    dir = h.tmpdir()
+    script = dir .. "/dconn.bash"
+    assert.is_true(os.execute(h.DCONN .. " completion bash > " .. script))
+  end)
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  -- What _dconn offers for the words (the last one being completed), in an empty directory.
+  local function complete(...)
+    local words = {}
+    for i, w in ipairs { ... } do words[i] = h.quote(w) end
+    local empty = h.tmpdir()
+    local p = io.popen(string.format("cd %s && bash -c %s 2>&1", empty, h.quote(string.format(
+      "source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _dconn; printf '%%s\\n' \"${COMPREPLY[@]}\"", script,
+      table.concat(words, " "), #words - 1))))
+    local text = p:read("a")
+    p:close()
+    os.execute("rm -rf " .. empty)
+    local got = {}
+    for w in text:gmatch("[^\n]+") do got[#got + 1] = w end
+    table.sort(got)
+    return got
+  end
+
+  local function sorted(list)
+    local copy = { table.unpack(list) }
+    table.sort(copy)
+    return copy
+  end
+
+  local function options_of(cmd)
+    local words = {}
+    for _, list in ipairs { cmd and cmd.options or {}, registry.globals } do
+      for _, o in ipairs(list) do
+        words[#words + 1] = "--" .. o.name
+        if o.short then words[#words + 1] = "-" .. o.short end
+      end
+    end
+    return sorted(words)
+  end
+
+  it("bash: loads, and offers the commands, each command's options and the values they take", function()
+    local p = io.popen("bash -c " .. h.quote("source <(" .. h.DCONN .. " completion bash); complete -p dconn"))
+    assert.equals("complete -F _dconn dconn\n", p:read("a"))
+    p:close()
+    assert.same(sorted(registry.order), complete("dconn", ""))
+    assert.same({ "place", "policy", "predict" }, complete("dconn", "p"))
+    assert.same({ "place" }, complete("dconn", "--log-level", "debug", "pl"))
+    for _, name in ipairs(registry.order) do
+      if name ~= "script" then assert.same(options_of(registry.commands[name]), complete("dconn", name, "-"), name) end
+    end
+    assert.same(options_of(nil), complete("dconn", "-"))
+    assert.same({ "--deployment", "--dry-run" }, complete("dconn", "place", "--d"))
+    assert.same({ "--log-format", "--log-level" }, complete("dconn", "place", "--node", "n1", "--log"))
+    assert.same(sorted { "debug", "info", "warning", "error", "critical" }, complete("dconn", "--log-level", ""))
+    assert.same(sorted { "debug", "info", "warning", "error", "critical" }, complete("dconn", "run", "--log-level", ""))
+    assert.same({ "json" }, complete("dconn", "runs", "--log-format", "j"))
+    assert.same({ "bash", "zsh" }, complete("dconn", "completion", ""))
+    assert.same(sorted(registry.order), complete("dconn", "help", ""))
+    assert.same({}, complete("dconn", "place", "--node", "")) -- a node's name: nothing to offer
+    -- a script's own arguments are not dconn's options
+    assert.same({}, complete("dconn", "x.lua", "--log"))
+  end)
+
+  it("bash: completes policy files and file-valued options from the directory", function()
+    local p = io.popen("cd tests/fixtures && bash -c " .. h.quote(string.format(
+      "source %s; COMP_WORDS=(dconn run every); COMP_CWORD=2; _dconn; echo \"${COMPREPLY[*]}\"; "
+      .. "COMP_WORDS=(dconn place --kubeconfig every); COMP_CWORD=3; _dconn; echo \"${COMPREPLY[*]}\"",
+      script)))
+    local text = p:read("a")
+    p:close()
+    assert.equals("every1s.lua\nevery1s.lua\n", text)
+  end)
+
+  it("zsh: the script is valid zsh and registers itself with compdef", function()
+    assert.is_true(os.execute(h.DCONN .. " completion zsh > " .. dir .. "/_dconn"))
+    local ok = os.execute("zsh -n " .. dir .. "/_dconn")
+    assert.is_true(ok)
+    local p = io.popen("zsh -f -c " .. h.quote("autoload -U compinit && compinit -u -d " .. dir .. "/zcompdump && source "
+      .. dir .. "/_dconn && print -r -- ${_comps[dconn]}"))
+    assert.equals("_dconn\n", p:read("a"))
+    p:close()
+    local text = h.read(dir .. "/_dconn")
+    for _, name in ipairs(registry.order) do assert.matches("\n    '" .. name .. ":", text) end
+    assert.matches("'%-%-log%-level=%[[^]]*%]:LEVEL:%(debug info warning error critical%)'", text)
   end)
 end)

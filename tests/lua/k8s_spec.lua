@@ -1031,7 +1031,7 @@ return {
       assert.matches("Forbidden", err)
       code, _, err = h.run(base .. "--bogus")
       assert.equals(2, code)
-      assert.matches("unknown argument", err)
+      assert.matches("unknown option '%-%-bogus'", err)
       code, _, err = h.run("place --kubeconfig " .. dir .. "/does-not-exist --deployment web --node node-a")
       assert.equals(1, code)
       assert.matches("kubeconfig", err)

@@ -1,16 +1,7 @@
--- dconn.cli.runs: `dconn runs`, run by runtime/cli/commands.c. main(...) returns the exit status:
--- 0 ok, 1 the tracker failed, 2 a usage error.
-local tracker = require "dconn.tracker"
-local json = require "dconn.json"
-
-local ipairs, pairs, tostring, tonumber, select, next, type = ipairs, pairs, tostring, tonumber, select, next, type
+-- dconn runs: recent MLflow runs with their metrics and params (dconn.tracker).
+local ipairs, pairs, tostring, next, type = ipairs, pairs, tostring, next, type
 local format, concat, sort, floor = string.format, table.concat, table.sort, math.floor
 local stdout, stderr, os_date = io.stdout, io.stderr, os.date
-
-local _M = { _VERSION = "0.1.0" }
-
-local USAGE = "usage: dconn runs [--tracker URI] --experiment NAME [--filter F] [--limit N] [--json]"
-local VALUED = { tracker = true, experiment = true, filter = true, limit = true }
 
 local function sorted_pairs_text(map)
   local keys = {}
@@ -35,51 +26,16 @@ local function run_json(run)
     end_time = run.end_time, experiment_id = run.experiment_id, metrics = run.metrics, params = run.params }
 end
 
-function _M.main(...)
-  local args, n = { ... }, select("#", ...)
-  local opts = {}
-  local function usage(msg)
-    stderr:write("dconn runs: ", msg, " (", USAGE, ")\n")
-    return 2
-  end
-  local i = 1
-  while i <= n do
-    local a = args[i]
-    local key, value = a:match("^%-%-([%w]+)=(.*)$")
-    if not key then
-      key = a:match("^%-%-([%w]+)$")
-      if key and VALUED[key] then
-        i = i + 1
-        value = args[i]
-        if value == nil then return usage("option '" .. a .. "' needs a value") end
-      end
-    end
-    if not key then return usage("unexpected argument '" .. a .. "'") end
-    if key == "json" then
-      if value then return usage("--json takes no value") end
-      opts.json = true
-    elseif VALUED[key] then
-      opts[key] = value
-    else
-      return usage("unknown option '--" .. key .. "'")
-    end
-    i = i + 1
-  end
-  if not opts.experiment or opts.experiment == "" then return usage("missing --experiment") end
-  local limit = 10
-  if opts.limit then
-    limit = tonumber(opts.limit)
-    if not limit or limit < 1 or limit ~= floor(limit) or limit > 50000 then
-      return usage("--limit must be an integer from 1 to 50000")
-    end
-  end
+local function list_runs(opts)
+  local tracker = require "dconn.tracker"
+  local json = require "dconn.json"
   local t, err = tracker.connect(opts.tracker, { deadline = 30 })
   if not t then
     stderr:write("dconn runs: ", tostring(err), "\n")
     return 1
   end
   local runs, serr = t:search_runs({ experiment_names = { opts.experiment }, filter = opts.filter,
-    order_by = { "attributes.start_time DESC" }, max_results = limit })
+    order_by = { "attributes.start_time DESC" }, max_results = opts.limit })
   if not runs then
     stderr:write("dconn runs: ", tostring(serr), "\n")
     return 1
@@ -103,4 +59,25 @@ function _M.main(...)
   return 0
 end
 
-return _M
+return {
+  name = "runs",
+  summary = "recent MLflow runs of an experiment, with their metrics and params",
+  description = [[
+Lists the most recent runs of experiment NAME, newest first, with their metrics and params.
+Credentials, TLS and retries come from the MLFLOW_TRACKING_* and MLFLOW_HTTP_REQUEST_* variables,
+as for the MLflow Python client.]],
+  options = {
+    { name = "experiment", metavar = "NAME", required = true, help = "the experiment" },
+    { name = "tracker", metavar = "URI",
+      help = "http(s)://host:port of an MLflow server, or file:PATH of an MLflow file store (default: "
+        .. "$MLFLOW_TRACKING_URI, $SCANFLOW_TRACKER_URI, file:./mlruns)" },
+    { name = "filter", metavar = "F",
+      help = "an MLflow search filter, e.g. \"metrics.max_qos > 25 AND params.x = 'y'\"" },
+    { name = "limit", type = "integer", metavar = "N", min = 1, max = 50000, default = "10", help = "at most N runs" },
+    { name = "json", help = "one JSON array of runs instead of text" },
+  },
+  epilog = [[
+Exit status: 0 ok; 2 usage error; 1 the tracker failed (unknown experiment, bad filter, server
+down).]],
+  run = list_runs,
+}

@@ -1,5 +1,5 @@
--- dconn.cli.telemetry: `dconn telemetry DIR|FILE [--csv] [--cluster C] [--step S]`, run by
--- runtime/cli/commands.c: the 15 s rows a model sees, read from the original CSV export by
+-- dconn telemetry DIR|FILE [--csv] [--cluster C] [--step S]: the 15 s rows a model sees, read from
+-- the original CSV export by
 -- dconn.export (the original preprocessing) and averaged by features.buckets.
 --
 -- With --csv: a header `t,cluster,<the six inputs>,qos`, then one row per bucket and cluster
@@ -8,18 +8,12 @@
 -- line (buckets, time range, QoS mean/min/max, the share of buckets at QoS 0, mean fps and
 -- latency), then what reading found (files, rows shared by two files, malformed rows, gaps).
 -- Warnings (malformed rows, gaps between files) go to stderr in both modes.
--- main(args) (a list, or the arguments themselves) returns the exit status: 0 ok, 1 the data
--- could not be read, 2 a usage error.
 local export = require "dconn.export"
 local features = require "dconn.features"
 
-local ipairs, tonumber, type = ipairs, tonumber, type
+local ipairs = ipairs
 local format, concat = string.format, table.concat
 local stdout, stderr, os_date, huge = io.stdout, io.stderr, os.date, math.huge
-
-local _M = { _VERSION = "0.1.0" }
-
-local USAGE = "usage: dconn telemetry DIR|FILE [--csv] [--cluster C] [--step SECONDS]"
 
 local function utc(t)
   return os_date("!%Y-%m-%d %H:%M:%S", math.floor(t))
@@ -27,40 +21,6 @@ end
 
 local function num(x)
   return format("%.17g", x)
-end
-
-local function parse_args(args)
-  local opts = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local key, value = a:match("^%-%-([%w]+)=(.*)$")
-    if not key then
-      key = a:match("^%-%-([%w]+)$")
-      if key == "cluster" or key == "step" then
-        i = i + 1
-        value = args[i]
-        if value == nil then return nil, "option '" .. a .. "' needs a value" end
-      end
-    end
-    if not key then
-      if a:sub(1, 1) == "-" or opts.path then return nil, "unexpected argument '" .. a .. "'" end
-      opts.path = a
-    elseif key == "csv" then
-      if value then return nil, "--csv takes no value" end
-      opts.csv = true
-    elseif key == "cluster" then
-      opts.cluster = value
-    elseif key == "step" then
-      opts.step = tonumber(value)
-      if not opts.step or opts.step <= 0 then return nil, "--step must be a positive number of seconds" end
-    else
-      return nil, "unknown option '--" .. key .. "'"
-    end
-    i = i + 1
-  end
-  if not opts.path then return nil, "missing DIR or FILE" end
-  return opts
 end
 
 local function write_csv(data, clusters, step)
@@ -100,14 +60,7 @@ local function write_summary(data, clusters, step)
     #data.gaps, #data.gaps == 1 and "" or "s", step))
 end
 
-function _M.main(...)
-  local args = ...
-  if type(args) ~= "table" then args = { ... } end
-  local opts, uerr = parse_args(args)
-  if not opts then
-    stderr:write("dconn telemetry: ", uerr, " (", USAGE, ")\n")
-    return 2
-  end
+local function show(opts)
   local data, err = export.read(opts.path)
   if not data then
     stderr:write("dconn telemetry: ", err, "\n")
@@ -128,4 +81,21 @@ function _M.main(...)
   return 0
 end
 
-return _M
+return {
+  name = "telemetry",
+  summary = "the 15 s rows a model sees, from the original CSV export",
+  description = [[
+The 15 s rows a model sees, from the original CSV export: FILE, or every *.csv file in DIR (hourly
+files, read in time order, a row two files share counted once, a gap between files reported on
+stderr). The rows are built by the original preprocessing: QoS per 5 s row then averaged, fps from
+the frame counters, latency clipped to [0, 1] s, empty cells interpolated.]],
+  options = {
+    { name = "csv", help = "one CSV row per bucket and cluster: t (unix seconds), cluster, the six inputs, qos "
+      .. "(17 significant digits); without it, a summary per cluster" },
+    { name = "cluster", metavar = "C", help = "only cluster C" },
+    { name = "step", type = "number", metavar = "SECONDS", min = 1, default = "15", help = "buckets of S seconds" },
+  },
+  args = { { name = "DIR|FILE", key = "path", required = true, help = "an export file or a directory of them" } },
+  epilog = "Exit status: 0 ok; 2 usage error; 1 the data could not be read.",
+  run = show,
+}
