@@ -4,7 +4,8 @@
 --   dconn.json dconn.log dconn.timer dconn.pretty dconn.runtime dconn.metrics   the basics
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
---   dconn.k8s (leader, sim)             the Kubernetes actuator, Lease leadership, a simulated cluster
+--   dconn.k8s (config, api, place, leader, sim)
+--                                       the Kubernetes actuator, Lease leadership, a simulated cluster
 --   dconn.features dconn.prom dconn.replay   telemetry: the model's inputs, Prometheus, CSV replay
 --   dconn.model                         in-process prediction (networks, forecasters)
 --   dconn.policy                        the policy format: its schema and checker
