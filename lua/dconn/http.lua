@@ -9,16 +9,18 @@
 --   http.get_json/delete_json(url [, opts]), http.post_json/put_json/patch_json(url, value [, opts])
 --
 -- A non-2xx status is an answer, not an error (unless raise_for_status = true: kind "http").
--- err is a table {kind=, message=, url=, method=, attempts=, status=?} with a __tostring; kind is
--- dns, connect, tls, timeout, too_large, protocol, canceled, other, http or json. The url in errors
+-- err is a dconn.error value (err.from "http") {kind=, message=, url=, method=, attempts=, status=?};
+-- kind is dns, connect, tls, timeout, too_large, protocol, canceled, other, http or json. The url in errors
 -- and logs has its userinfo and secret-looking query values replaced by "***", and no message
 -- or log line carries an Authorization header, a token or a password.
--- Misuse (a wrong type, an unknown option) raises.
+-- Misuse (a wrong type, an unknown option: dconn._options) raises.
 local httpc = require "dconn.httpc"
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local metrics = require "dconn.metrics"
 local json = require "dconn.json"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local pcall, setmetatable, rawget, rawset = pcall, setmetatable, rawget, rawset
@@ -189,17 +191,11 @@ local HEADERS_MT = {
   end,
 }
 
-local ERROR_MT = {
-  __tostring = function(e)
-    return format("%s %s: %s error: %s", e.method or "?", e.url or "?", e.kind, e.message)
-  end,
-}
-
+-- A dconn.error value from "http" (its text: "GET https://h/p: connect error: message").
 local function make_error(kind, message, ctx, fields)
-  local e = { kind = kind, message = scrub(message, ctx.secrets), url = ctx.safe_url,
-    method = ctx.method, attempts = ctx.attempt }
-  if fields then for k, v in pairs(fields) do e[k] = v end end
-  return setmetatable(e, ERROR_MT)
+  local e = errors.new(kind, scrub(message, ctx.secrets), fields)
+  e.from, e.url, e.method, e.attempts = "http", ctx.safe_url, ctx.method, ctx.attempt
+  return e
 end
 
 local function outcome_of(status)
@@ -273,14 +269,8 @@ local function check_number(opts, key, low, integer)
 end
 
 local function check_options(opts)
-  if type(opts) ~= "table" then error("http: expected a table of options, got " .. type(opts), 3) end
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then error("http: unknown option '" .. tostring(k) .. "'", 3) end
-    if type(v) ~= want then
-      error(format("http: '%s' must be a %s, got %s", k, want, type(v)), 3)
-    end
-  end
+  if opts == nil then error("http: expected a table of options, got nil", 3) end
+  options.check(opts, OPTION_TYPES, "http", 4)
   if not opts.url then error("http: 'url' is required", 3) end
   check_number(opts, "timeout", 0.001)
   check_number(opts, "connect_timeout", 0.001)

@@ -3,10 +3,12 @@
 local type, pairs, ipairs, tostring, tonumber, error, next = type, pairs, ipairs, tostring, tonumber, error, next
 local sort, concat = table.sort, table.concat
 local format = string.format
+local options = require "dconn._options"
 
 local _M = { _VERSION = "0.1.0" }
 
 local DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
+local HISTOGRAM_OPTIONS = { buckets = "table" }
 
 local registry = {} -- name -> metric
 local order = {}    -- names in registration order
@@ -89,6 +91,7 @@ end
 
 --- A histogram: `:observe(labels, v)`; opts.buckets = upper bounds, ascending.
 function _M.histogram(name, help, opts)
+  options.check(opts, HISTOGRAM_OPTIONS, "metrics.histogram")
   local m = define("histogram", name, help, opts)
   m.observe = function(self, labels, v)
     local s = series(self, labels)

@@ -7,6 +7,9 @@
 --   source:data_time(now) -> the data's timestamp replayed at agent time `now` | nil, err
 --   source:rows(cluster [, step]) -> every 15 s row of a cluster (data time) | nil, err
 --   source:describe() -> "replay FILE (...)";  source.clusters -> the cluster ids, sorted
+--   err: a dconn.error value (err.from "replay"), its text the message; err.kind io (the file
+--   cannot be read), format (not the expected CSV), not_found (an unknown cluster) or no_data
+--   (a time outside the data, loop = false). Misuse (a wrong type, an unknown option) raises.
 --
 -- The file: `;`-separated with a header row, one row per (timestamp, cluster) for the node
 -- metrics and one per (timestamp, cluster, pipeline_id) for the pipeline metrics, the other
@@ -31,6 +34,8 @@
 local features = require "dconn.features"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, tostring, tonumber, ipairs, pairs, error = type, tostring, tonumber, ipairs, pairs, error
 local floor, min, max, huge = math.floor, math.min, math.max, math.huge
@@ -44,6 +49,14 @@ local DEFAULT_HISTORY, DEFAULT_STEPS = 40, 10
 
 local Source = {}
 Source.__index = Source
+
+local OPEN_OPTIONS = { path = "string", speed = "number", start = "number", loop = "boolean", history = "number",
+  step = "number" }
+
+-- nil and a dconn.error value from "replay" (its text: the message).
+local function fail(kind, message)
+  return nil, errors.new(kind, message, { from = "replay" })
+end
 
 local function utc(t)
   return date("!%Y-%m-%d %H:%M:%S", floor(t))
@@ -67,10 +80,10 @@ end
 -- Parses the whole file: per-cluster samples, the time range and the sample interval.
 local function parse(path)
   local f, ferr = io_open(path, "rb")
-  if not f then return nil, "replay: cannot open " .. tostring(ferr) end
+  if not f then return fail("io", "replay: cannot open " .. tostring(ferr)) end
   local text = f:read("a")
   f:close()
-  if not text or not find(text, "%S") then return nil, "replay: " .. path .. " is empty" end
+  if not text or not find(text, "%S") then return fail("format", "replay: " .. path .. " is empty") end
 
   local fields, lineno = {}, 0
   local header_n, col = nil, {}
@@ -92,8 +105,8 @@ local function parse(path)
           if not col[name] then missing[#missing + 1] = name end
         end
         if #missing > 0 then
-          return nil, format("replay: %s: the header lacks the column%s %s (line 1: %s)", path,
-            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line)
+          return fail("format", format("replay: %s: the header lacks the column%s %s (line 1: %s)", path,
+            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line))
         end
       else
         local why
@@ -136,15 +149,15 @@ local function parse(path)
       end
     end
   end
-  if not header_n then return nil, "replay: " .. path .. " is empty" end
+  if not header_n then return fail("format", "replay: " .. path .. " is empty") end
   if bad > 0 then
     log.warning("replay: %s: skipped %d malformed row%s (first at line %d: %s)", path, bad, bad > 1 and "s" or "",
       bad_line, bad_why)
   end
   if nrows == 0 then
-    if bad > 0 then return nil, format("replay: %s has no valid rows (%d malformed, first at line %d: %s)", path,
-      bad, bad_line, bad_why) end
-    return nil, "replay: " .. path .. " has a header but no rows"
+    if bad > 0 then return fail("format", format("replay: %s has no valid rows (%d malformed, first at line %d: %s)",
+      path, bad, bad_line, bad_why)) end
+    return fail("format", "replay: " .. path .. " has a header but no rows")
   end
   -- the sample interval: the smallest gap between distinct timestamps (one row: the step)
   local ts = {}
@@ -163,6 +176,7 @@ function _M.open(opts)
   if type(opts) ~= "table" or type(opts.path) ~= "string" then
     error("replay.open: expected { path = FILE, ... }", 2)
   end
+  options.check(opts, OPEN_OPTIONS, "replay.open")
   local speed = opts.speed or 1
   if type(speed) ~= "number" or speed <= 0 or speed ~= speed or speed == huge then
     error("replay.open: speed must be a positive number", 2)
@@ -212,11 +226,11 @@ function Source:data_time(now)
   end
   local t = self.first + self.lead + offset
   if t > self.last + self.interval then
-    return nil, format("replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; loop = false)",
-      self.path, utc(self.last), utc(now), t - self.last)
+    return fail("no_data", format("replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; "
+      .. "loop = false)", self.path, utc(self.last), utc(now), t - self.last))
   end
   if t < self.first then
-    return nil, format("replay: agent time %s is before the replay started (loop = false)", utc(now))
+    return fail("no_data", format("replay: agent time %s is before the replay started (loop = false)", utc(now)))
   end
   return t
 end
@@ -242,8 +256,8 @@ function Source:rows(cluster, step)
   if rows then return rows end
   local samples = self._samples[cluster]
   if not samples then
-    return nil, format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster), self.path,
-      known(self))
+    return fail("not_found", format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster),
+      self.path, known(self)))
   end
   rows = features.resample(samples, step)
   by_step[cluster] = rows

@@ -24,6 +24,7 @@ local metrics = require "dconn.metrics"
 local runtime = require "dconn.runtime"
 local decisions = require "dconn.placement.decisions"
 local openapi_lib = require "dconn.agent.openapi"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local pcall, getmetatable = pcall, getmetatable
@@ -684,8 +685,11 @@ local function read_token(path)
   return token
 end
 
+local START_OPTIONS = { listen = "string", token_file = "string" }
+
 --- Starts the API: api.start{listen = "HOST:PORT", token_file = path} -> server | nil, err
 function _M.start(opts)
+  options.check(opts, START_OPTIONS, "api.start")
   opts = opts or {}
   if srv then return nil, "the API is already started" end
   local host, port = parse_listen(opts.listen or DEFAULT_LISTEN)

@@ -47,7 +47,7 @@ function _M.main(...)
     io.stderr:write("dconn place: --timeout needs a positive number of seconds\n", USAGE, "\n")
     return 2
   end
-  local client, err = k8s.client { kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
+  local client, err = k8s.connect { kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
     simulate = opts.simulate }
   if not client then
     io.stderr:write("dconn place: ", tostring(err), "\n")

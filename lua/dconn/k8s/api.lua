@@ -15,6 +15,8 @@ local timer = require "dconn.timer"
 local config = require "dconn.k8s.config"
 local k8s_exec = require "dconn.k8s._exec"
 local k8s_sim = require "dconn.k8s.sim"
+local k8s_leader = require "dconn.k8s.leader"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall = setmetatable, pcall
@@ -37,23 +39,45 @@ local PATCH_TYPES = {
   json = "application/json-patch+json",
 }
 
+local function union(...)
+  local out = {}
+  for _, t in ipairs { ... } do
+    for k, v in pairs(t) do out[k] = v end
+  end
+  return out
+end
+
+-- k8s.client's options: load_config's, the client's own, and with `server` a whole configuration
+-- (load_config's result); k8s.lease_lock's: the elector's and a client's (or the client).
+local OWN_OPTIONS = { qps = "number", burst = "number", retries = "number", backoff_base = "number",
+  backoff_max = "number", timeout = "number", connect_timeout = "number", field_manager = "string",
+  simulate = "boolean|string" }
+local CLIENT_OPTIONS = union(config.LOAD_OPTIONS, OWN_OPTIONS)
+local CONFIGURED_OPTIONS = union(config.CONFIG_FIELDS, OWN_OPTIONS)
+local LEADER_KEYS = { "name", "identity", "lease_duration", "renew_deadline", "retry_period", "on_started_leading",
+  "on_stopped_leading", "on_new_leader" }
+local PATCH_OPTIONS = { type = "string", dry_run = "boolean", field_manager = "string" }
+local ROLLOUT_OPTIONS = { timeout = "number", interval = "number" }
+local LEASE_OPTIONS = union(CLIENT_OPTIONS, k8s_leader.OPTIONS, { client = "table" })
+local CONFIGURED_LEASE_OPTIONS = union(CONFIGURED_OPTIONS, k8s_leader.OPTIONS)
 
 ---- client ----
 
 local Client = {}
 Client.__index = Client
 
---- Creates a client from a configuration (k8s.load_config's result) or from load options.
 _M.Client = Client
 
+--- Creates a client from a configuration (k8s.load_config's result) or from load options.
 function _M.client(opts)
+  options.check(opts, type(opts) == "table" and opts.server ~= nil and CONFIGURED_OPTIONS or CLIENT_OPTIONS,
+    "k8s.client")
   opts = opts or {}
-  if type(opts) ~= "table" then error("k8s.client: expected a table of options", 2) end
   local cfg, err = opts
   if opts.simulate then
     cfg = { source = "simulated", server = "simulated", namespace = opts.namespace }
   elseif not opts.server then
-    cfg, err = config.load_config(opts)
+    cfg, err = config.load(opts)
     if not cfg and err.no_config and opts.simulate == nil then
       cfg = { source = "simulated", server = "simulated", namespace = opts.namespace }
     elseif not cfg then
@@ -64,7 +88,7 @@ function _M.client(opts)
   if cfg.source == "simulated" then
     local path = type(opts.simulate) == "string" and opts.simulate or getenv("DCONN_K8S_SIM_STATE")
     sim, err = k8s_sim.open(path ~= "" and path or nil)
-    if not sim then return nil, new_error("Config", nil, err) end
+    if not sim then return nil, new_error("config", "Config", nil, err) end
     log.error("k8s: NO KUBERNETES CONFIGURATION IN USE: talking to a SIMULATED cluster (%s); nothing real "
       .. "will move", path and ("state file " .. path) or "in memory, empty")
     cfg.server = "simulated:" .. (path or "memory")
@@ -79,7 +103,7 @@ end
 
 --- A leader elector on this client (dconn.k8s.leader.new).
 function Client:leader(opts)
-  return require("dconn.k8s.leader").new(self, opts)
+  return k8s_leader.new(self, opts)
 end
 
 --- A leader elector with client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s) and
@@ -87,19 +111,18 @@ end
 --- context, namespace, ...). Returns the elector or nil, err.
 function _M.lease_lock(opts)
   if type(opts) ~= "table" then error("k8s.lease_lock: expected a table", 2) end
+  options.check(opts, opts.server ~= nil and CONFIGURED_LEASE_OPTIONS or LEASE_OPTIONS, "k8s.lease_lock")
   local c = opts.client
   if not c then
     local err
     local copts = {}
     for k, v in pairs(opts) do copts[k] = v end
-    for _, k in ipairs { "name", "identity", "lease_duration", "renew_deadline", "retry_period",
-      "on_started_leading", "on_stopped_leading", "on_new_leader" } do copts[k] = nil end
+    for _, k in ipairs(LEADER_KEYS) do copts[k] = nil end
     c, err = _M.client(copts)
     if not c then return nil, err end
   end
-  local leader = require "dconn.k8s.leader"
-  return leader.new(c, { name = opts.name, namespace = opts.namespace or c.namespace,
-    identity = opts.identity or leader.default_identity(), lease_duration = opts.lease_duration,
+  return k8s_leader.new(c, { name = opts.name, namespace = opts.namespace or c.namespace,
+    identity = opts.identity or k8s_leader.default_identity(), lease_duration = opts.lease_duration,
     renew_deadline = opts.renew_deadline, retry_period = opts.retry_period,
     on_started_leading = opts.on_started_leading, on_stopped_leading = opts.on_stopped_leading,
     on_new_leader = opts.on_new_leader })
@@ -132,7 +155,7 @@ function Client:bearer(force)
   local spec = self.cfg.exec
   if spec and (force or not self.exec_cred or k8s_exec.expired(self.exec_cred, EXEC_MARGIN)) then
     local cred, err = k8s_exec.run(spec, self.cfg.exec_cluster)
-    if not cred then return nil, new_error("Unauthorized", nil, err, { kind = "exec" }) end
+    if not cred then return nil, new_error("exec", "Unauthorized", nil, err) end
     self.exec_cred, self.token = cred, cred.token
     if cred.cert_pem then
       self.exec_cert_file = self.exec_cert_file or os.tmpname()
@@ -155,16 +178,18 @@ function Client:bearer(force)
   return self.token
 end
 
+-- An error status as a dconn.error value: kind not_found for a 404, else http.
 local function status_error(status, body)
+  local kind = status == 404 and "not_found" or "http"
   local ok, doc = pcall(json.decode, body or "")
   if ok and type(doc) == "table" and doc.kind == "Status" then
-    return new_error(doc.reason or "Unknown", math.tointeger(doc.code) or status, doc.message or "",
+    return new_error(kind, doc.reason or "Unknown", math.tointeger(doc.code) or status, doc.message or "",
       { details = doc.details, status = status })
   end
   local reasons = { [400] = "BadRequest", [401] = "Unauthorized", [403] = "Forbidden", [404] = "NotFound",
     [405] = "MethodNotAllowed", [409] = "Conflict", [415] = "UnsupportedMediaType", [422] = "Invalid",
     [429] = "TooManyRequests", [500] = "InternalError", [503] = "ServiceUnavailable", [504] = "Timeout" }
-  return new_error(reasons[status] or "Unknown", status, format("status %d: %s", status,
+  return new_error(kind, reasons[status] or "Unknown", status, format("status %d: %s", status,
     tostring(body):sub(1, 200)), { status = status })
 end
 
@@ -177,7 +202,7 @@ function Client:request(req)
   if req.body ~= nil then
     local ok, text = pcall(json.encode, req.body)
     if not ok or not text then
-      return nil, new_error("BadRequest", nil, "cannot encode the body: " .. tostring(text))
+      return nil, new_error("json", "BadRequest", nil, "cannot encode the body: " .. tostring(text))
     end
     body = text
   end
@@ -222,7 +247,7 @@ function Client:request(req)
         log.warning("k8s: %s %s: %s; retry %d of %d in %.2fs", method, req.path, e.message, attempt, self.retries, wait)
         sleep(wait)
       else
-        return nil, new_error("Transport", nil, e.message, { kind = e.kind })
+        return nil, new_error(e.kind, "Transport", nil, e.message)
       end
     elseif status == 401 and (cfg.token_file or cfg.exec) and not reauthed then
       reauthed = true -- the token may have rotated: reread the file or rerun the plugin once
@@ -241,7 +266,7 @@ function Client:request(req)
       if text == "" then return {}, status end
       local ok, doc = pcall(json.decode, text)
       if not ok or doc == nil then
-        return nil, new_error("BadResponse", status, "the answer is not JSON: " .. tostring(doc))
+        return nil, new_error("json", "BadResponse", status, "the answer is not JSON: " .. tostring(doc))
       end
       return doc, status
     end
@@ -271,6 +296,7 @@ end
 function Client:patch_deployment(ns, name, patch, opts)
   check_name("patch_deployment", "namespace", ns)
   check_name("patch_deployment", "name", name)
+  options.check(opts, PATCH_OPTIONS, "k8s.patch_deployment")
   opts = opts or {}
   local ctype = PATCH_TYPES[opts.type or "strategic"]
   if not ctype then error("k8s.patch_deployment: type must be strategic, merge or json", 2) end
@@ -352,6 +378,7 @@ end
 function Client:rollout_status(ns, name, opts)
   check_name("rollout_status", "namespace", ns)
   check_name("rollout_status", "name", name)
+  options.check(opts, ROLLOUT_OPTIONS, "k8s.rollout_status")
   opts = opts or {}
   local timeout, interval = opts.timeout or 300, opts.interval or 1
   local deadline = now() + timeout
@@ -360,9 +387,9 @@ function Client:rollout_status(ns, name, opts)
     if not dep then return false, err end
     local verdict, message = _M.rollout_verdict(dep)
     if verdict == "done" then return true, message end
-    if verdict == "failed" then return false, new_error("ProgressDeadlineExceeded", nil, message) end
+    if verdict == "failed" then return false, new_error("rollout", "ProgressDeadlineExceeded", nil, message) end
     if now() + interval > deadline then
-      return false, new_error("Timeout", nil, format("rollout of %s/%s not done after %gs: %s", ns, name,
+      return false, new_error("rollout", "Timeout", nil, format("rollout of %s/%s not done after %gs: %s", ns, name,
         timeout, message))
     end
     sleep(interval)

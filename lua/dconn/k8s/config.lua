@@ -8,15 +8,17 @@
 --     cfg: source ("kubeconfig" | "in-cluster"), server, url_base, namespace, ca_file, cert_file,
 --     key_file, insecure, connect_to, tls_server_name, token, token_file, username, password,
 --     exec, exec_cluster, temp_files (decoded *-data fields, removed by client:close()).
---   config.new_error(reason, code, message [, fields]) -> the package's error value
+--   config.new_error(kind, reason, code, message [, fields]) -> the package's dconn.error value
 --
 -- Configuration problems are errors with reason "Config", naming the file and field.
 local json = require "dconn.json"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 local log = require "dconn.log"
 local k8s_exec = require "dconn.k8s._exec"
 
-local type, next, pairs, ipairs, tostring, error = type, next, pairs, ipairs, tostring, error
-local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
+local type, next, ipairs, tostring = type, next, ipairs, tostring
+local getmetatable, pcall = getmetatable, pcall
 local format, concat = string.format, table.concat
 local min = math.min
 local getenv = os.getenv
@@ -25,22 +27,27 @@ local _M = { _VERSION = "0.1.0" }
 
 local SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+-- load_config's options, and the fields of the configuration it returns (which k8s.client
+-- takes as well).
+_M.LOAD_OPTIONS = { kubeconfig = "string", context = "string", namespace = "string", serviceaccount_dir = "string" }
+_M.CONFIG_FIELDS = { source = "string", context = "string", files = "table", temp_files = "table",
+  namespace = "string", server = "string", url_base = "string", ca_file = "string", insecure = "boolean",
+  tls_server_name = "string", connect_to = "string", cert_file = "string", key_file = "string", token = "string",
+  token_file = "string", username = "string", password = "string", exec = "table", exec_cluster = "table" }
+
 ---- errors ----
 
-local ERROR_MT = {
-  __tostring = function(e)
-    return format("%s (%s): %s", e.reason, tostring(e.code or e.kind or "-"), e.message)
-  end,
-}
-
-local function new_error(reason, code, message, fields)
-  local e = { reason = reason, code = code, message = message }
-  for k, v in pairs(fields or {}) do e[k] = v end
-  return setmetatable(e, ERROR_MT)
+-- A dconn.error value from "k8s": kind (dconn.error's words), reason (Kubernetes' Status
+-- reason, or ours: Config, Transport, BadRequest, BadResponse, ProgressDeadlineExceeded,
+-- Timeout), code (the HTTP status of an API Status). Text: "NotFound (404): message".
+local function new_error(kind, reason, code, message, fields)
+  local e = errors.new(kind, message, fields)
+  e.from, e.reason, e.code = "k8s", reason, code
+  return e
 end
 
 local function config_error(fmt, ...)
-  return nil, new_error("Config", nil, format(fmt, ...))
+  return nil, new_error("config", "Config", nil, format(fmt, ...))
 end
 
 ---- small helpers ----
@@ -369,11 +376,8 @@ local function load_in_cluster(opts)
   return cfg
 end
 
---- Finds the configuration the way kubectl does: an explicit kubeconfig or context, else
---- $KUBECONFIG or ~/.kube/config, else the in-cluster service account. nil, err when none.
-function _M.load_config(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("k8s.load_config: expected a table of options", 2) end
+-- load_config without the check of its options (k8s.client passes its own along).
+function _M.load(opts)
   local cfg, err = load_kubeconfig(opts)
   if not cfg and not err and not opts.context then cfg, err = load_in_cluster(opts) end
   if not cfg and not err then
@@ -385,6 +389,13 @@ function _M.load_config(opts)
   if not cfg then return nil, err end
   cfg.namespace = opts.namespace or cfg.namespace or "default"
   return cfg
+end
+
+--- Finds the configuration the way kubectl does: an explicit kubeconfig or context, else
+--- $KUBECONFIG or ~/.kube/config, else the in-cluster service account. nil, err when none.
+function _M.load_config(opts)
+  options.check(opts, _M.LOAD_OPTIONS, "k8s.load_config")
+  return _M.load(opts or {})
 end
 
 _M.new_error, _M.read_file, _M.trim = new_error, read_file, trim

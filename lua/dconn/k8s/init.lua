@@ -12,8 +12,10 @@
 -- (or another label, or a required node affinity).
 --
 --   k8s.load_config{kubeconfig=, context=, namespace=, serviceaccount_dir=} -> cfg | nil, err
---   k8s.client([cfg or load_config options, plus qps=, burst=, retries=, backoff_base=,
---              backoff_max=, timeout=, connect_timeout=, field_manager=, simulate=]) -> client | nil, err
+--   k8s.connect([cfg or load_config options, plus qps=, burst=, retries=, backoff_base=,
+--               backoff_max=, timeout=, connect_timeout=, field_manager=, simulate=]) -> client | nil, err
+--     k8s.client is the same function, its older name (connect: the library's verb for a
+--     remote service; open for files, new for objects in memory). An unknown option raises.
 --     With no configuration found (or simulate = true or a state-file path) the client talks to
 --     a simulated cluster (dconn.k8s.sim; state file from simulate or DCONN_K8S_SIM_STATE), and
 --     says so at error level; simulate = false turns that fallback off.
@@ -39,10 +41,12 @@
 --   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s.leader)
 --   client:close()                            removes temporary files (decoded *-data fields)
 --
--- Errors are tables {reason=, code=, message=} with a __tostring: an API Status keeps its reason
--- and code (NotFound 404, Conflict 409, Invalid 422, Unauthorized 401, Forbidden 403, ...);
+-- Errors are dconn.error values (err.from "k8s") {kind=, reason=, code=, message=}, text
+-- "Reason (code): message": an API Status keeps its reason and code (NotFound 404, Conflict 409,
+-- Invalid 422, Unauthorized 401, Forbidden 403, ...; kind not_found for a 404, else http);
 -- transport failures have reason "Transport" and the dconn.http kind; configuration problems
--- reason "Config", naming the file and field. Misuse (wrong argument types) raises.
+-- reason "Config" (kind config), naming the file and field; a failed exec plugin kind exec; a
+-- failed or late rollout kind rollout. Misuse (wrong argument types, unknown options) raises.
 --
 -- Transport: dconn.http on the runtime's libcurl engine (runtime/http.c). A C layer for the
 -- transport, configuration or auth would only duplicate that engine (TLS files, bearer auth,
@@ -58,7 +62,8 @@ _M.HOSTNAME_LABEL = place.HOSTNAME_LABEL
 _M.load_config = config.load_config
 _M.base64_encode, _M.base64_decode = config.base64_encode, config.base64_decode
 
-_M.client = api.client
+_M.connect = api.client
+_M.client = api.client -- the older name
 _M.lease_lock = api.lease_lock
 _M.set_guard = api.set_guard
 _M.rollout_verdict = api.rollout_verdict

@@ -6,6 +6,7 @@ local json = require "dconn.json"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 local api = require "dconn.k8s.api"
+local options = require "dconn._options"
 
 local type, ipairs, tostring, error = type, ipairs, tostring, error
 local format = string.format
@@ -16,6 +17,8 @@ local _M = { _VERSION = "0.1.0" }
 
 local HOSTNAME_LABEL = "kubernetes.io/hostname"
 _M.HOSTNAME_LABEL = HOSTNAME_LABEL
+local PLACE_OPTIONS = { dry_run = "boolean", wait = "boolean", timeout = "number", interval = "number",
+  label = "string", form = "string", gain = "number" }
 
 -- Kubernetes' Toleration.ToleratesTaint.
 local function tolerates(toleration, taint)
@@ -102,6 +105,7 @@ function Client:place(ns, name, node_name, opts)
   check_name("place", "namespace", ns)
   check_name("place", "deployment", name)
   check_name("place", "node", node_name)
+  options.check(opts, PLACE_OPTIONS, "k8s.place")
   opts = opts or {}
   local label, form = opts.label or HOSTNAME_LABEL, opts.form or "selector"
   check_name("place", "opts.label", label)

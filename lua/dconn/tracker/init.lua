@@ -23,14 +23,17 @@
 -- end_time, artifact_uri, lifecycle_stage, user_id, metrics={key=latest value},
 -- params={key=value}, tags={key=value}, metric_steps={key={step=, timestamp=}}.
 -- Metrics to log: a map {key=value} (timestamp now, step 0) or a list {key=, value=, timestamp=, step=}.
--- Failures are values: nil, err with err.error_code (MLflow's code, or one derived from the HTTP
--- status / transport kind), err.status, err.message and a __tostring "CODE: message".
+-- Failures are values: nil, err, a dconn.error value (err.from "tracker") with err.kind,
+-- err.error_code (MLflow's code, or one derived from the HTTP status / transport kind),
+-- err.status, err.message and the text "CODE: message".
 -- Misuse (wrong argument types) raises.
 local json = require "dconn.json"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 local timer = require "dconn.timer"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
-local setmetatable, getenv = setmetatable, os.getenv
+local getenv = os.getenv
 local format, floor, sort = string.format, math.floor, table.sort
 
 local _M = { _VERSION = "0.1.0" }
@@ -39,12 +42,18 @@ local _M = { _VERSION = "0.1.0" }
 local MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ITEMS = 1000, 100, 100, 1000
 local MAX_BODY = 900000 -- under MAX_BATCH_LOG_REQUEST_SIZE = 1 000 000 bytes
 
-local ERR_MT = { __tostring = function(e) return format("%s: %s", e.error_code, e.message) end }
+-- dconn.error's kind for an MLflow error code, unless the caller gives one (fields.kind: a
+-- transport failure, say); other codes are kind http with an HTTP status, io without (the file
+-- store's INTERNAL_ERROR).
+local KIND_OF_CODE = { RESOURCE_DOES_NOT_EXIST = "not_found", INVALID_PARAMETER_VALUE = "invalid",
+  BAD_RESPONSE = "format", NOT_IMPLEMENTED = "unsupported" }
 
+-- A dconn.error value from "tracker": error_code (MLflow's), status; text "CODE: message".
 local function new_error(code, message, fields)
-  local e = { error_code = code, message = message }
-  if fields then for k, v in pairs(fields) do e[k] = v end end
-  return setmetatable(e, ERR_MT)
+  local kind = fields and fields.kind or KIND_OF_CODE[code] or (fields and fields.status and "http") or "io"
+  local e = errors.new(kind, message, fields)
+  e.from, e.error_code = "tracker", code
+  return e
 end
 _M.new_error = new_error
 
@@ -214,10 +223,13 @@ function _M.mixin(class)
   class.latest_run, class.log_decision, class.log_dict = latest_run, log_decision, log_dict
 end
 
+-- tracker.connect's options (both stores take them; the file store has no use for them).
+local CONNECT_OPTIONS = { deadline = "number", retries = "number", backoff_factor = "number", timeout = "number" }
+
 --- Opens a tracker; see the top of this file.
 function _M.connect(uri, opts)
   if uri ~= nil and type(uri) ~= "string" then error("tracker.connect: uri must be a string", 2) end
-  if opts ~= nil and type(opts) ~= "table" then error("tracker.connect: opts must be a table", 2) end
+  options.check(opts, CONNECT_OPTIONS, "tracker.connect")
   opts = opts or {}
   if uri == nil or uri == "" then
     uri = getenv("MLFLOW_TRACKING_URI")
@@ -229,7 +241,7 @@ function _M.connect(uri, opts)
     return require("dconn.tracker.file").open(uri, opts)
   end
   return nil, new_error("INVALID_PARAMETER_VALUE", "unsupported tracking URI: " .. uri ..
-    " (http://, https:// or file: expected)")
+    " (http://, https:// or file: expected)", { kind = "config" })
 end
 
 return _M

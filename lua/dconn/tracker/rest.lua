@@ -25,13 +25,15 @@ local STATUS_CODE = {
   [501] = "NOT_IMPLEMENTED", [503] = "TEMPORARILY_UNAVAILABLE", [504] = "DEADLINE_EXCEEDED",
 }
 
+local CONFIG = { kind = "config" } -- the kind of a bad MLFLOW_* variable
+
 local function env_bool(name)
   local v = getenv(name)
   if v == nil or v == "" then return false end
   v = lower(v)
   if v == "true" or v == "1" then return true end
   if v == "false" or v == "0" then return false end
-  return nil, new_error("INVALID_PARAMETER_VALUE", name .. " must be true, false, 1 or 0")
+  return nil, new_error("INVALID_PARAMETER_VALUE", name .. " must be true, false, 1 or 0", CONFIG)
 end
 
 local function env_number(name, default, limit)
@@ -39,7 +41,7 @@ local function env_number(name, default, limit)
   if v == nil or v == "" then return default end
   local n = tonumber(v)
   if not n or n < 0 or (limit and n >= limit) then
-    return nil, new_error("INVALID_PARAMETER_VALUE", format("%s must be a number in [0, %s)", name, limit))
+    return nil, new_error("INVALID_PARAMETER_VALUE", format("%s must be a number in [0, %s)", name, limit), CONFIG)
   end
   return n
 end
@@ -63,7 +65,7 @@ local function host_creds()
   if ca == "" then ca = nil end
   if insecure and ca then
     return nil, new_error("INVALID_PARAMETER_VALUE",
-      "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH cannot both be set")
+      "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH cannot both be set", CONFIG)
   end
   local tls
   if insecure or ca then tls = { insecure = insecure or nil, ca_file = ca } end
@@ -102,14 +104,15 @@ local function rest_error(status, body, err, what)
   if not status then
     if err and err.kind == "json" and err.status then
       if err.status >= 200 and err.status < 300 then
-        return new_error("BAD_RESPONSE", what .. ": the server's answer is not valid JSON", { status = err.status })
+        return new_error("BAD_RESPONSE", what .. ": the server's answer is not valid JSON",
+          { status = err.status, kind = "json" })
       end
       local code = STATUS_CODE[err.status] or (err.status >= 500 and "INTERNAL_ERROR" or "BAD_REQUEST")
       return new_error(code, format("%s: HTTP %d: %s", what, err.status, tostring(err.body or ""):sub(1, 200)),
         { status = err.status })
     end
     return new_error("UNAVAILABLE", what .. ": " .. tostring(err and err.message or err),
-      { kind = err and err.kind, attempts = err and err.attempts })
+      { kind = err and err.kind or "other", attempts = err and err.attempts })
   end
   local code, message
   if type(body) == "table" then code, message = body.error_code, body.message end
