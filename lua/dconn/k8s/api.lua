@@ -4,10 +4,10 @@
 -- (k8s.client, k8s.lease_lock, k8s.set_guard, k8s.rollout_verdict and the client's methods);
 -- dconn.k8s.place adds the placement methods to the same Client.
 --
--- Transport: dconn.http on the runtime's libcurl engine (runtime/http.c). Retries are ours,
--- after client-go: 429 and 5xx are retried for every verb (honouring Retry-After), transport
--- errors only for GET; a client-side token bucket limits requests to 5 per second with bursts
--- of 10 (client-go's DefaultQPS/DefaultBurst).
+-- Transport: dconn.http on the runtime's libcurl engine (runtime/http.c), its retry loop with
+-- client-go's rules in its hooks: 429 and 5xx are retried for every verb (honouring
+-- Retry-After), transport errors only for GET; a client-side token bucket limits requests to 5
+-- per second with bursts of 10 (client-go's DefaultQPS/DefaultBurst).
 local http = require "dconn.http"
 local json = require "dconn.json"
 local log = require "dconn.log"
@@ -21,7 +21,7 @@ local options = require "dconn._options"
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall = setmetatable, pcall
 local format = string.format
-local min, random = math.min, math.random
+local min = math.min
 local getenv = os.getenv
 local now, sleep = timer.now, timer.sleep
 local new_error, read_file, trim = config.new_error, config.read_file, config.trim
@@ -220,57 +220,52 @@ function Client:request(req)
   end
   local headers = { Accept = "application/json", ["User-Agent"] = "dconn/" .. _M._VERSION }
   if body then headers["Content-Type"] = req.content_type or "application/json" end
-  local reauthed = false
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    self:throttle()
-    -- client-go sends credentials only over https
-    local tls, token, berr
-    if cfg.server:match("^https:") then
-      token, berr = self:bearer(false)
+  -- dconn.http's retry loop with client-go's rules in its hooks: before each attempt the rate
+  -- limit and the credentials (sent over https only); after it, 429 and 5xx are retried for
+  -- every verb (Retry-After honoured up to MAX_RETRY_AFTER), transport failures but TLS only for
+  -- GET, and a 401 once more with the credentials read again (a token may have rotated).
+  local https = cfg.server:match("^https:") ~= nil
+  local reauth, reauthed = false, false
+  local status, text = http.request {
+    method = method, url = (cfg.url_base or cfg.server) .. req.path, query = req.query, headers = headers,
+    body = body, timeout = self.timeout, connect_timeout = self.connect_timeout,
+    retries = self.retries, backoff_factor = self.backoff_base, backoff_max = self.backoff_max,
+    before = function(r)
+      self:throttle()
+      if not https then return true end
+      local token, berr = self:bearer(reauth)
+      reauth = false
       if berr then return nil, berr end
-      tls = { ca_file = cfg.ca_file, cert_file = self.exec_cert_file or cfg.cert_file,
-        key_file = self.exec_key_file or cfg.key_file, insecure = cfg.insecure or nil,
-        connect_to = cfg.connect_to }
-    end
-    local status, text, rheaders = http.request {
-      method = method, url = (cfg.url_base or cfg.server) .. req.path, query = req.query, headers = headers,
-      body = body, timeout = self.timeout, connect_timeout = self.connect_timeout, retries = 0, tls = tls,
-      auth = token and { bearer = token }
-        or (tls and cfg.username and { user = cfg.username, password = cfg.password or "" }) or nil,
-    }
-    if not status then
-      local e = text
-      if method == "GET" and attempt <= self.retries and e.kind ~= "tls" then
-        local wait = random() * min(self.backoff_max, self.backoff_base * 2 ^ (attempt - 1))
-        log.warning("k8s: %s %s: %s; retry %d of %d in %.2fs", method, req.path, e.message, attempt, self.retries, wait)
-        sleep(wait)
-      else
-        return nil, new_error(e.kind, "Transport", nil, e.message)
+      r.tls = { ca_file = cfg.ca_file, cert_file = self.exec_cert_file or cfg.cert_file,
+        key_file = self.exec_key_file or cfg.key_file, insecure = cfg.insecure or nil, connect_to = cfg.connect_to }
+      r.auth = token and { bearer = token } or (cfg.username and { user = cfg.username, password = cfg.password or "" })
+        or nil
+      return true
+    end,
+    retry = function(attempt, st, e, rheaders)
+      if not st then return method == "GET" and attempt <= self.retries and e.kind ~= "tls" end
+      if st == 401 and (cfg.token_file or cfg.exec) and not reauthed then
+        reauth, reauthed = true, true
+        return 0, "status 401: reading the credentials again"
       end
-    elseif status == 401 and (cfg.token_file or cfg.exec) and not reauthed then
-      reauthed = true -- the token may have rotated: reread the file or rerun the plugin once
-      local _, berr2 = self:bearer(true)
-      if berr2 then return nil, berr2 end
-    elseif (status == 429 or status >= 500) and attempt <= self.retries then
-      local wait = http.retry_after_seconds(rheaders["retry-after"])
-      wait = wait and min(wait, MAX_RETRY_AFTER)
-        or random() * min(self.backoff_max, self.backoff_base * 2 ^ (attempt - 1))
-      log.warning("k8s: %s %s: status %d; retry %d of %d in %.2fs", method, req.path, status, attempt,
-        self.retries, wait)
-      sleep(wait)
-    elseif status >= 400 then
-      return nil, status_error(status, text)
-    else
-      if text == "" then return {}, status end
-      local ok, doc = pcall(json.decode, text)
-      if not ok or doc == nil then
-        return nil, new_error("json", "BadResponse", status, "the answer is not JSON: " .. tostring(doc))
+      if (st == 429 or st >= 500) and attempt <= self.retries then
+        local wait = http.retry_after_seconds(rheaders["retry-after"])
+        return wait and min(wait, MAX_RETRY_AFTER) or true
       end
-      return doc, status
-    end
+      return false
+    end,
+  }
+  if not status then
+    if text.from == "k8s" then return nil, text end -- the credentials could not be had
+    return nil, new_error(text.kind, "Transport", nil, text.message)
   end
+  if status >= 400 then return nil, status_error(status, text) end
+  if text == "" then return {}, status end
+  local ok, doc = pcall(json.decode, text)
+  if not ok or doc == nil then
+    return nil, new_error("json", "BadResponse", status, "the answer is not JSON: " .. tostring(doc))
+  end
+  return doc, status
 end
 
 local function check_name(fn, what, v, level)
