@@ -13,9 +13,11 @@ local HISTOGRAM_OPTIONS = { buckets = "table" }
 local registry = {} -- name -> metric
 local order = {}    -- names in registration order
 
+--- A label value as the text format writes it between quotes: \\, \n and \" escaped.
 local function escape_label(v)
   return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
 end
+_M.escape_label = escape_label
 
 -- Labels table -> '{a="1",b="2"}' with sorted keys; also the key series are stored under.
 local function label_text(labels)

@@ -184,9 +184,7 @@ local api_requests = metrics.counter("dconn_api_requests_total",
 local tasks_gauge = metrics.gauge("dconn_tasks", "Tasks alive (jobs, API requests, waits).")
 local memory_gauge = metrics.gauge("dconn_lua_memory_bytes", "Bytes the Lua heap holds.")
 
-local function escape_label(v)
-  return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
-end
+local escape_label = metrics.escape_label
 
 -- Job counters come from timer.jobs() at scrape time, so they are never stale.
 local function job_metrics()
