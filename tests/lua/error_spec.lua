@@ -91,14 +91,14 @@ describe("every constructor rejects a misspelt option with a suggestion", functi
   end
 
   it("k8s.client, k8s.connect, k8s.load_config, k8s.lease_lock, leader.new, client:place", function()
-    rejects(function() k8s.client { kubeconfg = "x" } end, "k8s.client", "kubeconfg", "kubeconfig")
-    rejects(function() k8s.connect { simulte = true } end, "k8s.client", "simulte", "simulate")
-    rejects(function() k8s.client { server = "http://127.0.0.1:1", tokn = "t" } end, "k8s.client", "tokn", "token")
+    rejects(function() k8s.client { kubeconfg = "x" } end, "k8s.connect", "kubeconfg", "kubeconfig")
+    rejects(function() k8s.connect { simulte = true } end, "k8s.connect", "simulte", "simulate")
+    rejects(function() k8s.client { server = "http://127.0.0.1:1", tokn = "t" } end, "k8s.connect", "tokn", "token")
     rejects(function() k8s.load_config { contxt = "x" } end, "k8s.load_config", "contxt", "context")
     rejects(function() k8s.lease_lock { nme = "l", kubeconfig = "x" } end, "k8s.lease_lock", "nme", "name")
     rejects(function() leader.new({}, { name = "l", retry_perod = 1 }) end, "k8s_leader.new", "retry_perod",
       "retry_period")
-    assert.matches(HERE .. "k8s%.client: 'qps' must be a number, got string",
+    assert.matches(HERE .. "k8s%.connect: 'qps' must be a number, got string",
       raised(function() k8s.client { qps = "5" } end))
     local c = assert(k8s.connect { simulate = true })
     rejects(function() c:place("apps", "web", "node-a", { dryrun = true }) end, "k8s.place", "dryrun", "dry_run")

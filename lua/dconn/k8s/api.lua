@@ -71,7 +71,7 @@ _M.Client = Client
 --- Creates a client from a configuration (k8s.load_config's result) or from load options.
 function _M.client(opts)
   options.check(opts, type(opts) == "table" and opts.server ~= nil and CONFIGURED_OPTIONS or CLIENT_OPTIONS,
-    "k8s.client")
+    "k8s.connect")
   opts = opts or {}
   local cfg, err = opts
   if opts.simulate then
