@@ -41,6 +41,7 @@
 --   6. Latency is clipped to [0, 1] s; QoS is computed per slot (features.qos), from that latency
 --      and fps.
 local features = require "dconn.features"
+local errors = require "dconn.error"
 
 local type, tostring, tonumber, ipairs, pairs = type, tostring, tonumber, ipairs, pairs
 local min, huge = math.min, math.huge
@@ -48,6 +49,12 @@ local format, find, sub, concat, sort = string.format, string.find, string.sub, 
 local io_open, io_popen, date = io.open, io.popen, os.date
 
 local _M = { _VERSION = "0.1.0" }
+
+-- Failures are dconn.error values (from "export"): kind io (a file or directory that cannot be
+-- read) or format (not the export's CSV, or no usable rows).
+local function fail(kind, message)
+  return nil, errors.new(kind, message, { from = "export" })
+end
 
 local NODE = { "node_cpu_usage", "node_mem_usage", "pipelines_server_cpu_usage", "pipelines_server_mem_usage" }
 -- the pipeline cells the original requires filled (rule 1); the first three are read
@@ -121,11 +128,11 @@ end
 -- One file: { first =, slots = {cluster = {slot, ...}} (rules 1-3), rows =, bad =, bad_line =, bad_why = }
 local function parse(path)
   local f, ferr = io_open(path, "rb")
-  if not f then return nil, "cannot open " .. tostring(ferr) end
+  if not f then return fail("io", "cannot open " .. tostring(ferr)) end
   local text, rerr = f:read("a")
   f:close()
-  if not text then return nil, format("cannot read %s: %s", path, tostring(rerr)) end
-  if not find(text, "%S") then return nil, path .. " is empty" end
+  if not text then return fail("io", format("cannot read %s: %s", path, tostring(rerr))) end
+  if not find(text, "%S") then return fail("format", path .. " is empty") end
 
   local fields, lineno, pos = {}, 0, 0
   local header_n, col = nil, {}
@@ -145,8 +152,8 @@ local function parse(path)
           if not col[name] then missing[#missing + 1] = name end
         end
         if #missing > 0 then
-          return nil, format("%s: the header lacks the column%s %s (line 1: %s)", path,
-            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line)
+          return fail("format", format("%s: the header lacks the column%s %s (line 1: %s)", path,
+            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line))
         end
       else
         local why
@@ -201,7 +208,7 @@ local function parse(path)
       end
     end
   end
-  if not header_n then return nil, path .. " is empty" end
+  if not header_n then return fail("format", path .. " is empty") end
 
   sort(order, function(a, b) return a.pos < b.pos end)
   local by_cluster = {}
@@ -284,12 +291,12 @@ function _M.read(path)
   if type(path) ~= "string" then error("export.read: expected a path, got " .. type(path), 2) end
   local paths
   local f, ferr = io_open(path, "rb")
-  if not f then return nil, "cannot open " .. tostring(ferr) end
+  if not f then return fail("io", "cannot open " .. tostring(ferr)) end
   local _, rerr, code = f:read(0)
   f:close()
   if code == 21 or (rerr and find(rerr, "directory", 1, true)) then
     paths = list_csv(path)
-    if #paths == 0 then return nil, path .. " is a directory without .csv files" end
+    if #paths == 0 then return fail("format", path .. " is a directory without .csv files") end
   else
     paths = { path }
   end
@@ -306,20 +313,20 @@ function _M.read(path)
     if file.rows > 0 then files[#files + 1] = file end
   end
   if nrows == 0 then
-    if #paths > 1 then return nil, path .. ": no file has rows" end
+    if #paths > 1 then return fail("format", path .. ": no file has rows") end
     local only = parse(paths[1])
     if only.bad > 0 then
-      return nil, format("%s has no valid rows (%d malformed, first at line %d: %s)", paths[1], only.bad,
-        only.bad_line, only.bad_why)
+      return fail("format", format("%s has no valid rows (%d malformed, first at line %d: %s)", paths[1], only.bad,
+        only.bad_line, only.bad_why))
     end
-    return nil, paths[1] .. " has a header but no rows"
+    return fail("format", paths[1] .. " has a header but no rows")
   end
   sort(files, function(a, b)
     if a.first ~= b.first then return a.first < b.first end
     return a.path < b.path
   end)
   local data = merge(files)
-  if data.first == huge then return nil, path .. ": no slot has both node and pipeline values" end
+  if data.first == huge then return fail("format", path .. ": no slot has both node and pipeline values") end
   if data.interval == huge then data.interval = nil end
   -- gaps between consecutive files: a file starting later than one interval after the previous ended
   local gaps = {}

@@ -2,23 +2,31 @@
 --
 --   http.request{method=, url=, headers=, body=, query=, timeout=, connect_timeout=, deadline=,
 --                retries=, retry_on_any_method=, backoff_factor=, backoff_max=, follow=,
---                max_redirects=, max_body=, raise_for_status=, tls={...}, auth={...}}
+--                max_redirects=, max_body=, raise_for_status=, tls={...}, auth={...}, before=, retry=}
 --     -> status, body, headers | nil, err
+--     Hooks, for a client with its own rules (dconn.k8s): before(req, attempt) runs before each
+--     attempt and may set req.auth and req.tls (a rate limit, a rotating token); returning
+--     nil, err ends the call with that err. retry(attempt, status, err, headers) -> false | true |
+--     seconds [, why] runs after each attempt and decides instead of the policy below: false
+--     answers now, true retries after the backoff, a number after that many seconds (the
+--     deadline still applies; the hook counts the retries); nil leaves it to the policy.
 --   http.get/head/delete(url [, opts]), http.post/put/patch(url, body [, opts])
 --   http.json{... body = <Lua value> ...} -> status, decoded, headers | nil, err
 --   http.get_json/delete_json(url [, opts]), http.post_json/put_json/patch_json(url, value [, opts])
 --
 -- A non-2xx status is an answer, not an error (unless raise_for_status = true: kind "http").
--- err is a table {kind=, message=, url=, method=, attempts=, status=?} with a __tostring; kind is
--- dns, connect, tls, timeout, too_large, protocol, canceled, other, http or json. The url in errors
+-- err is a dconn.error value (err.from "http") {kind=, message=, url=, method=, attempts=, status=?};
+-- kind is dns, connect, tls, timeout, too_large, protocol, canceled, other, http or json. The url in errors
 -- and logs has its userinfo and secret-looking query values replaced by "***", and no message
 -- or log line carries an Authorization header, a token or a password.
--- Misuse (a wrong type, an unknown option) raises.
+-- Misuse (a wrong type, an unknown option: dconn._options) raises.
 local httpc = require "dconn.httpc"
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local metrics = require "dconn.metrics"
 local json = require "dconn.json"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local pcall, setmetatable, rawget, rawset = pcall, setmetatable, rawget, rawset
@@ -56,7 +64,7 @@ local OPTION_TYPES = {
   timeout = "number", connect_timeout = "number", deadline = "number", retries = "number",
   retry_on_any_method = "boolean", backoff_factor = "number", backoff_max = "number",
   follow = "boolean", max_redirects = "number", max_body = "number", raise_for_status = "boolean",
-  tls = "table", auth = "table",
+  tls = "table", auth = "table", before = "function", retry = "function",
 }
 
 -- Query parameters and headers whose values are secrets (matched on the lowercased name).
@@ -189,17 +197,11 @@ local HEADERS_MT = {
   end,
 }
 
-local ERROR_MT = {
-  __tostring = function(e)
-    return format("%s %s: %s error: %s", e.method or "?", e.url or "?", e.kind, e.message)
-  end,
-}
-
+-- A dconn.error value from "http" (its text: "GET https://h/p: connect error: message").
 local function make_error(kind, message, ctx, fields)
-  local e = { kind = kind, message = scrub(message, ctx.secrets), url = ctx.safe_url,
-    method = ctx.method, attempts = ctx.attempt }
-  if fields then for k, v in pairs(fields) do e[k] = v end end
-  return setmetatable(e, ERROR_MT)
+  local e = errors.new(kind, scrub(message, ctx.secrets), fields)
+  e.from, e.url, e.method, e.attempts = "http", ctx.safe_url, ctx.method, ctx.attempt
+  return e
 end
 
 local function outcome_of(status)
@@ -249,17 +251,32 @@ local function backoff(ctx, retry)
   return random() * min(ctx.backoff_max, ctx.backoff_factor * 2 ^ (retry - 1))
 end
 
--- Sleeps before the next attempt when the policy allows one; false when it does not.
-local function may_retry(ctx, reason, wait)
-  if ctx.attempt > ctx.retries then return false end
-  if not (IDEMPOTENT[ctx.method] or ctx.any_method) then return false end
-  wait = wait or backoff(ctx, ctx.attempt)
-  if wait > ctx.backoff_max then return false end -- Retry-After beyond what we would wait
+-- Sleeps `wait` seconds before the next attempt unless the deadline comes first (then false).
+local function pause(ctx, reason, wait)
   if ctx.deadline_at and now() + wait >= ctx.deadline_at then return false end
   log.warning("http: %s %s: %s; retry %d of %d in %.2fs", ctx.method, ctx.safe_url,
     scrub(reason, ctx.secrets), ctx.attempt, ctx.retries, wait)
   sleep(wait)
   return true
+end
+
+-- Whether to try again, after sleeping; the caller's retry hook decides when it gives an
+-- answer (false: no; true: after the backoff; a number: after that many seconds), else our
+-- policy: retries left, an idempotent method, a Retry-After no longer than backoff_max.
+local function may_retry(ctx, reason, wait, hook, status, err, headers)
+  if hook then
+    local again, why = hook(ctx.attempt, status, err, headers)
+    if again ~= nil then
+      if not again then return false end
+      return pause(ctx, why or reason, again == true and backoff(ctx, ctx.attempt) or again)
+    end
+  end
+  if wait == false then return false end -- a status or a failure we never retry
+  if ctx.attempt > ctx.retries then return false end
+  if not (IDEMPOTENT[ctx.method] or ctx.any_method) then return false end
+  wait = wait or backoff(ctx, ctx.attempt)
+  if wait > ctx.backoff_max then return false end -- Retry-After beyond what we would wait
+  return pause(ctx, reason, wait)
 end
 
 ---- requests ----
@@ -273,14 +290,8 @@ local function check_number(opts, key, low, integer)
 end
 
 local function check_options(opts)
-  if type(opts) ~= "table" then error("http: expected a table of options, got " .. type(opts), 3) end
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then error("http: unknown option '" .. tostring(k) .. "'", 3) end
-    if type(v) ~= want then
-      error(format("http: '%s' must be a %s, got %s", k, want, type(v)), 3)
-    end
-  end
+  if opts == nil then error("http: expected a table of options, got nil", 3) end
+  options.check(opts, OPTION_TYPES, "http", 4)
   if not opts.url then error("http: 'url' is required", 3) end
   check_number(opts, "timeout", 0.001)
   check_number(opts, "connect_timeout", 0.001)
@@ -315,6 +326,14 @@ local function copy_headers(headers, secrets)
   return out
 end
 
+-- The secrets of an auth table, to keep out of messages and logs.
+local function auth_secrets(secrets, auth)
+  if auth then
+    secrets[#secrets + 1] = auth.bearer
+    secrets[#secrets + 1] = auth.password
+  end
+end
+
 --- Makes a request with retries; see the top of this file.
 function _M.request(opts)
   check_options(opts)
@@ -322,10 +341,7 @@ function _M.request(opts)
   local method = upper(opts.method or "GET")
   local url = opts.query and with_query(opts.url, opts.query) or opts.url
   local auth = opts.auth
-  if auth then
-    secrets[#secrets + 1] = auth.bearer
-    secrets[#secrets + 1] = auth.password
-  end
+  auth_secrets(secrets, auth)
   local ctx = {
     method = method, secrets = secrets, safe_url = redact_url(url, secrets), target = target_of(url),
     attempt = 0, retries = opts.retries or DEFAULTS.retries, any_method = opts.retry_on_any_method,
@@ -351,6 +367,11 @@ function _M.request(opts)
       end
       req.timeout = min(timeout, left)
     end
+    if opts.before then
+      local _, berr = opts.before(req, ctx.attempt)
+      if berr ~= nil then return nil, berr end
+      auth_secrets(secrets, req.auth)
+    end
     local started = now()
     local resp, err = httpc.request(req)
     if resp then
@@ -358,9 +379,10 @@ function _M.request(opts)
       log.debug("http: %s %s -> %d in %.1f ms (HTTP/%s)", method, ctx.safe_url, resp.status,
         resp.time * 1000, resp.http_version)
       local status = resp.status
-      local wait = RETRY_STATUS[status] and _M.retry_after_seconds(resp.headers["retry-after"])
-      if not (RETRY_STATUS[status] and may_retry(ctx, "status " .. status, wait or nil)) then
-        local headers = setmetatable(resp.headers, HEADERS_MT)
+      local headers = setmetatable(resp.headers, HEADERS_MT)
+      local wait = false -- false: not retried; nil: after the backoff; seconds: Retry-After
+      if RETRY_STATUS[status] then wait = _M.retry_after_seconds(headers["retry-after"]) end
+      if not may_retry(ctx, "status " .. status, wait, opts.retry, status, nil, headers) then
         if opts.raise_for_status and status >= 400 then
           return nil, make_error("http", "status " .. status, ctx, { status = status, body = resp.body,
             headers = headers })
@@ -371,10 +393,12 @@ function _M.request(opts)
       if type(err) ~= "table" then err = { kind = "other", message = tostring(err) } end
       record(ctx, err.kind, now() - started)
       local cut = err.kind == "timeout" and ctx.deadline_at and req.timeout < timeout
-      if cut or not (RETRY_KINDS[err.kind] and may_retry(ctx, err.kind .. ": " .. err.message)) then
-        local message = cut and format("the deadline of %gs passed (%s)", opts.deadline, err.message)
-          or err.message
-        return nil, make_error(err.kind, message, ctx)
+      local e = make_error(err.kind, cut and format("the deadline of %gs passed (%s)", opts.deadline, err.message)
+        or err.message, ctx)
+      local wait = false
+      if RETRY_KINDS[err.kind] then wait = nil end
+      if cut or not may_retry(ctx, err.kind .. ": " .. err.message, wait, opts.retry, nil, e) then
+        return nil, e
       end
     end
   end

@@ -2,9 +2,11 @@
 --
 -- The library's packages, and what each owns:
 --   dconn.json dconn.log dconn.timer dconn.pretty dconn.runtime dconn.metrics   the basics
+--   dconn.error                         the one error value every client returns (nil, err)
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
---   dconn.k8s (leader, sim)             the Kubernetes actuator, Lease leadership, a simulated cluster
+--   dconn.k8s (config, api, place, leader, sim)
+--                                       the Kubernetes actuator, Lease leadership, a simulated cluster
 --   dconn.features dconn.prom dconn.replay dconn.export
 --                                       telemetry: the model's inputs, Prometheus, CSV replay, the CSV export
 --   dconn.model                         in-process prediction (networks, forecasters)
@@ -15,6 +17,16 @@
 -- dconn.cli (the command line: a table per command, its parser, help and completion), every
 -- module whose last name starts with "_", and the native faces (dconn.httpc, dconn.cjson,
 -- dconn.nn, dconn.server).
+--
+-- One way across the library:
+--   constructors  connect for a remote service (http.*, tracker.connect, k8s.connect, prom.connect),
+--                 open for a file (replay.open, model.open, tracker.file.open, k8s.sim.open), new
+--                 for an object in memory (leader.new, gates.new); older names stay as aliases
+--                 (k8s.client). model.load (a spec and its weights) keeps PyTorch's word.
+--   options       one options table per constructor, checked by dconn._options: an unknown key
+--                 raises, naming it and the known key it is closest to; so does a wrong type.
+--   failures      nil, err with err a dconn.error value: err.kind and err.message whatever the
+--                 client, tostring(err) the client's own text; misuse raises.
 local require = require
 local rawset = rawset
 local setmetatable = setmetatable
@@ -22,8 +34,8 @@ local setmetatable = setmetatable
 local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields of `dconn`.
-local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s", "metrics",
-  "features", "prom", "replay", "export", "policy", "placement" }
+local MODULES = { "json", "log", "timer", "pretty", "runtime", "error", "http", "model", "tracker", "k8s",
+  "metrics", "features", "prom", "replay", "export", "policy", "placement" }
 _M.modules = MODULES
 
 -- Every module a policy may require: the fields above and the public modules of their packages.

@@ -3,17 +3,21 @@
 local type, pairs, ipairs, tostring, tonumber, error, next = type, pairs, ipairs, tostring, tonumber, error, next
 local sort, concat = table.sort, table.concat
 local format = string.format
+local options = require "dconn._options"
 
 local _M = { _VERSION = "0.1.0" }
 
 local DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
+local HISTOGRAM_OPTIONS = { buckets = "table" }
 
 local registry = {} -- name -> metric
 local order = {}    -- names in registration order
 
+--- A label value as the text format writes it between quotes: \\, \n and \" escaped.
 local function escape_label(v)
   return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
 end
+_M.escape_label = escape_label
 
 -- Labels table -> '{a="1",b="2"}' with sorted keys; also the key series are stored under.
 local function label_text(labels)
@@ -89,6 +93,7 @@ end
 
 --- A histogram: `:observe(labels, v)`; opts.buckets = upper bounds, ascending.
 function _M.histogram(name, help, opts)
+  options.check(opts, HISTOGRAM_OPTIONS, "metrics.histogram")
   local m = define("histogram", name, help, opts)
   m.observe = function(self, labels, v)
     local s = series(self, labels)

@@ -8,6 +8,11 @@
 --   model.backtest(kind_or_spec, series [, opts]) -> {mae, rmse, n} | nil, err
 --   model.select(series [, candidates [, opts]]) -> best, results | nil, err
 --
+-- err: a dconn.error value (err.from "model"), its text the message; err.kind io (a file that
+-- cannot be read or written), json or format (a spec or weights file that does not fit), invalid
+-- (an input or a series the model cannot take). The native objects' own methods (a safetensors
+-- file's get, a forecaster's fit) return their messages as strings. Misuse raises.
+--
 -- A spec maps a PyTorch state_dict (saved with safetensors) to layers, in order:
 --
 --   { name = "...", input = { seq = 10, features = 6 }, strict = true, layers = {
@@ -32,6 +37,8 @@
 local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
@@ -40,8 +47,8 @@ local io_open = io.open
 
 local _M = { _VERSION = "0.1.0" }
 
-for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "open", "save", "forecaster", "blas",
-  "sgemm_gflops", "POOL_FLOPS" } do
+for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops",
+  "POOL_FLOPS" } do
   _M[name] = nn[name]
 end
 
@@ -61,6 +68,23 @@ local LAYERS = {
   standard = { name = "Standard", fields = { weights = true, inverse = true, mean = true, scale = true } },
 }
 
+-- nil and a dconn.error value from "model" (its text: the message).
+local function fail(kind, message)
+  return nil, errors.new(kind, message, { from = "model" })
+end
+
+function _M.open(path)
+  local file, err = nn.open(path)
+  if not file then return fail("io", err) end
+  return file
+end
+
+function _M.save(path, tensors, meta)
+  local ok, err = nn.save(path, tensors, meta)
+  if not ok then return fail("io", err) end
+  return ok
+end
+
 local function shape_text(shape)
   return "[" .. concat(shape, ", ") .. "]"
 end
@@ -78,18 +102,18 @@ function _M.load_spec(path)
   if type(path) ~= "string" then error("model.load_spec: expected a path", 2) end
   if path:match("%.json$") then
     local f, err = io_open(path, "r")
-    if not f then return nil, err end
+    if not f then return fail("io", err) end
     local text = f:read("a")
     f:close()
     local spec, jerr = json.decode(text)
-    if spec == nil then return nil, path .. ": " .. tostring(jerr) end
+    if spec == nil then return fail("json", path .. ": " .. tostring(jerr)) end
     return spec
   end
   local chunk, err = loadfile(path, "t", {})
-  if not chunk then return nil, err end
+  if not chunk then return fail(err:find("^cannot open") and "io" or "format", err) end
   local ok, spec = pcall(chunk)
-  if not ok then return nil, path .. ": " .. tostring(spec) end
-  if type(spec) ~= "table" then return nil, path .. ": the spec file must return a table" end
+  if not ok then return fail("format", path .. ": " .. tostring(spec)) end
+  if type(spec) ~= "table" then return fail("format", path .. ": the spec file must return a table") end
   return spec
 end
 
@@ -316,7 +340,7 @@ function _M.load(spec, weights)
   end
   local ok, m = pcall(build, spec, weights)
   if ok then return m end
-  if type(m) == "table" then return nil, m[1] end
+  if type(m) == "table" then return fail("format", m[1]) end
   error(m, 0) -- a bug, not a bad file: keep the traceback
 end
 
@@ -327,8 +351,9 @@ local predictions = metrics.counter("dconn_predictions_total", "Windows predicte
 
 function Model:predict(x, opts)
   local y, err = self.net:predict(x, opts)
-  if y then predictions:inc({ model = self.name or "unnamed" }, y:size(1)) end
-  return y, err
+  if not y then return fail("invalid", err) end
+  predictions:inc({ model = self.name or "unnamed" }, y:size(1))
+  return y
 end
 
 -- Multiply-adds x 2 for one window of `steps` (default: the spec's input.seq, else 1).
@@ -353,22 +378,27 @@ end
 -- model.backtest(kind_or_spec, series [, {initial, horizon, step, window, last}]) -> {mae, rmse, n} | nil, err
 function _M.backtest(spec, series, opts)
   local kind, params = forecaster_spec(spec)
-  return nn.backtest(kind, params, series, opts)
+  local r, err = nn.backtest(kind, params, series, opts)
+  if not r then return fail("invalid", err) end
+  return r
 end
 
 local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
+local SELECT_OPTIONS = { metric = "string", initial = "number", horizon = "number", step = "number",
+  window = "number", last = "number" }
 
 -- model.select(series [, candidates [, opts]]) -> best, results | nil, err
 -- Backtests every candidate on the series (opts as backtest, plus metric = "mae" | "rmse") and
 -- returns the name of the one with the lowest error and all results, best first.
 function _M.select(series, candidates, opts)
   candidates = candidates or DEFAULT_CANDIDATES
+  options.check(opts, SELECT_OPTIONS, "model.select")
   opts = opts or {}
   local metric = opts.metric or "mae"
   if metric ~= "mae" and metric ~= "rmse" then error("model.select: metric must be \"mae\" or \"rmse\"", 2) end
   local bt = { initial = opts.initial, horizon = opts.horizon, step = opts.step, window = opts.window,
     last = opts.last }
-  local results, errors = {}, {}
+  local results, failures = {}, {}
   for _, c in ipairs(candidates) do
     local kind, params, name = forecaster_spec(c)
     local r, err = nn.backtest(kind, params, series, bt)
@@ -376,11 +406,11 @@ function _M.select(series, candidates, opts)
       r.name, r.kind = name, kind
       results[#results + 1] = r
     else
-      errors[#errors + 1] = name .. ": " .. err
+      failures[#failures + 1] = name .. ": " .. err
     end
   end
   if #results == 0 then
-    return nil, "model.select: no candidate could be backtested (" .. concat(errors, "; ") .. ")"
+    return fail("invalid", "model.select: no candidate could be backtested (" .. concat(failures, "; ") .. ")")
   end
   sort(results, function(a, b)
     if a[metric] ~= b[metric] then return a[metric] < b[metric] end

@@ -17,10 +17,11 @@ local timer = require "dconn.timer"
 local select_model = require "dconn.placement.models"
 local rules = require "dconn.placement.rules"
 local gates = require "dconn.placement.gates"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local format, concat = string.format, table.concat
-local math_type, min = math.type, math.min
+local math_type = math.type
 local getenv = os.getenv
 
 local _M = { _VERSION = "0.1.0" }
@@ -232,29 +233,7 @@ local CHECKS = {
 
 ---- line numbers ----
 
-local function edit_distance(a, b)
-  if #a > 40 or #b > 40 then return 99 end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
-local function suggestion(word, known)
-  local best, best_d
-  for _, k in ipairs(known) do
-    local d = edit_distance(word, k)
-    if d <= 2 and (not best_d or d < best_d) then best, best_d = k, d end
-  end
-  return best and format(" (did you mean '%s'?)", best) or ""
-end
+local suggestion = options.suggestion
 
 local function escape(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 

@@ -46,14 +46,19 @@
 --                                 frames per second from the app's frame counter
 --     (the units of the original CSV export: cores, bytes, seconds, frames per second).
 --
--- Errors are values: err is one line naming the URL and the problem: Prometheus's
--- "errorType: error" (bad_data for bad PromQL), the HTTP status, an answer that is not JSON, or
--- the transport error (connect, timeout, dns...). A third value gives the details:
+-- Errors are values: err is a dconn.error value (err.from "prom") whose text is one line naming the
+-- URL and the problem: Prometheus's "errorType: error" (bad_data for bad PromQL), the HTTP
+-- status, an answer that is not JSON, or the transport error (connect, timeout, dns...).
+-- err.kind: the transport kind, http (an error status or Prometheus's error; err.status,
+-- err.error_type), json (not JSON), format (an answer of the wrong shape) or no_data.
+-- A third value, kept for older callers, gives the same details as before:
 -- { kind = "transport" | "http" | "prometheus" | "format" | "no_data", status =, error_type = }.
--- Misuse (wrong argument types, an unknown feature name) raises.
+-- Misuse (wrong argument types, an unknown option or feature name) raises.
 local http = require "dconn.http"
 local json = require "dconn.json"
 local features = require "dconn.features"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable, getenv = setmetatable, os.getenv
@@ -77,8 +82,11 @@ local function one_line(text)
   return text
 end
 
-local function fail(where, detail, fmt, ...)
-  return nil, "prometheus " .. where .. ": " .. one_line(format(fmt, ...)), detail
+-- nil, the error (text "prometheus <where>: <problem>"), the details (see the top).
+local function fail(where, kind, detail, fmt, ...)
+  local message = "prometheus " .. where .. ": " .. one_line(format(fmt, ...))
+  return nil, errors.new(kind, message, { from = "prom", status = detail.status, error_type = detail.error_type }),
+    detail
 end
 
 ---- values ----
@@ -155,13 +163,8 @@ function _M.connect(url, opts)
   if type(url) ~= "string" or not url:match("^https?://[^/]") then
     error("prom.connect: expected an http:// or https:// URL, got " .. tostring(url), 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then error("prom.connect: opts must be a table", 2) end
+  options.check(opts, OPTION_TYPES, "prom.connect")
   opts = opts or {}
-  for k, want in pairs(OPTION_TYPES) do
-    if opts[k] ~= nil and type(opts[k]) ~= want then
-      error(format("prom.connect: option '%s' must be a %s, got %s", k, want, type(opts[k])), 2)
-    end
-  end
   local method = (opts.method or "GET"):upper()
   if method ~= "GET" and method ~= "POST" then error("prom.connect: method must be GET or POST", 2) end
   local base = url:gsub("/+$", "")
@@ -211,31 +214,31 @@ function Client:call(path, params)
   local status, body, headers = http.request(req)
   if not status then
     local e = body
-    return fail(where, { kind = "transport", transport = e.kind }, "%s error: %s", tostring(e.kind),
+    return fail(where, e.kind, { kind = "transport", transport = e.kind }, "%s error: %s", tostring(e.kind),
       tostring(e.message))
   end
   local doc = json.decode(body or "")
   if type(doc) ~= "table" then
     local ctype = headers and headers["content-type"] or "no Content-Type"
     if status < 200 or status > 299 then
-      return fail(where, { kind = "http", status = status }, "HTTP %d (%s): %s", status, ctype, body or "")
+      return fail(where, "http", { kind = "http", status = status }, "HTTP %d (%s): %s", status, ctype, body or "")
     end
-    return fail(where, { kind = "format", status = status }, "the answer is not JSON (HTTP %d, %s): %s",
+    return fail(where, "json", { kind = "format", status = status }, "the answer is not JSON (HTTP %d, %s): %s",
       status, ctype, body or "")
   end
   if doc.status == "error" or status < 200 or status > 299 then
     local etype, message = doc.errorType, doc.error
     if type(etype) ~= "string" then etype = "HTTP " .. status end
     if type(message) ~= "string" then message = body end
-    return fail(where, { kind = doc.status == "error" and "prometheus" or "http", status = status,
+    return fail(where, "http", { kind = doc.status == "error" and "prometheus" or "http", status = status,
       error_type = doc.errorType }, "%s: %s (HTTP %d)", etype, message, status)
   end
   if doc.status ~= "success" then
-    return fail(where, { kind = "format", status = status }, "unexpected status %s in the answer",
+    return fail(where, "format", { kind = "format", status = status }, "unexpected status %s in the answer",
       tostring(doc.status))
   end
   local result, kind = convert(doc.data)
-  if not result then return fail(where, { kind = "format", status = status }, "%s", kind) end
+  if not result then return fail(where, "format", { kind = "format", status = status }, "%s", kind) end
   local warnings = type(doc.warnings) == "table" and doc.warnings or nil
   return result, kind, warnings
 end
@@ -292,17 +295,16 @@ end
 local Source = {}
 Source.__index = Source
 
-local SOURCE_KEYS = {
-  url = true, client = true, queries = true, label = true, range = true, step = true, container = true,
-  window = true, timeout = true, connect_timeout = true, retries = true, deadline = true, headers = true,
-  token = true, tls = true, method = true, backoff_factor = true,
-}
+local NO_DATA = { from = "prom" }
+
+-- prom.source's options: its own and prom.connect's (for the client it makes from url).
+local SOURCE_OPTIONS = { url = "string", client = "table", queries = "table", label = "string", range = "number",
+  step = "number", container = "string", window = "string" }
+for k, v in pairs(OPTION_TYPES) do SOURCE_OPTIONS[k] = v end
 
 function _M.source(cfg)
   if type(cfg) ~= "table" then error("prom.source: expected a table, got " .. type(cfg), 2) end
-  for k in pairs(cfg) do
-    if not SOURCE_KEYS[k] then error("prom.source: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  options.check(cfg, SOURCE_OPTIONS, "prom.source")
   local label = cfg.label or "cluster"
   if type(label) ~= "string" then error("prom.source: label must be a string", 2) end
   local range, step = cfg.range or 300, cfg.step or features.DEFAULT_STEP
@@ -348,7 +350,8 @@ function Source:fetch(start, stop, step)
     local query = self.queries[name]
     local result, err, detail = self.client:query_range(query, start, stop, step)
     if not result then
-      return nil, format("%s (feature %s, query %s)", err, name, query), detail
+      err.message = format("%s (feature %s, query %s)", err.message, name, query)
+      return nil, err, detail
     end
     for _, series in ipairs(result) do
       local cluster = series.metric[self.label]
@@ -400,14 +403,15 @@ function Source:window(candidate, now, opts)
   local samples, seen = cache.data.samples[cluster], cache.data.seen[cluster] or {}
   for i, name in ipairs(NAMES) do
     if not seen[i] then
-      return nil, format("prometheus: no samples for cluster %s (query %s) at %s between %s and %s", cluster,
-        self.queries[name], tostring(self.client.url), iso(start), iso(stop)), { kind = "no_data" }
+      return nil, errors.new("no_data", format("prometheus: no samples for cluster %s (query %s) at %s between %s "
+        .. "and %s", cluster, self.queries[name], tostring(self.client.url), iso(start), iso(stop)), NO_DATA),
+        { kind = "no_data" }
     end
   end
   local rows = features.resample(samples, step)
   if #rows == 0 then
-    return nil, format("prometheus: no time with every feature for cluster %s at %s between %s and %s", cluster,
-      tostring(self.client.url), iso(start), iso(stop)), { kind = "no_data" }
+    return nil, errors.new("no_data", format("prometheus: no time with every feature for cluster %s at %s between "
+      .. "%s and %s", cluster, tostring(self.client.url), iso(start), iso(stop)), NO_DATA), { kind = "no_data" }
   end
   if #rows > history then
     local kept = {}

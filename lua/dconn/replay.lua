@@ -8,6 +8,9 @@
 --   source:rows(cluster [, step]) -> every 15 s row of a cluster (data time) | nil, err
 --   source:describe() -> "replay FILE (...)";  source.clusters -> the cluster ids, sorted
 --   source.files, source.gaps -> the files read and the time missing between them (dconn.export)
+--   err: a dconn.error value (err.from "replay"), its text the message; err.kind io (the file
+--   cannot be read), format (not the expected CSV), not_found (an unknown cluster) or no_data
+--   (a time outside the data, loop = false). Misuse (a wrong type, an unknown option) raises.
 --
 -- path: one file of the original CSV export or a directory of them (hourly files), read by
 -- dconn.export with the original preprocessing's rules (files in time order, the rows two files
@@ -31,6 +34,8 @@ local export = require "dconn.export"
 local features = require "dconn.features"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
+local errors = require "dconn.error"
+local options = require "dconn._options"
 
 local type, tostring, ipairs, error = type, tostring, ipairs, error
 local floor, min, max, huge = math.floor, math.min, math.max, math.huge
@@ -44,6 +49,14 @@ local DEFAULT_HISTORY, DEFAULT_STEPS = 40, 10
 local Source = {}
 Source.__index = Source
 
+local OPEN_OPTIONS = { path = "string", speed = "number", start = "number", loop = "boolean", history = "number",
+  step = "number" }
+
+-- nil and a dconn.error value from "replay" (its text: the message).
+local function fail(kind, message)
+  return nil, errors.new(kind, message, { from = "replay" })
+end
+
 local function utc(t)
   return date("!%Y-%m-%d %H:%M:%S", floor(t))
 end
@@ -51,7 +64,7 @@ end
 -- The export (a file or a directory of them) as 5 s rows per cluster, warnings logged.
 local function parse(path)
   local data, err = export.read(path)
-  if not data then return nil, "replay: " .. err end
+  if not data then return fail(err.kind, "replay: " .. err.message) end
   for _, w in ipairs(data.warnings) do log.warning("replay: %s", w) end
   return data
 end
@@ -62,6 +75,7 @@ function _M.open(opts)
   if type(opts) ~= "table" or type(opts.path) ~= "string" then
     error("replay.open: expected { path = FILE, ... }", 2)
   end
+  options.check(opts, OPEN_OPTIONS, "replay.open")
   local speed = opts.speed or 1
   if type(speed) ~= "number" or speed <= 0 or speed ~= speed or speed == huge then
     error("replay.open: speed must be a positive number", 2)
@@ -113,11 +127,11 @@ function Source:data_time(now)
   end
   local t = self.first + self.lead + offset
   if t > self.last + self.interval then
-    return nil, format("replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; loop = false)",
-      self.path, utc(self.last), utc(now), t - self.last)
+    return fail("no_data", format("replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; "
+      .. "loop = false)", self.path, utc(self.last), utc(now), t - self.last))
   end
   if t < self.first then
-    return nil, format("replay: agent time %s is before the replay started (loop = false)", utc(now))
+    return fail("no_data", format("replay: agent time %s is before the replay started (loop = false)", utc(now)))
   end
   return t
 end
@@ -143,8 +157,8 @@ function Source:rows(cluster, step)
   if rows then return rows end
   local samples = self._samples[cluster]
   if not samples then
-    return nil, format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster), self.path,
-      known(self))
+    return fail("not_found", format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster),
+      self.path, known(self)))
   end
   rows = features.buckets(samples, step)
   by_step[cluster] = rows

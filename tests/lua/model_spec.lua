@@ -206,7 +206,7 @@ describe("dconn.model specs", function()
     local m, err = model.load(SPEC, path)
     assert.is_nil(m)
     assert.equals("tensor 'lstm.weight_ih_l0' has shape [512, 7], but layer 1 (LSTM 'lstm') (input_size=6, "
-      .. "hidden_size=128, num_layers=2) needs [512, 6]", err)
+      .. "hidden_size=128, num_layers=2) needs [512, 6]", tostring(err))
 
     path = weights_with("fc_1.bias", model.zeros({ 64 }))
     m, err = model.load(SPEC, path)
@@ -217,7 +217,7 @@ describe("dconn.model specs", function()
     nan:set(1, 7, 0 / 0)
     m, err = model.load(SPEC, weights_with("fc_2.weight", nan))
     assert.is_nil(m)
-    assert.equals("tensor 'fc_2.weight' has NaN or infinite values", err)
+    assert.equals("tensor 'fc_2.weight' has NaN or infinite values", tostring(err))
 
     m, err = model.load(SPEC, weights_with("lstm.bias_hh_l1", false))
     assert.is_nil(m)

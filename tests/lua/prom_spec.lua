@@ -176,7 +176,7 @@ describe("dconn.prom", function()
       local r, err, detail = c:query("sum(rate(", T1)
       assert.is_nil(r)
       assert.matches("^prometheus http://127%.0%.0%.1:%d+/api/v1/query: bad_data: .*parse error.* %(HTTP 400%)$", err)
-      assert.is_nil(err:find("\n"))
+      assert.is_nil(tostring(err):find("\n"))
       assert.are.same({ kind = "prometheus", status = 400, error_type = "bad_data" }, detail)
       r, err = c:query_range("up", T1, T0, 15) -- end before start
       assert.is_nil(r)
@@ -200,7 +200,7 @@ describe("dconn.prom", function()
       local r, err, detail = ask("/html")
       assert.is_nil(r)
       assert.are.equal("prometheus " .. stub.url .. "/html/api/v1/query: the answer is not JSON (HTTP 200, text/html): "
-        .. "<html><body>Prometheus is not here</body></html>", err)
+        .. "<html><body>Prometheus is not here</body></html>", tostring(err))
       assert.are.same({ kind = "format", status = 200 }, detail)
       r, err = ask("/bad-gateway")
       assert.is_nil(r)
@@ -335,7 +335,7 @@ describe("dconn.prom", function()
       local rows, err, detail = s:window({ node = "n", cluster = "nope" }, T1)
       assert.is_nil(rows)
       assert.are.equal("no_data", detail.kind)
-      assert.is_truthy(err:find("prometheus: no samples for cluster nope (query " ..
+      assert.is_truthy(tostring(err):find("prometheus: no samples for cluster nope (query " ..
         prom.default_queries().node_cpu_usage .. ") at " .. server.url, 1, true), err)
       -- before the history begins: nothing
       rows, err = s:window({ cluster = CLUSTERS[1] }, T0 - 3600)

@@ -24,6 +24,7 @@ local metrics = require "dconn.metrics"
 local runtime = require "dconn.runtime"
 local decisions = require "dconn.placement.decisions"
 local openapi_lib = require "dconn.agent.openapi"
+local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local pcall, getmetatable = pcall, getmetatable
@@ -183,9 +184,7 @@ local api_requests = metrics.counter("dconn_api_requests_total",
 local tasks_gauge = metrics.gauge("dconn_tasks", "Tasks alive (jobs, API requests, waits).")
 local memory_gauge = metrics.gauge("dconn_lua_memory_bytes", "Bytes the Lua heap holds.")
 
-local function escape_label(v)
-  return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
-end
+local escape_label = metrics.escape_label
 
 -- Job counters come from timer.jobs() at scrape time, so they are never stale.
 local function job_metrics()
@@ -684,8 +683,11 @@ local function read_token(path)
   return token
 end
 
+local START_OPTIONS = { listen = "string", token_file = "string" }
+
 --- Starts the API: api.start{listen = "HOST:PORT", token_file = path} -> server | nil, err
 function _M.start(opts)
+  options.check(opts, START_OPTIONS, "api.start")
   opts = opts or {}
   if srv then return nil, "the API is already started" end
   local host, port = parse_listen(opts.listen or DEFAULT_LISTEN)

@@ -5,7 +5,7 @@ local stdout, stderr = io.stdout, io.stderr
 --- 0 patched or already there, 1 refused or failed.
 local function run(opts)
   local k8s = require "dconn.k8s"
-  local client, err = k8s.client { kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
+  local client, err = k8s.connect { kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
     simulate = opts.simulate }
   if not client then
     stderr:write("dconn place: ", tostring(err), "\n")

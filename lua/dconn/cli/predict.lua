@@ -36,7 +36,7 @@ end
 local function run(opts)
   local model = require "dconn.model"
   local function fail(msg, code)
-    stderr:write("dconn predict: ", msg, "\n")
+    stderr:write("dconn predict: ", tostring(msg), "\n")
     return code or 2
   end
   local m, err = model.load(opts.spec, opts.weights)

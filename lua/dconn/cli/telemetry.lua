@@ -63,7 +63,7 @@ end
 local function show(opts)
   local data, err = export.read(opts.path)
   if not data then
-    stderr:write("dconn telemetry: ", err, "\n")
+    stderr:write("dconn telemetry: ", tostring(err), "\n")
     return 1
   end
   for _, w in ipairs(data.warnings) do stderr:write("dconn telemetry: warning: ", w, "\n") end

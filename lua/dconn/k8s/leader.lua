@@ -19,6 +19,7 @@
 -- read, so two candidates racing get one 409 and one success. Act only while is_leader().
 local timer = require "dconn.timer"
 local log = require "dconn.log"
+local options = require "dconn._options"
 
 local type, pairs, tostring, tonumber, error = type, pairs, tostring, tonumber, error
 local setmetatable = setmetatable
@@ -29,6 +30,9 @@ local _M = { _VERSION = "0.1.0" }
 
 local JITTER = 1.2 -- client-go's JitterFactor
 local DEFAULTS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 }
+_M.OPTIONS = { name = "string", namespace = "string", identity = "string", lease_duration = "number",
+  renew_deadline = "number", retry_period = "number", on_started_leading = "function",
+  on_stopped_leading = "function", on_new_leader = "function" }
 
 local Elector = {}
 Elector.__index = Elector
@@ -57,6 +61,7 @@ end
 
 function _M.new(client, opts)
   if type(client) ~= "table" then error("k8s_leader.new: expected a dconn.k8s client", 2) end
+  options.check(opts, _M.OPTIONS, "k8s_leader.new")
   opts = opts or {}
   if type(opts.name) ~= "string" or opts.name == "" then error("k8s_leader.new: 'name' is required", 2) end
   local self = setmetatable({ client = client, name = opts.name, namespace = opts.namespace or client.namespace,

@@ -121,8 +121,8 @@ end
 function Agent:cluster()
   if self.cluster_override then return self.cluster_override end
   if not self.cluster_conn then
-    local c, err = require("dconn.k8s").client { kubeconfig = self.settings.kubeconfig, context = self.settings.context,
-      namespace = self.targets[1].namespace }
+    local c, err = require("dconn.k8s").connect { kubeconfig = self.settings.kubeconfig,
+      context = self.settings.context, namespace = self.targets[1].namespace }
     if not c then return nil, err end
     self.cluster_conn = c
   end

@@ -133,7 +133,7 @@ local function forecast_one(self, rows, candidate, now)
       kind = chosen.kind
     else
       local best, err = model.select(series, o.candidates, { metric = o.metric, last = o.last })
-      if not best then return { error = err } end
+      if not best then return { error = tostring(err) } end
       kind = best
       self.chosen[candidate.cluster] = { kind = best, at = now }
     end
