@@ -59,10 +59,12 @@ static const char *const PLACE_HELP =
 static const char *const POLICY_HELP =
     "Usage: dconn policy   (or dconn help policy)\n"
     "\n"
-    "Prints the reference of a policy file's settings: each key, what it means, its default and\n"
-    "the environment variable that gives the default. A policy is a Lua file returning a table;\n"
-    "`schedule`, `model` and `rule` say when it runs, what predicts and what it does with the\n"
-    "predictions. `dconn check POLICY.lua` validates one.\n";
+    "Prints the reference of a policy file's keys, from the one schema `dconn check` checks\n"
+    "against: each key and the keys inside it (rule, cluster, tracker, a job's, leader's, a\n"
+    "route's), what it means, its default and the environment variable that gives the default;\n"
+    "then the deprecated flat keys and what they mean now. A policy is a Lua file returning a\n"
+    "table; `schedule`, `model` and `rule` say when it runs, what predicts and what it does with\n"
+    "the predictions. `dconn check POLICY.lua` validates one.\n";
 
 static const dc_command COMMANDS[] = {
     {"policy", "dconn.policy", POLICY_HELP},
