@@ -5,8 +5,7 @@ return {
   description = "keeps the nginx pipeline app on the node with the best predicted QoS",
   schedule = { pipeline = "5m", recommender = "5m" },
   model = "select",                       -- per node, the forecaster with the lowest recent error
-  rule = "max_qos",
-  sla = 0.55,
+  rule = { "max_qos", sla = 0.55 },        -- move to the best node when its predicted QoS clears 0.55
   namespace = "scanflow-cloudedge-dataengineer",
   deployment = "nginx",
   candidates = dofile("nodes.lua"),         -- read next to this file

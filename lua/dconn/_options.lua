@@ -22,17 +22,19 @@ local _M = { _VERSION = "0.1.0" }
 
 function _M.edit_distance(a, b)
   if #a > 40 or #b > 40 then return 99 end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
   for i = 1, #a do
-    local cur = { [0] = i }
     for j = 1, #b do
       local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) -- two neighbours swapped
+      end
     end
-    prev = cur
   end
-  return prev[#b]
+  return d[#a][#b]
 end
 
 -- The known words, sorted, so that ties resolve the same way every run.
@@ -48,9 +50,12 @@ end
 
 function _M.suggestion(word, known)
   local best, best_d
+  word = tostring(word)
   for _, k in ipairs(words(known)) do
-    local d = _M.edit_distance(word, k)
-    if d <= 2 and (not best_d or d < best_d) then best, best_d = k, d end
+    local name, shown = k, k
+    if type(k) == "table" then name, shown = k[1], k[2] end -- {name, how to show it}
+    local d = _M.edit_distance(word, name)
+    if d <= 2 and d < #name and (not best_d or d < best_d) then best, best_d = shown, d end
   end
   return best and format(" (did you mean '%s'?)", best) or ""
 end

@@ -184,7 +184,7 @@ for t = 1, ticks do
   for _, d in pairs(decisions) do n[d.action] = (n[d.action] or 0) + 1 end
   local preds = 0
   for _, p in pairs(predictions) do
-    for _, c in ipairs(p.candidates) do if c.qos then preds = preds + 1 end end
+    for _, c in ipairs(p.candidates) do if c.value then preds = preds + 1 end end
   end
   counted = counted + preds
   print(format("tick %d %.3f %.3f %.3f %d %d %d %d %d %d %.3f %.3f %.3f", t, (t2 - t0) * 1000, (t1 - t0) * 1000,

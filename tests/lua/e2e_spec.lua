@@ -166,7 +166,7 @@ users: [{name: agent, user: {token: %s}}]
       mlflow = servers.mlflow(dir .. "/mlflow")
       policy = policy_file(dir .. "/policy.lua", {
         name = "e2e", namespace = NS, deployment = APP, candidates = NODES,
-        source = { replay = "telemetry.csv" }, tracker = mlflow.url, kubeconfig = kubeconfig,
+        source = { replay = "telemetry.csv" }, tracker = { uri = mlflow.url }, cluster = { kubeconfig = kubeconfig },
         safety = { consecutive = 1 },
       })
     end)
@@ -197,6 +197,7 @@ users: [{name: agent, user: {token: %s}}]
       local p = got.predictor[1]
       assert.equals("FINISHED", p.status)
       assert.equals(NS .. "/" .. APP, p.tags["dconn.target"])
+      assert.equals("qos", p.tags["dconn.metric"]) -- what qos_<i> and max_qos hold
       local best, max = nil, -1
       for i, node in ipairs(NODES) do
         local q = p.metrics["qos_" .. (i - 1)]
@@ -232,7 +233,10 @@ users: [{name: agent, user: {token: %s}}]
       assert.equals(BEST.node, doc.value.to)
       assert.equals(FIRST.node, doc.value.from)
       assert.equals(NS .. "/" .. APP, doc.value.app)
+      assert.equals("qos", doc.value.metric)
+      assert.equals(max, doc.value.predictions[BEST.node])
       assert.equals("move", r.params.action)
+      assert.equals("qos", r.params.metric)
       assert.equals(max, r.metrics.max_qos)
     end)
 
@@ -265,7 +269,8 @@ users: [{name: agent, user: {token: %s}}]
       local closed = servers.free_port()
       local p = policy_file(dir .. "/down.lua", {
         name = "e2e-down", namespace = NS, deployment = APP, candidates = NODES,
-        source = { replay = "telemetry.csv" }, tracker = "http://127.0.0.1:" .. closed, kubeconfig = kubeconfig,
+        source = { replay = "telemetry.csv" }, tracker = { uri = "http://127.0.0.1:" .. closed },
+        cluster = { kubeconfig = kubeconfig },
         safety = { consecutive = 1 },
       })
       -- two quick retries per call instead of MLflow's seven (up to the agent's deadline of 30 s)
@@ -317,7 +322,8 @@ users: [{name: agent, user: {token: %s}}]
     it("predicts from Prometheus's data and moves the simulated Deployment to the best node", function()
       local p = policy_file(dir .. "/policy.lua", {
         name = "e2e-prom", namespace = NS, deployment = APP, candidates = candidates, model = "persistence",
-        source = { prometheus = prom.url }, tracker = "file:" .. dir .. "/mlruns", safety = { consecutive = 1 },
+        source = { prometheus = prom.url }, tracker = { uri = "file:" .. dir .. "/mlruns" },
+        safety = { consecutive = 1 },
       })
       local started = os.time()
       local rc, out, err = run_once(p, { DCONN_K8S_SIM_STATE = dir .. "/cluster.json" })
@@ -353,7 +359,8 @@ users: [{name: agent, user: {token: %s}}]
       local before = h.read(dir .. "/down.json")
       local p = policy_file(dir .. "/down.lua", {
         name = "e2e-prom-down", namespace = NS, deployment = APP, candidates = candidates,
-        source = { prometheus = "http://127.0.0.1:" .. servers.free_port() }, tracker = "file:" .. dir .. "/mlruns2",
+        source = { prometheus = "http://127.0.0.1:" .. servers.free_port() },
+        tracker = { uri = "file:" .. dir .. "/mlruns2" },
         safety = { consecutive = 1 },
       })
       local rc, out, err = run_once(p, { DCONN_K8S_SIM_STATE = dir .. "/down.json" })
@@ -393,7 +400,8 @@ users: [{name: agent, user: {token: %s}}]
       local p = agent:pipeline()["default/web"]
       assert.is_table(p)
       assert.is_nil(p.recorded)
-      assert.equals(0.9, p.max_qos)
+      assert.equals(0.9, p.max)
+      assert.equals("qos", p.metric)
       local d = agent:recommend()["default/web"]
       assert.equals("move", d.action, d.reason)
       assert.equals("b", d.to)
@@ -422,7 +430,7 @@ users: [{name: agent, user: {token: %s}}]
 
       local p = policy_file(dir .. "/policy.lua", {
         name = "e2e-stale", namespace = NS, deployment = APP, candidates = NODES, schedule = { pipeline = false },
-        source = { replay = dir .. "/none.csv" }, tracker = "file:" .. dir .. "/mlruns", max_age = "15m",
+        source = { replay = dir .. "/none.csv" }, tracker = { uri = "file:" .. dir .. "/mlruns" }, max_age = "15m",
         safety = { consecutive = 1 },
       })
       local rc, out, err = run_once(p, { DCONN_K8S_SIM_STATE = dir .. "/cluster.json" })

@@ -7,11 +7,11 @@ local rules = require "dconn.placement.rules"
 local T0 = 1712880000 -- 2024-04-12 00:00:00 UTC
 local MIN, HOUR = 60, 3600
 
--- predictions(current, {node, qos}, ...)
+-- predictions(current, {node, predicted QoS}, ...)
 local function predictions(current, ...)
   local candidates = {}
-  for i, c in ipairs { ... } do candidates[i] = { node = c[1], cluster = c[1], index = i - 1, qos = c[2] } end
-  return { candidates = candidates, current = current }
+  for i, c in ipairs { ... } do candidates[i] = { node = c[1], cluster = c[1], index = i - 1, value = c[2] } end
+  return { metric = "qos", candidates = candidates, current = current }
 end
 
 local function move(to, urgent) return { action = "move", to = to, urgent = urgent or false, rule = "test", reason = "" } end
@@ -118,6 +118,15 @@ describe("the margin gate", function()
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions(nil, { "node-a", 0.6 }, { "node-b", 0.7 }))))
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions("node-a", { "node-a", nil }, { "node-b", 0.7 }))))
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions("node-z", { "node-a", 0.6 }, { "node-b", 0.7 }))))
+  end)
+
+  it("applies to QoS predictions only: a latency's gain means nothing", function()
+    local g = only { margin = 0.2 }
+    local p = predictions("node-a", { "node-a", 0.3 }, { "node-b", 0.1 })
+    local ok, gate = g:evaluate("k", "ns", T0, move("node-b"), p)
+    assert.same({ false, "margin" }, { ok, gate })
+    p.metric = "latency"
+    assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), p)))
   end)
 
   it("is off when both margins are 0, even for a loss", function()
@@ -342,8 +351,8 @@ local function day(opts)
       end
     end
     local candidates = {}
-    for i = 1, #base do candidates[i] = { node = "node-" .. (i - 1), index = i - 1, qos = base[i] + 5 * rand() } end
-    local p = { candidates = candidates, current = current }
+    for i = 1, #base do candidates[i] = { node = "node-" .. (i - 1), index = i - 1, value = base[i] + 5 * rand() } end
+    local p = { metric = "qos", candidates = candidates, current = current }
     local d = rules.max_qos(p, { settings = { sla = opts.sla or SLA } })
     local allowed = d.action == "move"
     if g then allowed = g:evaluate("pipelines/app", "pipelines", now, d, p) end

@@ -49,13 +49,14 @@ return {
   name = "demo",
   schedule = { pipeline = "5m", recommender = "5m" },
   model = "select",
-  rule = "max_qos",
-  sla = 0.5,
+  rule = { "max_qos", sla = 0.5 },
   namespace = "apps",
   deployment = "web",
   candidates = { "node-a", "node-b" },
   source = { replay = "telemetry.csv" },
   safety = { cooldown = "1h", consecutive = 3 },
+  cluster = { dry_run = true },
+  tracker = { uri = "file:mlruns", experiment = "demo-predictions" },
 }
 ]]
 
@@ -64,33 +65,53 @@ return {
     assert.equals(0, rc, err)
     assert.matches("ok, policy 'demo' with 2 jobs", out)
     assert.matches("pipeline: interval%[0:05:00%]", out)
-    assert.matches("rule: max_qos %(sla 0%.5", out)
+    assert.matches("rule: max_qos %(sla 0%.5%), on qos predictions up to 900s old", out)
     assert.matches("target apps/web: 2 candidates", out)
     assert.matches("cooldown 1h", out)
   end)
 
   it("names a misspelt setting and its line", function()
-    local rc, _, err = check((GOOD:gsub("  sla = 0.5,", "  sla = 0.5,\n  colldown = \"1h\",")))
+    local rc, _, err = check((GOOD:gsub("  namespace = ", "  colldown = \"1h\",\n  namespace = ")))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:7: unknown setting 'colldown'", err)
+    assert.matches("policy%.lua:6: unknown setting 'colldown'", err)
     rc, _, err = check((GOOD:gsub("deployment =", "deploymnet =")))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:8: unknown setting 'deploymnet' %(did you mean 'deployment'%?%)", err)
+    assert.matches("policy%.lua:7: unknown setting 'deploymnet' %(did you mean 'deployment'%?%)", err)
+    -- a flat key of the old format misspelt: the grouped key is suggested
+    rc, _, err = check((GOOD:gsub("  namespace = ", "  sal = 0.5,\n  namespace = ")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:6: unknown setting 'sal' %(did you mean 'rule%.sla'%?%)", err)
   end)
 
   it("names a nested key, a wrong type and a bad value with their lines", function()
     local rc, _, err = check((GOOD:gsub("consecutive = 3", "consecutiv = 3")))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:11: safety%.consecutiv: unknown setting", err)
+    assert.matches("policy%.lua:10: safety%.consecutiv: unknown setting %(did you mean 'consecutive'%?%)", err)
     rc, _, err = check((GOOD:gsub("sla = 0.5", "sla = \"high\"")))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:6: sla: a number", err)
+    assert.matches("policy%.lua:5: rule%.sla: a number", err)
+    rc, _, err = check((GOOD:gsub("sla = 0.5", "sal = 0.5")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:5: rule%.sal: unknown setting %(did you mean 'sla'%?%); max_qos takes sla, degraded",
+      err)
+    rc, _, err = check((GOOD:gsub("sla = 0.5", "edge_threshold = 0.5")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:5: rule%.edge_threshold: unknown setting; max_qos takes sla, degraded", err)
     rc, _, err = check((GOOD:gsub("recommender = \"5m\"", "recommender = \"5 minutes\"")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:3: schedule%.recommender: invalid duration", err)
-    rc, _, err = check((GOOD:gsub("rule = \"max_qos\"", "rule = \"maxqos\"")))
+    rc, _, err = check((GOOD:gsub("\"max_qos\"", "\"maxqos\"")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:5: rule%[1%]: unknown rule 'maxqos' %(known: max_qos, reactive%)", err)
+    rc, _, err = check((GOOD:gsub("rule = [^\n]*", "rule = \"maxqos\",")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:5: rule: unknown rule 'maxqos' %(known: max_qos, reactive%)", err)
+    rc, _, err = check((GOOD:gsub("dry_run = true", "dryrun = true")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:11: cluster%.dryrun: unknown setting %(did you mean 'dry_run'%?%)", err)
+    rc, _, err = check((GOOD:gsub("experiment =", "experimnt =")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:12: tracker%.experimnt: unknown setting %(did you mean 'experiment'%?%)", err)
     rc, _, err = check((GOOD:gsub("model = \"select\"", "model = { spec = \"m.json\" }")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:4: model%.weights: a file path is required", err)
@@ -123,11 +144,173 @@ return {
     end
   end)
 
-  it("prints the settings reference", function()
-    local rc, out = h.run("help policy")
+  it("refuses a model that cannot predict what the rule reads", function()
+    local rc, _, err = check((GOOD:gsub("rule = [^\n]*", "rule = \"reactive\",")))
+    assert.equals(2, rc)
+    assert.matches("policy%.lua:4: model: \"select\" forecasts each node's QoS, but the rule reads latency "
+      .. "predictions", err)
+    local out
+    rc, out, err = check((GOOD:gsub("model = [^\n]*", "model = function(rows) return 0.1 end,")
+      :gsub("rule = [^\n]*", "rule = { \"reactive\", edge_threshold = 0.3 },")))
+    assert.equals(0, rc, err)
+    assert.matches("rule: reactive %(cloud_threshold 0%.045, edge_threshold 0%.3%), on latency predictions", out)
+  end)
+
+  it("prints the settings reference, every key with its own", function()
+    local rc, out = h.run("policy")
     assert.equals(0, rc)
-    assert.matches("  sla +max_qos: move only when the best prediction is above this %(default 0%.5%)", out)
-    assert.matches("  namespace .*%[env NAMESPACE%]", out)
+    local _, help = h.run("help policy") -- the command's help, ending with the same reference
+    assert.equals(out, help:sub(-#out))
+    assert.matches("\n  rule +what to do with the predictions", out)
+    assert.matches("\n    sla +max_qos: move only when the best predicted QoS is above this %(default 0%.5%)", out)
+    assert.matches("\n  namespace .*%[env NAMESPACE%]", out)
+    assert.matches("\n  cluster +the Kubernetes API", out)
+    assert.matches("\n    kubeconfig +kubeconfig file", out)
+    assert.matches("\n  tracker +where predictions and decisions are recorded", out)
+    assert.matches("\n    experiment +the experiment predictions are logged to %(default predictor%)", out)
+    assert.matches("\n  jobs +jobs: ", out)
+    assert.matches("\n      cron +or on a cron line", out)
+    assert.matches("\n      actuating +with `leader`", out)
+    assert.matches("\n  leader +a Lease to hold", out)
+    assert.matches("\n    lease_duration +seconds a Lease holds without renewal %(default 15%)", out)
+    assert.matches("\n  routes +HTTP routes", out)
+    assert.matches("\n      handler +function%(req%)", out)
+    assert.matches("\n  describe +more to show in GET /describe", out)
+    assert.matches("sla %-> rule%.sla", out)
+    assert.matches("kubeconfig %-> cluster%.kubeconfig", out)
+    assert.matches("experiment %-> tracker%.experiment", out)
+    for line in out:gmatch("[^\n]+") do assert.is_true(#line <= 100, line) end
+  end)
+end)
+
+describe("one schema for every key", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  local function check(text)
+    return h.run("check " .. h.write(dir .. "/policy.lua", text))
+  end
+
+  it("checks jobs, leader and routes like the placement settings: path, line, closest key", function()
+    for _, case in ipairs {
+      { "return {\n  jobs = {\n    a = { evry = 5,\n      run = print },\n  },\n}\n",
+        "policy%.lua:3: jobs%.a%.evry: unknown setting %(did you mean 'every'%?%)" },
+      { "return {\n  jobs = {\n    a = { every = 5 },\n  },\n}\n",
+        "policy%.lua:3: jobs%.a%.run: required" },
+      { "return {\n  jobs = {\n    a = { every = 5,\n      jitter = 'soon', run = print },\n  },\n}\n",
+        "policy%.lua:4: jobs%.a%.jitter: invalid duration" },
+      { "return {\n  jobs = {\n    { every = 5, run = print },\n  },\n}\n",
+        "policy%.lua:2: jobs%[1%]: a job in a list needs name = " },
+      { "return {\n  jobs = { a = { every = 5, at = '2024-04-12', run = print } },\n}\n",
+        "policy%.lua:2: jobs%.a: give exactly one trigger: every, cron or at" },
+      { "return {\n  name = 'x',\n  leader = { name = 'l', namespce = 'apps' },\n}\n",
+        "policy%.lua:3: leader%.namespce: unknown setting %(did you mean 'namespace'%?%)" },
+      { "return {\n  leader = { name = 'l', retry_period = -1 },\n}\n",
+        "policy%.lua:2: leader%.retry_period: a positive number" },
+      { "return {\n  routes = {\n    ['GET /x'] = { handlr = function() end },\n  },\n}\n",
+        "policy%.lua:3: routes%[\"GET /x\"%]%.handlr: unknown setting %(did you mean 'handler'%?%)" },
+      { "return {\n  routes = {\n    ['GET /x'] = { handler = print, request = 'json' },\n  },\n}\n",
+        "policy%.lua:3: routes%[\"GET /x\"%]%.request: a table" },
+      { "return {\n  routes = {\n    ['GET /a/{x}'] = print,\n    ['GET /a/b'] = print,\n  },\n}\n",
+        "policy%.lua:3: routes%[\"GET /a/{x}\"%]: overlaps 'GET /a/b'" },
+      { "return { leader = { name = 'l' },\n  jobs = { ['leader-election'] = { every = 1, run = print } } }",
+        "policy%.lua:2: jobs%[\"leader%-election\"%]: 'leader%-election' is the agent's own job" },
+    } do
+      local rc, out, err = check(case[1])
+      assert.equals(2, rc, case[1] .. out)
+      assert.matches(case[2], err, nil, case[1])
+      assert.equals(1, h.count(err, "\n"), err)
+    end
+  end)
+
+  it("accepts the flat keys of earlier versions, with one warning naming each one's new spelling", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local path = h.write(dir .. "/policy.lua", [[
+local qos = { ["node-0"] = 0.2, ["node-1"] = 0.9 }
+return {
+  model = function(rows) return rows[#rows].qos end,
+  rule = "max_qos",
+  sla = 0.3,
+  deployment = "web", namespace = "a", candidates = { "node-0", "node-1" },
+  source = { window = function(_, c, now) return { { t = now, f = {}, qos = qos[c.node] } } end },
+  dry_run = true,
+  experiment = "flat-predictions",
+  tracker = "file:]] .. dir .. [[/mlruns",
+  safety = { consecutive = 1 },
+}
+]])
+    local rc, out, err = h.run("check " .. path)
+    assert.equals(0, rc, err)
+    assert.matches("rule: max_qos %(sla 0%.3%)", out)
+    assert.equals(1, h.count(err, "WARNING"), err)
+    assert.matches("WARNING %- [^\n]*policy%.lua: deprecated flat settings, still accepted: sla %-> rule%.sla "
+      .. "%(line 5%), dry_run %-> cluster%.dry_run %(line 8%), experiment %-> tracker%.experiment %(line 9%); "
+      .. "see dconn help policy\n", err)
+    -- they mean what they meant: a dry run (nothing patched), predictions in the experiment named
+    rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, out .. err)
+    assert.equals(1, h.count(err, "deprecated flat settings"), err)
+    assert.matches("decision a/web: move to node%-1", err)
+    assert.matches("update_deployment_with_patch succeeded %(dry run%)", err)
+    assert.equals("node-0", selector_of(state, "a", "web"))
+    local t = assert(require("dconn.tracker").connect("file:" .. dir .. "/mlruns"))
+    assert.truthy(t:latest_run("flat-predictions"))
+    -- in process: the grouped settings, one warning per policy table
+    local script = h.write(dir .. "/settings.lua", [[
+local policy = require "dconn.policy"
+local flat = { deployment = "web", candidates = { "n" }, source = { replay = "x.csv" }, sla = 0.7,
+  kubeconfig = "k.yaml", context = "c", agent = "placer", rule = function() end }
+assert(policy.check(flat, "flat.lua"))
+assert(policy.check(flat, "flat.lua"))
+local s = policy.settings(flat, "flat.lua")
+print(s.rule.sla, s.rule.metric, type(s.rule[1]), s.cluster.kubeconfig, s.cluster.context, s.cluster.label,
+  s.tracker.agent, s.tracker.experiment)
+print(policy.check({ deployment = "web", candidates = { "n" }, source = { replay = "x.csv" }, sla = 0.7,
+  rule = { "max_qos", sla = 0.6 } }, "twice.lua"))
+]])
+    rc, out, err = h.run(script)
+    assert.equals(0, rc, err)
+    assert.equals("0.7\tqos\tfunction\tk.yaml\tc\tkubernetes.io/hostname\tplacer\tpredictor\n"
+      .. "nil\ttwice.lua: sla: given twice, as sla and rule.sla (keep rule.sla)\n", out)
+    assert.equals(1, h.count(err, "deprecated flat settings"), err)
+    assert.matches("sla %-> rule%.sla, kubeconfig %-> cluster%.kubeconfig, context %-> cluster%.context, "
+      .. "agent %-> tracker%.agent", err)
+  end)
+
+  it("names predictions for what they hold: latency is not logged, kept or decided as QoS", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
+    local script = h.write(dir .. "/latency.lua", [[
+local policy = require "dconn.policy"
+local tracker = require "dconn.tracker"
+local latency = { ["node-0"] = 0.31, ["node-1"] = 0.08 }
+local source = { window = function(_, c, now) return { { t = now, f = {}, qos = 0 } } end }
+local uri = "file:]] .. dir .. [[/mlruns"
+local agent = policy.new({ name = "lat", model = function(_, c) return latency[c.node], "latency-model" end,
+  rule = { "reactive", edge_threshold = 0.2 }, deployment = "web", namespace = "a",
+  candidates = { { node = "node-0", type = "edge" }, { node = "node-1", type = "cloud" } },
+  source = source, tracker = uri, safety = { consecutive = 1 } }, { path = "lat.lua" })
+local p = agent:pipeline()["a/web"]
+print(p.metric, p.candidates[1].value, p.max, p.candidates[1].qos)
+local d = agent:recommend()["a/web"]
+print(d.action, d.to, d.metric, d.predictions["node-0"], d.max_qos, d.scores)
+local run = tracker.connect(uri):latest_run("predictor")
+print(run.tags["dconn.metric"], run.metrics.qos_0, run.metrics.max_qos)
+-- another agent whose rule reads QoS refuses these predictions
+local qos_agent = policy.new({ name = "q", rule = "max_qos", schedule = { pipeline = false }, deployment = "web",
+  namespace = "a", candidates = { "node-0", "node-1" }, source = source, tracker = uri }, { path = "q.lua" })
+d = qos_agent:recommend()["a/web"]
+print(d.action, d.reason)
+]])
+    local rc, out, err = h.run(script, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    assert.equals("latency\t0.31\t0.31\tnil\n"
+      .. "move\tnode-1\tlatency\t0.31\tnil\tnil\n"
+      .. "latency\t0.31\t0.31\n"
+      .. "hold\tthe predictions are latency, the rule reads qos: refused\n", out)
+    assert.matches("predictions a/web: latency %[0%.31, 0%.08%], max_latency 0%.31, index 0", err)
+    assert.matches("max_latency 0%.31, index 0", err)
+    assert.not_matches("max_qos", err)
   end)
 end)
 
@@ -336,12 +519,15 @@ return {
     assert.equals("node-0", last.from)
     assert.equals("node-1", last.to)
     assert.equals("max_qos", last.rule)
-    assert.near(0.9, last.scores["node-1"], 1e-9)
+    assert.equals("qos", last.metric)
+    assert.near(0.9, last.predictions["node-1"], 1e-9)
     local text = get("/metrics")
     assert.matches('dconn_patches_total{app="a/web",result="sent"} 1\n', text)
     assert.matches('dconn_decisions_total{action="stay",app="a/web"} %d+', text)
     local describe = json.decode(get("/describe"))
     assert.equals("max_qos", describe.placement.rule)
+    assert.equals("qos", describe.placement.metric)
+    assert.equals(0.5, describe.placement.rule_parameters.sla)
     assert.equals("a/web", describe.placement.targets[1].target)
   end)
 end)
@@ -366,7 +552,7 @@ local source = { window = function(_, c, now) return { { t = now, f = { 0, 0, 0,
 local off = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0 }
 local on = { margin = 1, margin_relative = 0.05, consecutive = 3, cooldown = "1h" }
 local agent = policy.new({ name = "flap-" .. tostring(gated), model = function(rows) return rows[#rows].qos end,
-  rule = "max_qos", sla = 25, namespace = "pipelines", deployment = "app", candidates = nodes,
+  rule = { "max_qos", sla = 25 }, namespace = "pipelines", deployment = "app", candidates = nodes,
   source = source, tracker = false, safety = gated and on or off }, { path = "flap.lua" })
 local moves, changes, last_top = {}, 0, "node-5" -- changes: ticks where the top machine changes
 for tick = 0, 287 do
@@ -489,7 +675,7 @@ local agent = policy.new({ deployment = "web", candidates = { "cloudskin-k8s-wor
 local items = { { candidate = agent.targets[1].candidates[1], rows = rows } }
 agent.predictor:predict(items, 0)
 agent.predictor:predict({ { candidate = agent.targets[1].candidates[1], rows = rows } }, 0)
-print(downloads, items[1].model, items[1].error, items[1].qos > 0 and items[1].qos < 1)
+print(downloads, items[1].model, items[1].error, items[1].value > 0 and items[1].value < 1)
 ]])
     local rc, out, err = h.run(script)
     assert.equals(0, rc, err)
@@ -523,7 +709,7 @@ describe("the README's policy", function()
     local section = readme:match("\n## A policy\n(.-)\n## ")
     local code = section:match("```lua\n(.-)```")
     local printed = section:match("%$ build/dconn check policy%.lua\n(.-)\n%$ ")
-    local typo = section:match("# with `sal = 0%.55` on line 7\n(.-)\n```")
+    local typo = section:match("# with `sal = 0%.55` on line %d+\n(.-)\n```")
     assert.truthy(code and printed and typo)
     local lines = h.count(code, "\n")
     assert.is_true(lines <= 20, lines .. " lines")
@@ -535,7 +721,7 @@ describe("the README's policy", function()
     local rc, out, err = h.run("check " .. path)
     assert.equals(0, rc, err)
     assert.equals(printed:gsub("policy%.lua", path) .. "\n", out)
-    h.write(path, (code:gsub("  sla = 0%.55,", "  sal = 0.55,")))
+    h.write(path, (code:gsub("sla = 0%.55", "sal = 0.55")))
     rc, out, err = h.run("check " .. path)
     assert.equals(2, rc, out)
     assert.equals(typo:gsub("policy%.lua", path) .. "\n", err)
@@ -564,7 +750,7 @@ return {
 ]])
     local input = h.write(dir .. "/input", table.concat({
       'p = agent:run("pipeline")["a/web"]',
-      'p.max_qos, p.candidates[p.max_index + 1].node',
+      'p.max, p.candidates[p.max_index + 1].node, p.metric',
       'agent:place("a/web", "node-1", { dry_run = true }).result',
       'agent.rule = function(p) return { action = "none", reason = "not today" } end',
       'agent:run("recommender")["a/web"].reason',
@@ -573,7 +759,7 @@ return {
     }, "\n") .. "\n")
     local rc, out, err = h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, err)
-    assert.equals('0.8\t"node-1"\n"patched"\n"not today"\n"move"\n', out)
+    assert.equals('0.8\t"node-1"\t"qos"\n"patched"\n"not today"\n"move"\n', out)
     assert.equals("node-1", selector_of(state, "a", "web"))
   end)
 end)

@@ -1,15 +1,16 @@
 -- dconn.placement.rules: the max_qos and reactive rules on hand-made predictions.
 local rules = require "dconn.placement.rules"
 
--- predictions(current, {node, qos[, cluster]}, ...): candidates indexed in the order given.
+-- predictions(current, {node, value[, cluster]}, ...): candidates indexed in the order given; the
+-- metric is left out (nil: what the rule reads) unless set on the result.
 local function predictions(current, ...)
-  local candidates, max_qos, max_index = {}, nil, nil
+  local candidates, max, max_index = {}, nil, nil
   for i, c in ipairs { ... } do
-    candidates[i] = { node = c[1], qos = c[2], cluster = c[3] or c[1], index = i - 1, model = "test",
+    candidates[i] = { node = c[1], value = c[2], cluster = c[3] or c[1], index = i - 1, model = "test",
       error = c[2] == nil and "prediction failed" or nil }
-    if c[2] ~= nil and (max_qos == nil or c[2] > max_qos) then max_qos, max_index = c[2], i - 1 end
+    if c[2] ~= nil and (max == nil or c[2] > max) then max, max_index = c[2], i - 1 end
   end
-  return { target = "ns/app", time = 0, candidates = candidates, max_qos = max_qos, max_index = max_index,
+  return { target = "ns/app", time = 0, candidates = candidates, max = max, max_index = max_index,
     current = current }
 end
 
@@ -102,7 +103,7 @@ describe("rules.max_qos", function()
 
   it("never chooses a candidate whose prediction failed", function()
     local p = predictions("node-a", { "node-a", 0.6 }, { "node-b", nil }, { "node-c", 0.7 })
-    p.candidates[2].qos = nil
+    p.candidates[2].value = nil
     local d = rules.max_qos(p, ctx())
     assert.equals("node-c", d.to)
     -- NaN is no prediction either
@@ -234,5 +235,25 @@ describe("rules.get and rules.names", function()
     fn, err = rules.get(42)
     assert.is_nil(fn)
     assert.matches("got number", err)
+  end)
+end)
+
+describe("what a rule reads", function()
+  it("declares its metric and its parameters", function()
+    assert.same({ max_qos = "qos", reactive = "latency" }, rules.METRIC)
+    assert.same({ max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }, rules.PARAMS)
+  end)
+
+  it("never moves on predictions of another metric", function()
+    local p = predictions("node-a", { "node-a", 0.1 }, { "node-b", 0.9 })
+    p.metric = "latency"
+    assert.same({ action = "none", rule = "max_qos", urgent = false,
+      reason = "max_qos reads qos predictions, these are latency: never move" }, rules.max_qos(p, ctx()))
+    p.metric = "qos"
+    assert.equals("move", rules.max_qos(p, ctx()).action)
+    p = predictions("edge-1", { "edge-1", 0.9 }, { "cloud-1", 0.1 })
+    p.metric = "qos"
+    assert.equals("reactive reads latency predictions, these are qos: never move",
+      rules.reactive(p, ctx { cluster_types = { ["edge-1"] = "edge", ["cloud-1"] = "cloud" } }).reason)
   end)
 end)

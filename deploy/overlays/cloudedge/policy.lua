@@ -7,8 +7,7 @@ return {
   name = "cloudedge",
   schedule = { pipeline = "5m", recommender = "5m" },
   model = "select",   -- the forecaster with the lowest recent backtest error, per node
-  rule = "max_qos",   -- move to the best node when its predicted QoS clears the SLA
-  sla = 0.5,
+  rule = { "max_qos", sla = 0.5 },   -- move to the best node when its predicted QoS clears 0.5
   namespace = "scanflow-cloudedge-dataengineer",
   deployment = "nginx",
   candidates = {
@@ -20,6 +19,6 @@ return {
     { node = "cloudskin-k8s-worker-5.novalocal", cluster = "f05eed42-daeb-4a9f-811f-b942aba145b7" },
   },
   source = { prometheus = "http://prometheus.monitoring:9090" },
-  tracker = "http://scanflow-tracker.scanflow-server.svc.cluster.local",
+  tracker = { uri = "http://scanflow-tracker.scanflow-server.svc.cluster.local" },
   leader = { name = "dconn-cloudedge", namespace = "dconn" },
 }

@@ -443,52 +443,43 @@ local function overlaps(a, b)
   return true
 end
 
-local function where_of(path, fn)
-  local info = type(fn) == "function" and debug.getinfo and debug.getinfo(fn, "S")
-  if info and info.linedefined and info.linedefined > 0 then return path .. ":" .. info.linedefined end
-  return path
-end
-
--- The policy's routes as route records, sorted by key; nil, err on a mistake.
-local function compile_routes(file, routes)
+-- The policy's routes as route records, sorted by key; nil, 'routes["KEY"]: message' on a
+-- mistake (the key's form, its path template, a clash). The routes' fields are checked by
+-- dconn.policy's schema before.
+local function compile_routes(routes, path)
+  path = path or "routes"
   local out = {}
   if routes == nil then return out end
-  if type(routes) ~= "table" then return nil, file .. ": 'routes' must be a table" end
   local keys = {}
   for key in pairs(routes) do
-    if type(key) ~= "string" then return nil, file .. ": route keys must be strings like \"POST /analyze\"" end
+    if type(key) ~= "string" then return nil, path .. ": keys are strings like \"POST /analyze\"" end
     keys[#keys + 1] = key
   end
   sort(keys)
   for _, key in ipairs(keys) do
     local spec = routes[key]
     if type(spec) == "function" then spec = { handler = spec } end
-    local at = where_of(file, type(spec) == "table" and spec.handler)
-    local method, path = key:match("^(%u+) +(/%S*)$")
+    local at = string.format("%s[%q]", path, key)
+    local method, template = key:match("^(%u+) +(/%S*)$")
     if not method or not METHODS[method] then
-      return nil, at .. ": route '" .. key .. "': expected \"METHOD /path\" with GET, POST, PUT, PATCH or DELETE"
+      return nil, at .. ": expected \"METHOD /path\" with GET, POST, PUT, PATCH or DELETE"
     end
     if type(spec) ~= "table" or type(spec.handler) ~= "function" then
-      return nil, at .. ": route '" .. key .. "' must be a function or a table with a handler function"
+      return nil, at .. ": a function, or a table with a handler function"
     end
-    for _, field in ipairs { "request", "response", "responses" } do
-      if spec[field] ~= nil and type(spec[field]) ~= "table" then
-        return nil, at .. ": route '" .. key .. "': '" .. field .. "' must be a table (a JSON schema)"
-      end
-    end
-    local segments, err = parse_template(path)
-    if not segments then return nil, at .. ": route '" .. key .. "': " .. err end
-    local route = { method = method, path = path, segments = segments, policy = true, spec = spec,
-      id = "policy" .. (method .. path):gsub("[^%w]+", "_"), tag = "policy",
+    local segments, err = parse_template(template)
+    if not segments then return nil, at .. ": " .. err end
+    local route = { method = method, path = template, segments = segments, policy = true, spec = spec,
+      id = "policy" .. (method .. template):gsub("[^%w]+", "_"), tag = "policy",
       summary = type(spec.summary) == "string" and spec.summary or ("Policy route " .. key) }
     for _, other in ipairs(BUILTIN) do
       if other.method == method and overlaps(route, other) then
-        return nil, at .. ": route '" .. key .. "' conflicts with the built-in " .. other.method .. " " .. other.path
+        return nil, at .. ": conflicts with the built-in " .. other.method .. " " .. other.path
       end
     end
     for _, other in ipairs(out) do
       if other.method == method and overlaps(route, other) then
-        return nil, at .. ": route '" .. key .. "' overlaps '" .. other.method .. " " .. other.path .. "'"
+        return nil, at .. ": overlaps '" .. other.method .. " " .. other.path .. "'"
       end
     end
     local params = {}
@@ -503,22 +494,21 @@ local function compile_routes(file, routes)
   return out
 end
 
---- Validates a policy's `routes` and `describe` fields (dconn check and load). true | nil, err
-function _M.check_policy(file, policy)
-  if policy.describe ~= nil and type(policy.describe) ~= "table" then
-    return nil, file .. ": 'describe' must be a table"
-  end
-  local routes, err = compile_routes(file, policy.routes)
-  if not routes then return nil, err end
+--- Checks a policy's `routes` beyond their fields (dconn.policy's schema calls it): each key
+--- "METHOD /path" with a valid template, no clash with a built-in route or another route.
+--- true | nil, 'routes["KEY"]: message'
+function _M.check_routes(routes, path)
+  local ok, err = compile_routes(routes, path)
+  if not ok then return nil, err end
   return true
 end
 
 local function routes()
   local path, policy = agent_policy()
   if compiled.policy ~= policy then
-    local list, err = compile_routes(path or "policy", policy and policy.routes)
+    local list, err = compile_routes(policy and policy.routes)
     if not list then
-      log.error("API: policy routes ignored: %s", err)
+      log.error("API: policy routes ignored: %s: %s", path or "policy", err)
       list = {}
     end
     compiled = { policy = policy, list = list, all = {} }

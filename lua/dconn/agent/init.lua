@@ -19,9 +19,7 @@ local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 local policy_mod = require "dconn.policy"
 
 -- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s.leader).
-local LEADER_STRINGS = { name = true, namespace = true, kubeconfig = true, context = true, identity = true }
-local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 } -- client-go's
-local ELECTION_JOB = "leader-election"
+local ELECTION_JOB = policy_mod.ELECTION_JOB
 
 local election -- { key =, elector =, leader = } while the policy declares a leader
 local acting = setmetatable({}, { __mode = "k" }) -- the tasks (coroutines) running actuating jobs
@@ -36,93 +34,30 @@ local function fail(message)
   stderr:write("dconn: ", message, "\n")
 end
 
--- "file:line" of the function a job runs, so errors point into the policy.
-local function where(path, fn)
-  if type(fn) == "function" then
-    local info = debug.getinfo(fn, "S")
-    if info and info.linedefined and info.linedefined > 0 then
-      return path .. ":" .. info.linedefined
-    end
-  end
-  return path
-end
-
 -- The job specs of a policy as a list, in a stable order: `first` (a placement policy's own
--- jobs), then `jobs`, which may be a list of specs with names, or a map from name to spec
--- (sorted by name).
-local function job_specs(path, jobs, first)
-  if jobs ~= nil and type(jobs) ~= "table" then return nil, path .. ": 'jobs' must be a table" end
-  local specs, names = {}, {}
-  for _, spec in ipairs(first or {}) do names[spec.name] = true end
-  for key, spec in pairs(jobs or {}) do
-    if type(spec) ~= "table" then
-      return nil, path .. ": job " .. tostring(key) .. " must be a table"
-    end
-    if spec.actuating ~= nil and type(spec.actuating) ~= "boolean" then
-      return nil, where(path, spec.run) .. ": job " .. tostring(spec.name or key)
-        .. ": 'actuating' must be true or false"
-    end
-    if type(key) == "string" then
-      if spec.name ~= nil and spec.name ~= key then
-        return nil, where(path, spec.run) .. ": job '" .. key .. "' has a different name field '"
-          .. tostring(spec.name) .. "'"
-      end
-      local copy = {}
-      for k, v in pairs(spec) do copy[k] = v end
-      copy.name = key
-      spec = copy
-    elseif type(spec.name) ~= "string" then
-      return nil, where(path, spec.run) .. ": job " .. tostring(key) .. " needs a name"
-    end
-    if names[spec.name] then return nil, where(path, spec.run) .. ": two jobs are named '" .. spec.name .. "'" end
-    names[spec.name] = true
-    specs[#specs + 1] = { key = key, spec = spec }
-  end
+-- jobs), then `jobs` (checked by dconn.policy), which may be a list of specs with names, or a map
+-- from name to spec (sorted by name). list.actuating: the names of the jobs marked so (the key is
+-- ours, not dconn.timer's).
+local function job_specs(jobs, first)
+  local specs = {}
+  for key, spec in pairs(jobs or {}) do specs[#specs + 1] = { key = key, spec = spec } end
   sort(specs, function(a, b)
     if type(a.key) == type(b.key) then return a.key < b.key end
     return type(a.key) == "number"
   end)
-  for i = #(first or {}), 1, -1 do table.insert(specs, 1, { spec = first[i] }) end
-  local list = { actuating = {} } -- actuating: the names of the jobs marked so (the key is ours, not timer's)
-  for i, entry in ipairs(specs) do
-    local spec = entry.spec
-    if spec.actuating ~= nil then
-      local copy = {}
-      for k, v in pairs(spec) do copy[k] = v end
-      list.actuating[spec.name] = copy.actuating or nil
-      copy.actuating = nil
-      spec = copy
-    end
-    local ok, err = timer.validate(spec)
-    if not ok then return nil, where(path, spec.run) .. ": job '" .. spec.name .. "': " .. err end
-    list[i] = spec
+  local list = { actuating = {} }
+  for _, spec in ipairs(first or {}) do list[#list + 1] = spec end
+  for _, entry in ipairs(specs) do
+    local copy = {}
+    for k, v in pairs(entry.spec) do copy[k] = v end
+    if type(entry.key) == "string" then copy.name = entry.key end
+    list[#list + 1] = copy
+  end
+  for _, spec in ipairs(list) do
+    list.actuating[spec.name] = spec.actuating or nil
+    spec.actuating = nil
   end
   return list
-end
-
-local function check_leader(path, leader, specs)
-  if leader == nil then return true end
-  if type(leader) ~= "table" then return nil, path .. ": 'leader' must be a table" end
-  for k, v in pairs(leader) do
-    if LEADER_STRINGS[k] then
-      if type(v) ~= "string" or v == "" then return nil, path .. ": leader." .. k .. " must be a non-empty string" end
-    elseif LEADER_TIMINGS[k] then
-      if type(v) ~= "number" or v <= 0 then return nil, path .. ": leader." .. k .. " must be a positive number" end
-    else
-      return nil, path .. ": unknown field leader." .. tostring(k) .. " (known: name, namespace, kubeconfig, context, "
-        .. "identity, lease_duration, renew_deadline, retry_period)"
-    end
-  end
-  if not leader.name then return nil, path .. ": leader.name (the Lease's name) is required" end
-  local t = {}
-  for k, v in pairs(LEADER_TIMINGS) do t[k] = leader[k] or v end
-  if not (t.lease_duration > t.renew_deadline and t.renew_deadline > 1.2 * t.retry_period) then
-    return nil, path .. ": leader timings need lease_duration > renew_deadline > 1.2 * retry_period"
-  end
-  for _, spec in ipairs(specs) do
-    if spec.name == ELECTION_JOB then return nil, path .. ": job name '" .. ELECTION_JOB .. "' is the agent's own" end
-  end
-  return true
 end
 
 local function read_text(path)
@@ -133,9 +68,9 @@ local function read_text(path)
   return text
 end
 
---- Loads a policy file into a fresh sandbox and validates it. Returns the policy table, its
--- job specs and, for a placement policy, its agent (dconn.policy), or nil and a message naming
--- the file and line.
+--- Loads a policy file into a fresh sandbox and validates it against dconn.policy's schema
+-- (which warns once about deprecated flat keys). Returns the policy table, its job specs and, for
+-- a placement policy, its agent (dconn.placement), or nil and a message naming the file and line.
 function _M.load(path)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = dirname(path) }
   local chunk, err = loadfile(path, "t", env)
@@ -154,13 +89,7 @@ function _M.load(path)
     if not made then return nil, tostring(new_err) end
     placement = new_err
   end
-  local specs, spec_err = job_specs(path, policy.jobs, placement and placement:jobs(runtime.options().every))
-  if not specs then return nil, spec_err end
-  local leader_ok, leader_err = check_leader(path, policy.leader, specs)
-  if not leader_ok then return nil, leader_err end
-  local api_ok, api_err = require("dconn.agent.api").check_policy(path, policy)
-  if not api_ok then return nil, api_err end
-  return policy, specs, placement
+  return policy, job_specs(policy.jobs, placement and placement:jobs(runtime.options().every)), placement
 end
 
 local function add_jobs(specs, quiet)
@@ -276,8 +205,8 @@ function _M.run(path, mode)
   log.info("Policy '%s' loaded from %s", policy_name(path, policy), path)
   if placement then
     local d = placement:describe()
-    log.info("Placing %d app%s: telemetry from %s, %s, rule %s, tracker %s", #d.targets, #d.targets == 1 and "" or "s",
-      d.source, d.model, d.rule, d.tracker)
+    log.info("Placing %d app%s: telemetry from %s, %s, rule %s on %s predictions, tracker %s", #d.targets,
+      #d.targets == 1 and "" or "s", d.source, d.model, d.rule, d.metric, d.tracker)
   end
   -- one election step before the first tick, so that a leader's actuating jobs run at once
   if election then election.elector:step() end
@@ -358,8 +287,11 @@ function _M.check(path)
     local d = placement:describe()
     lines[#lines + 1] = "  source: " .. d.source
     lines[#lines + 1] = "  model: " .. d.model
-    lines[#lines + 1] = "  rule: " .. d.rule .. format(" (sla %s, predictions refused after %gs)", tostring(d.sla),
-      d.max_age)
+    local params = {}
+    for k, v in pairs(d.rule_parameters) do params[#params + 1] = k .. " " .. tostring(v) end
+    sort(params)
+    lines[#lines + 1] = format("  rule: %s%s, on %s predictions up to %gs old", d.rule,
+      #params > 0 and (" (" .. concat(params, ", ") .. ")") or "", d.metric, d.max_age)
     lines[#lines + 1] = "  safety: " .. d.safety
     for _, t in ipairs(d.targets) do
       local c = t.candidates

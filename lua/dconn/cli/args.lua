@@ -40,23 +40,7 @@ local WIDTH = 100 -- help text is wrapped to this many columns
 
 ---- words ----
 
--- Edits (insert, delete, replace, swap two neighbours) from a to b.
-local function edit_distance(a, b)
-  if #a > 40 or #b > 40 then return 99 end
-  local d = {}
-  for i = 0, #a do d[i] = { [0] = i } end
-  for j = 0, #b do d[0][j] = j end
-  for i = 1, #a do
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
-        d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-      end
-    end
-  end
-  return d[#a][#b]
-end
+local edit_distance = require("dconn._options").edit_distance
 
 --- The candidate closest to word, if it is a plausible typo of it (or word is a prefix of it).
 function _M.suggest(word, candidates)

@@ -6,10 +6,12 @@ return {
   name = "policy",
   summary = "the policy settings reference (also dconn help policy)",
   description = [[
-Prints the reference of a policy file's settings: each key, what it means, its default and the
-environment variable that gives the default. A policy is a Lua file returning a table; `schedule`,
-`model` and `rule` say when it runs, what predicts and what it does with the predictions. `dconn
-check POLICY.lua` validates one.]],
+Prints the reference of a policy file's keys, from the one schema `dconn check` checks against: each
+key and the keys inside it (rule, cluster, tracker, a job's, leader's, a route's), what it means,
+its default and the environment variable that gives the default; then the deprecated flat keys and
+what they mean now. A policy is a Lua file returning a table; `schedule`, `model` and `rule` say
+when it runs, what predicts and what it does with the predictions. `dconn check POLICY.lua`
+validates one.]],
   options = {},
   epilog = reference,
   run = function()

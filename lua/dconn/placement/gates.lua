@@ -28,11 +28,11 @@
 -- A "move" passes the gates in this order: margin, consecutive, cooldown, budget,
 -- namespace_budget; the first that fails holds it. The gain is the destination's prediction
 -- minus the current node's; when the current node is unknown or has no prediction, the margin
--- passes, and so it does for a decision with ignore_margin (a rule whose value is not a score
--- where higher is better, such as the reactive rule's latency). An urgent decision (the current
--- node is degraded or gone) skips consecutive and cooldown, never the margin or the budgets; a
--- decision with sla_breach (the app's node below the SLA, the destination above) skips
--- consecutive only. The streak counts every evaluate() of the key, whatever the gates say: a
+-- passes, and so it does for predictions that are not QoS (p.metric set and not "qos": a gain in
+-- latency means nothing where higher is worse) and for a decision with ignore_margin. An urgent
+-- decision (the current node is degraded or gone) skips consecutive and cooldown, never the
+-- margin or the budgets; a decision with sla_breach (the app's node below the SLA, the
+-- destination above) skips consecutive only. The streak counts every evaluate() of the key, whatever the gates say: a
 -- different destination restarts it at 1, a "stay" or "none" empties it.
 -- The move history keeps the last hour only; per-key state lives until forget(key).
 local timer = require "dconn.timer"
@@ -185,7 +185,7 @@ local function prediction(p, node)
   if node == nil or type(p) ~= "table" or type(p.candidates) ~= "table" then return nil end
   for _, c in ipairs(p.candidates) do
     if c.node == node then
-      if type(c.qos) == "number" and c.qos == c.qos then return c.qos end
+      if type(c.value) == "number" and c.value == c.value then return c.value end
       return nil
     end
   end
@@ -195,6 +195,7 @@ end
 -- margin: nil when it passes, else the reason.
 local function margin_gate(s, decision, p)
   if (s.margin == 0 and s.margin_relative == 0) or decision.ignore_margin then return nil end
+  if type(p) == "table" and p.metric ~= nil and p.metric ~= "qos" then return nil end -- higher is not better
   local current = type(p) == "table" and p.current or nil
   local here = prediction(p, current)
   if here == nil then return nil end

@@ -11,7 +11,9 @@
 --   agent:recommend()  -> { [target key] = decision }       (dconn.placement.recommender)
 --   agent:run(name)    -> runs "pipeline" or "recommender" now
 --   agent:place(target, node [, opts]) -> outcome  (k8s place() on a target's Deployment; dry_run etc.)
---   agent.settings, agent.targets, agent.last = { predictions = {...}, decisions = {...} }
+--   agent.settings (dconn.policy.settings: grouped, defaults filled in), agent.targets,
+--   agent.last = { predictions = {...}, decisions = {...} }
+--   agent.metric: what the rule reads ("qos", "latency", ...), the name the predictions carry
 --   agent.rule / agent.predictor may be replaced at the prompt.
 local policy = require "dconn.policy"
 local select_model = require "dconn.placement.models"
@@ -63,13 +65,18 @@ local function targets_of(s)
       c = normalize_candidates(t.candidates)
       shared[t.candidates] = c
     end
-    -- what a rule reads: the settings, and the candidates' types (edge/cloud) by node and cluster
-    local types = {}
+    -- what a rule reads (ctx.settings): its parameters, and the candidates' types (edge/cloud) by
+    -- node and cluster
+    local settings = { cluster_types = {} }
+    for k, v in pairs(s.rule) do
+      if type(k) == "string" then settings[k] = v end
+    end
+    local types = settings.cluster_types
     for _, cand in ipairs(c.selector and {} or c) do
       if cand.type then types[cand.node], types[cand.cluster] = cand.type, cand.type end
     end
     out[i] = { key = ns .. "/" .. t.deployment, name = t.name, namespace = ns, deployment = t.deployment,
-      candidates = c, rule_settings = setmetatable({ cluster_types = types }, { __index = s }) }
+      candidates = c, rule_settings = settings }
   end
   return out
 end
@@ -96,8 +103,9 @@ function _M.new(tbl, opts)
     version = fnv1a(opts.text or ""), gates = state.gates, last = state.last,
     tracker_override = opts.tracker, cluster_override = opts.cluster, source_override = opts.source,
   }, Agent)
-  self.rule, self.rule_name = rules.get(s.rule)
-  if type(s.rule) == "function" then self.rule_name = "policy" end
+  self.rule, self.rule_name = rules.get(s.rule[1])
+  if type(s.rule[1]) == "function" then self.rule_name = "policy" end
+  self.metric = s.rule.metric
   self.predictor = select_model.new(s.model, { dir = dir, steps = s.steps,
     tracker = function() return self:tracker() end })
   return self
@@ -108,10 +116,10 @@ function _M.reset() kept = {} end
 
 function Agent:tracker()
   if self.tracker_override ~= nil then return self.tracker_override or nil end
-  if self.settings.tracker == false then return nil end
+  local uri = self.settings.tracker.uri
+  if uri == false then return nil end
   if not self.tracker_conn then
-    local t, err = require("dconn.tracker").connect(self.settings.tracker ~= nil and self.settings.tracker or nil,
-      { deadline = TRACKER_DEADLINE })
+    local t, err = require("dconn.tracker").connect(uri, { deadline = TRACKER_DEADLINE })
     if not t then return nil, err end
     self.tracker_conn = t
   end
@@ -121,8 +129,9 @@ end
 function Agent:cluster()
   if self.cluster_override then return self.cluster_override end
   if not self.cluster_conn then
-    local c, err = require("dconn.k8s").connect { kubeconfig = self.settings.kubeconfig,
-      context = self.settings.context, namespace = self.targets[1].namespace }
+    local k = self.settings.cluster
+    local c, err = require("dconn.k8s").connect { kubeconfig = k.kubeconfig, context = k.context,
+      namespace = self.targets[1].namespace }
     if not c then return nil, err end
     self.cluster_conn = c
   end
@@ -181,7 +190,8 @@ function Agent:place(which, node, opts)
   if not c then return nil, err end
   opts = opts or {}
   return c:place(t.namespace, t.deployment, node, { dry_run = opts.dry_run, wait = opts.wait, timeout = opts.timeout,
-    label = opts.label or self.settings.label, form = opts.form or self.settings.form, gain = opts.gain })
+    label = opts.label or self.settings.cluster.label, form = opts.form or self.settings.cluster.form,
+    gain = opts.gain })
 end
 
 local function trigger_spec(v, every)
@@ -226,9 +236,16 @@ function Agent:describe()
   local redact = require("dconn.http").redact_url
   local source = src.replay and ("replay of " .. src.replay)
     or src.prometheus and ("prometheus at " .. redact(src.prometheus)) or "the policy's own source"
+  local params = {} -- the rule's parameters that are plain values
+  for k, v in pairs(s.rule) do
+    if type(k) == "string" and k ~= "metric" and (type(v) == "number" or type(v) == "string" or type(v) == "boolean")
+    then params[k] = v end
+  end
+  local uri = s.tracker.uri
   return { policy = s.name, version = self.version, model = self.predictor:describe(), rule = self.rule_name,
-    source = source, tracker = s.tracker == false and "none" or redact(tostring(s.tracker or "file:./mlruns")),
-    sla = s.sla, max_age = s.max_age, safety = gates.describe(s.safety or {}), targets = targets }
+    rule_parameters = params, metric = self.metric, source = source,
+    tracker = uri == false and "none" or redact(tostring(uri or "file:./mlruns")),
+    max_age = s.max_age, safety = gates.describe(s.safety or {}), targets = targets }
 end
 
 return _M

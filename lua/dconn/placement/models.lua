@@ -1,10 +1,12 @@
 -- dconn.placement.models: model selection. Turns a policy's `model` setting into a predictor that gives
--- every candidate of every target its predicted QoS.
+-- every candidate of every target its prediction: its QoS, or what else the model is made to predict
+-- (the rule says what it reads, dconn.placement.rules; the forecasters forecast the QoS series).
 --
 --   select.check(setting) -> true | nil, message       (no I/O: used by `dconn check`)
 --   select.new(setting, ctx) -> predictor               ctx: { dir = policy dir, tracker = fn() -> tracker }
 --   predictor:predict(items, now)  items: { { candidate =, rows =, target = }, ... }; sets on each
---     item qos (number) and model (name), or error (message) when it could not be predicted
+--     item value (the prediction, a number) and model (name), or error (message) when it could not be
+--     predicted
 --   predictor:describe() -> one line for the log
 --
 -- The `model` setting:
@@ -19,7 +21,7 @@
 --   { registry = "qos-{cluster}", version = "3" | alias = "champion" | latest = true,
 --     spec = "spec.lua", weights = "model.safetensors" }   the same, downloaded once from the
 --       tracker's model registry (files named inside the registered model's directory).
---   function(rows, candidate, ctx) -> qos [, model name]   anything else, in Lua.
+--   function(rows, candidate, ctx) -> value [, model name]   anything else, in Lua.
 local model = require "dconn.model"
 local log = require "dconn.log"
 
@@ -122,7 +124,7 @@ local function forecaster_of(candidates, name)
 end
 
 -- One series: the forecaster chosen by backtest for this cluster (kept `reselect` seconds) or
--- the fixed one, refitted. Returns { qos =, model = } or { error = }.
+-- the fixed one, refitted. Returns { value =, model = } or { error = }.
 local function forecast_one(self, rows, candidate, now)
   local o = self.options
   local series = qos_series(rows)
@@ -141,7 +143,7 @@ local function forecast_one(self, rows, candidate, now)
   local fkind, params = forecaster_of(o.candidates, kind)
   local fitted, err = model.forecaster(fkind, params):fit(series)
   if not fitted then return { error = format("%s: %s", kind, tostring(err)) } end
-  return { qos = fitted:predict(1), model = self.kind and kind or "select:" .. kind }
+  return { value = fitted:predict(1), model = self.kind and kind or "select:" .. kind }
 end
 
 -- Forecasters on each candidate's QoS series. Apps placed on the same nodes get the same rows
@@ -154,7 +156,7 @@ local function predict_forecast(self, items, now)
       r = forecast_one(self, item.rows, item.candidate, now)
       done[item.rows] = r
     end
-    item.qos, item.model, item.error = r.qos, r.model, r.error
+    item.value, item.model, item.error = r.value, r.model, r.error
   end
 end
 
@@ -264,7 +266,7 @@ local function predict_models(self, items)
       for _, item in ipairs(g.items) do
         local i = slot[item.rows]
         if i and y then
-          item.qos, item.model = y:get(i, 1), m.name or "model"
+          item.value, item.model = y:get(i, 1), m.name or "model"
         elseif i then
           item.error = "predict: " .. tostring(err)
         end
@@ -275,13 +277,13 @@ end
 
 local function predict_function(self, items, now)
   for _, item in ipairs(items) do
-    local ok, qos, name = pcall(self.setting, item.rows, item.candidate, { now = now, target = item.target })
+    local ok, value, name = pcall(self.setting, item.rows, item.candidate, { now = now, target = item.target })
     if not ok then
-      item.error = "model function: " .. tostring(qos)
-    elseif type(qos) ~= "number" or qos ~= qos then
-      item.error = "model function returned " .. tostring(qos) .. " (a number expected)"
+      item.error = "model function: " .. tostring(value)
+    elseif type(value) ~= "number" or value ~= value then
+      item.error = "model function returned " .. tostring(value) .. " (a number expected)"
     else
-      item.qos, item.model = qos, type(name) == "string" and name or "function"
+      item.value, item.model = value, type(name) == "string" and name or "function"
     end
   end
 end

@@ -3,12 +3,21 @@
 --   pipeline.run(agent) -> { [target key] = predictions }
 --
 -- For every target: the candidates (a list, or the nodes matching a label selector), each one's
--- recent telemetry from the source (15 s rows), a QoS prediction from the selected model, and
--- one run in the tracker's `predictor` experiment in the original shape: metrics qos_<i>,
--- max_qos, std_dev, population_std_dev; params max_qos_index, max_cluster, cluster_<i>,
--- node_<i>, model_<i>, model; tags dconn.target, dconn.policy, dconn.policy_version. A candidate
--- whose telemetry or prediction failed has no qos_<i> and is never chosen. The predictions stay
--- in agent.last.predictions for this agent's recommender.
+-- recent telemetry from the source (15 s rows), a prediction from the selected model, and one run
+-- in the tracker's `predictor` experiment in the original shape: metrics qos_<i>, max_qos,
+-- std_dev, population_std_dev; params max_qos_index, max_cluster, cluster_<i>, node_<i>,
+-- model_<i>, model; tags dconn.target, dconn.policy, dconn.policy_version, dconn.metric. A
+-- candidate whose telemetry or prediction failed has no qos_<i> and is never chosen.
+--
+-- The predictions are named for what they hold: the rule says what it reads (agent.metric, from
+-- dconn.placement.rules: "qos" for max_qos, "latency" for reactive) and the predictions carry it:
+--   { target=, time=, metric = "qos" | "latency" | ..., candidates = { {node=, cluster=, index=,
+--     type=, value = the prediction or nil, model=, error=}, ... }, max=, max_index= (the highest
+--     value and its candidate's index), std_dev=, population_std_dev=, policy=, policy_version=,
+--     run_id= }
+-- The tracker's records keep the original agent's names whatever the metric (other tools read
+-- them): qos_<i> holds candidate i's value, max_qos the highest; the run's tag dconn.metric says
+-- what they are. The predictions stay in agent.last.predictions for this agent's recommender.
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 
@@ -19,6 +28,7 @@ local sqrt = math.sqrt
 local _M = { _VERSION = "0.1.0" }
 
 _M.TARGET_TAG = "dconn.target"
+_M.METRIC_TAG = "dconn.metric" -- what qos_<i> and max_qos hold; absent (older runs): "qos"
 
 local INFO = { DEBUG = true, INFO = true } -- log levels at which the predictions line is written
 
@@ -52,16 +62,16 @@ end
 
 -- predictions for one target from its items (one per candidate, in order)
 local function summarize(agent, target, items, now)
-  local p = { target = target.key, time = now, candidates = {}, policy = agent.settings.name,
+  local p = { target = target.key, time = now, metric = agent.metric, candidates = {}, policy = agent.settings.name,
     policy_version = agent.version }
   local values = {}
   for i, item in ipairs(items) do
     local c = item.candidate
-    p.candidates[i] = { node = c.node, cluster = c.cluster, index = c.index, type = c.type, qos = item.qos,
+    p.candidates[i] = { node = c.node, cluster = c.cluster, index = c.index, type = c.type, value = item.value,
       model = item.model, error = item.error }
-    if item.qos then
-      values[#values + 1] = item.qos
-      if not p.max_qos or item.qos > p.max_qos then p.max_qos, p.max_index = item.qos, c.index end
+    if item.value then
+      values[#values + 1] = item.value
+      if not p.max or item.value > p.max then p.max, p.max_index = item.value, c.index end
     end
   end
   if #values > 0 then p.std_dev, p.population_std_dev = stats(values) end
@@ -71,7 +81,7 @@ end
 -- The run in the tracker; sets p.run_id, or p.recorded = false and p.record_error.
 local function record(agent, p)
   local t, err = agent:tracker()
-  if t == nil and (agent.settings.tracker == false or agent.tracker_override == false) then return end -- none
+  if t == nil and (agent.settings.tracker.uri == false or agent.tracker_override == false) then return end -- none
   if not t then
     p.recorded, p.record_error = false, tostring(err)
     return
@@ -79,7 +89,7 @@ local function record(agent, p)
   local exp_id = agent.experiment_id
   if not exp_id then
     local exp
-    exp, err = t:get_or_create_experiment(agent.settings.experiment)
+    exp, err = t:get_or_create_experiment(agent.settings.tracker.experiment)
     if not exp then
       p.recorded, p.record_error = false, tostring(err)
       return
@@ -89,17 +99,18 @@ local function record(agent, p)
   end
   local run
   run, err = t:create_run { experiment_id = exp_id, run_name = "pipeline - " .. p.target,
-    tags = { [_M.TARGET_TAG] = p.target, ["dconn.policy"] = p.policy, ["dconn.policy_version"] = p.policy_version } }
+    tags = { [_M.TARGET_TAG] = p.target, [_M.METRIC_TAG] = p.metric, ["dconn.policy"] = p.policy,
+      ["dconn.policy_version"] = p.policy_version } }
   if not run then
     p.recorded, p.record_error = false, tostring(err)
     return
   end
-  local metrics = { max_qos = p.max_qos, std_dev = p.std_dev, population_std_dev = p.population_std_dev }
+  local metrics = { max_qos = p.max, std_dev = p.std_dev, population_std_dev = p.population_std_dev }
   local params = { max_qos_index = tostring(p.max_index) }
   local models = {}
   for _, c in ipairs(p.candidates) do
     local i = c.index
-    if c.qos then metrics["qos_" .. i] = c.qos end
+    if c.value then metrics["qos_" .. i] = c.value end
     params["cluster_" .. i] = c.cluster
     params["node_" .. i] = c.node
     params["model_" .. i] = c.model or ("failed: " .. tostring(c.error)):sub(1, 200)
@@ -122,7 +133,7 @@ end
 
 local function fmt_list(values)
   local parts = {}
-  for i, v in ipairs(values) do parts[i] = v.qos and format("%.4g", v.qos) or "-" end
+  for i, v in ipairs(values) do parts[i] = v.value and format("%.4g", v.value) or "-" end
   return "[" .. concat(parts, ", ") .. "]"
 end
 
@@ -155,13 +166,14 @@ local function run(agent)
   end
   agent.predictor:predict(items, now)
   local out, verbose = {}, INFO[log.level()]
-  if agent.settings.tracker ~= false and agent.tracker_override == nil and not agent.tracker_logged then
+  local uri = agent.settings.tracker.uri
+  if uri ~= false and agent.tracker_override == nil and not agent.tracker_logged then
     agent.tracker_logged = true
-    log.info("Connecting tracking server uri: %s", tostring(agent.settings.tracker or "file:./mlruns"))
+    log.info("Connecting tracking server uri: %s", tostring(uri or "file:./mlruns"))
   end
   for _, entry in ipairs(by_target) do
     local p = summarize(agent, entry.target, entry.items, now)
-    if not p.max_qos then
+    if not p.max then
       local first = entry.items[1] and entry.items[1].error or "no candidates"
       log.error("pipeline %s: no candidate could be predicted (first error: %s)", entry.target.key, first)
     else
@@ -172,8 +184,8 @@ local function run(agent)
       agent.last.predictions[entry.target.key] = p
       out[entry.target.key] = p
       if verbose then
-        log.info("predictions %s: qos %s, max_qos %s, index %d", entry.target.key, fmt_list(p.candidates),
-          tostring(p.max_qos), p.max_index)
+        log.info("predictions %s: %s %s, max_%s %s, index %d", entry.target.key, p.metric, fmt_list(p.candidates),
+          p.metric, tostring(p.max), p.max_index)
       end
     end
   end

@@ -7,7 +7,9 @@
 -- not newer than those of the last decision; the app's current node from its Deployment; the
 -- rule; the safety gates; then place(). Each decision is logged in the original agent's words,
 -- kept for GET /decisions and recorded in the tracker (experiment <agent>-agent, run
--- "sensor - recommender", artifact log.json = {type, function, nodes, value}).
+-- "sensor - recommender", artifact log.json = {type, function, nodes, value}). A decision names
+-- its predictions for what they are: metric ("qos", "latency", ...: what the rule reads) and
+-- predictions = {[node] = value}; predictions of another metric than the rule's are refused.
 -- Actions: "move" (patched), "stay" (already on the rule's choice), "none" (the rule does not
 -- act), "held" (a gate or a refusal stopped the move), "hold" (no usable predictions or the
 -- tracker/cluster is down: the last decision stands).
@@ -37,20 +39,23 @@ local function ago(seconds)
   return format("%ds", floor(seconds))
 end
 
--- Predictions from a predictor run of the tracker (another agent's pipeline, or before a restart).
+-- Predictions from a predictor run of the tracker (another agent's pipeline, or before a restart):
+-- qos_<i> holds candidate i's value, the tag dconn.metric what it is (no tag: QoS).
 local function from_run(run, target)
+  local tags = run.tags or {}
   local p = { target = target.key, time = (run.start_time or 0) / 1000, run_id = run.run_id,
-    experiment_id = run.experiment_id, candidates = {}, from_tracker = true, recorded = true }
+    experiment_id = run.experiment_id, metric = tags[pipeline.METRIC_TAG] or "qos", candidates = {},
+    from_tracker = true, recorded = true }
   local m, params = run.metrics or {}, run.params or {}
   local i = 0
   while params["cluster_" .. i] or m["qos_" .. i] do
-    local qos = m["qos_" .. i]
+    local value = m["qos_" .. i]
     p.candidates[i + 1] = { index = i, node = params["node_" .. i] or params["cluster_" .. i],
-      cluster = params["cluster_" .. i], qos = qos, model = params["model_" .. i] }
-    if qos and (not p.max_qos or qos > p.max_qos) then p.max_qos, p.max_index = qos, i end
+      cluster = params["cluster_" .. i], value = value, model = params["model_" .. i] }
+    if value and (not p.max or value > p.max) then p.max, p.max_index = value, i end
     i = i + 1
   end
-  if not p.max_qos then return nil end
+  if not p.max then return nil end
   return p
 end
 
@@ -61,7 +66,7 @@ local function newest_predictions(agent, target)
   local t, err = agent:tracker()
   if not t then return nil, "tracker unavailable: " .. tostring(err) end
   local run
-  run, err = t:latest_run(agent.settings.experiment,
+  run, err = t:latest_run(agent.settings.tracker.experiment,
     { filter = format("tags.`%s` = '%s'", pipeline.TARGET_TAG, target.key) })
   if err then return nil, "tracker unavailable: " .. tostring(err) end
   if not run then return nil end
@@ -103,19 +108,19 @@ local function current_node(agent, target, listed)
   if not dep then dep, err = cluster:get_deployment(target.namespace, target.deployment) end
   if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
   local pod = ((dep.spec or {}).template or {}).spec or {}
-  return require("dconn.k8s").pinned_value(pod, agent.settings.label) or false
+  return require("dconn.k8s").pinned_value(pod, agent.settings.cluster.label) or false
 end
 
--- {node = predicted qos} of the candidates with a prediction, made once per predictions table.
-local function scores_of(p)
-  if not p.scores then
-    local scores = {}
+-- {node = predicted value} of the candidates with a prediction, made once per predictions table.
+local function values_of(p)
+  if not p.by_node then
+    local values = {}
     for _, c in ipairs(p.candidates) do
-      if c.qos then scores[c.node] = c.qos end
+      if c.value then values[c.node] = c.value end
     end
-    p.scores = scores
+    p.by_node = values
   end
-  return p.scores
+  return p.by_node
 end
 
 local function nodes_of(p)
@@ -128,7 +133,7 @@ end
 local function conclude(agent, target, d, p)
   d.app, d.policy, d.policy_version = target.key, agent.settings.name, agent.version
   if p then
-    d.scores, d.max_qos, d.predictions_run, d.predictions_time = scores_of(p), p.max_qos, p.run_id,
+    d.metric, d.predictions, d.predictions_run, d.predictions_time = p.metric, values_of(p), p.run_id,
       p.time and clock(p.time) .. "Z" or nil
   end
   agent.last.decisions[target.key] = d
@@ -141,10 +146,11 @@ local function conclude(agent, target, d, p)
   if d.action == "hold" then return d end -- nothing new to record, or the tracker is the problem
   local t = agent:tracker()
   if t then
-    local run, err = t:log_decision(agent.settings.agent, "recommender",
+    -- the run's metric max_qos keeps its original name (the highest prediction); param metric says what
+    local run, err = t:log_decision(agent.settings.tracker.agent, "recommender",
       { type = "placement", ["function"] = "recommender", nodes = p and nodes_of(p) or json.array {}, value = entry },
-      { metrics = { max_qos = d.max_qos }, params = { action = d.action, to = d.to, rule = d.rule,
-        gate = d.gate, app = target.key } })
+      { metrics = { max_qos = p and p.max }, params = { action = d.action, to = d.to, rule = d.rule,
+        gate = d.gate, app = target.key, metric = d.metric } })
     if not run then
       log.warning("recommender %s: could not record the decision in the tracker: %s", target.key, tostring(err))
     end
@@ -171,7 +177,7 @@ local function restore_last_move(agent, target)
   if agent.gates:state(target.key).last_move then return end
   local t = agent:tracker()
   if not t then return end
-  local run = t:latest_run(agent.settings.agent .. "-agent",
+  local run = t:latest_run(agent.settings.tracker.agent .. "-agent",
     { filter = format("params.app = '%s' AND params.action = 'move'", target.key) })
   if run and run.start_time then
     local at = run.start_time / 1000
@@ -198,7 +204,11 @@ local function decide(agent, target, now, listed)
   if p.recorded == false then
     return hold(agent, target, "tracker unavailable, predictions not recorded: " .. tostring(p.record_error), p)
   end
-  log.info("max_qos %s, index %s", tostring(p.max_qos), tostring(p.max_index))
+  if p.metric ~= agent.metric then
+    return hold(agent, target, format("the predictions are %s, the rule reads %s: refused", tostring(p.metric),
+      agent.metric), p)
+  end
+  log.info("max_%s %s, index %s", p.metric, tostring(p.max), tostring(p.max_index))
   local current
   current, err = current_node(agent, target, listed)
   if current == nil then return hold(agent, target, err, p) end
@@ -207,7 +217,7 @@ local function decide(agent, target, now, listed)
   if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
-  if d.action == "move" and not scores_of(p)[d.to] then
+  if d.action == "move" and not values_of(p)[d.to] then
     return hold(agent, target, format("the rule chose %s, which is not a candidate with a prediction",
       tostring(d.to)), p)
   end
@@ -225,15 +235,17 @@ local function decide(agent, target, now, listed)
   local cluster
   cluster, err = agent:cluster()
   if not cluster then return hold(agent, target, "cluster unavailable: " .. tostring(err), p) end
-  local scores = scores_of(p)
-  local to_score, from_score = scores[d.to], p.current and scores[p.current]
-  log.info("agent is patch deployment to node - %s", patch_text(s.label, d.to))
-  local out = cluster:place(target.namespace, target.deployment, d.to, { dry_run = s.dry_run, wait = s.wait,
-    label = s.label, form = s.form, gain = to_score and from_score and (to_score - from_score) or nil })
+  local values, k = values_of(p), s.cluster
+  local to_value, from_value = values[d.to], p.current and values[p.current]
+  log.info("agent is patch deployment to node - %s", patch_text(k.label, d.to))
+  -- the Event's "predicted gain": of QoS only (higher is better)
+  local out = cluster:place(target.namespace, target.deployment, d.to, { dry_run = k.dry_run, wait = k.wait,
+    label = k.label, form = k.form,
+    gain = p.metric == "qos" and to_value and from_value and (to_value - from_value) or nil })
   d.outcome = out.result
   if out.result == "patched" then
-    log.info("update_deployment_with_patch succeeded%s", s.dry_run and " (dry run)" or "")
-    if not s.dry_run then agent.gates:moved(target.key, target.namespace, now) end
+    log.info("update_deployment_with_patch succeeded%s", k.dry_run and " (dry run)" or "")
+    if not k.dry_run then agent.gates:moved(target.key, target.namespace, now) end
     patches:inc({ app = target.key, result = "sent" })
   elseif out.result == "already-there" then
     d.action = "stay"

@@ -5,20 +5,26 @@
 --   rules.reactive(p, ctx) -> decision      the original edge/cloud threshold rule
 --   rules.get(name_or_fn) -> fn, name | nil, err   a rule by name ("custom" for a function)
 --   rules.names() -> { "max_qos", "reactive" }
+--   rules.METRIC = { max_qos = "qos", reactive = "latency" }   what each rule reads
+--   rules.PARAMS = { max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }
 --   rules.DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
 --
---   p: the predictions of one tick: { candidates = { { node=, cluster=, index=, qos= number or
---      nil (prediction failed) }, ... }, max_qos=, max_index=, current = node the app is on or nil }
---   ctx: { settings = { sla=, edge_threshold=, cloud_threshold=, cluster_types= }, target=, now= }
+--   p: the predictions of one tick: { metric = what the values are ("qos", "latency", ...),
+--      candidates = { { node=, cluster=, index=, value = number or nil (prediction failed) }, ... },
+--      max=, max_index= (the highest value and its candidate), current = node the app is on or nil }
+--   ctx: { settings = the rule's parameters (rule = {"max_qos", sla = 0.5} gives {sla = 0.5, ...}) and
+--      cluster_types, target=, now= }
 --   decision: { action = "move" | "stay" | "none", to = node (for "move"), reason = one line with
 --               the numbers, rule = name, urgent = boolean }
 --
--- Both rules pick among candidates with a prediction only (qos a number; a failed one is never
--- chosen), the highest qos winning and ties going to the lowest index, as argmax does.
+-- A rule declares what it reads (METRIC): the pipeline names its predictions so (p.metric), and a
+-- policy whose model cannot predict it is refused by `dconn check`. Both rules pick among
+-- candidates with a prediction only (a number; a failed one is never chosen), the highest value
+-- winning and ties going to the lowest index, as argmax does.
 --
--- max_qos: acts only when the best prediction clears the SLA (max_qos > sla, strictly). The best
---   candidate being the app's node gives "stay", another gives "move" to it, and no candidate
---   above the SLA gives "none", except that an app whose node is degraded (predicts below
+-- max_qos (reads qos): acts only when the best prediction clears the SLA (max > sla, strictly).
+--   The best candidate being the app's node gives "stay", another gives "move" to it, and no
+--   candidate above the SLA gives "none", except that an app whose node is degraded (predicts below
 --   settings.degraded, default half the SLA) moves (urgent) to the best node, even below the SLA;
 --   nodes merely below the SLA and close to each other are not worth a move. `urgent` (the gates
 --   let it leave at once) is also set when the app's node is degraded, has no prediction or is no
@@ -26,16 +32,16 @@
 --   the SLA but not degraded while the best clears it (the gates skip the streak, not the
 --   cooldown, so that two nodes hovering around the SLA do not take turns).
 --
--- reactive: compares the prediction for the app's current node with a threshold that depends on
---   where it runs, read from settings.cluster_types (keyed by node name or cluster id, values
---   "edge" or "cloud"). The compared value is a latency-like score: higher is worse.
---     on an edge node:  value > edge_threshold (0.2)    -> "move" off the edge, to a cloud candidate
---     on a cloud node:  value < cloud_threshold (0.045) -> "move" back, to an edge candidate
+-- reactive (reads latency): compares the predicted latency of the app's current node with a
+--   threshold that depends on where it runs, read from settings.cluster_types (keyed by node name
+--   or cluster id, values "edge" or "cloud"). Higher is worse.
+--     on an edge node:  latency > edge_threshold (0.2)    -> "move" off the edge, to a cloud candidate
+--     on a cloud node:  latency < cloud_threshold (0.045) -> "move" back, to an edge candidate
 --     otherwise "stay"; a node of unknown type, an unknown current node or one without a
 --     prediction -> "none" (never move).
 --   The destination is the candidate of the other type with the highest prediction (the same
 --   choice as max_qos, ties to the lowest index). Reactive decisions are never urgent and carry
---   ignore_margin (the gates' margin compares scores where higher is better).
+--   ignore_margin (the gates' margin compares values where higher is better).
 local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local format, sort, concat = string.format, table.sort, table.concat
 
@@ -43,6 +49,8 @@ local _M = { _VERSION = "0.1.0" }
 
 local DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
 _M.DEFAULTS = DEFAULTS
+_M.METRIC = { max_qos = "qos", reactive = "latency" }
+_M.PARAMS = { max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }
 
 local num = require("dconn.pretty").num
 
@@ -71,16 +79,24 @@ local function check_args(p, ctx, rule)
   return settings, candidates
 end
 
+-- A "none" decision when the predictions are not what the rule reads (p.metric; nil: as it reads).
+local function wrong_metric(p, rule)
+  local wanted = _M.METRIC[rule]
+  if p.metric == nil or p.metric == wanted then return nil end
+  return { action = "none", rule = rule, urgent = false,
+    reason = format("%s reads %s predictions, these are %s: never move", rule, wanted, tostring(p.metric)) }
+end
+
 -- The candidate with the highest prediction among those accepted by keep (all when nil); ties
 -- go to the lowest index. Also returns how many candidates had no prediction.
 local function best_of(candidates, keep)
   local best, best_index, failed = nil, nil, 0
   for pos, c in ipairs(candidates) do
-    if not valid(c.qos) then
+    if not valid(c.value) then
       failed = failed + 1
     elseif not keep or keep(c) then
       local i = index_of(c, pos)
-      if not best or c.qos > best.qos or (c.qos == best.qos and i < best_index) then
+      if not best or c.value > best.value or (c.value == best.value and i < best_index) then
         best, best_index = c, i
       end
     end
@@ -102,6 +118,8 @@ end
 
 function _M.max_qos(p, ctx)
   local settings, candidates = check_args(p, ctx, "max_qos")
+  local wrong = wrong_metric(p, "max_qos")
+  if wrong then return wrong end
   local sla = setting(settings, "sla", "max_qos")
   local best, failed = best_of(candidates)
   if not best then
@@ -109,18 +127,18 @@ function _M.max_qos(p, ctx)
     return decision("max_qos", "none", format("no candidate has a prediction (%d failed)", failed))
   end
   local degraded = settings.degraded or sla / 2
-  if best.qos <= sla then
+  if best.value <= sla then
     -- the app's node degraded (far below the SLA): a better node now, even one below the SLA
     local here = find(candidates, p.current)
-    if here and valid(here.qos) and here.qos < degraded and best.node ~= p.current then
+    if here and valid(here.value) and here.value < degraded and best.node ~= p.current then
       return decision("max_qos", "move", format("app's node %s is degraded (%s, below %s); best %s (%s) does not "
-        .. "clear SLA %s but is better", tostring(p.current), num(here.qos), num(degraded), tostring(best.node),
-        num(best.qos), num(sla)), best.node, true)
+        .. "clear SLA %s but is better", tostring(p.current), num(here.value), num(degraded), tostring(best.node),
+        num(best.value), num(sla)), best.node, true)
     end
     return decision("max_qos", "none",
-      format("max_qos %s on %s does not clear SLA %s", num(best.qos), tostring(best.node), num(sla)))
+      format("max_qos %s on %s does not clear SLA %s", num(best.value), tostring(best.node), num(sla)))
   end
-  local head = format("max_qos %s on %s clears SLA %s", num(best.qos), tostring(best.node), num(sla))
+  local head = format("max_qos %s on %s clears SLA %s", num(best.value), tostring(best.node), num(sla))
   local current = p.current
   if current ~= nil and best.node == current then
     return decision("max_qos", "stay", head .. "; app is already there")
@@ -132,14 +150,14 @@ function _M.max_qos(p, ctx)
   local where, urgent, breach
   if not here then
     where, urgent = "not a candidate", true
-  elseif not valid(here.qos) then
+  elseif not valid(here.value) then
     where, urgent = "no prediction", true
-  elseif here.qos < degraded then
-    where, urgent = num(here.qos) .. ", degraded", true
-  elseif here.qos < sla then
-    where, breach = num(here.qos) .. ", fails the SLA", true
+  elseif here.value < degraded then
+    where, urgent = num(here.value) .. ", degraded", true
+  elseif here.value < sla then
+    where, breach = num(here.value) .. ", fails the SLA", true
   else
-    where = num(here.qos)
+    where = num(here.value)
   end
   local d = decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node,
     urgent)
@@ -157,6 +175,8 @@ end
 
 function _M.reactive(p, ctx)
   local settings, candidates = check_args(p, ctx, "reactive")
+  local wrong = wrong_metric(p, "reactive")
+  if wrong then return wrong end
   local edge_threshold = setting(settings, "edge_threshold", "reactive")
   local cloud_threshold = setting(settings, "cloud_threshold", "reactive")
   local types = settings.cluster_types or {}
@@ -172,11 +192,11 @@ function _M.reactive(p, ctx)
     return decision("reactive", "none",
       format("cluster type '%s' of %s is neither edge nor cloud: never move", tostring(kind), tostring(current)))
   end
-  if not here or not valid(here.qos) then
+  if not here or not valid(here.value) then
     return decision("reactive", "none", format("no prediction for %s %s (%s): never move", kind, tostring(current),
       here and "prediction failed" or "not a candidate"))
   end
-  local value = here.qos
+  local value = here.value
   local trigger, what
   if kind == "edge" then
     trigger = value > edge_threshold
@@ -196,7 +216,7 @@ function _M.reactive(p, ctx)
     return decision("reactive", "none", format("%s but no %s candidate has a prediction", what, wanted))
   end
   local d = decision("reactive", "move",
-    format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.qos)), best.node)
+    format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.value)), best.node)
   d.ignore_margin = true -- the value is latency-like: "gain" over the current node means nothing here
   return d
 end
