@@ -93,8 +93,9 @@ void dc_http_cancel(dc_http_op *op);
 const char *dc_http_error_kind(dc_http_error err);
 /* Requests in flight on H. */
 int dc_http_in_flight(dc_host *H);
-/* Ends every request (done gets DC_HTTP_ERR_CANCELED) and frees the engine; called by
- * dc_modules_close. The loop must run once more afterwards for the close callbacks. */
+/* Ends every request (done gets DC_HTTP_ERR_CANCELED) and frees the engine: the close of the
+ * dconn.httpc module record (modules.c). The loop must run once more afterwards for the close
+ * callbacks. */
 void dc_http_close(dc_host *H);
 
 #endif

@@ -15,7 +15,6 @@
 
 /* A Lua task waiting for one request. */
 typedef struct lua_wait {
-  dc_host *H;
   dc_task *task;
   dc_http_op *op;
 } lua_wait;
@@ -52,38 +51,38 @@ static int push_error(lua_State *L) {
   return 1;
 }
 
+/* What a finished request delivers to its task. */
+typedef struct lua_result {
+  const dc_http_response *resp; /* NULL on error */
+  dc_http_error err;
+  const char *message;
+} lua_result;
+
+/* response table | nil, { kind =, message = }; built under protection by dc_task_deliver (a
+ * 64 MiB body may not fit under the heap cap). */
+static int push_result(lua_State *L, void *ud) {
+  const lua_result *r = ud;
+  if (r->resp) {
+    lua_pushcfunction(L, push_response);
+    lua_pushlightuserdata(L, (void *)r->resp);
+    lua_call(L, 1, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushcfunction(L, push_error);
+  lua_pushstring(L, dc_http_error_kind(r->err));
+  lua_pushstring(L, r->message);
+  lua_call(L, 2, 1);
+  return 2;
+}
+
 static void lua_done(const dc_http_response *resp, dc_http_error err, const char *message,
                      void *ud) {
   lua_wait *w = ud;
   dc_task *task = w->task;
-  lua_State *L = dc_host_state(w->H);
-  /* Build the results on the main state under protection (a 64 MiB body may not fit under
-   * the heap cap), then move them to the task. */
-  int n = resp ? 1 : 2;
-  if (resp) {
-    lua_pushcfunction(L, push_response);
-    lua_pushlightuserdata(L, (void *)resp);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) n = 2; /* stack: message */
-  } else {
-    lua_pushcfunction(L, push_error);
-    lua_pushstring(L, dc_http_error_kind(err));
-    lua_pushstring(L, message);
-    lua_pcall(L, 2, 1, 0); /* stack: error table, or a message if even that failed */
-  }
-  if (n == 2) {
-    lua_pushnil(L);
-    lua_insert(L, -2); /* stack: nil, err */
-  }
-  lua_State *co = dc_task_thread(task);
-  if (!lua_checkstack(co, n)) {
-    lua_pop(L, n);
-    /* calls lua_cancel(w): the op is being delivered, so that only marks it and frees w */
-    dc_task_kill(task, "dconn.http: out of memory delivering the response");
-    return;
-  }
-  free(w);
-  lua_xmove(L, co, n);
-  dc_task_resume(task, n);
+  free(w); /* the task's cancel function (lua_cancel) is not called once delivering starts */
+  lua_result r = {resp, err, message};
+  dc_task_deliver(task, push_result, &r);
 }
 
 static void lua_cancel(void *ud) {
@@ -221,7 +220,6 @@ static int httpc_request(lua_State *L) {
   dc_host *H = dc_host_of(L);
   lua_wait *w = malloc(sizeof *w);
   if (!w) return luaL_error(L, "dconn.http: out of memory");
-  w->H = H;
   w->task = task;
   char err[256];
   w->op = dc_http_start(H, &req, lua_done, w, err, sizeof err);

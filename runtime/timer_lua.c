@@ -29,7 +29,7 @@ static void sleep_wake(void *ud) {
   sleep_op *op = ud;
   dc_task *task = op->task;
   free(op);
-  dc_task_resume(task, 0);
+  dc_task_deliver(task, NULL, NULL);
 }
 
 static void sleep_cancel(void *ud) {
@@ -367,24 +367,32 @@ typedef struct run_wait {
   bool cancelled;
 } run_wait;
 
+/* What a run delivers to its waiter: true | nil, err */
+typedef struct run_outcome {
+  bool ok;
+  const char *err;
+} run_outcome;
+
+static int push_outcome(lua_State *L, void *ud) {
+  const run_outcome *o = ud;
+  if (o->ok) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, o->err ? o->err : "out of memory");
+  return 2;
+}
+
 static void run_now_done(dc_job *job, bool ok, const char *err, void *ud) {
   (void)job;
   run_wait *w = ud;
-  if (w->cancelled) {
-    free(w);
-    return;
-  }
+  bool cancelled = w->cancelled;
   dc_task *task = w->task;
   free(w);
-  lua_State *co = dc_task_thread(task);
-  if (ok) {
-    lua_pushboolean(co, 1);
-    dc_task_resume(task, 1);
-  } else {
-    lua_pushnil(co);
-    lua_pushstring(co, err);
-    dc_task_resume(task, 2);
-  }
+  if (cancelled) return;
+  run_outcome o = {ok, err};
+  dc_task_deliver(task, push_outcome, &o);
 }
 
 static void run_now_cancel(void *ud) { ((run_wait *)ud)->cancelled = true; }
@@ -442,47 +450,4 @@ static const luaL_Reg timer_functions[] = {
 int luaopen_dconn_timer(lua_State *L) {
   luaL_newlib(L, timer_functions);
   return 1;
-}
-
-/* ---- os.time / os.date on the host clock ---- */
-
-static int os_time_clocked(lua_State *L) {
-  if (!lua_isnoneornil(L, 1)) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-  }
-  lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
-  return 1;
-}
-
-static int os_date_clocked(lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_isnil(L, 2))
-    lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
-  else if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2))
-    lua_pushinteger(L, (lua_Integer)floor(lua_tonumber(L, 2))); /* timer.now() has a fraction */
-  else
-    lua_pushvalue(L, 2);
-  lua_replace(L, 2);
-  if (lua_isnil(L, 1)) {
-    lua_pushliteral(L, "%c");
-    lua_replace(L, 1);
-  }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, 2, 1);
-  return 1;
-}
-
-void dc_clock_install_os(lua_State *L) {
-  lua_getglobal(L, "os");
-  lua_getfield(L, -1, "time");
-  lua_pushcclosure(L, os_time_clocked, 1);
-  lua_setfield(L, -2, "time");
-  lua_getfield(L, -1, "date");
-  lua_pushcclosure(L, os_date_clocked, 1);
-  lua_setfield(L, -2, "date");
-  lua_pop(L, 1);
 }

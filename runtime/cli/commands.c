@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "host.h"
+#include "modules.h"
 
 static const char *const PREDICT_HELP =
     "Usage: dconn predict --spec SPEC --weights W.safetensors --input IN.safetensors[:TENSOR]\n"
@@ -107,7 +108,8 @@ int dc_command_main(const dc_command *cmd, int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   dc_host_options opts = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
-                          .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS};
+                          .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS,
+                          .modules = dc_modules};
   run_state s = {.cmd = cmd, .code = 1};
   dc_host *H = dc_host_new(&loop, &opts);
   if (!H) goto done;

@@ -325,7 +325,8 @@ static int parse_cli(cli *c, int argc, char **argv) {
 int main(int argc, char **argv) {
   cli c = {
       .host = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
-               .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS},
+               .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS,
+               .modules = dc_modules},
       .agent = {.grace = 10},
   };
   const dc_command *lua_command = argc > 1 ? dc_command_find(argv[1]) : NULL;

@@ -187,7 +187,6 @@ typedef struct predict_op {
   uv_work_t req;
   dc_nn *net;
   dc_task *task;
-  lua_State *main;
   float *x, *out;
   int64_t B;
   int L, F, ndim_out;
@@ -208,10 +207,15 @@ static void work_run(uv_work_t *req) {
   op->status = dc_nn_run(op->net, op->x, op->B, op->seq, op->L, op->F, op->out);
 }
 
-/* Runs under dc_pcall on the main state: the result tensor may not fit under the heap cap. */
-static int push_result(lua_State *L) {
-  predict_op *op = lua_touserdata(L, 1);
-  if (op->status != 0) return luaL_error(L, "predict: out of memory");
+/* tensor | nil, err; run protected by dc_task_deliver: the result tensor may not fit under the
+ * heap cap. */
+static int push_result(lua_State *L, void *ud) {
+  const predict_op *op = ud;
+  if (op->status != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "predict: out of memory");
+    return 2;
+  }
   dc_tensor *t = dc_tensor_push(L, op->ndim_out, op->shape_out);
   memcpy(t->data, op->out, (size_t)dc_tensor_numel(t) * sizeof(float));
   return 1;
@@ -223,20 +227,8 @@ static void work_done(uv_work_t *req, int status) {
     op_free(op);
     return;
   }
-  lua_State *co = dc_task_thread(op->task), *L = op->main;
-  dc_task *task = op->task;
-  lua_pushcfunction(L, push_result);
-  lua_pushlightuserdata(L, op);
-  int rc = dc_pcall(L, 1, 1);
+  dc_task_deliver(op->task, push_result, op); /* work_cancel is not called from here on */
   op_free(op);
-  if (rc == LUA_OK) {
-    lua_xmove(L, co, 1);
-    dc_task_resume(task, 1);
-  } else {
-    lua_pushnil(co);
-    lua_xmove(L, co, 1);
-    dc_task_resume(task, 2);
-  }
 }
 
 static void work_cancel(void *ud) {
@@ -328,7 +320,6 @@ static int net_predict(lua_State *L) {
   op->net = net;
   dc_nn_ref(net);
   op->task = task;
-  op->main = dc_host_state(dc_host_of(L));
   op->B = B, op->L = (int)steps, op->F = (int)F, op->seq = seq;
   op->ndim_out = ndim_out;
   memcpy(op->shape_out, shape_out, sizeof shape_out);
