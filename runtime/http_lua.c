@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "http.h"
+#include "luaopts.h"
 #include "modules.h"
 
 /* A Lua task waiting for one request. */
@@ -95,46 +96,11 @@ static const char *const REQUEST_KEYS[] = {
     "method", "url", "headers", "body", "timeout", "connect_timeout", "follow", "max_redirects",
     "max_body", "tls", "auth", NULL};
 
-static void check_keys(lua_State *L, int idx, const char *const *keys, const char *what) {
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    bool known = false;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (const char *const *k = keys; *k; k++) known = known || strcmp(*k, lua_tostring(L, -1)) == 0;
-    if (!known) luaL_error(L, "%s: unknown field '%s'", what, luaL_tolstring(L, -1, NULL));
-  }
-}
-
-/* Optional string field of the table at idx; the value stays on the stack so the string lives
- * until the request has been copied. */
-static const char *opt_string(lua_State *L, int idx, const char *key, size_t *len) {
-  luaL_checkstack(L, 2, "http: too many fields");
-  int t = lua_getfield(L, idx, key);
-  if (t == LUA_TSTRING) return lua_tolstring(L, -1, len);
-  if (t != LUA_TNIL) luaL_error(L, "http: '%s' must be a string, got %s", key, lua_typename(L, t));
-  return NULL;
-}
-
-static double opt_seconds(lua_State *L, int idx, const char *key) {
-  int t = lua_getfield(L, idx, key);
-  double v = 0;
-  if (t == LUA_TNUMBER) v = lua_tonumber(L, -1);
-  else if (t != LUA_TNIL) luaL_error(L, "http: '%s' must be a number of seconds", key);
-  if (!(v >= 0) || !isfinite(v)) luaL_error(L, "http: '%s' must be a number of seconds >= 0", key);
-  lua_pop(L, 1);
-  return v;
-}
-
 static bool has_line_break(const char *s) { return strpbrk(s, "\r\n") != NULL; }
 
 /* headers = { Name = "value" | { "v1", "v2" } } -> array in a userdata (freed by the GC). */
 static void read_headers(lua_State *L, dc_http_request *req) {
-  if (lua_getfield(L, 1, "headers") == LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  luaL_argcheck(L, lua_istable(L, -1), 1, "'headers' must be a table");
+  if (!dc_opt_push(L, 1, "http", "headers", LUA_TTABLE)) return;
   int ht = lua_gettop(L);
   size_t count = 0;
   for (lua_pushnil(L); lua_next(L, ht); lua_pop(L, 1))
@@ -167,52 +133,42 @@ static void read_headers(lua_State *L, dc_http_request *req) {
   req->header_count = i;
 }
 
+/* Strings of the request stay valid until it is copied: they are held by the request table,
+ * and the tls, auth and headers tables stay on the stack. */
+static const char *const TLS_KEYS[] = {"ca_file", "cert_file", "key_file", "insecure", "connect_to", NULL};
+static const char *const AUTH_KEYS[] = {"bearer", "user", "password", NULL};
+
 /* httpc.request{...} -> response table | nil, { kind =, message = }. Misuse raises. */
 static int httpc_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  check_keys(L, 1, REQUEST_KEYS, "http");
+  dc_opts_check(L, 1, "http", REQUEST_KEYS);
   dc_http_request req = {0};
-  req.url = opt_string(L, 1, "url", NULL);
-  if (!req.url) luaL_error(L, "http: 'url' is required");
-  req.method = opt_string(L, 1, "method", NULL);
-  if (req.method && (!*req.method || strpbrk(req.method, " \t\r\n")))
+  if (!dc_opt_string(L, 1, "http", "url", &req.url, NULL)) luaL_error(L, "http: 'url' is required");
+  if (dc_opt_string(L, 1, "http", "method", &req.method, NULL) &&
+      (!*req.method || strpbrk(req.method, " \t\r\n")))
     luaL_error(L, "http: invalid method '%s'", req.method);
-  req.body = opt_string(L, 1, "body", &req.body_len);
-  req.timeout = opt_seconds(L, 1, "timeout");
-  req.connect_timeout = opt_seconds(L, 1, "connect_timeout");
-  if (lua_getfield(L, 1, "follow") != LUA_TNIL) req.no_follow = !lua_toboolean(L, -1);
-  if (lua_getfield(L, 1, "max_redirects") != LUA_TNIL) {
-    luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0 && lua_tointeger(L, -1) < 1000,
-                  1, "'max_redirects' must be an integer from 1 to 999");
-    req.max_redirects = (int)lua_tointeger(L, -1);
+  dc_opt_string(L, 1, "http", "body", &req.body, &req.body_len);
+  dc_opt_number(L, 1, "http", "timeout", 0, HUGE_VAL, &req.timeout);
+  dc_opt_number(L, 1, "http", "connect_timeout", 0, HUGE_VAL, &req.connect_timeout);
+  bool follow = true;
+  dc_opt_boolean(L, 1, "http", "follow", &follow);
+  req.no_follow = !follow;
+  lua_Integer n;
+  if (dc_opt_integer(L, 1, "http", "max_redirects", 1, 999, &n)) req.max_redirects = (int)n;
+  if (dc_opt_integer(L, 1, "http", "max_body", 1, LUA_MAXINTEGER, &n)) req.max_body = (size_t)n;
+  if (dc_opt_push(L, 1, "http", "tls", LUA_TTABLE)) {
+    dc_opts_check(L, -1, "http: tls", TLS_KEYS);
+    dc_opt_string(L, -1, "http: tls", "ca_file", &req.tls.ca_file, NULL);
+    dc_opt_string(L, -1, "http: tls", "cert_file", &req.tls.cert_file, NULL);
+    dc_opt_string(L, -1, "http: tls", "key_file", &req.tls.key_file, NULL);
+    dc_opt_string(L, -1, "http: tls", "connect_to", &req.tls.connect_to, NULL);
+    dc_opt_boolean(L, -1, "http: tls", "insecure", &req.tls.insecure);
   }
-  if (lua_getfield(L, 1, "max_body") != LUA_TNIL) {
-    luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0, 1,
-                  "'max_body' must be a positive integer (bytes)");
-    req.max_body = (size_t)lua_tointeger(L, -1);
-  }
-  lua_pop(L, 3);
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
-    luaL_argcheck(L, lua_istable(L, -1), 1, "'tls' must be a table");
-    int t = lua_gettop(L);
-    static const char *const tls_keys[] = {"ca_file", "cert_file", "key_file", "insecure", "connect_to", NULL};
-    check_keys(L, t, tls_keys, "http: tls");
-    req.tls.ca_file = opt_string(L, t, "ca_file", NULL);
-    req.tls.cert_file = opt_string(L, t, "cert_file", NULL);
-    req.tls.key_file = opt_string(L, t, "key_file", NULL);
-    req.tls.connect_to = opt_string(L, t, "connect_to", NULL);
-    lua_getfield(L, t, "insecure");
-    req.tls.insecure = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  if (lua_getfield(L, 1, "auth") != LUA_TNIL) {
-    luaL_argcheck(L, lua_istable(L, -1), 1, "'auth' must be a table");
-    int t = lua_gettop(L);
-    static const char *const auth_keys[] = {"bearer", "user", "password", NULL};
-    check_keys(L, t, auth_keys, "http: auth");
-    req.bearer = opt_string(L, t, "bearer", NULL);
-    req.user = opt_string(L, t, "user", NULL);
-    req.password = opt_string(L, t, "password", NULL);
+  if (dc_opt_push(L, 1, "http", "auth", LUA_TTABLE)) {
+    dc_opts_check(L, -1, "http: auth", AUTH_KEYS);
+    dc_opt_string(L, -1, "http: auth", "bearer", &req.bearer, NULL);
+    dc_opt_string(L, -1, "http: auth", "user", &req.user, NULL);
+    dc_opt_string(L, -1, "http: auth", "password", &req.password, NULL);
     if (req.bearer && req.user) luaL_error(L, "http: auth takes bearer or user/password, not both");
   }
   read_headers(L, &req);

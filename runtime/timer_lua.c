@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "luaopts.h"
 #include "modules.h"
 #include "scheduler.h"
 #include "timefmt.h"
@@ -118,78 +119,60 @@ static const char *const SPEC_KEYS[] = {"name",  "run",   "every", "cron",      
  * the job name. Raises a clear error naming the bad field. */
 static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long *budget) {
   luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    bool known = false;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (const char *const *k = SPEC_KEYS; *k; k++) known = known || strcmp(*k, lua_tostring(L, -1)) == 0;
-    if (!known)
-      luaL_error(L, "job: unknown field '%s' (known: name, run, every, cron, at, jitter, start, "
-                    "stop, immediate, budget, timezone, quiet)", luaL_tolstring(L, -1, NULL));
-  }
+  dc_opts_check(L, idx, "job", SPEC_KEYS);
   memset(trig, 0, sizeof *trig);
   trig->utc = dc_log_is_utc();
   trig->immediate = true;
   *budget = 0;
   int kinds = 0;
-  if (lua_getfield(L, idx, "timezone") != LUA_TNIL) {
-    const char *tz = luaL_checkstring(L, -1);
+  const char *tz;
+  if (dc_opt_string(L, idx, "job", "timezone", &tz, NULL)) {
     if (strcmp(tz, "utc") == 0 || strcmp(tz, "UTC") == 0) trig->utc = true;
     else if (strcmp(tz, "local") == 0) trig->utc = false;
     else luaL_error(L, "job: timezone must be \"utc\" or \"local\", got \"%s\"", tz);
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "every") != LUA_TNIL) {
+  /* every, at, jitter, start and stop take a number or a text (duration or date) */
+  if (dc_opt_field(L, idx, "every") != LUA_TNIL) {
     trig->kind = DC_TRIGGER_INTERVAL;
     trig->interval = check_duration(L, -1, "every");
     kinds++;
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, idx, "cron") != LUA_TNIL) {
-    const char *text = luaL_checkstring(L, -1);
+  const char *cron;
+  if (dc_opt_string(L, idx, "job", "cron", &cron, NULL)) {
     char err[256];
-    if (dc_cron_parse(text, &trig->cron, err, sizeof err) != 0) luaL_error(L, "%s", err);
+    if (dc_cron_parse(cron, &trig->cron, err, sizeof err) != 0) luaL_error(L, "%s", err);
     trig->kind = DC_TRIGGER_CRON;
-    snprintf(trig->cron_text, sizeof trig->cron_text, "%s", text);
+    snprintf(trig->cron_text, sizeof trig->cron_text, "%s", cron);
     kinds++;
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "at") != LUA_TNIL) {
+  if (dc_opt_field(L, idx, "at") != LUA_TNIL) {
     trig->kind = DC_TRIGGER_DATE;
     trig->at = check_time(L, -1, trig->utc, "at");
     kinds++;
   }
   lua_pop(L, 1);
   if (kinds != 1) luaL_error(L, "job: give exactly one trigger: every, cron or at");
-  if (lua_getfield(L, idx, "jitter") != LUA_TNIL) trig->jitter = check_duration(L, -1, "jitter");
-  if (lua_getfield(L, idx, "start") != LUA_TNIL) trig->start = check_time(L, -1, trig->utc, "start");
-  if (lua_getfield(L, idx, "stop") != LUA_TNIL) trig->end = check_time(L, -1, trig->utc, "stop");
-  if (lua_getfield(L, idx, "immediate") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TBOOLEAN);
-    trig->immediate = lua_toboolean(L, -1);
-  }
-  if (lua_getfield(L, idx, "quiet") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TBOOLEAN);
-    trig->quiet = lua_toboolean(L, -1);
-  }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "budget") != LUA_TNIL) {
-    if (!lua_isinteger(L, -1)) luaL_error(L, "job: budget must be an integer (instructions, -1 = unlimited)");
-    *budget = lua_tointeger(L, -1);
-  }
-  lua_pop(L, 5);
+  if (dc_opt_field(L, idx, "jitter") != LUA_TNIL) trig->jitter = check_duration(L, -1, "jitter");
+  if (dc_opt_field(L, idx, "start") != LUA_TNIL) trig->start = check_time(L, -1, trig->utc, "start");
+  if (dc_opt_field(L, idx, "stop") != LUA_TNIL) trig->end = check_time(L, -1, trig->utc, "stop");
+  lua_pop(L, 3);
+  dc_opt_boolean(L, idx, "job", "immediate", &trig->immediate);
+  dc_opt_boolean(L, idx, "job", "quiet", &trig->quiet);
+  lua_Integer n; /* instructions; -1 = unlimited */
+  if (dc_opt_integer(L, idx, "job", "budget", LUA_MININTEGER, LUA_MAXINTEGER, &n)) *budget = n;
   char err[256];
   if (dc_trigger_validate(trig, err, sizeof err) != 0) luaL_error(L, "job: %s", err);
-  if (lua_getfield(L, idx, "run") != LUA_TFUNCTION) luaL_error(L, "job: 'run' must be a function");
-  lua_getfield(L, idx, "name");
-  const char *name = lua_tostring(L, -1);
-  if (!name) {
+  const char *name = NULL;
+  dc_opt_string(L, idx, "job", "name", &name, NULL);
+  if (!dc_opt_push(L, idx, "job", "run", LUA_TFUNCTION)) luaL_error(L, "job: 'run' must be a function");
+  if (name) {
+    lua_pushstring(L, name);
+  } else {
     static unsigned counter;
     lua_pushfstring(L, "job-%d", (int)++counter);
-    lua_replace(L, -2);
-    name = lua_tostring(L, -1);
   }
+  name = lua_tostring(L, -1);
   lua_insert(L, -2); /* stack: name run */
   return name;
 }

@@ -19,6 +19,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "luaopts.h"
 #include "modules.h"
 #include "nn.h"
 #include "tensor.h"
@@ -79,12 +80,8 @@ static float *take(lua_State *L, int idx, const char *key, int k, int64_t rows, 
 }
 
 static int int_field(lua_State *L, int idx, const char *key, int dflt) {
-  lua_getfield(L, idx, key);
-  int isint;
-  lua_Integer v = lua_tointegerx(L, -1, &isint);
-  if (lua_isnil(L, -1)) v = dflt, isint = 1;
-  lua_pop(L, 1);
-  if (!isint || v < 0 || v > (1 << 20)) luaL_error(L, "nn.network: '%s' must be a small integer", key);
+  lua_Integer v = dflt;
+  dc_opt_integer(L, idx, "nn.network", key, 0, 1 << 20, &v);
   return (int)v;
 }
 
@@ -264,9 +261,11 @@ static int net_predict(lua_State *L) {
   dc_tensor *x = dc_tensor_arg(L, 2);
   int pool = -1; /* auto */
   if (!lua_isnoneornil(L, 3)) {
+    static const char *const keys[] = {"pool", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
-    if (lua_getfield(L, 3, "pool") != LUA_TNIL) pool = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    dc_opts_check(L, 3, "predict", keys);
+    bool given;
+    if (dc_opt_boolean(L, 3, "predict", "pool", &given)) pool = given;
   }
   luaL_argcheck(L, x->ndim == 2 || x->ndim == 3, 2, "expected [batch, seq, features] or [batch, features]");
   bool seq = x->ndim == 3, out_seq;

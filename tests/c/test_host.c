@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include "clock.h"
 #include "host.h"
+#include "luaopts.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* The fixture: a loop, a host with one test module, and what the callbacks saw               */
@@ -154,7 +156,30 @@ static int test_early(lua_State *L) {
   return dc_wait(L, t, DC_WAIT_IO, fake_cancel, &op); /* returns at once: nothing to cancel */
 }
 
+/* test.opts{s=, b=, i=, n=, f=} -> s, b, i, n, type(f): the option readers of luaopts.h */
+static int test_opts(lua_State *L) {
+  static const char *const keys[] = {"s", "b", "i", "n", "f", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  dc_opts_check(L, 1, "opts", keys);
+  const char *str = "none";
+  bool b = false;
+  lua_Integer i = -1;
+  lua_Number n = -1;
+  dc_opt_string(L, 1, "opts", "s", &str, NULL);
+  dc_opt_boolean(L, 1, "opts", "b", &b);
+  dc_opt_integer(L, 1, "opts", "i", 1, 10, &i);
+  dc_opt_number(L, 1, "opts", "n", 0, HUGE_VAL, &n);
+  bool f = dc_opt_push(L, 1, "opts", "f", LUA_TFUNCTION);
+  lua_pushstring(L, str);
+  lua_pushboolean(L, b);
+  lua_pushinteger(L, i);
+  lua_pushnumber(L, n);
+  lua_pushstring(L, f ? "function" : "none");
+  return 5;
+}
+
 static const luaL_Reg test_functions[] = {
+    {"opts", test_opts},
     {"wait", test_wait},
     {"wait_timer", test_wait_timer},
     {"early", test_early},
@@ -402,6 +427,34 @@ static void os_time_reads_the_host_clock(void **state) {
   assert_int_equal(strncmp(f->results, "1000000,1970-01-12 13:46:40,", 28), 0);
 }
 
+static void option_tables(void **state) {
+  fixture *f = *state;
+  static const struct {
+    const char *code, *results;
+  } cases[] = {
+      {"return test.opts{}", "none,false,-1,-1.0,none"},
+      {"return test.opts{s = 'x', b = true, i = 3.0, n = 2.5, f = print}", "x,true,3,2.5,function"},
+      {"return pcall(test.opts, {s = 'x', z = 1})", "false,opts: unknown field 'z' (known: s, b, i, n, f)"},
+      {"return pcall(test.opts, {[1] = 1})", "false,opts: unknown field '1' (known: s, b, i, n, f)"},
+      {"return pcall(test.opts, {s = 5})", "false,opts: 's' must be a string, got number"},
+      {"return pcall(test.opts, {b = 1})", "false,opts: 'b' must be true or false, got number"},
+      {"return pcall(test.opts, {i = 11})", "false,opts: 'i' must be an integer from 1 to 10, got 11"},
+      {"return pcall(test.opts, {i = 1.5})", "false,opts: 'i' must be an integer from 1 to 10, got 1.5"},
+      {"return pcall(test.opts, {i = '3'})", "false,opts: 'i' must be an integer from 1 to 10, got string"},
+      {"return pcall(test.opts, {n = -1})", "false,opts: 'n' must be a number >= 0, got -1"},
+      {"return pcall(test.opts, {n = 1/0})", "false,opts: 'n' must be a number >= 0, got inf"},
+      {"return pcall(test.opts, {b = 'yes'})", "false,opts: 'b' must be true or false, got string"},
+      {"return pcall(test.opts, {f = {}})", "false,opts: 'f' must be a function, got table"},
+      /* raw: an __index does not supply options */
+      {"return test.opts(setmetatable({}, {__index = {s = 'meta'}}))", "none,false,-1,-1.0,none"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    spawn(f, cases[i].code, 0);
+    assert_int_equal(f->status, LUA_OK);
+    assert_string_equal(f->results, cases[i].results);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(task_that_returns, setup, teardown),
@@ -419,6 +472,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(budget_cannot_be_swallowed, setup_small, teardown),
       cmocka_unit_test_setup_teardown(memory_limit, setup_small, teardown),
       cmocka_unit_test_setup_teardown(os_time_reads_the_host_clock, setup, teardown),
+      cmocka_unit_test_setup_teardown(option_tables, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
