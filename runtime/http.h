@@ -1,8 +1,8 @@
 /*
  * The HTTP engine: one libcurl multi handle per host, driven by the host's libuv loop.
  *
- * Lua reaches it through the native module "dconn.httpc" (and the public dconn.http on top);
- * C code (the Kubernetes client) uses the API below directly:
+ * Lua reaches it through the native module "dconn.httpc" (http_lua.c, with the public
+ * dconn.http on top); C code uses the API below directly:
  *
  *     dc_http_request req = {.method = "GET", .url = "https://api:6443/version"};
  *     dc_http_op *op = dc_http_start(H, &req, on_done, ud, err, sizeof err);
