@@ -63,8 +63,17 @@ $(BUILD)/sanitize/dconn: $(SAN_OBJS) $(BUILD)/sanitize/dconn-nn.so | $(BUILD)/sa
 $(BUILD)/sanitize/dconn-nn.so: $(SAN_NN_OBJS) | $(BUILD)/sanitize
 	$(CC) $(SANITIZE) -shared $(SAN_NN_OBJS) -o $@ $(NN_LIBS)
 
-$(BUILD)/tests/%: tests/c/%.c runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c $(HDRS) | $(BUILD)/tests
-	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c -o $@ -lcmocka -lm
+# What each C test links besides cmocka: the sources under test and their libraries. The host's
+# test links host.c and clock.c alone: the host knows no module.
+test_cron_SRCS        := runtime/cron.c runtime/timefmt.c
+test_timefmt_SRCS     := runtime/timefmt.c
+test_safetensors_SRCS := runtime/nn/safetensors.c
+test_host_SRCS        := runtime/host.c runtime/clock.c
+test_host_LIBS         = $(shell pkg-config --libs lua5.4 libuv 2>/dev/null)
+
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/c/%.c $$($$*_SRCS) $(HDRS) | $(BUILD)/tests
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $($*_SRCS) -o $@ -lcmocka $($*_LIBS) -lm
 
 $(BUILD)/sanitize $(BUILD)/tests:
 	mkdir -p $@

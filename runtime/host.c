@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,6 @@
 #include <lualib.h>
 
 #include "clock.h"
-#include "modules.h"
 
 /* Instructions between two budget checks: small enough to stop a loop promptly, large enough
  * that the hook costs nothing measurable. */
@@ -29,6 +29,10 @@ struct dc_task {
   long long budget, used;
   bool budget_blown, running;
   int early_results; /* resumed before it could yield: results wait on the stack; -1 = none */
+  int resumed_with;  /* values the last resume passed to dc_wait's continuation */
+  /* the delivery failed: DELIVER_ERROR, the error value is the one result; DELIVER_NO_STACK,
+   * the task's stack could not hold the results */
+  enum { DELIVER_OK, DELIVER_ERROR, DELIVER_NO_STACK } delivery;
   dc_task_done_fn done;
   void *ud;
   /* the pending operation while waiting */
@@ -249,8 +253,52 @@ void dc_task_resume(dc_task *t, int nresults) {
   t->waiting = false;
   t->cancel = NULL;
   t->op = NULL;
+  t->resumed_with = nresults;
   task_run(t, nresults);
   if (H->io_pending == 0 && H->clock) dc_clock_kick(H->clock);
+}
+
+typedef struct deliver_call {
+  dc_deliver_fn push;
+  void *ud;
+} deliver_call;
+
+/* stack: deliver_call (light userdata) -> whatever push pushes */
+static int run_push(lua_State *L) {
+  const deliver_call *d = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  int n = d->push(L, d->ud);
+  if (n < 0 || n > lua_gettop(L)) return luaL_error(L, "dconn: a native delivered %d results", n);
+  return n;
+}
+
+/* The results are built on the main state, never on the task's thread: a waiting coroutine
+ * cannot run a protected call, and an error while pushing on it directly would be a panic. */
+void dc_task_deliver(dc_task *t, dc_deliver_fn push, void *ud) {
+  lua_State *L = t->H->L, *co = t->co;
+  t->cancel = NULL; /* the operation is over: a kill from here on has nothing to cancel */
+  t->op = NULL;
+  t->delivery = DELIVER_OK;
+  int n = 0;
+  if (push) {
+    int base = lua_gettop(L);
+    if (!lua_checkstack(L, 2)) {
+      t->delivery = DELIVER_NO_STACK;
+    } else {
+      deliver_call d = {push, ud};
+      lua_pushcfunction(L, run_push);
+      lua_pushlightuserdata(L, &d);
+      if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) t->delivery = DELIVER_ERROR;
+      n = lua_gettop(L) - base; /* the results, or the error value */
+    }
+  }
+  if (n > 0 && !lua_checkstack(co, n)) {
+    lua_pop(L, n);
+    n = 0;
+    t->delivery = DELIVER_NO_STACK;
+  }
+  lua_xmove(L, co, n);
+  dc_task_resume(t, n);
 }
 
 void dc_task_kill(dc_task *t, const char *why) {
@@ -298,18 +346,35 @@ dc_task *dc_wait_check(lua_State *L, const char *what) {
   return t;
 }
 
+/* The end of a wait, on the task's thread: its results are the top n values, or it raises the
+ * error its delivery met. */
+static int wait_results(lua_State *L, dc_task *t, int n) {
+  int delivery = t->delivery;
+  t->delivery = DELIVER_OK;
+  if (delivery == DELIVER_ERROR) return lua_error(L);
+  if (delivery == DELIVER_NO_STACK)
+    return luaL_error(L, "out of memory: the results of the operation did not fit on the stack");
+  return n;
+}
+
+static int wait_resumed(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  dc_task *t = (dc_task *)ctx;
+  return wait_results(L, t, t->resumed_with);
+}
+
 int dc_wait(lua_State *L, dc_task *t, dc_wait_kind kind, dc_cancel_fn cancel, void *op) {
   if (t->early_results >= 0) {
     int n = t->early_results;
     t->early_results = -1;
-    return n;
+    return wait_results(L, t, n);
   }
   t->waiting = true;
   t->wait_kind = kind;
   t->cancel = cancel;
   t->op = op;
   if (kind == DC_WAIT_IO) t->H->io_pending++;
-  return lua_yield(L, 0);
+  return lua_yieldk(L, 0, (lua_KContext)t, wait_resumed);
 }
 
 /* ---- state set-up ---- */
@@ -354,12 +419,58 @@ static void find_lua_dir(dc_host *H) {
   }
 }
 
+/* ---- os.time / os.date on the host clock ---- */
+
+static double clock_now(lua_State *L) { return dc_clock_now(dc_host_clock(dc_host_of(L))); }
+
+static int os_time_clocked(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)floor(clock_now(L)));
+  return 1;
+}
+
+static int os_date_clocked(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2))
+    lua_pushinteger(L, (lua_Integer)floor(clock_now(L)));
+  else if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2))
+    lua_pushinteger(L, (lua_Integer)floor(lua_tonumber(L, 2))); /* timer.now() has a fraction */
+  else
+    lua_pushvalue(L, 2);
+  lua_replace(L, 2);
+  if (lua_isnil(L, 1)) {
+    lua_pushliteral(L, "%c");
+    lua_replace(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* os.time() and os.date() read the host clock, so a replay sees replayed time. */
+static void install_clocked_os(lua_State *L) {
+  lua_getglobal(L, "os");
+  lua_getfield(L, -1, "time");
+  lua_pushcclosure(L, os_time_clocked, 1);
+  lua_setfield(L, -2, "time");
+  lua_getfield(L, -1, "date");
+  lua_pushcclosure(L, os_date_clocked, 1);
+  lua_setfield(L, -2, "date");
+  lua_pop(L, 1);
+}
+
 /* Runs under pcall: opens the libraries, registers the native modules, sets package.path. */
 static int open_state(lua_State *L) {
   dc_host *H = dc_host_of(L);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  for (const dc_module *m = dc_modules; m->name; m++) {
+  for (const dc_module *m = H->opts.modules; m && m->name; m++) {
     lua_pushcfunction(L, m->open);
     lua_setfield(L, -2, m->name);
   }
@@ -372,7 +483,7 @@ static int open_state(lua_State *L) {
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
   }
-  dc_clock_install_os(L);
+  install_clocked_os(L);
   /* make gcstress: collect continuously, so a value C code forgot to anchor is freed at once */
   if (getenv("DCONN_GC_STRESS")) lua_gc(L, LUA_GCINC, 0, 1000, 0);
   return 0;
@@ -405,7 +516,8 @@ fail:
 void dc_host_free(dc_host *H) {
   if (!H) return;
   dc_host_kill_all(H, "host shutting down");
-  dc_modules_close(H);
+  for (const dc_module *m = H->opts.modules; m && m->name; m++)
+    if (m->close) m->close(H);
   lua_close(H->L);
   dc_clock_free(H->clock);
   free(H);

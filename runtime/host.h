@@ -8,9 +8,13 @@
  *     start the libuv/curl operation, remember t
  *     return dc_wait(L, t, DC_WAIT_IO, cancel_fn, op);      -- yields the coroutine
  *
- * and, when the operation completes: push the results on dc_task_thread(t), then
- * dc_task_resume(t, nresults). If the task is abandoned first (shutdown, job removed), the host
- * calls cancel_fn(op) instead and never resumes it.
+ * and, when the operation completes, one call: dc_task_deliver(t, push_fn, ud), which pushes the
+ * results (push_fn, run protected) and resumes the task with them; the native returns them. If
+ * the task is abandoned first (shutdown, job removed), the host calls cancel_fn(op) instead and
+ * never resumes it.
+ *
+ * The host knows no module: the program passes the native modules it links in
+ * dc_host_options.modules (runtime/modules.c for dconn).
  */
 #ifndef DCONN_HOST_H
 #define DCONN_HOST_H
@@ -25,11 +29,23 @@ typedef struct dc_host dc_host;
 typedef struct dc_task dc_task;
 typedef struct dc_clock dc_clock;
 
+/* A native module: require(name) calls open. close (NULL for none) releases what the module
+ * holds outside Lua (handles, connections, C lists); dc_host_free calls it, required or not,
+ * after the tasks were killed and before the state closes. */
+typedef struct dc_module {
+  const char *name;
+  lua_CFunction open;
+  void (*close)(dc_host *H);
+} dc_module;
+
 typedef struct dc_host_options {
   size_t memory_limit;        /* bytes the Lua heap may hold; 0 = unlimited */
   long long max_instructions; /* per task run; 0 = unlimited */
   bool unsafe;                /* policies get the full standard library */
   bool check_only;            /* dconn check: natives refuse to wait (no I/O) */
+  /* The native modules, ended by a {NULL} record (NULL: none): preloaded in package.preload,
+   * closed in this order by dc_host_free. Must outlive the host. */
+  const dc_module *modules;
 } dc_host_options;
 
 #define DC_DEFAULT_MEMORY_LIMIT ((size_t)1 << 30)    /* 1 GiB */
@@ -67,9 +83,19 @@ typedef void (*dc_cancel_fn)(void *op);
  * out of memory or when too many tasks are alive. */
 dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
                        dc_task_done_fn done, void *ud);
-/* Resumes a waiting task with nresults values already pushed on its thread. An operation that
- * completes before its native called dc_wait may call this too: dc_wait then returns the values
- * at once instead of yielding. */
+
+/* Pushes the results of a waiting task's operation on L and returns how many it pushed. */
+typedef int (*dc_deliver_fn)(lua_State *L, void *ud);
+/* Completes the operation a task waits for: runs push(L, ud) protected on the main state, moves
+ * its results to the task and resumes it; the native's dc_wait returns them. If push raises
+ * (out of memory under the heap cap, say), the task gets that error, raised where it waited.
+ * push may be NULL: no results. The cancel function given to dc_wait is not called any more.
+ * An operation that completes before its native called dc_wait may call this too: dc_wait then
+ * returns the results (or raises the error) at once instead of yielding. */
+void dc_task_deliver(dc_task *t, dc_deliver_fn push, void *ud);
+/* The low level under dc_task_deliver: resumes with nresults values the caller already pushed
+ * on dc_task_thread(t). Pushing on a waiting thread is unprotected (a memory error there is a
+ * panic), so natives use dc_task_deliver. */
 void dc_task_resume(dc_task *t, int nresults);
 /* Ends a task now: its pending operation is cancelled and done gets an error status. */
 void dc_task_kill(dc_task *t, const char *why);

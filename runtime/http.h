@@ -1,8 +1,8 @@
 /*
  * The HTTP engine: one libcurl multi handle per host, driven by the host's libuv loop.
  *
- * Lua reaches it through the native module "dconn.httpc" (and the public dconn.http on top);
- * C code (the Kubernetes client) uses the API below directly:
+ * Lua reaches it through the native module "dconn.httpc" (http_lua.c, with the public
+ * dconn.http on top); C code uses the API below directly:
  *
  *     dc_http_request req = {.method = "GET", .url = "https://api:6443/version"};
  *     dc_http_op *op = dc_http_start(H, &req, on_done, ud, err, sizeof err);
@@ -93,8 +93,9 @@ void dc_http_cancel(dc_http_op *op);
 const char *dc_http_error_kind(dc_http_error err);
 /* Requests in flight on H. */
 int dc_http_in_flight(dc_host *H);
-/* Ends every request (done gets DC_HTTP_ERR_CANCELED) and frees the engine; called by
- * dc_modules_close. The loop must run once more afterwards for the close callbacks. */
+/* Ends every request (done gets DC_HTTP_ERR_CANCELED) and frees the engine: the close of the
+ * dconn.httpc module record (modules.c). The loop must run once more afterwards for the close
+ * callbacks. */
 void dc_http_close(dc_host *H);
 
 #endif

@@ -1,4 +1,5 @@
-/* dconn.log: levels, the original text format, JSON lines. Output goes to stderr. */
+/* Logging: levels, the original text format, JSON lines. Output goes to stderr. The Lua face,
+ * dconn.log, is log_lua.c. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -6,10 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <lauxlib.h>
-
 #include "clock.h"
-#include "modules.h"
 #include "timefmt.h"
 
 static struct {
@@ -111,64 +109,4 @@ void dc_log(dc_host *H, int level, const char *fmt, ...) {
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   dc_log_fields(H, level, buf, NULL, 0);
-}
-
-/* ---- Lua API ---- */
-
-/* log.info(fmt, ...): string.format when there are arguments, tostring otherwise. */
-static int log_at(lua_State *L, int level) {
-  if (!dc_log_enabled(level)) return 0;
-  int n = lua_gettop(L);
-  if (n > 1) {
-    lua_pushvalue(L, lua_upvalueindex(1)); /* string.format */
-    lua_insert(L, 1);
-    lua_call(L, n, 1);
-  } else {
-    luaL_tolstring(L, 1, NULL);
-  }
-  dc_log_fields(dc_host_of(L), level, lua_tostring(L, -1), NULL, 0);
-  return 0;
-}
-
-static int log_debug(lua_State *L) { return log_at(L, DC_LOG_DEBUG); }
-static int log_info(lua_State *L) { return log_at(L, DC_LOG_INFO); }
-static int log_warning(lua_State *L) { return log_at(L, DC_LOG_WARNING); }
-static int log_error(lua_State *L) { return log_at(L, DC_LOG_ERROR); }
-static int log_critical(lua_State *L) { return log_at(L, DC_LOG_CRITICAL); }
-
-/* log.level([name]) -> previous level name */
-static int log_level(lua_State *L) {
-  lua_pushstring(L, dc_log_level_name(config.level));
-  if (!lua_isnoneornil(L, 1)) {
-    int level = dc_log_parse_level(luaL_checkstring(L, 1));
-    luaL_argcheck(L, level >= 0, 1, "unknown level (debug, info, warning, error, critical)");
-    config.level = level;
-  }
-  return 1;
-}
-
-/* log.format([name]) -> previous format name */
-static int log_format(lua_State *L) {
-  lua_pushstring(L, config.format == DC_LOG_JSON ? "json" : "text");
-  if (!lua_isnoneornil(L, 1)) {
-    int format = dc_log_parse_format(luaL_checkstring(L, 1));
-    luaL_argcheck(L, format >= 0, 1, "unknown format (text, json)");
-    config.format = format;
-  }
-  return 1;
-}
-
-static const luaL_Reg log_functions[] = {
-    {"debug", log_debug}, {"info", log_info},         {"warning", log_warning},
-    {"warn", log_warning}, {"error", log_error},       {"critical", log_critical},
-    {"level", log_level}, {"format", log_format},     {NULL, NULL},
-};
-
-int luaopen_dconn_log(lua_State *L) {
-  luaL_newlibtable(L, log_functions);
-  lua_getglobal(L, "string");
-  lua_getfield(L, -1, "format");
-  lua_remove(L, -2);
-  luaL_setfuncs(L, log_functions, 1);
-  return 1;
 }

@@ -1,4 +1,4 @@
-/* The preload table: one line per native module. */
+/* The native modules: one record per module, {package.preload name, open, close}. */
 #include "modules.h"
 
 #include <lua-cjson.h>
@@ -11,19 +11,15 @@
 /* The model engine and its BLAS/LAPACK load only when a policy first uses dconn.model. */
 static int open_nn_plugin(lua_State *L) { return dc_plugin_call(L, "dconn-nn.so", "luaopen_dconn_nn"); }
 
+/* Closed in this order when the host ends: the scheduler's jobs, then requests in flight, then
+ * the servers (whose closing runs the loop a last time). */
 const dc_module dc_modules[] = {
-    {"dconn.cjson", luaopen_cjson}, /* wrapped by lua/dconn/json.lua */
-    {"dconn.log", luaopen_dconn_log},
-    {"dconn.timer", luaopen_dconn_timer},
-    {"dconn.runtime", luaopen_dconn_runtime},
-    {"dconn.httpc", luaopen_dconn_httpc},
-    {"dconn.server", luaopen_dconn_server},
-    {"dconn.nn", open_nn_plugin}, /* wrapped by lua/dconn/model.lua */
-    {NULL, NULL},
+    {"dconn.cjson", luaopen_cjson, NULL}, /* wrapped by lua/dconn/json.lua */
+    {"dconn.log", luaopen_dconn_log, NULL},
+    {"dconn.timer", luaopen_dconn_timer, dc_sched_close},
+    {"dconn.runtime", luaopen_dconn_runtime, NULL},
+    {"dconn.httpc", luaopen_dconn_httpc, dc_http_close},
+    {"dconn.server", luaopen_dconn_server, dc_server_close_all},
+    {"dconn.nn", open_nn_plugin, NULL}, /* wrapped by lua/dconn/model.lua */
+    {NULL, NULL, NULL},
 };
-
-void dc_modules_close(dc_host *H) {
-  dc_sched_close(H);
-  dc_http_close(H);
-  dc_server_close_all(H);
-}

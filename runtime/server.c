@@ -28,6 +28,7 @@
 #include <lauxlib.h>
 
 #include "log.h"
+#include "luaopts.h"
 #include "modules.h"
 #include "server.h"
 
@@ -704,16 +705,7 @@ static registry *registry_of(lua_State *L, bool create) {
   return reg;
 }
 
-static lua_Integer opt_integer(lua_State *L, const char *key, lua_Integer def, lua_Integer lo,
-                               lua_Integer hi) {
-  int isnum;
-  lua_getfield(L, 1, key);
-  lua_Integer v = lua_isnil(L, -1) ? (isnum = 1, def) : lua_tointegerx(L, -1, &isnum);
-  lua_pop(L, 1);
-  if (!isnum || v < lo || v > hi)
-    luaL_error(L, "server.listen: '%s' must be an integer from %I to %I", key, lo, hi);
-  return v;
-}
+static const char *const LISTEN_KEYS[] = {"host", "port", "handler", "max_body", "timeout", NULL};
 
 /* server.listen{host=, port=, handler=, max_body=, timeout=} -> server | nil, err */
 static int server_listen(lua_State *L) {
@@ -721,23 +713,23 @@ static int server_listen(lua_State *L) {
   dc_host *H = dc_host_of(L);
   if (dc_host_options_of(H)->check_only)
     return luaL_error(L, "dconn.server.listen: not allowed while checking a policy (no I/O)");
-  lua_getfield(L, 1, "host");
-  const char *host = lua_isnil(L, -1) ? DEFAULT_HOST : lua_tostring(L, -1);
-  if (!host || !*host) return luaL_error(L, "server.listen: 'host' must be a non-empty string");
-  lua_Integer port = opt_integer(L, "port", DEFAULT_PORT, 0, 65535);
-  lua_Integer max_body = opt_integer(L, "max_body", DEFAULT_MAX_BODY, 0, MAX_MAX_BODY);
-  lua_getfield(L, 1, "timeout");
-  lua_Number timeout = lua_isnil(L, -1) ? DEFAULT_TIMEOUT : lua_tonumber(L, -1);
-  if (!(timeout >= 0.001 && timeout <= 86400))
-    return luaL_error(L, "server.listen: 'timeout' must be a number of seconds from 0.001 to 86400");
-  lua_getfield(L, 1, "handler");
-  if (!lua_isfunction(L, -1)) return luaL_error(L, "server.listen: 'handler' must be a function");
-  /* stack: opts host timeout handler */
+  dc_opts_check(L, 1, "server.listen", LISTEN_KEYS);
+  const char *host = DEFAULT_HOST;
+  if (dc_opt_string(L, 1, "server.listen", "host", &host, NULL) && !*host)
+    return luaL_error(L, "server.listen: 'host' must be a non-empty string");
+  lua_Integer port = DEFAULT_PORT, max_body = DEFAULT_MAX_BODY;
+  dc_opt_integer(L, 1, "server.listen", "port", 0, 65535, &port);
+  dc_opt_integer(L, 1, "server.listen", "max_body", 0, MAX_MAX_BODY, &max_body);
+  lua_Number timeout = DEFAULT_TIMEOUT;
+  dc_opt_number(L, 1, "server.listen", "timeout", 0.001, 86400, &timeout);
+  if (!dc_opt_push(L, 1, "server.listen", "handler", LUA_TFUNCTION))
+    return luaL_error(L, "server.listen: 'handler' must be a function");
+  /* stack: opts handler */
   registry *reg = registry_of(L, true);
   server_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL; /* closed until the listener is up */
   luaL_setmetatable(L, SERVER_MT);
-  /* stack: opts host timeout handler box */
+  /* stack: opts handler box */
   server *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "server.listen: out of memory");
   s->H = H;

@@ -5,8 +5,8 @@
 #include "host.h"
 
 /* Closes every server of the host: stops listening, cancels running handlers, drops the
- * connections and waits (bounded, running the loop) until their memory is released. Called by
- * dc_modules_close, outside uv_run, after the tasks were killed. */
+ * connections and waits (bounded, running the loop) until their memory is released. The close of
+ * the dconn.server module record (modules.c): outside uv_run, after the tasks were killed. */
 void dc_server_close_all(dc_host *H);
 
 #endif

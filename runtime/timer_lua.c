@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "luaopts.h"
 #include "modules.h"
 #include "scheduler.h"
 #include "timefmt.h"
@@ -29,7 +30,7 @@ static void sleep_wake(void *ud) {
   sleep_op *op = ud;
   dc_task *task = op->task;
   free(op);
-  dc_task_resume(task, 0);
+  dc_task_deliver(task, NULL, NULL);
 }
 
 static void sleep_cancel(void *ud) {
@@ -118,78 +119,60 @@ static const char *const SPEC_KEYS[] = {"name",  "run",   "every", "cron",      
  * the job name. Raises a clear error naming the bad field. */
 static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long *budget) {
   luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    bool known = false;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (const char *const *k = SPEC_KEYS; *k; k++) known = known || strcmp(*k, lua_tostring(L, -1)) == 0;
-    if (!known)
-      luaL_error(L, "job: unknown field '%s' (known: name, run, every, cron, at, jitter, start, "
-                    "stop, immediate, budget, timezone, quiet)", luaL_tolstring(L, -1, NULL));
-  }
+  dc_opts_check(L, idx, "job", SPEC_KEYS);
   memset(trig, 0, sizeof *trig);
   trig->utc = dc_log_is_utc();
   trig->immediate = true;
   *budget = 0;
   int kinds = 0;
-  if (lua_getfield(L, idx, "timezone") != LUA_TNIL) {
-    const char *tz = luaL_checkstring(L, -1);
+  const char *tz;
+  if (dc_opt_string(L, idx, "job", "timezone", &tz, NULL)) {
     if (strcmp(tz, "utc") == 0 || strcmp(tz, "UTC") == 0) trig->utc = true;
     else if (strcmp(tz, "local") == 0) trig->utc = false;
     else luaL_error(L, "job: timezone must be \"utc\" or \"local\", got \"%s\"", tz);
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "every") != LUA_TNIL) {
+  /* every, at, jitter, start and stop take a number or a text (duration or date) */
+  if (dc_opt_field(L, idx, "every") != LUA_TNIL) {
     trig->kind = DC_TRIGGER_INTERVAL;
     trig->interval = check_duration(L, -1, "every");
     kinds++;
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, idx, "cron") != LUA_TNIL) {
-    const char *text = luaL_checkstring(L, -1);
+  const char *cron;
+  if (dc_opt_string(L, idx, "job", "cron", &cron, NULL)) {
     char err[256];
-    if (dc_cron_parse(text, &trig->cron, err, sizeof err) != 0) luaL_error(L, "%s", err);
+    if (dc_cron_parse(cron, &trig->cron, err, sizeof err) != 0) luaL_error(L, "%s", err);
     trig->kind = DC_TRIGGER_CRON;
-    snprintf(trig->cron_text, sizeof trig->cron_text, "%s", text);
+    snprintf(trig->cron_text, sizeof trig->cron_text, "%s", cron);
     kinds++;
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "at") != LUA_TNIL) {
+  if (dc_opt_field(L, idx, "at") != LUA_TNIL) {
     trig->kind = DC_TRIGGER_DATE;
     trig->at = check_time(L, -1, trig->utc, "at");
     kinds++;
   }
   lua_pop(L, 1);
   if (kinds != 1) luaL_error(L, "job: give exactly one trigger: every, cron or at");
-  if (lua_getfield(L, idx, "jitter") != LUA_TNIL) trig->jitter = check_duration(L, -1, "jitter");
-  if (lua_getfield(L, idx, "start") != LUA_TNIL) trig->start = check_time(L, -1, trig->utc, "start");
-  if (lua_getfield(L, idx, "stop") != LUA_TNIL) trig->end = check_time(L, -1, trig->utc, "stop");
-  if (lua_getfield(L, idx, "immediate") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TBOOLEAN);
-    trig->immediate = lua_toboolean(L, -1);
-  }
-  if (lua_getfield(L, idx, "quiet") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TBOOLEAN);
-    trig->quiet = lua_toboolean(L, -1);
-  }
-  lua_pop(L, 1);
-  if (lua_getfield(L, idx, "budget") != LUA_TNIL) {
-    if (!lua_isinteger(L, -1)) luaL_error(L, "job: budget must be an integer (instructions, -1 = unlimited)");
-    *budget = lua_tointeger(L, -1);
-  }
-  lua_pop(L, 5);
+  if (dc_opt_field(L, idx, "jitter") != LUA_TNIL) trig->jitter = check_duration(L, -1, "jitter");
+  if (dc_opt_field(L, idx, "start") != LUA_TNIL) trig->start = check_time(L, -1, trig->utc, "start");
+  if (dc_opt_field(L, idx, "stop") != LUA_TNIL) trig->end = check_time(L, -1, trig->utc, "stop");
+  lua_pop(L, 3);
+  dc_opt_boolean(L, idx, "job", "immediate", &trig->immediate);
+  dc_opt_boolean(L, idx, "job", "quiet", &trig->quiet);
+  lua_Integer n; /* instructions; -1 = unlimited */
+  if (dc_opt_integer(L, idx, "job", "budget", LUA_MININTEGER, LUA_MAXINTEGER, &n)) *budget = n;
   char err[256];
   if (dc_trigger_validate(trig, err, sizeof err) != 0) luaL_error(L, "job: %s", err);
-  if (lua_getfield(L, idx, "run") != LUA_TFUNCTION) luaL_error(L, "job: 'run' must be a function");
-  lua_getfield(L, idx, "name");
-  const char *name = lua_tostring(L, -1);
-  if (!name) {
+  const char *name = NULL;
+  dc_opt_string(L, idx, "job", "name", &name, NULL);
+  if (!dc_opt_push(L, idx, "job", "run", LUA_TFUNCTION)) luaL_error(L, "job: 'run' must be a function");
+  if (name) {
+    lua_pushstring(L, name);
+  } else {
     static unsigned counter;
     lua_pushfstring(L, "job-%d", (int)++counter);
-    lua_replace(L, -2);
-    name = lua_tostring(L, -1);
   }
+  name = lua_tostring(L, -1);
   lua_insert(L, -2); /* stack: name run */
   return name;
 }
@@ -367,24 +350,32 @@ typedef struct run_wait {
   bool cancelled;
 } run_wait;
 
+/* What a run delivers to its waiter: true | nil, err */
+typedef struct run_outcome {
+  bool ok;
+  const char *err;
+} run_outcome;
+
+static int push_outcome(lua_State *L, void *ud) {
+  const run_outcome *o = ud;
+  if (o->ok) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, o->err ? o->err : "out of memory");
+  return 2;
+}
+
 static void run_now_done(dc_job *job, bool ok, const char *err, void *ud) {
   (void)job;
   run_wait *w = ud;
-  if (w->cancelled) {
-    free(w);
-    return;
-  }
+  bool cancelled = w->cancelled;
   dc_task *task = w->task;
   free(w);
-  lua_State *co = dc_task_thread(task);
-  if (ok) {
-    lua_pushboolean(co, 1);
-    dc_task_resume(task, 1);
-  } else {
-    lua_pushnil(co);
-    lua_pushstring(co, err);
-    dc_task_resume(task, 2);
-  }
+  if (cancelled) return;
+  run_outcome o = {ok, err};
+  dc_task_deliver(task, push_outcome, &o);
 }
 
 static void run_now_cancel(void *ud) { ((run_wait *)ud)->cancelled = true; }
@@ -442,47 +433,4 @@ static const luaL_Reg timer_functions[] = {
 int luaopen_dconn_timer(lua_State *L) {
   luaL_newlib(L, timer_functions);
   return 1;
-}
-
-/* ---- os.time / os.date on the host clock ---- */
-
-static int os_time_clocked(lua_State *L) {
-  if (!lua_isnoneornil(L, 1)) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-  }
-  lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
-  return 1;
-}
-
-static int os_date_clocked(lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_isnil(L, 2))
-    lua_pushinteger(L, (lua_Integer)floor(dc_clock_now(dc_host_clock(dc_host_of(L)))));
-  else if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2))
-    lua_pushinteger(L, (lua_Integer)floor(lua_tonumber(L, 2))); /* timer.now() has a fraction */
-  else
-    lua_pushvalue(L, 2);
-  lua_replace(L, 2);
-  if (lua_isnil(L, 1)) {
-    lua_pushliteral(L, "%c");
-    lua_replace(L, 1);
-  }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, 2, 1);
-  return 1;
-}
-
-void dc_clock_install_os(lua_State *L) {
-  lua_getglobal(L, "os");
-  lua_getfield(L, -1, "time");
-  lua_pushcclosure(L, os_time_clocked, 1);
-  lua_setfield(L, -2, "time");
-  lua_getfield(L, -1, "date");
-  lua_pushcclosure(L, os_date_clocked, 1);
-  lua_setfield(L, -2, "date");
-  lua_pop(L, 1);
 }

@@ -5,6 +5,7 @@
 --   model.tensor(nested) / tensor(flat, shape) / zeros(shape) / full(shape, v) / is_tensor(v)
 --   model.open(path) -> safetensors file | nil, err;  model.save(path, {name = t}, meta) -> true | nil, err
 --   model.forecaster(kind [, opts]) -> f;  f:fit(series) -> f | nil, err;  f:predict([h]); f:forecast(h)
+--   model.forecaster_spec(kind_or_spec) -> kind, opts, name
 --   model.backtest(kind_or_spec, series [, opts]) -> {mae, rmse, n} | nil, err
 --   model.select(series [, candidates [, opts]]) -> best, results | nil, err
 --
@@ -367,13 +368,20 @@ end
 
 -- ---- forecasters ----
 
+-- model.forecaster_spec(kind_or_spec) -> kind, opts, name: a candidate such as "ewma" or
+-- { kind = "ridge", name = "ridge3", lags = 3 } as model.forecaster's arguments and its name.
 local function forecaster_spec(spec)
   if type(spec) == "string" then return spec, nil, spec end
   if type(spec) ~= "table" or type(spec.kind) ~= "string" then
     error("expected a forecaster kind (\"persistence\", \"ewma\", \"holt\", \"ridge\") or a table with 'kind'", 3)
   end
-  return spec.kind, spec, spec.name or spec.kind
+  local opts = {}
+  for k, v in pairs(spec) do
+    if k ~= "kind" and k ~= "name" then opts[k] = v end
+  end
+  return spec.kind, opts, spec.name or spec.kind
 end
+_M.forecaster_spec = forecaster_spec
 
 -- model.backtest(kind_or_spec, series [, {initial, horizon, step, window, last}]) -> {mae, rmse, n} | nil, err
 function _M.backtest(spec, series, opts)

@@ -193,7 +193,8 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   dc_host_options defaults = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
-                              .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS};
+                              .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS,
+                              .modules = dc_modules};
   dc_host *H = dc_host_new(&loop, &defaults);
   if (!H) return close_loop(&loop, DC_EXIT_FAILURE);
   lua_State *L = dc_host_state(H);

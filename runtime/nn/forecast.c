@@ -23,6 +23,7 @@
 #include <lapacke.h>
 #include <lauxlib.h>
 
+#include "luaopts.h"
 #include "tensor.h"
 
 #define FC_MT "dconn.forecaster"
@@ -201,14 +202,12 @@ static double *check_series(lua_State *L, int idx, int *n) {
   return y;
 }
 
+static const char *const PARAM_KEYS[] = {"alpha", "beta", "lags", "lambda", NULL};
+
 static double opt_unit(lua_State *L, int idx, const char *key) {
-  lua_getfield(L, idx, key);
-  double v = -1;
-  if (!lua_isnil(L, -1)) {
-    v = luaL_checknumber(L, -1);
-    if (!(v > 0 && v <= 1)) luaL_error(L, "forecaster: %s must be in (0, 1]", key);
-  }
-  lua_pop(L, 1);
+  lua_Number v = -1;
+  if (dc_opt_number(L, idx, "forecaster", key, -HUGE_VAL, HUGE_VAL, &v) && !(v > 0 && v <= 1))
+    luaL_error(L, "forecaster: %s must be in (0, 1]", key);
   return v;
 }
 
@@ -221,18 +220,12 @@ static void read_params(lua_State *L, int idx, fc *f) {
   f->lambda = 1.0;
   if (lua_isnoneornil(L, idx + 1)) return;
   luaL_checktype(L, idx + 1, LUA_TTABLE);
+  dc_opts_check(L, idx + 1, "forecaster", PARAM_KEYS);
   f->alpha = opt_unit(L, idx + 1, "alpha");
   f->beta = opt_unit(L, idx + 1, "beta");
-  if (lua_getfield(L, idx + 1, "lags") != LUA_TNIL) {
-    lua_Integer lags = luaL_checkinteger(L, -1);
-    if (lags < 1 || lags > MAX_LAGS) luaL_error(L, "forecaster: lags must be 1 to %d", MAX_LAGS);
-    f->lags = (int)lags;
-  }
-  if (lua_getfield(L, idx + 1, "lambda") != LUA_TNIL) {
-    f->lambda = luaL_checknumber(L, -1);
-    if (!(f->lambda >= 0 && isfinite(f->lambda))) luaL_error(L, "forecaster: lambda must be >= 0");
-  }
-  lua_pop(L, 2);
+  lua_Integer lags;
+  if (dc_opt_integer(L, idx + 1, "forecaster", "lags", 1, MAX_LAGS, &lags)) f->lags = (int)lags;
+  dc_opt_number(L, idx + 1, "forecaster", "lambda", 0, HUGE_VAL, &f->lambda);
 }
 
 /* nn.forecaster(kind [, opts]) -> forecaster (unfitted) */
@@ -336,16 +329,11 @@ static int fc_backtest(lua_State *L) {
   if (!y) return 2;
   lua_Integer initial = min_points(&f) > 3 ? min_points(&f) : 3, horizon = 1, step = 1, window = 0, last = 0;
   if (!lua_isnoneornil(L, 4)) {
-    luaL_checktype(L, 4, LUA_TTABLE);
-    const char *keys[] = {"initial", "horizon", "step", "window", "last"};
+    static const char *const keys[] = {"initial", "horizon", "step", "window", "last", NULL};
     lua_Integer *vals[] = {&initial, &horizon, &step, &window, &last};
-    for (int i = 0; i < 5; i++) {
-      if (lua_getfield(L, 4, keys[i]) != LUA_TNIL) {
-        *vals[i] = luaL_checkinteger(L, -1);
-        if (*vals[i] < (i >= 3 ? 0 : 1)) luaL_error(L, "backtest: %s must be >= %d", keys[i], i >= 3 ? 0 : 1);
-      }
-      lua_pop(L, 1);
-    }
+    luaL_checktype(L, 4, LUA_TTABLE);
+    dc_opts_check(L, 4, "backtest", keys);
+    for (int i = 0; i < 5; i++) dc_opt_integer(L, 4, "backtest", keys[i], i >= 3 ? 0 : 1, LUA_MAXINTEGER, vals[i]);
   }
   lua_Integer need = min_points(&f);
   if (initial < need || (window && window < need)) {

@@ -19,6 +19,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "luaopts.h"
 #include "modules.h"
 #include "nn.h"
 #include "tensor.h"
@@ -79,12 +80,8 @@ static float *take(lua_State *L, int idx, const char *key, int k, int64_t rows, 
 }
 
 static int int_field(lua_State *L, int idx, const char *key, int dflt) {
-  lua_getfield(L, idx, key);
-  int isint;
-  lua_Integer v = lua_tointegerx(L, -1, &isint);
-  if (lua_isnil(L, -1)) v = dflt, isint = 1;
-  lua_pop(L, 1);
-  if (!isint || v < 0 || v > (1 << 20)) luaL_error(L, "nn.network: '%s' must be a small integer", key);
+  lua_Integer v = dflt;
+  dc_opt_integer(L, idx, "nn.network", key, 0, 1 << 20, &v);
   return (int)v;
 }
 
@@ -187,7 +184,6 @@ typedef struct predict_op {
   uv_work_t req;
   dc_nn *net;
   dc_task *task;
-  lua_State *main;
   float *x, *out;
   int64_t B;
   int L, F, ndim_out;
@@ -208,10 +204,15 @@ static void work_run(uv_work_t *req) {
   op->status = dc_nn_run(op->net, op->x, op->B, op->seq, op->L, op->F, op->out);
 }
 
-/* Runs under dc_pcall on the main state: the result tensor may not fit under the heap cap. */
-static int push_result(lua_State *L) {
-  predict_op *op = lua_touserdata(L, 1);
-  if (op->status != 0) return luaL_error(L, "predict: out of memory");
+/* tensor | nil, err; run protected by dc_task_deliver: the result tensor may not fit under the
+ * heap cap. */
+static int push_result(lua_State *L, void *ud) {
+  const predict_op *op = ud;
+  if (op->status != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "predict: out of memory");
+    return 2;
+  }
   dc_tensor *t = dc_tensor_push(L, op->ndim_out, op->shape_out);
   memcpy(t->data, op->out, (size_t)dc_tensor_numel(t) * sizeof(float));
   return 1;
@@ -223,20 +224,8 @@ static void work_done(uv_work_t *req, int status) {
     op_free(op);
     return;
   }
-  lua_State *co = dc_task_thread(op->task), *L = op->main;
-  dc_task *task = op->task;
-  lua_pushcfunction(L, push_result);
-  lua_pushlightuserdata(L, op);
-  int rc = dc_pcall(L, 1, 1);
+  dc_task_deliver(op->task, push_result, op); /* work_cancel is not called from here on */
   op_free(op);
-  if (rc == LUA_OK) {
-    lua_xmove(L, co, 1);
-    dc_task_resume(task, 1);
-  } else {
-    lua_pushnil(co);
-    lua_xmove(L, co, 1);
-    dc_task_resume(task, 2);
-  }
 }
 
 static void work_cancel(void *ud) {
@@ -272,9 +261,11 @@ static int net_predict(lua_State *L) {
   dc_tensor *x = dc_tensor_arg(L, 2);
   int pool = -1; /* auto */
   if (!lua_isnoneornil(L, 3)) {
+    static const char *const keys[] = {"pool", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
-    if (lua_getfield(L, 3, "pool") != LUA_TNIL) pool = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    dc_opts_check(L, 3, "predict", keys);
+    bool given;
+    if (dc_opt_boolean(L, 3, "predict", "pool", &given)) pool = given;
   }
   luaL_argcheck(L, x->ndim == 2 || x->ndim == 3, 2, "expected [batch, seq, features] or [batch, features]");
   bool seq = x->ndim == 3, out_seq;
@@ -328,7 +319,6 @@ static int net_predict(lua_State *L) {
   op->net = net;
   dc_nn_ref(net);
   op->task = task;
-  op->main = dc_host_state(dc_host_of(L));
   op->B = B, op->L = (int)steps, op->F = (int)F, op->seq = seq;
   op->ndim_out = ndim_out;
   memcpy(op->shape_out, shape_out, sizeof shape_out);

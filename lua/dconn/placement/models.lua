@@ -118,7 +118,7 @@ end
 -- The forecaster spec a name stands for (a candidate may be a table such as {kind=, lags=}).
 local function forecaster_of(candidates, name)
   for _, c in ipairs(candidates or {}) do
-    if type(c) == "table" and (c.name or c.kind) == name then return c.kind, c end
+    if type(c) == "table" and (c.name or c.kind) == name then return model.forecaster_spec(c) end
   end
   return name
 end
