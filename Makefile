@@ -21,7 +21,7 @@ NN_OBJS  := $(NN_SRCS:runtime/%.c=$(BUILD)/obj/%.o)
 SAN_OBJS := $(SRCS:runtime/%.c=$(BUILD)/san/%.o)
 SAN_NN_OBJS := $(NN_SRCS:runtime/%.c=$(BUILD)/san/%.o)
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
+C_TESTS  := $(patsubst tests/unit/c/%.c,%,$(wildcard tests/unit/c/test_*.c))
 
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
@@ -29,7 +29,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml prometheus
 
-.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz
+.PHONY: all deps run check test bench sanitize gcstress lint install clean fuzz
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -63,7 +63,7 @@ $(BUILD)/sanitize/dconn: $(SAN_OBJS) $(BUILD)/sanitize/dconn-nn.so | $(BUILD)/sa
 $(BUILD)/sanitize/dconn-nn.so: $(SAN_NN_OBJS) | $(BUILD)/sanitize
 	$(CC) $(SANITIZE) -shared $(SAN_NN_OBJS) -o $@ $(NN_LIBS)
 
-$(BUILD)/tests/%: tests/c/%.c runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c $(HDRS) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/c/%.c runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c $(HDRS) | $(BUILD)/tests
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< runtime/cron.c runtime/timefmt.c runtime/nn/safetensors.c -o $@ -lcmocka -lm
 
 $(BUILD)/sanitize $(BUILD)/tests:
@@ -90,6 +90,11 @@ run: deps all $(EXAMPLE_DATA)
 	DCONN_K8S_SIM_STATE=$(BUILD)/run/cluster.json MLFLOW_TRACKING_URI=file:$(BUILD)/run/mlruns \
 	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
 
+# The fast suites: the C tests and tests/unit (no servers, no Python, no venv, no example data).
+check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
+	@tests/run-all.sh $(BUILD)/dconn unit
+
+# Every suite: tests/unit, then tests/integration (real servers and peers, dconn end to end).
 test: deps all $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok $(BUILD)/kubectl/kubectl
 	@tests/run-all.sh $(BUILD)/dconn
 
@@ -108,21 +113,21 @@ bench: deps all .venv/bin/apscheduler-ok
 	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
 	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
 
-# schemathesis fuzzes the agent API in tests/lua/api_spec.lua (same venv as the bench's peer);
-# if it cannot be installed, that spec fails rather than being skipped.
+# schemathesis fuzzes the agent API in tests/integration/api_spec.lua (same venv as the bench's
+# peer); if it cannot be installed, that spec fails rather than being skipped.
 .venv/bin/schemathesis-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'schemathesis>=4,<5' \
 	  && touch $@; } || echo "test: could not install schemathesis into .venv; api_spec will fail" >&2
 
-# tracker_spec.lua runs a real MLflow tracking server (SQLite backend) and reads back with the
-# MLflow Python client; the first install takes a few minutes.
+# tests/integration/tracker_spec.lua runs a real MLflow tracking server (SQLite backend) and reads
+# back with the MLflow Python client; the first install takes a few minutes.
 .venv/bin/mlflow-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'mlflow>=3.5,<4' \
 	  && touch $@; } || echo "test: could not install mlflow into .venv; tracker_spec will fail" >&2
 
-# k8s_spec.lua runs real kubectl against its test API server: the kubectl on PATH, else Debian's
-# kubernetes-client package unpacked under build/kubectl (it conflicts with other kubectl packages,
-# so it is not installed).
+# tests/integration/k8s_spec.lua runs real kubectl against its test API server: the kubectl on
+# PATH, else Debian's kubernetes-client package unpacked under build/kubectl (it conflicts with
+# other kubectl packages, so it is not installed).
 $(BUILD)/kubectl/kubectl:
 	@mkdir -p $(@D); if command -v kubectl >/dev/null 2>&1; then ln -sf "$$(command -v kubectl)" $@; \
 	else { cd $(@D) && apt-get download kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root \
@@ -154,7 +159,7 @@ sanitize: deps all $(EXAMPLE_DATA) $(BUILD)/sanitize/dconn $(C_TESTS:%=$(BUILD)/
 lint: deps
 	luacheck --quiet lua tests examples $(wildcard policies)
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
+	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/unit/c
 	@echo "lint: clean"
 
 # The Lua tree is replaced whole, so modules of an older layout (lua/dconn/k8s_sim.lua beside
