@@ -21,7 +21,7 @@ NN_OBJS  := $(NN_SRCS:runtime/%.c=$(BUILD)/obj/%.o)
 SAN_OBJS := $(SRCS:runtime/%.c=$(BUILD)/san/%.o)
 SAN_NN_OBJS := $(NN_SRCS:runtime/%.c=$(BUILD)/san/%.o)
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-C_TESTS  := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
+C_TESTS  := $(patsubst tests/unit/c/%.c,%,$(wildcard tests/unit/c/test_*.c))
 
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
@@ -29,7 +29,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml prometheus mmdebstrap umoci zsh
 
-.PHONY: all deps run test test-c test-lua bench sanitize gcstress lint install clean fuzz image
+.PHONY: all deps run check test bench sanitize gcstress lint format install clean fuzz image
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -72,7 +72,7 @@ test_host_SRCS        := runtime/host.c runtime/clock.c
 test_host_LIBS         = $(shell pkg-config --libs lua5.4 libuv 2>/dev/null)
 
 .SECONDEXPANSION:
-$(BUILD)/tests/%: tests/c/%.c $$($$*_SRCS) $(HDRS) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/c/%.c $$($$*_SRCS) $(HDRS) | $(BUILD)/tests
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SANITIZE) $< $($*_SRCS) -o $@ -lcmocka $($*_LIBS) -lm
 
 $(BUILD)/sanitize $(BUILD)/tests:
@@ -122,6 +122,11 @@ run: deps all $(EXAMPLE_DATA)
 SUITE_DEPS = $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok \
              .venv/bin/pandas-ok $(BUILD)/kubectl/kubectl $(IMAGE)
 
+# The fast suites: the C tests and tests/unit (no servers, no Python, no venv, no example data).
+check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
+	@tests/run-all.sh $(BUILD)/dconn unit
+
+# Every suite: tests/unit, then tests/integration (real servers and peers, dconn end to end).
 test: deps all $(SUITE_DEPS)
 	@tests/run-all.sh $(BUILD)/dconn
 
@@ -140,27 +145,27 @@ bench: deps all .venv/bin/apscheduler-ok
 	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
 	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
 
-# schemathesis fuzzes the agent API in tests/lua/api_spec.lua (same venv as the bench's peer);
-# if it cannot be installed, that spec fails rather than being skipped.
+# schemathesis fuzzes the agent API in tests/integration/api_spec.lua (same venv as the bench's
+# peer); if it cannot be installed, that spec fails rather than being skipped.
 .venv/bin/schemathesis-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'schemathesis>=4,<5' \
 	  && touch $@; } || echo "test: could not install schemathesis into .venv; api_spec will fail" >&2
 
-# tracker_spec.lua runs a real MLflow tracking server (SQLite backend) and reads back with the
-# MLflow Python client; the first install takes a few minutes.
+# tests/integration/tracker_spec.lua runs a real MLflow tracking server (SQLite backend) and reads
+# back with the MLflow Python client; the first install takes a few minutes.
 .venv/bin/mlflow-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'mlflow>=3.5,<4' \
 	  && touch $@; } || echo "test: could not install mlflow into .venv; tracker_spec will fail" >&2
 
-# telemetry_spec.lua checks `dconn telemetry` against the original preprocessing written with
+# tests/integration/telemetry_spec.lua checks `dconn telemetry` against the original preprocessing written with
 # pandas (tests/telemetry_reference.py).
 .venv/bin/pandas-ok:
 	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'pandas>=2.2,<3' \
 	  && touch $@; } || echo "test: could not install pandas into .venv; telemetry_spec will fail" >&2
 
-# k8s_spec.lua runs real kubectl against its test API server: the kubectl on PATH, else Debian's
-# kubernetes-client package unpacked under build/kubectl (it conflicts with other kubectl packages,
-# so it is not installed).
+# tests/integration/k8s_spec.lua runs real kubectl against its test API server: the kubectl on
+# PATH, else Debian's kubernetes-client package unpacked under build/kubectl (it conflicts with
+# other kubectl packages, so it is not installed).
 $(BUILD)/kubectl/kubectl:
 	@mkdir -p $(@D); if command -v kubectl >/dev/null 2>&1; then ln -sf "$$(command -v kubectl)" $@; \
 	else { cd $(@D) && apt-get download kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root \
@@ -189,11 +194,39 @@ sanitize: deps all $(BUILD)/sanitize/dconn $(SUITE_DEPS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tests/run-all.sh $(BUILD)/sanitize/dconn
 
-lint: deps
-	luacheck --quiet lua tests examples deploy $(wildcard policies)
+# Code style: .clang-format (clang-format 19, Debian's clang-format-19) for the C of runtime/ and
+# tests/, stylua.toml (StyLua, built once with cargo into $(TOOLS), shared by every checkout) for
+# the Lua. `make format` rewrites the files, `make lint` fails on any difference.
+CLANG_FORMAT   := clang-format-19
+STYLUA_VERSION := 2.6.0
+TOOLS          ?= $(HOME)/.cache/dconn-tools
+STYLUA_BUILT   := $(TOOLS)/stylua-$(STYLUA_VERSION)/bin/stylua
+STYLUA         ?= $(STYLUA_BUILT)
+CARGO          ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+C_FILES         = $(shell find runtime tests -name '*.[ch]' | sort)
+LUA_DIRS        = lua tests examples deploy $(wildcard policies)
+
+# Lua 5.4 syntax only and no language server: about a minute and a half on 2 cores.
+$(STYLUA_BUILT):
+	@[ -x "$(CARGO)" ] || { echo "lint: building StyLua $(STYLUA_VERSION) needs cargo (https://rustup.rs)" >&2; exit 1; }
+	$(CARGO) install stylua --locked --version $(STYLUA_VERSION) --no-default-features --features lua54 \
+	  --root $(TOOLS)/stylua-$(STYLUA_VERSION) --quiet
+
+lint format: DEPS += clang-format-19
+
+lint: deps $(filter $(STYLUA_BUILT),$(STYLUA))
+	luacheck --quiet $(LUA_DIRS)
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/c
+	  --suppress=missingIncludeSystem --inline-suppr -Iruntime runtime tests/unit/c
+	$(CLANG_FORMAT) --dry-run -Werror $(C_FILES)
+	$(STYLUA) --check $(LUA_DIRS)
 	@echo "lint: clean"
+
+# StyLua can need a second pass to settle (a call it breaks open on the first, it hugs on the next).
+format: deps $(filter $(STYLUA_BUILT),$(STYLUA))
+	$(CLANG_FORMAT) -i $(C_FILES)
+	@for pass in 1 2 3; do $(STYLUA) --check $(LUA_DIRS) >/dev/null 2>&1 && break; \
+	  echo "$(STYLUA) $(LUA_DIRS)"; $(STYLUA) $(LUA_DIRS) || exit 1; done
 
 # The Lua tree is replaced whole, so modules of an older layout (lua/dconn/k8s_sim.lua beside
 # lua/dconn/k8s/sim.lua, say) cannot shadow or outlive the ones installed now.

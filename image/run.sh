@@ -2,7 +2,7 @@
 # Runs a command in an unpacked image's root file system the way the Deployment runs the agent,
 # with no container engine (none works here): its own mount and PID namespaces, the root
 # read-only, an empty tmpfs on /tmp, /proc, as UID:GID with only the NAME=VALUE variables given.
-# --tmp PATH first copies PATH (a file in the image) to /tmp. As root; for tests/lua/image_spec.lua.
+# --tmp PATH first copies PATH (a file in the image) to /tmp. As root; for tests/integration/image_spec.lua.
 # usage: image/run.sh ROOTFS UID:GID [--tmp PATH]... [NAME=VALUE]... COMMAND [ARGS]...
 set -euo pipefail
 if [ "${1:-}" != --in-namespaces ]; then exec unshare --mount --pid --fork "$0" --in-namespaces "$@"; fi

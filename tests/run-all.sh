@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Runs every suite and prints one line "N passed, N failed" summing them all.
-# usage: tests/run-all.sh path/to/dconn
+# Runs the test suites and prints one line "N passed, N failed" summing them all.
+# usage: tests/run-all.sh path/to/dconn [unit|integration|all]
+#   unit:        the C tests (tests/unit/c, built under build/tests) and tests/unit/*_spec.lua:
+#                no servers, no Python, no venv (`make check`)
+#   integration: tests/integration/*_spec.lua: real servers, Python peers, kubectl, MLflow,
+#                Prometheus, dconn end to end
+#   all:         both (the default; `make test`)
 set -u
 DCONN=${1:-build/dconn}
+WHICH=${2:-all}
 export DCONN
 cd "$(dirname "$0")/.."
+case $WHICH in
+  unit | integration | all) ;;
+  *) echo "usage: tests/run-all.sh path/to/dconn [unit|integration|all]" >&2; exit 2 ;;
+esac
 LOGS=build/test-logs
-mkdir -p "$LOGS"
 passed=0
 failed=0
 
@@ -24,22 +33,49 @@ count_tap() {
     echo "$name: suite did not finish cleanly (exit $rc, plan ${plan:-missing}); see $out" >&2
     failed=$((failed + 1))
   fi
-  grep '^not ok ' "$out" | sed "s/^/$name: /" >&2
+  grep '^not ok ' "$out" | sed "s|^|$name: |" >&2
   echo "$name: $ok passed, $notok failed"
 }
 
-for t in build/tests/test_*; do
-  [ -x "$t" ] || continue
-  name=$(basename "$t")
-  CMOCKA_MESSAGE_OUTPUT=TAP "$t" > "$LOGS/$name.tap" 2> "$LOGS/$name.err"
-  count_tap "$name" "$LOGS/$name.tap" $?
-done
+# The cmocka tests, one binary per tests/unit/c/test_*.c (the Makefile builds them); one that
+# was not built is a failure, not a skip.
+run_c() {
+  local src t name
+  mkdir -p "$LOGS/unit/c"
+  for src in tests/unit/c/test_*.c; do
+    [ -e "$src" ] || continue
+    t=build/tests/$(basename "$src" .c)
+    name=unit/c/$(basename "$t")
+    if [ ! -x "$t" ]; then
+      echo "$name: suite did not finish cleanly ($t not built: make check builds it)" >&2
+      echo "$name: 0 passed, 0 failed"
+      failed=$((failed + 1))
+      continue
+    fi
+    CMOCKA_MESSAGE_OUTPUT=TAP "$t" > "$LOGS/$name.tap" 2> "$LOGS/$name.err"
+    count_tap "$name" "$LOGS/$name.tap" $?
+  done
+}
 
-for spec in tests/lua/*_spec.lua; do
-  name=$(basename "$spec" .lua)
-  "$DCONN" tests/busted.lua -o TAP --lpath='tests/lua/?.lua' "$spec" > "$LOGS/$name.tap" 2> "$LOGS/$name.err"
-  count_tap "$name" "$LOGS/$name.tap" $?
-done
+# The busted specs of one directory, each run inside dconn with the shared helpers (tests/lib).
+run_specs() {
+  local dir=$1 spec name
+  mkdir -p "$LOGS/$dir"
+  for spec in "tests/$dir"/*_spec.lua; do
+    [ -e "$spec" ] || continue
+    name=$dir/$(basename "$spec" .lua)
+    "$DCONN" tests/busted.lua -o TAP --lpath='tests/lib/?.lua' "$spec" > "$LOGS/$name.tap" 2> "$LOGS/$name.err"
+    count_tap "$name" "$LOGS/$name.tap" $?
+  done
+}
+
+if [ "$WHICH" != integration ]; then
+  run_c
+  run_specs unit
+fi
+if [ "$WHICH" != unit ]; then
+  run_specs integration
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The original cloudedge preprocessing of the CSV export, written again with pandas, as the
-reference `dconn telemetry --csv` is checked against (tests/lua/telemetry_spec.lua).
+reference `dconn telemetry --csv` is checked against (tests/integration/telemetry_spec.lua).
 
     .venv/bin/python tests/telemetry_reference.py FILE|DIR > rows.csv
 

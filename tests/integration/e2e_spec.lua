@@ -1,5 +1,5 @@
 -- Placement end to end: `dconn run --once` on policy files, against real servers started for
--- this file on 127.0.0.1 (tests/lua/servers.lua).
+-- this file on 127.0.0.1 (tests/lib/servers.lua).
 --   1. replayed telemetry (examples/cloudedge/generate_telemetry.lua, one hour, one node made
 --      clearly best), a real MLflow server read back with the MLflow Python client, and the
 --      Kubernetes test API server seeded with the cloudedge nodes and Deployment, read back with
