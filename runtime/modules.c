@@ -18,6 +18,7 @@ const dc_module dc_modules[] = {
     {"dconn.runtime", luaopen_dconn_runtime},
     {"dconn.httpc", luaopen_dconn_httpc},
     {"dconn.server", luaopen_dconn_server},
+    {"dconn._task", luaopen_dconn_task}, /* wrapped by lua/dconn/task.lua */
     {"dconn.nn", open_nn_plugin}, /* wrapped by lua/dconn/model.lua */
     {NULL, NULL},
 };

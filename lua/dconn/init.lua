@@ -2,6 +2,7 @@
 --
 -- The library's packages, and what each owns:
 --   dconn.json dconn.log dconn.timer dconn.pretty dconn.runtime dconn.metrics   the basics
+--   dconn.task                          several things at once inside one job (child tasks)
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
 --   dconn.k8s (leader, sim)             the Kubernetes actuator, Lease leadership, a simulated cluster
@@ -12,7 +13,7 @@
 --                                       the agent a placement policy becomes
 -- Internal, never reachable from a policy: dconn.agent (the driver: sandbox, repl, api, openapi),
 -- dconn.cli (the commands written in Lua), every module whose last name starts with "_", and the
--- native faces (dconn.httpc, dconn.cjson, dconn.nn, dconn.server).
+-- native faces (dconn.httpc, dconn.cjson, dconn.nn, dconn.server, dconn._task).
 local require = require
 local rawset = rawset
 local setmetatable = setmetatable
@@ -20,7 +21,7 @@ local setmetatable = setmetatable
 local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields of `dconn`.
-local MODULES = { "json", "log", "timer", "pretty", "runtime", "http", "model", "tracker", "k8s", "metrics",
+local MODULES = { "json", "log", "timer", "task", "pretty", "runtime", "http", "model", "tracker", "k8s", "metrics",
   "features", "prom", "replay", "policy", "placement" }
 _M.modules = MODULES
 
