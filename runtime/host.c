@@ -41,6 +41,11 @@ struct dc_task {
   dc_cancel_fn cancel;
   void *op;
   dc_task *prev, *next;
+  /* dconn.task: the task that spawned this one (dc_task_spawn_child) and the ones it spawned */
+  dc_task *parent, *children, *sib_prev, *sib_next;
+  int descendants; /* live tasks below this one */
+  bool killed;     /* ended by dc_task_kill */
+  bool orphaned;   /* its parent ended while it ran: it may not wait again */
 };
 
 /* More live tasks than this is a runaway policy, not a workload. */
@@ -57,6 +62,7 @@ struct dc_host {
   dc_task *volatile current; /* read by signal handlers */
   int io_pending;
   void *sched;
+  dc_task *spawn_parent; /* set by dc_task_spawn_child for the dc_task_spawn it calls */
   char lua_dir[PATH_MAX];
 };
 
@@ -113,16 +119,18 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   dc_host *H = dc_host_of(L);
   dc_task *t = H->current;
   if (!t || t->budget <= 0) return;
+  dc_task *acct = t; /* a child task's instructions count against the task tree's root */
+  while (acct->parent) acct = acct->parent;
   if (!t->budget_blown) {
-    t->used += BUDGET_STEP;
-    if (t->used <= t->budget) return;
+    acct->used += BUDGET_STEP;
+    if (acct->used <= acct->budget) return;
     t->budget_blown = true;
   }
   /* Re-arm on every instruction so a pcall in the policy cannot swallow the abort. */
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, "instruction budget exceeded: more than %I instructions in one run of '%s' "
                 "(raise it with --max-instructions or the job's budget option)",
-             (lua_Integer)t->budget, t->name);
+             (lua_Integer)acct->budget, acct->name);
 }
 
 /* ---- tasks ---- */
@@ -169,9 +177,13 @@ static void task_unlink(dc_task *t) {
   H->task_count--;
 }
 
+static void task_end_family(dc_task *t);
+static void task_adopt(dc_task *t);
+
 /* Calls done, then releases everything. The error string (if any) is on the main stack. */
 static void task_finish(dc_task *t, int status, const char *err) {
   dc_host *H = t->H;
+  task_end_family(t);
   task_unlink(t);
   if (status != LUA_OK) lua_resetthread(t->co); /* release a failed run's memory at once */
   if (t->done) t->done(t, status, err, t->ud);
@@ -230,6 +242,8 @@ dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budg
   t->ud = ud;
   t->from = L;
   t->early_results = -1;
+  t->parent = H->spawn_parent;
+  H->spawn_parent = NULL;
   t->co = lua_newthread(L);               /* stack: fn args... co */
   lua_insert(L, -(nargs + 2));            /* stack: co fn args... */
   lua_xmove(L, t->co, nargs + 1);         /* stack: co */
@@ -239,6 +253,7 @@ dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budg
   if (H->tasks) H->tasks->prev = t;
   H->tasks = t;
   H->task_count++;
+  if (t->parent) task_adopt(t);
   task_run(t, nargs);
   return t;
 }
@@ -304,6 +319,7 @@ void dc_task_deliver(dc_task *t, dc_deliver_fn push, void *ud) {
 void dc_task_kill(dc_task *t, const char *why) {
   dc_host *H = t->H;
   if (t->running) return; /* only waiting tasks can be killed from outside */
+  t->killed = true;
   if (t->waiting) {
     if (t->wait_kind == DC_WAIT_IO) H->io_pending--;
     if (t->cancel) t->cancel(t->op);
@@ -335,9 +351,11 @@ dc_task *dc_wait_check(lua_State *L, const char *what) {
   if (H->opts.check_only) luaL_error(L, "%s: not allowed while checking a policy (no I/O)", what);
   if (!t || t->co != L) {
     luaL_error(L, "%s: cannot wait inside a coroutine the code created itself; call it from "
-                  "the job or script body (coroutine.wrap/create cannot be resumed by the loop)",
+                  "the job or script body (coroutine.wrap/create cannot be resumed by the loop; "
+                  "dconn.task.spawn runs code alongside that may wait)",
                what);
   }
+  if (t->orphaned) luaL_error(L, "%s: cancelled: the task that spawned this one has ended", what);
   if (!lua_isyieldable(L)) {
     luaL_error(L, "%s: cannot wait here: attempt to yield across a C-call boundary (inside a "
                   "metamethod, an iterator or a callback such as table.sort's comparator)",
@@ -522,3 +540,71 @@ void dc_host_free(dc_host *H) {
   dc_clock_free(H->clock);
   free(H);
 }
+
+/* ---- child tasks (dconn.task) ---- */
+
+/* Links a task just spawned by dc_task_spawn_child into its parent's family. */
+static void task_adopt(dc_task *t) {
+  dc_task *p = t->parent;
+  t->sib_next = p->children;
+  if (p->children) p->children->sib_prev = t;
+  p->children = t;
+  for (dc_task *a = p; a; a = a->parent) a->descendants++;
+}
+
+/* Takes t, with the tasks below it, out of its parent's family. */
+static void task_leave_parent(dc_task *t) {
+  dc_task *p = t->parent;
+  if (!p) return;
+  for (dc_task *a = p; a; a = a->parent) a->descendants -= t->descendants + 1;
+  if (t->sib_prev) t->sib_prev->sib_next = t->sib_next;
+  else p->children = t->sib_next;
+  if (t->sib_next) t->sib_next->sib_prev = t->sib_prev;
+  t->sib_prev = t->sib_next = NULL;
+  t->parent = NULL;
+}
+
+/* When t ends, before its done callback: its unfinished children are killed (each one's own
+ * children first), then t leaves its parent. A child cannot be running below an ending parent
+ * except when code of that child killed an ancestor: it cannot be ended from here, so it is
+ * detached with the budget its tree had left, and it may not wait again (dc_wait_check). */
+static void task_end_family(dc_task *t) {
+  while (t->children) {
+    dc_task *c = t->children;
+    if (c->running) {
+      dc_task *root = c;
+      while (root->parent) root = root->parent;
+      c->used = root->used;
+      task_leave_parent(c);
+      c->orphaned = true;
+    } else {
+      dc_task_kill(c, "cancelled: the task that spawned it ended");
+    }
+  }
+  task_leave_parent(t);
+}
+
+dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name,
+                             dc_task_done_fn done, void *ud, const char **why) {
+  dc_host *H = parent->H;
+  dc_task *root = parent;
+  int depth = 1;
+  for (; root->parent; root = root->parent) depth++;
+  *why = NULL;
+  if (root->descendants >= DC_TASK_MAX_CHILDREN || H->task_count >= MAX_TASKS)
+    *why = "too many tasks";
+  else if (depth > DC_TASK_MAX_DEPTH)
+    *why = "tasks nested too deeply";
+  if (*why) {
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
+  H->spawn_parent = parent; /* taken by dc_task_spawn before anything can raise */
+  dc_task *t = dc_task_spawn(L, nargs, name, root->budget > 0 ? root->budget : -1, done, ud);
+  H->spawn_parent = NULL;
+  if (!t) *why = "out of memory";
+  return t;
+}
+
+bool dc_task_is_running(dc_task *t) { return t->running; }
+bool dc_task_was_killed(dc_task *t) { return t->killed; }

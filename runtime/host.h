@@ -118,4 +118,23 @@ int dc_wait(lua_State *L, dc_task *t, dc_wait_kind kind, dc_cancel_fn cancel, vo
 /* Operations other than clock waits in flight (a simulated clock only advances at zero). */
 int dc_host_io_pending(dc_host *H);
 
+/* ---- child tasks (dconn.task) ---- */
+
+/* Live tasks below one task (a job's run and everything it spawned), and how deep they nest. */
+#define DC_TASK_MAX_CHILDREN 1000
+#define DC_TASK_MAX_DEPTH 32
+
+/* Like dc_task_spawn, but the new task belongs to `parent`, the running task: it is killed when
+ * the parent ends (its own children first), its instructions count against the budget of the
+ * tree's root, and it counts against the root's DC_TASK_MAX_CHILDREN. Returns NULL (arguments
+ * popped) with *why set: "too many tasks", "tasks nested too deeply" or "out of memory". Like
+ * dc_task_spawn, the task runs until it first waits; if it ended by then, the pointer returned
+ * is already freed (its done has run). */
+dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name,
+                             dc_task_done_fn done, void *ud, const char **why);
+/* Whether the task's coroutine is resumed now (it may be below a nested one). */
+bool dc_task_is_running(dc_task *t);
+/* In a done callback: whether the task ended by dc_task_kill (its parent's end included). */
+bool dc_task_was_killed(dc_task *t);
+
 #endif

@@ -3,6 +3,7 @@
 -- The library's packages, and what each owns:
 --   dconn.json dconn.log dconn.timer dconn.pretty dconn.runtime dconn.metrics   the basics
 --   dconn.error                         the one error value every client returns (nil, err)
+--   dconn.task                          several things at once inside one job (child tasks)
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
 --   dconn.k8s (config, api, place, leader, sim)
@@ -16,7 +17,7 @@
 -- Internal, never reachable from a policy: dconn.agent (the driver: sandbox, repl, api, openapi),
 -- dconn.cli (the command line: a table per command, its parser, help and completion), every
 -- module whose last name starts with "_", and the native faces (dconn.httpc, dconn.cjson,
--- dconn.nn, dconn.server).
+-- dconn.nn, dconn.server, dconn._task).
 --
 -- One way across the library:
 --   constructors  connect for a remote service (http.*, tracker.connect, k8s.connect, prom.connect),
@@ -34,8 +35,8 @@ local setmetatable = setmetatable
 local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields of `dconn`.
-local MODULES = { "json", "log", "timer", "pretty", "runtime", "error", "http", "model", "tracker", "k8s",
-  "metrics", "features", "prom", "replay", "export", "policy", "placement" }
+local MODULES = { "json", "log", "timer", "task", "pretty", "runtime", "error", "http", "model", "tracker",
+  "k8s", "metrics", "features", "prom", "replay", "export", "policy", "placement" }
 _M.modules = MODULES
 
 -- Every module a policy may require: the fields above and the public modules of their packages.

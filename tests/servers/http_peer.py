@@ -11,7 +11,8 @@ never leaves it behind).
   /echo                      method, path, query, headers, body and the client's port as JSON
   /redirect?to=URL           302 to URL
   /chunked                   Transfer-Encoding: chunked, several chunks
-  /slow?s=2                  answers after s seconds
+  /slow?s=2                  answers after s seconds (key=K: counted in /active?key=K)
+  /active?key=K              {"active": requests of key K in /slow now, "max": the most at once}
   /close-mid-body            Content-Length: 1000, sends 10 bytes, closes
   /retry-after?key=K&n=2     429 with Retry-After: 1 for the first n calls per key (date=1: an
                              HTTP date instead of seconds), then 200
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 CALLS = {}
 CALLS_LOCK = threading.Lock()
+ACTIVE = {}  # key -> [in /slow now, most at once]
 
 
 def count_call(key):
@@ -96,8 +98,23 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.01)
             self.wfile.write(b"0\r\n\r\n")
         elif path == "/slow":
-            time.sleep(float(arg("s", "2")))
+            key = arg("key")
+            if key is not None:
+                with CALLS_LOCK:
+                    counts = ACTIVE.setdefault(key, [0, 0])
+                    counts[0] += 1
+                    counts[1] = max(counts[1], counts[0])
+            try:
+                time.sleep(float(arg("s", "2")))
+            finally:
+                if key is not None:
+                    with CALLS_LOCK:
+                        ACTIVE[key][0] -= 1
             self.send(200, "slow")
+        elif path == "/active":
+            with CALLS_LOCK:
+                active, most = ACTIVE.get(arg("key", ""), [0, 0])
+            self.send(200, json.dumps({"active": active, "max": most}), [("Content-Type", "application/json")])
         elif path == "/close-mid-body":
             self.send_response(200)
             self.send_header("Content-Length", "1000")

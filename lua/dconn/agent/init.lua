@@ -4,6 +4,7 @@ local timer = require "dconn.timer"
 local log = require "dconn.log"
 local runtime = require "dconn.runtime"
 local sandbox = require "dconn.agent.sandbox"
+local task_native = require "dconn._task"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local xpcall, pcall, loadfile, setmetatable = xpcall, pcall, loadfile, setmetatable
@@ -75,7 +76,10 @@ function _M.load(path)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = dirname(path) }
   local chunk, err = loadfile(path, "t", env)
   if not chunk then return nil, err end
+  -- tasks spawned here would belong to the loader, not to a job: the top level may not spawn
+  task_native.refuse_spawn("not allowed while a policy file loads; spawn tasks from a job's run function")
   local ok, policy = xpcall(chunk, traceback)
+  task_native.refuse_spawn(nil)
   if not ok then return nil, tostring(policy) end
   if type(policy) ~= "table" then
     return nil, path .. ": a policy must return a table (got " .. type(policy) .. ")"
