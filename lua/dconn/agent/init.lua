@@ -1,5 +1,9 @@
--- The driver behind the command line: loads scripts and policies, schedules policy jobs,
--- runs them once or for good, reloads on SIGHUP. Called by runtime/agent.c inside a task.
+-- dconn.agent: the driver behind the command line, internal (no policy can require it or its
+-- parts). It loads scripts and policies, schedules policy jobs, runs them once or for good and
+-- reloads on SIGHUP; runtime/agent.c calls it inside a task. The package owns what stands
+-- between a policy and the process: dconn.agent.sandbox (the environment policies run in),
+-- dconn.agent.api (the agent's HTTP API) with dconn.agent.openapi (its OpenAPI document), and
+-- dconn.agent.repl (the REPL's Lua half).
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local runtime = require "dconn.runtime"
