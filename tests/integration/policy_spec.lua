@@ -138,7 +138,8 @@ return {
   it("accepts the shipped policies and the example", function()
     for _, path in ipairs { "policies/max_qos.lua", "policies/reactive.lua", "policies/forecast.lua",
       "examples/cloudedge/policy.lua" } do
-      local rc, out, err = h.run("check " .. path)
+      -- the shipped policies read the example's node list next door
+      local rc, out, err = h.run("check " .. path, { env = "DCONN_POLICY_READ=examples/cloudedge" })
       assert.equals(0, rc, path .. ": " .. err)
       assert.matches("target scanflow%-cloudedge%-dataengineer/nginx: 6 candidates", out)
     end
@@ -642,7 +643,7 @@ describe("model selection", function()
   it("runs the shipped max-QoS policy on its per-node trained models", function()
     os.execute("cp examples/cloudedge/cluster.json " .. dir .. "/cluster.json")
     local rc, out, err = h.run("run --once --listen off policies/max_qos.lua", { env = "DCONN_K8S_SIM_STATE=" .. dir
-      .. "/cluster.json MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" })
+      .. "/cluster.json DCONN_POLICY_READ=examples/cloudedge MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" })
     assert.equals(0, rc, out .. err)
     assert.matches("predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d%.]+, [%d%.]+, [%d%.]+, [%d%.]+, "
       .. "[%d%.]+, [%d%.]+%]", err)
