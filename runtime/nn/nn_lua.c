@@ -275,6 +275,8 @@ static int net_predict(lua_State *L) {
   char err[256];
   if (dc_nn_output_shape(net, seq, (int)F, &out_seq, &out_f, err, sizeof err) != 0)
     return luaL_error(L, "predict: %s", err);
+  /* B * steps is bounded by x's element count; the output's count must be bounded as well */
+  luaL_argcheck(L, out_f >= 1 && B * steps <= ((int64_t)1 << 34) / out_f, 2, "the output would be too large");
   int64_t shape_out[3] = {B, out_seq ? steps : out_f, out_f};
   int ndim_out = out_seq ? 3 : 2;
   double flops = (double)B * dc_nn_flops(net, (int)steps);
@@ -352,7 +354,7 @@ static int nn_blas(lua_State *L) {
 static int nn_sgemm_gflops(lua_State *L) {
   lua_Integer m = luaL_checkinteger(L, 1), n = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
   double seconds = luaL_optnumber(L, 4, 0.3);
-  luaL_argcheck(L, m >= 1 && n >= 1 && k >= 1 && m * k + n * k + m * n < (1 << 27), 1, "sizes out of range");
+  luaL_argcheck(L, m >= 1 && n >= 1 && k >= 1 && m < (1 << 27) && n < (1 << 27) && k < (1 << 27) && m * k + n * k + m * n < (1 << 27), 1, "sizes out of range");
   float *mem = malloc((size_t)(m * k + n * k + m * n) * sizeof(float));
   if (!mem) return luaL_error(L, "sgemm_gflops: out of memory");
   for (lua_Integer i = 0; i < m * k + n * k; i++) mem[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;

@@ -46,7 +46,8 @@ dc_tensor *dc_tensor_push(lua_State *L, int ndim, const int64_t *shape) {
   if (ndim < 1 || ndim > DC_TENSOR_MAX_DIMS) luaL_error(L, "tensor: expected 1 to 8 dimensions, got %d", ndim);
   int64_t n = 1;
   for (int d = 0; d < ndim; d++) {
-    if (shape[d] < 0 || (shape[d] && n > MAX_NUMEL / shape[d]))
+    /* each entry bounded too: after a 0 the product stays 0, but the strides would overflow */
+    if (shape[d] < 0 || shape[d] > MAX_NUMEL || (shape[d] && n > MAX_NUMEL / shape[d]))
       luaL_error(L, "tensor: bad shape (dimension %d is %I)", d + 1, (lua_Integer)shape[d]);
     n *= shape[d];
   }
@@ -358,6 +359,8 @@ static int m_windows(lua_State *L) {
   if (size > t->shape[0])
     return luaL_error(L, "tensor:windows: a window of %I needs at least %I rows, the tensor has %I", size, size,
                       (lua_Integer)t->shape[0]);
+  /* a step past the rows gives one window: clamped so that step * stride cannot overflow */
+  if (step > t->shape[0]) step = t->shape[0];
   dc_tensor v = *t;
   v.ndim = t->ndim + 1;
   v.shape[0] = (t->shape[0] - size) / step + 1;
@@ -400,7 +403,9 @@ static int m_reshape(lua_State *L) {
     shape[d] = lua_tointegerx(L, -1, &isint);
     lua_pop(L, 1);
     luaL_argcheck(L, isint && (shape[d] >= 0 || (shape[d] == -1 && infer < 0)), 2, "bad shape entry");
+    luaL_argcheck(L, shape[d] <= MAX_NUMEL, 2, "shape entry too large");
     if (shape[d] == -1) infer = d;
+    else if (shape[d] && known > MAX_NUMEL / shape[d]) return luaL_argerror(L, 2, "shape too large");
     else known *= shape[d];
   }
   if (infer >= 0) {
