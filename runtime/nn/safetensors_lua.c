@@ -1,14 +1,15 @@
 /*
- * dconn.nn safetensors files: nn.open(path) maps a file read-only and validates it whole
+ * dconn.nn safetensors files: nn.open(path) reads a file into memory and validates it whole
  * (safetensors.c); file:get(name) converts one tensor to a float32 tensor in the Lua heap, so
- * no tensor points into the mapping and file:close() can unmap at once. nn.save writes float32
+ * no tensor points into the file's bytes and file:close() can free them at once. Read, not
+ * mapped: a mapped file truncated underneath kills the process with SIGBUS; a read one is
+ * either whole or an error. nn.save writes float32
  * tensors next to the destination and renames, so readers never see half a file.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@
 #define FILE_MT "dconn.safetensors"
 
 typedef struct st_file {
-  unsigned char *map; /* NULL when closed */
+  unsigned char *map; /* the file's bytes; NULL when closed */
   size_t size;
   dc_st_header h;
 } st_file;
@@ -34,13 +35,13 @@ static st_file *check_file(lua_State *L) {
 /* Idempotent: __gc, __close and :close(). */
 static int f_close(lua_State *L) {
   st_file *f = luaL_checkudata(L, 1, FILE_MT);
-  if (f->map && f->size) munmap(f->map, f->size);
+  free(f->map);
   f->map = NULL;
   dc_st_free(&f->h);
   return 0;
 }
 
-/* Maps and validates path into f; 0, or -1 with the reason in err. */
+/* Reads and validates path into f; 0, or -1 with the reason in err. */
 static int map_file(st_file *f, const char *path, char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat st;
@@ -52,21 +53,34 @@ static int map_file(st_file *f, const char *path, char *err, size_t errlen) {
   }
   f->size = (size_t)st.st_size;
   if (f->size) {
-    void *map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) goto fail_errno;
-    f->map = map;
+    f->map = malloc(f->size);
+    if (!f->map) {
+      snprintf(err, errlen, "out of memory (%zu bytes)", f->size);
+      goto fail;
+    }
+    size_t got = 0;
+    while (got < f->size) {
+      ssize_t n = read(fd, f->map + got, f->size - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) goto fail_errno;
+      if (n == 0) {
+        snprintf(err, errlen, "file shrank while being read (%zu of %zu bytes)", got, f->size);
+        goto fail;
+      }
+      got += (size_t)n;
+    }
   }
   close(fd);
   fd = -1;
   static const unsigned char empty[1];
-  /* an empty file fails here (too short), so an open file always has a mapping */
+  /* an empty file fails here (too short), so an open file always has its bytes */
   if (dc_st_parse(f->map ? f->map : empty, f->size, &f->h, err, errlen) != 0) goto fail;
   return 0;
 fail_errno:
   snprintf(err, errlen, "%s", strerror(errno));
 fail:
   if (fd >= 0) close(fd);
-  if (f->map && f->size) munmap(f->map, f->size);
+  free(f->map);
   f->map = NULL;
   f->size = 0;
   return -1;
@@ -76,7 +90,7 @@ fail:
 static int st_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   st_file *f = lua_newuserdatauv(L, sizeof *f, 0);
-  memset(f, 0, sizeof *f); /* closed until mapped */
+  memset(f, 0, sizeof *f); /* closed until read */
   luaL_setmetatable(L, FILE_MT);
   char err[512];
   if (map_file(f, path, err, sizeof err) != 0) {
