@@ -71,8 +71,21 @@ static void put_json_string(FILE *out, const char *s) {
   fputc('"', out);
 }
 
+/* A message or field longer than DC_LOG_MAX_TEXT is cut (at a UTF-8 boundary) and says so:
+ * one line a policy logs cannot fill the disk or the collector's buffer. */
+static const char *clip(const char *s, char *buf, size_t buflen) {
+  size_t len = strlen(s);
+  if (len <= DC_LOG_MAX_TEXT) return s;
+  size_t keep = DC_LOG_MAX_TEXT;
+  while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80) keep--;
+  snprintf(buf, buflen, "%.*s... [%zu bytes cut]", (int)keep, s, len - keep);
+  return buf;
+}
+
 void dc_log_fields(dc_host *H, int level, const char *msg, const dc_log_field *fields, int n) {
   if (!dc_log_enabled(level)) return;
+  static char clipped[DC_LOG_MAX_TEXT + 64], clipped_field[DC_LOG_MAX_TEXT + 64];
+  msg = clip(msg, clipped, sizeof clipped);
   double now = H ? dc_clock_now(dc_host_clock(H)) : 0;
   char stamp[64];
   FILE *out = stderr;
@@ -89,14 +102,14 @@ void dc_log_fields(dc_host *H, int level, const char *msg, const dc_log_field *f
       fputc(',', out);
       put_json_string(out, fields[f].key);
       fputc(':', out);
-      put_json_string(out, fields[f].value);
+      put_json_string(out, clip(fields[f].value, clipped_field, sizeof clipped_field));
     }
     fputs("}\n", out);
   } else {
     dc_time_format_log(now, config.utc, stamp, sizeof stamp);
     fprintf(out, "%s - %5s - %s\n", stamp, dc_log_level_name(level), msg);
     for (int f = 0; f < n; f++)
-      if (strcmp(fields[f].key, "traceback") == 0) fprintf(out, "%s\n", fields[f].value);
+      if (strcmp(fields[f].key, "traceback") == 0) fprintf(out, "%s\n", clip(fields[f].value, clipped_field, sizeof clipped_field));
   }
   fflush(out);
 }

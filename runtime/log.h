@@ -8,6 +8,10 @@
 #ifndef DCONN_LOG_H
 #define DCONN_LOG_H
 
+/* The longest message (and field) a log line carries: longer ones are cut to this many bytes
+ * and end in "... [N bytes cut]". */
+#define DC_LOG_MAX_TEXT 16384
+
 #include <stdbool.h>
 
 #include "host.h"
