@@ -3,6 +3,7 @@
 #include "scheduler.h"
 
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,9 +75,25 @@ static double random_unit(dc_sched *s) {
 
 /* ---- trigger math ---- */
 
+#define DC_MIN_INTERVAL 0.001
+#define DC_MAX_TIME 253402300799.0 /* 9999-12-31T23:59:59Z */
+
 int dc_trigger_validate(dc_trigger *t, char *err, size_t errlen) {
   if (t->kind == DC_TRIGGER_INTERVAL && !(t->interval > 0 && isfinite(t->interval))) {
     snprintf(err, errlen, "interval must be a positive number of seconds");
+    return -1;
+  }
+  /* absurd schedules refused at load: a busy loop, a date no clock reaches, a cron that never fires */
+  if (t->kind == DC_TRIGGER_INTERVAL && t->interval < DC_MIN_INTERVAL) {
+    snprintf(err, errlen, "interval must be at least 1ms, got %g s", t->interval);
+    return -1;
+  }
+  if (t->kind == DC_TRIGGER_DATE && !(isfinite(t->at) && t->at >= 0 && t->at <= DC_MAX_TIME)) {
+    snprintf(err, errlen, "date out of range (from 1970 to 9999)");
+    return -1;
+  }
+  if (t->kind == DC_TRIGGER_CRON && dc_cron_next(&t->cron, (double)time(NULL), t->utc) < 0) {
+    snprintf(err, errlen, "the cron expression never fires");
     return -1;
   }
   if (t->jitter < 0 || !isfinite(t->jitter)) {
