@@ -4,7 +4,8 @@
  * container image has no shell). Wrapped by lua/dconn/fs.lua, which turns failures into
  * dconn.error values.
  *
- * Runtime failures return nil, message, errno name ("ENOSPC"); misuse raises.
+ * Runtime failures return nil, message, errno name ("ENOSPC"), reason (the message without what
+ * failed: "No space left on device (ENOSPC)"); misuse raises.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,12 +27,13 @@ static const char *errno_name(int err) {
   return name ? name : "EIO";
 }
 
-/* Pushes nil, "<what> <path>: <strerror> (<ENAME>)", "<ENAME>"; returns 3. */
+/* Pushes nil, "<what> <path>: <strerror> (<ENAME>)", "<ENAME>", "<strerror> (<ENAME>)"; returns 4. */
 static int fail(lua_State *L, const char *what, const char *path, int err) {
   lua_pushnil(L);
   lua_pushfstring(L, "%s %s: %s (%s)", what, path, strerror(err), errno_name(err));
   lua_pushstring(L, errno_name(err));
-  return 3;
+  lua_pushfstring(L, "%s (%s)", strerror(err), errno_name(err));
+  return 4;
 }
 
 static bool is_dir(const char *path) {

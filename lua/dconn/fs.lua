@@ -14,8 +14,9 @@
 --   fs.dirname(path), fs.basename(path), fs.join(a, b, ...)   text only, nothing is looked up
 --
 -- Failures: nil, err with err a dconn.error of kind "io", err.errno the errno's name ("ENOENT",
--- "ENOSPC") and err.path; tostring(err) names both ("cannot write /x: No space left on device
--- (ENOSPC)"). Misuse (a path that is not a string, an unknown option) raises.
+-- "ENOSPC"), err.path, err.reason ("No space left on device (ENOSPC)"); tostring(err) says it
+-- all ("cannot write /x: No space left on device (ENOSPC)"). Misuse (a path that is not a string,
+-- an unknown option) raises.
 local native = require "dconn._fs"
 local errors = require "dconn.error"
 
@@ -24,15 +25,15 @@ local format = string.format
 
 local _M = { _VERSION = "0.1.0" }
 
-local function io_error(message, errno, path)
-  return errors.new("io", message, { errno = errno, path = path })
+local function io_error(message, errno, reason, path)
+  return errors.new("io", message, { errno = errno, reason = reason, path = path })
 end
 
--- A native call's nil, message, errno turned into nil, err; anything else passed on.
+-- A native call's nil, message, errno, reason turned into nil, err; anything else passed on.
 local function wrap(fn)
   return function(path, ...)
-    local result, message, errno = fn(path, ...)
-    if result == nil then return nil, io_error(message, errno, path) end
+    local result, message, errno, reason = fn(path, ...)
+    if result == nil then return nil, io_error(message, errno, reason, path) end
     return result
   end
 end
@@ -46,8 +47,8 @@ _M.realpath = wrap(native.realpath)
 _M.remove = wrap(native.remove)
 
 function _M.cwd()
-  local dir, message, errno = native.cwd()
-  if not dir then return nil, io_error(message, errno, ".") end
+  local dir, message, errno, reason = native.cwd()
+  if not dir then return nil, io_error(message, errno, reason, ".") end
   return dir
 end
 
