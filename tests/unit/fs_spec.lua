@@ -108,3 +108,31 @@ describe("dconn.fs", function()
     assert.are.equal("/x", fs.join("/", "x"))
   end)
 end)
+
+-- The library's file work runs in the container image, which has no shell and no other program:
+-- with PATH empty, nothing could be run.
+describe("without a shell", function()
+  it("the file tracker, the CSV export and the simulated cluster still work", function()
+    local dir = h.tmpdir()
+    os.execute("mkdir " .. h.quote(dir .. "/export") .. " && cp tests/fixtures/telemetry-sample.csv "
+      .. h.quote(dir .. "/export/a.csv"))
+    local script = h.write(dir .. "/noshell.lua", string.format([[
+      local dir = %q
+      assert(io.popen("find . -maxdepth 0 2>/dev/null"):read("a") == "", "a program could still run")
+      local store = assert(require("dconn.tracker.file").open("file:" .. dir .. "/mlruns"))
+      local exp = assert(store:get_or_create_experiment("noshell"))
+      local run = assert(store:create_run { experiment_id = exp.experiment_id })
+      assert(store:log_batch(run.run_id, { metrics = { { key = "qos", value = 0.5 } }, params = { p = "1" } }))
+      local runs = assert(store:search_runs { experiment_ids = { exp.experiment_id }, filter = "metrics.qos > 0.1" })
+      local data = assert(require("dconn.export").read(dir .. "/export"))
+      local sim = assert(require("dconn.k8s.sim").open(dir .. "/cluster.json"))
+      sim:save()
+      print(#runs, runs[1].params.p, #data.clusters > 0, require("dconn.fs").stat(dir .. "/cluster.json").type)
+    ]], dir))
+    local p = io.popen(string.format("timeout 60 env PATH= %s %s 2>&1", h.DCONN, h.quote(script)))
+    local out = p:read("a")
+    p:close()
+    os.execute("rm -rf " .. h.quote(dir))
+    assert.are.equal("1\t1\ttrue\tfile\n", out)
+  end)
+end)

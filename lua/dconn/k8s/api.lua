@@ -10,6 +10,7 @@
 -- per second with bursts of 10 (client-go's DefaultQPS/DefaultBurst).
 local http = require "dconn.http"
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 local config = require "dconn.k8s.config"
@@ -163,9 +164,8 @@ function Client:bearer(force)
       local temps = self.cfg.temp_files
       temps[#temps + 1], temps[#temps + 2] = self.exec_cert_file, self.exec_key_file
       for path, text in pairs { [self.exec_cert_file] = cred.cert_pem, [self.exec_key_file] = cred.key_pem } do
-        local f = assert(io.open(path, "wb"))
-        f:write(text)
-        f:close()
+        local ok, werr = fs.write_atomic(path, text)
+        if not ok then return nil, new_error("io", "Config", nil, tostring(werr)) end
       end
     end
   end

@@ -12,6 +12,7 @@
 --
 -- Configuration problems are errors with reason "Config", naming the file and field.
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local errors = require "dconn.error"
 local options = require "dconn._options"
 local log = require "dconn.log"
@@ -266,11 +267,10 @@ local function load_kubeconfig(opts)
       if not decoded or decoded == "" then
         return nil, format("kubeconfig %s: %s.%s is not valid base64", e.file, e.where, data_key)
       end
-      local tmp = os.tmpname()
-      local f = assert(io.open(tmp, "wb"))
-      f:write(decoded)
-      f:close()
+      local tmp = os.tmpname() -- made private (0600), a mode write_atomic keeps
       cfg.temp_files[#cfg.temp_files + 1] = tmp
+      local ok, werr = fs.write_atomic(tmp, decoded)
+      if not ok then return nil, format("kubeconfig %s: %s.%s: %s", e.file, e.where, data_key, tostring(werr)) end
       return tmp
     end
     local path, perr = field(e, file_key, "path")
