@@ -18,6 +18,7 @@
 -- /healthz and /readyz needs `Authorization: Bearer TOKEN` (compared in constant time).
 local server = require "dconn.server"
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 local metrics = require "dconn.metrics"
@@ -662,10 +663,8 @@ local function parse_listen(text)
 end
 
 local function read_token(path)
-  local f, err = io.open(path, "r")
-  if not f then return nil, "cannot read the API token file: " .. tostring(err) end
-  local text = f:read("a") or ""
-  f:close()
+  local text, err = fs.read_file(path)
+  if not text then return nil, format("cannot read the API token file %s: %s", path, err.reason) end
   local token = text:match("^%s*(%S+)")
   if not token or #token < 8 then
     return nil, "the API token file " .. path .. " must hold a token of at least 8 characters on its first line"

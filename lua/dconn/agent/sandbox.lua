@@ -5,6 +5,7 @@ local pairs, type, error, setmetatable, rawget = pairs, type, error, setmetatabl
 local load, loadfile, require = load, loadfile, require
 local searchpath = package.searchpath
 local public = require("dconn").public
+local fs = require "dconn.fs"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -84,7 +85,7 @@ end
 -- dofile/loadfile with relative paths read next to the policy, whatever the working directory.
 local function local_files(env, base, dir)
   local function resolve(path)
-    if type(path) == "string" and path:sub(1, 1) ~= "/" then return dir .. "/" .. path end
+    if type(path) == "string" then return fs.join(dir, path) end
     return path
   end
   local base_loadfile = base.loadfile

@@ -25,7 +25,7 @@ local format = string.format
 local min = math.min
 local getenv = os.getenv
 local now, sleep = timer.now, timer.sleep
-local new_error, read_file, trim = config.new_error, config.read_file, config.trim
+local new_error, trim = config.new_error, config.trim
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -171,7 +171,7 @@ function Client:bearer(force)
   end
   local file = self.cfg.token_file
   if file and (force or not self.token_read_at or now() - self.token_read_at > TOKEN_FILE_TTL) then
-    local text = read_file(file)
+    local text = fs.read_file(file)
     if text and trim(text) ~= "" then self.token = trim(text) end
     self.token_read_at = now()
   end
