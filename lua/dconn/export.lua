@@ -43,11 +43,11 @@
 local features = require "dconn.features"
 local errors = require "dconn.error"
 local fs = require "dconn.fs"
+local timer = require "dconn.timer"
 
 local type, tostring, tonumber, ipairs, pairs = type, tostring, tonumber, ipairs, pairs
 local min, huge = math.min, math.huge
 local format, find, sub, concat, sort = string.format, string.find, string.sub, table.concat, table.sort
-local date = os.date
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -69,7 +69,7 @@ local REQUIRED = { "timestamp", "cluster", "pipeline_id", NODE[1], NODE[2], NODE
 local NUMERIC = { NODE[1], NODE[2], NODE[3], NODE[4], PIPELINE[1], PIPELINE[2], PIPELINE[3] }
 
 local function utc(t)
-  return date("!%Y-%m-%d %H:%M:%S", math.floor(t))
+  return timer.format_time(t, "utc")
 end
 
 -- Splits `line` on ';' into `out` (reused); returns the number of fields.

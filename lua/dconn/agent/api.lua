@@ -32,7 +32,6 @@ local pcall, getmetatable = pcall, getmetatable
 local math_type, floor = math.type, math.floor
 local sort, concat = table.sort, table.concat
 local format, byte, char, lower = string.format, string.byte, string.char, string.lower
-local date = os.date
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -59,8 +58,7 @@ local observed = false
 
 local function iso8601(t)
   if t == nil then return json.null end
-  local seconds = floor(t)
-  return date("!%Y-%m-%dT%H:%M:%S", seconds) .. format(".%03dZ", floor((t - seconds) * 1000))
+  return timer.format_time(t)
 end
 
 local function agent_policy()

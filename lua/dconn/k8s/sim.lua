@@ -15,6 +15,7 @@
 -- "events": [...], "leases": [...]}; objects as the API returns them.
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local timer = require "dconn.timer"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local setmetatable, getmetatable, pcall, error = setmetatable, getmetatable, pcall, error
@@ -297,7 +298,7 @@ function Sim:patch_deployment(ns, name, ctype, body, query)
       if f.manager ~= manager then fields[#fields + 1] = f end
     end
     fields[#fields + 1] = { manager = manager, operation = "Update", apiVersion = "apps/v1",
-      time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+      time = timer.format_time(os.time(), "iso_seconds") }
     new.metadata.managedFields = json.array(fields)
     if query.dryRun ~= "All" then
       new.metadata.resourceVersion = self:next_rv()
