@@ -183,35 +183,30 @@ local api_requests = metrics.counter("dconn_api_requests_total",
 local tasks_gauge = metrics.gauge("dconn_tasks", "Tasks alive (jobs, API requests, waits).")
 local memory_gauge = metrics.gauge("dconn_lua_memory_bytes", "Bytes the Lua heap holds.")
 
-local escape_label = metrics.escape_label
-
 -- Job counters come from timer.jobs() at scrape time, so they are never stale.
-local function job_metrics()
-  local families = {
-    { "dconn_job_runs_total", "counter", "Runs of the job since it was added.", "runs" },
-    { "dconn_job_failures_total", "counter", "Failed runs of the job since it was added.", "failures" },
-    { "dconn_job_skipped_total", "counter", "Ticks skipped because the job was still running.", "skipped" },
-    { "dconn_job_running", "gauge", "1 while the job runs.", "running" },
-    { "dconn_job_paused", "gauge", "1 while the job is paused.", "paused" },
-  }
-  local jobs = timer.jobs()
-  local lines = {}
-  for _, family in ipairs(families) do
-    lines[#lines + 1] = "# HELP " .. family[1] .. " " .. family[3]
-    lines[#lines + 1] = "# TYPE " .. family[1] .. " " .. family[2]
-    for _, job in ipairs(jobs) do
-      local v = job[family[4]]
+for _, family in ipairs {
+  { "dconn_job_runs_total", "counter", "Runs of the job since it was added.", "runs" },
+  { "dconn_job_failures_total", "counter", "Failed runs of the job since it was added.", "failures" },
+  { "dconn_job_skipped_total", "counter", "Ticks skipped because the job was still running.", "skipped" },
+  { "dconn_job_running", "gauge", "1 while the job runs.", "running" },
+  { "dconn_job_paused", "gauge", "1 while the job is paused.", "paused" },
+} do
+  local field = family[4]
+  metrics.collected(family[2], family[1], family[3], function()
+    local out = {}
+    for _, job in ipairs(timer.jobs()) do
+      local v = job[field]
       if type(v) == "boolean" then v = v and 1 or 0 end
-      lines[#lines + 1] = format('%s{job="%s"} %d', family[1], escape_label(job.name), v or 0)
+      out[#out + 1] = { { job = job.name }, v or 0 }
     end
-  end
-  return concat(lines, "\n") .. "\n"
+    return out
+  end)
 end
 
 local function render_metrics()
   tasks_gauge:set(nil, runtime.tasks())
   memory_gauge:set(nil, runtime.memory())
-  return metrics.render() .. job_metrics()
+  return metrics.render()
 end
 
 local function observe_jobs()
