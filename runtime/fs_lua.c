@@ -260,7 +260,7 @@ static int fs_write_atomic(lua_State *L) {
     umask(mask);
     mode = 0666 & ~mask;
   }
-  int fd = mkstemp(tmp);
+  int fd = mkostemp(tmp, O_CLOEXEC); /* not inherited by programs dconn runs (exec plugins) */
   if (fd < 0) return fail(L, "cannot write", path, errno);
   int err = 0;
   if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) err = errno;
