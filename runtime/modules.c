@@ -18,6 +18,7 @@ const dc_module dc_modules[] = {
     {"dconn.log", luaopen_dconn_log, NULL},
     {"dconn.timer", luaopen_dconn_timer, dc_sched_close},
     {"dconn.runtime", luaopen_dconn_runtime, NULL},
+    {"dconn._fs", luaopen_dconn_fs, NULL}, /* wrapped by lua/dconn/fs.lua */
     {"dconn.httpc", luaopen_dconn_httpc, dc_http_close},
     {"dconn.server", luaopen_dconn_server, dc_server_close_all},
     {"dconn._task", luaopen_dconn_task, NULL}, /* wrapped by lua/dconn/task.lua */

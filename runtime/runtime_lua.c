@@ -1,9 +1,5 @@
 /* dconn.runtime: what the running binary is and how it was configured (read-only). */
-#include <errno.h>
 #include <lauxlib.h>
-#include <limits.h>
-#include <stdlib.h>
-#include <string.h>
 #include <uv.h>
 
 #include "clock.h"
@@ -74,23 +70,7 @@ static int runtime_tasks(lua_State *L) {
   return 1;
 }
 
-/* runtime.realpath(path) -> the absolute path with no symbolic links, "." or ".." | nil, err.
- * The sandbox compares it with the directories a policy may read. */
-static int runtime_realpath(lua_State *L) {
-  char out[PATH_MAX];
-  const char *path = luaL_checkstring(L, 1);
-  if (realpath(path, out) == NULL) {
-    int err = errno;
-    luaL_pushfail(L);
-    lua_pushfstring(L, "%s: %s", path, strerror(err));
-    return 2;
-  }
-  lua_pushstring(L, out);
-  return 1;
-}
-
 static const luaL_Reg runtime_functions[] = {
-    {"realpath", runtime_realpath},
     {"options", runtime_options},
     {"memory", runtime_memory},
     {"tasks", runtime_tasks},

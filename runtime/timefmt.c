@@ -141,6 +141,19 @@ int dc_time_format_iso(double t, char *buf, size_t n) {
                 buf, n);
 }
 
+int dc_time_format_utc(double t, int digits, bool rfc3339, char *buf, size_t n) {
+  struct tm tm;
+  long micros;
+  char fraction[24] = ""; /* ".706882"; sized for any long, so the compiler can see it fits */
+  if (!buffer_usable(buf, n)) return -1;
+  if (!break_down(t, true, &tm, &micros) || !(digits == 0 || digits == 3 || digits == 6)) return finish(-1, buf, n);
+  if (digits == 3) snprintf(fraction, sizeof fraction, ".%03ld", micros / 1000);
+  if (digits == 6) snprintf(fraction, sizeof fraction, ".%06ld", micros);
+  return finish(snprintf(buf, n, "%04d-%02d-%02d%c%02d:%02d:%02d%s%s", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                         rfc3339 ? 'T' : ' ', tm.tm_hour, tm.tm_min, tm.tm_sec, fraction, rfc3339 ? "Z" : ""),
+                buf, n);
+}
+
 int dc_interval_format(double seconds, char *buf, size_t n) {
   time_t whole;
   long micros;

@@ -21,6 +21,11 @@ int dc_time_format_precise(double t, bool utc, char *buf, size_t n);
 /* "2024-04-12T10:44:31.706Z": UTC, milliseconds (truncated after rounding to microseconds),
    for JSON logs. */
 int dc_time_format_iso(double t, char *buf, size_t n);
+/* UTC date and time with `digits` fractional digits (0, 3 or 6; truncated after rounding to
+   microseconds, as above). rfc3339: "2024-04-12T10:44:31Z", "2024-04-12T10:44:31.706Z",
+   "2024-04-12T10:44:31.706882Z" (Kubernetes' MicroTime); else "2024-04-12 10:44:31" (no zone:
+   the CSV exports' and the messages' text). */
+int dc_time_format_utc(double t, int digits, bool rfc3339, char *buf, size_t n);
 /* Python str(datetime.timedelta(seconds=s)): "0:05:00", "0:00:01", "1 day, 0:00:00",
    "2 days, 3:04:05", "0:00:00.500000" (microseconds only when non-zero). s >= 0 (else -1). */
 int dc_interval_format(double seconds, char *buf, size_t n);

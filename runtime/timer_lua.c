@@ -238,6 +238,40 @@ static int timer_duration(lua_State *L) {
   return 1;
 }
 
+/* timer.format_time(t [, style]) -> text, t in unix seconds, always UTC. Styles: "iso" (the
+ * default) "2024-04-12T10:44:31.706Z", "iso_seconds" "2024-04-12T10:44:31Z", "iso_micro"
+ * "2024-04-12T10:44:31.706882Z", "utc" "2024-04-12 10:44:31". A time outside years 1-9999
+ * raises. */
+static int timer_format_time(lua_State *L) {
+  static const char *const STYLES[] = {"iso", "iso_seconds", "iso_micro", "utc", NULL};
+  static const int DIGITS[] = {3, 0, 6, 0};
+  lua_Number t = luaL_checknumber(L, 1);
+  int style = luaL_checkoption(L, 2, "iso", STYLES);
+  char buf[64];
+  if (dc_time_format_utc(t, DIGITS[style], style != 3, buf, sizeof buf) < 0)
+    return luaL_argerror(L, 1, "a time from year 1 to 9999 expected");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* timer.parse_time(text [, zone]) -> unix seconds | nil, message: "2024-04-12",
+ * "2024-04-12T10:44:31Z", "2024-04-12 10:44:31.5+02:00", ... (timefmt.h: dc_time_parse); a text
+ * without a zone is read in UTC, or in local time when zone is "local". */
+static int timer_parse_time(lua_State *L) {
+  static const char *const ZONES[] = {"utc", "local", NULL};
+  const char *text = luaL_checkstring(L, 1);
+  bool utc = luaL_checkoption(L, 2, "utc", ZONES) == 0;
+  double t;
+  char err[256];
+  if (dc_time_parse(text, utc, &t, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushnumber(L, t);
+  return 1;
+}
+
 /* timer.every(interval, fn [, opts]), timer.cron(expr, fn [, opts]), timer.at(when, fn [, opts]) */
 static int add_with(lua_State *L, const char *key) {
   luaL_checkany(L, 1);
@@ -424,6 +458,7 @@ static int timer_stop(lua_State *L) {
 static const luaL_Reg timer_functions[] = {
     {"sleep", timer_sleep},     {"now", timer_now},         {"simulate", timer_simulate},
     {"simulated", timer_simulated}, {"advance", timer_advance}, {"add", timer_add},     {"validate", timer_validate}, {"duration", timer_duration},
+    {"format_time", timer_format_time}, {"parse_time", timer_parse_time},
     {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
     {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
     {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},

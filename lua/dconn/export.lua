@@ -42,11 +42,12 @@
 --      and fps.
 local features = require "dconn.features"
 local errors = require "dconn.error"
+local fs = require "dconn.fs"
+local timer = require "dconn.timer"
 
 local type, tostring, tonumber, ipairs, pairs = type, tostring, tonumber, ipairs, pairs
 local min, huge = math.min, math.huge
 local format, find, sub, concat, sort = string.format, string.find, string.sub, table.concat, table.sort
-local io_open, io_popen, date = io.open, io.popen, os.date
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -68,11 +69,7 @@ local REQUIRED = { "timestamp", "cluster", "pipeline_id", NODE[1], NODE[2], NODE
 local NUMERIC = { NODE[1], NODE[2], NODE[3], NODE[4], PIPELINE[1], PIPELINE[2], PIPELINE[3] }
 
 local function utc(t)
-  return date("!%Y-%m-%d %H:%M:%S", math.floor(t))
-end
-
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
+  return timer.format_time(t, "utc")
 end
 
 -- Splits `line` on ';' into `out` (reused); returns the number of fields.
@@ -90,15 +87,12 @@ local function split(line, out)
   end
 end
 
--- The *.csv files directly in dir, sorted by name.
+-- The *.csv files directly in dir (links to files included), sorted by name.
 local function list_csv(dir)
-  local p = io_popen("find " .. quote(dir) .. " -mindepth 1 -maxdepth 1 -name '*.csv' \\( -type f -o -type l \\)"
-    .. " 2>/dev/null")
-  if not p then return {} end
   local out = {}
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
-  sort(out)
+  for _, name in ipairs(fs.list(dir, { type = "file" }) or {}) do
+    if find(name, "%.csv$") then out[#out + 1] = fs.join(dir, name) end
+  end
   return out
 end
 
@@ -127,11 +121,8 @@ end
 
 -- One file: { first =, slots = {cluster = {slot, ...}} (rules 1-3), rows =, bad =, bad_line =, bad_why = }
 local function parse(path)
-  local f, ferr = io_open(path, "rb")
-  if not f then return fail("io", "cannot open " .. tostring(ferr)) end
-  local text, rerr = f:read("a")
-  f:close()
-  if not text then return fail("io", format("cannot read %s: %s", path, tostring(rerr))) end
+  local text, err = fs.read_file(path)
+  if not text then return nil, err end
   if not find(text, "%S") then return fail("format", path .. " is empty") end
 
   local fields, lineno, pos = {}, 0, 0
@@ -290,11 +281,9 @@ end
 function _M.read(path)
   if type(path) ~= "string" then error("export.read: expected a path, got " .. type(path), 2) end
   local paths
-  local f, ferr = io_open(path, "rb")
-  if not f then return fail("io", "cannot open " .. tostring(ferr)) end
-  local _, rerr, code = f:read(0)
-  f:close()
-  if code == 21 or (rerr and find(rerr, "directory", 1, true)) then
+  local st, serr = fs.stat(path)
+  if not st then return fail("io", format("cannot open %s: %s", path, serr.reason)) end
+  if st.type == "dir" then
     paths = list_csv(path)
     if #paths == 0 then return fail("format", path .. " is a directory without .csv files") end
   else

@@ -15,9 +15,10 @@
 --   dconn.placement (pipeline, recommender, models, rules, gates, decisions)
 --                                       the agent a placement policy becomes
 -- Internal, never reachable from a policy: dconn.agent (the driver: sandbox, repl, api, openapi),
--- dconn.cli (the command line: a table per command, its parser, help and completion), every
+-- dconn.cli (the command line: a table per command, its parser, help and completion), dconn.fs
+-- (local files without a shell: listing and writing would widen a policy's sandbox), every
 -- module whose last name starts with "_", and the native faces (dconn.httpc, dconn.cjson,
--- dconn.nn, dconn.server, dconn._task).
+-- dconn.nn, dconn.server, dconn._task, dconn._fs).
 --
 -- One way across the library:
 --   constructors  connect for a remote service (http.*, tracker.connect, k8s.connect, prom.connect),

@@ -106,6 +106,18 @@ function _M.histogram(name, help, opts)
   return m
 end
 
+--- A counter or gauge whose series are read when it is rendered: fn() -> { {labels, value}, ... }.
+--- Only the series fn gives are shown, so what went away (a job removed) is gone, not stale.
+function _M.collected(kind, name, help, fn)
+  if kind ~= "counter" and kind ~= "gauge" then
+    error("metrics.collected: kind must be \"counter\" or \"gauge\", got " .. tostring(kind), 2)
+  end
+  if type(fn) ~= "function" then error("metrics.collected: expected a function, got " .. type(fn), 2) end
+  local m = define(kind, name, help)
+  m.collect = fn
+  return m
+end
+
 --- Drops every metric (tests).
 function _M.reset()
   registry, order = {}, {}
@@ -123,6 +135,10 @@ function _M.render()
   local lines = {}
   for _, name in ipairs(order) do
     local m = registry[name]
+    if m.collect then
+      m.series, m.labels_of = {}, {}
+      for _, item in ipairs(m.collect()) do series(m, item[1]).value = item[2] end
+    end
     lines[#lines + 1] = "# HELP " .. name .. " " .. m.help:gsub("\\", "\\\\"):gsub("\n", "\\n")
     lines[#lines + 1] = "# TYPE " .. name .. " " .. m.kind
     local keys = {}

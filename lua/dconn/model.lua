@@ -39,12 +39,12 @@ local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 local errors = require "dconn.error"
+local fs = require "dconn.fs"
 local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
 local format, concat, sort, lower = string.format, table.concat, table.sort, string.lower
-local io_open = io.open
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -102,10 +102,8 @@ end
 function _M.load_spec(path)
   if type(path) ~= "string" then error("model.load_spec: expected a path", 2) end
   if path:match("%.json$") then
-    local f, err = io_open(path, "r")
-    if not f then return fail("io", err) end
-    local text = f:read("a")
-    f:close()
+    local text, err = fs.read_file(path)
+    if not text then return fail("io", err.message) end
     local spec, jerr = json.decode(text)
     if spec == nil then return fail("json", path .. ": " .. tostring(jerr)) end
     return spec

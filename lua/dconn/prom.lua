@@ -56,6 +56,7 @@
 -- Misuse (wrong argument types, an unknown option or feature name) raises.
 local http = require "dconn.http"
 local json = require "dconn.json"
+local timer = require "dconn.timer"
 local features = require "dconn.features"
 local errors = require "dconn.error"
 local options = require "dconn._options"
@@ -340,7 +341,7 @@ function Source:describe()
 end
 
 local function iso(t)
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
+  return timer.format_time(t, "iso_seconds")
 end
 
 -- Every feature's series from start to stop: { samples = {cluster = {...}}, seen = {cluster = {i = true}} }

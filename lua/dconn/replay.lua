@@ -40,7 +40,7 @@ local options = require "dconn._options"
 local type, tostring, ipairs, error = type, tostring, ipairs, error
 local floor, min, max, huge = math.floor, math.min, math.max, math.huge
 local format, concat = string.format, table.concat
-local date, setmetatable = os.date, setmetatable
+local setmetatable = setmetatable
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -58,7 +58,7 @@ local function fail(kind, message)
 end
 
 local function utc(t)
-  return date("!%Y-%m-%d %H:%M:%S", floor(t))
+  return timer.format_time(t, "utc")
 end
 
 -- The export (a file or a directory of them) as 5 s rows per cluster, warnings logged.

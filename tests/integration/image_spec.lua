@@ -116,8 +116,7 @@ describe("the container image", function()
   end)
 
   it("runs the examples once on a read-only root as the image's user: predictions with the model plugin", function()
-    -- no shell in the image, so no file: tracker (it makes directories with mkdir -p): a
-    -- tracker that does not answer, which the agent holds on, as it does in a cluster
+    -- a tracker that does not answer, which the agent holds on, as it does in a cluster
     local env = { "DCONN_K8S_SIM_STATE=/tmp/cluster.json", "MLFLOW_HTTP_REQUEST_MAX_RETRIES=0",
       "MLFLOW_TRACKING_URI=http://127.0.0.1:" .. servers.free_port() }
     local rc, out, err = run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
@@ -137,6 +136,17 @@ describe("the container image", function()
     rc, out, err = run("/usr/bin/dconn run --once /usr/share/dconn/examples/hello/policy.lua")
     assert.equals(0, rc, out .. err)
     assert.matches("Job \"heartbeat .- executed successfully", err)
+  end)
+
+  it("keeps a file: tracker and the simulated cluster's state with no shell in the image", function()
+    local env = { "DCONN_K8S_SIM_STATE=/tmp/cluster.json", "MLFLOW_TRACKING_URI=file:/tmp/mlruns" }
+    local rc, out, err = run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
+    assert.equals(0, rc, out .. err)
+    assert.matches("Connecting tracking server uri: file:/tmp/mlruns", err, 1, true)
+    assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to ", err)
+    assert.matches("update_deployment_with_patch succeeded", err, 1, true)
+    assert.not_matches("tracker unavailable", err)
+    assert.not_matches("raised an exception", err)
   end)
 end)
 

@@ -17,6 +17,23 @@ describe("dconn.metrics", function()
     assert.matches("dconn_test_gauge 1.5\n", text, 1, true)
   end)
 
+  it("renders collected families from what their function gives at each render", function()
+    local jobs = { { "a", 3 }, { "b", 1 } }
+    metrics.collected("counter", "dconn_test_runs_total", "Runs.", function()
+      local out = {}
+      for _, j in ipairs(jobs) do out[#out + 1] = { { job = j[1] }, j[2] } end
+      return out
+    end)
+    local text = metrics.render()
+    assert.matches('# TYPE dconn_test_runs_total counter\ndconn_test_runs_total{job="a"} 3\n'
+      .. 'dconn_test_runs_total{job="b"} 1\n', text, 1, true)
+    jobs = { { "b", 2 } }
+    text = metrics.render()
+    assert.is_nil(text:find('job="a"', 1, true))
+    assert.matches('dconn_test_runs_total{job="b"} 2\n', text, 1, true)
+    assert.has_error(function() metrics.collected("histogram", "dconn_x", "x", function() end) end)
+  end)
+
   it("renders histograms with cumulative buckets, sum and count", function()
     local h = metrics.histogram("dconn_test_seconds", "Durations.", { buckets = { 0.1, 1 } })
     h:observe({ job = "a" }, 0.05)

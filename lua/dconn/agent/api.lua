@@ -18,6 +18,7 @@
 -- /healthz and /readyz needs `Authorization: Bearer TOKEN` (compared in constant time).
 local server = require "dconn.server"
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 local metrics = require "dconn.metrics"
@@ -31,7 +32,6 @@ local pcall, getmetatable = pcall, getmetatable
 local math_type, floor = math.type, math.floor
 local sort, concat = table.sort, table.concat
 local format, byte, char, lower = string.format, string.byte, string.char, string.lower
-local date = os.date
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -58,8 +58,7 @@ local observed = false
 
 local function iso8601(t)
   if t == nil then return json.null end
-  local seconds = floor(t)
-  return date("!%Y-%m-%dT%H:%M:%S", seconds) .. format(".%03dZ", floor((t - seconds) * 1000))
+  return timer.format_time(t)
 end
 
 local function agent_policy()
@@ -184,35 +183,30 @@ local api_requests = metrics.counter("dconn_api_requests_total",
 local tasks_gauge = metrics.gauge("dconn_tasks", "Tasks alive (jobs, API requests, waits).")
 local memory_gauge = metrics.gauge("dconn_lua_memory_bytes", "Bytes the Lua heap holds.")
 
-local escape_label = metrics.escape_label
-
 -- Job counters come from timer.jobs() at scrape time, so they are never stale.
-local function job_metrics()
-  local families = {
-    { "dconn_job_runs_total", "counter", "Runs of the job since it was added.", "runs" },
-    { "dconn_job_failures_total", "counter", "Failed runs of the job since it was added.", "failures" },
-    { "dconn_job_skipped_total", "counter", "Ticks skipped because the job was still running.", "skipped" },
-    { "dconn_job_running", "gauge", "1 while the job runs.", "running" },
-    { "dconn_job_paused", "gauge", "1 while the job is paused.", "paused" },
-  }
-  local jobs = timer.jobs()
-  local lines = {}
-  for _, family in ipairs(families) do
-    lines[#lines + 1] = "# HELP " .. family[1] .. " " .. family[3]
-    lines[#lines + 1] = "# TYPE " .. family[1] .. " " .. family[2]
-    for _, job in ipairs(jobs) do
-      local v = job[family[4]]
+for _, family in ipairs {
+  { "dconn_job_runs_total", "counter", "Runs of the job since it was added.", "runs" },
+  { "dconn_job_failures_total", "counter", "Failed runs of the job since it was added.", "failures" },
+  { "dconn_job_skipped_total", "counter", "Ticks skipped because the job was still running.", "skipped" },
+  { "dconn_job_running", "gauge", "1 while the job runs.", "running" },
+  { "dconn_job_paused", "gauge", "1 while the job is paused.", "paused" },
+} do
+  local field = family[4]
+  metrics.collected(family[2], family[1], family[3], function()
+    local out = {}
+    for _, job in ipairs(timer.jobs()) do
+      local v = job[field]
       if type(v) == "boolean" then v = v and 1 or 0 end
-      lines[#lines + 1] = format('%s{job="%s"} %d', family[1], escape_label(job.name), v or 0)
+      out[#out + 1] = { { job = job.name }, v or 0 }
     end
-  end
-  return concat(lines, "\n") .. "\n"
+    return out
+  end)
 end
 
 local function render_metrics()
   tasks_gauge:set(nil, runtime.tasks())
   memory_gauge:set(nil, runtime.memory())
-  return metrics.render() .. job_metrics()
+  return metrics.render()
 end
 
 local function observe_jobs()
@@ -662,10 +656,8 @@ local function parse_listen(text)
 end
 
 local function read_token(path)
-  local f, err = io.open(path, "r")
-  if not f then return nil, "cannot read the API token file: " .. tostring(err) end
-  local text = f:read("a") or ""
-  f:close()
+  local text, err = fs.read_file(path)
+  if not text then return nil, format("cannot read the API token file %s: %s", path, err.reason) end
   local token = text:match("^%s*(%S+)")
   if not token or #token < 8 then
     return nil, "the API token file " .. path .. " must hold a token of at least 8 characters on its first line"

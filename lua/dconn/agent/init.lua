@@ -9,6 +9,7 @@ local log = require "dconn.log"
 local runtime = require "dconn.runtime"
 local sandbox = require "dconn.agent.sandbox"
 local task_native = require "dconn._task"
+local fs = require "dconn.fs"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local xpcall, pcall, loadfile, setmetatable = xpcall, pcall, loadfile, setmetatable
@@ -30,10 +31,6 @@ local election -- { key =, elector =, leader = } while the policy declares a lea
 local acting = setmetatable({}, { __mode = "k" }) -- the tasks (coroutines) running actuating jobs
 
 local current -- the running policy: { path =, policy =, placement =, job_names = { ... } }
-
-local function dirname(path)
-  return path:match("^(.*)/[^/]*$") or "."
-end
 
 local function fail(message)
   stderr:write("dconn: ", message, "\n")
@@ -65,19 +62,11 @@ local function job_specs(jobs, first)
   return list
 end
 
-local function read_text(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 --- Loads a policy file into a fresh sandbox and validates it against dconn.policy's schema
 -- (which warns once about deprecated flat keys). Returns the policy table, its job specs and, for
 -- a placement policy, its agent (dconn.placement), or nil and a message naming the file and line.
 function _M.load(path)
-  local env = sandbox.new { unsafe = runtime.options().unsafe, dir = dirname(path) }
+  local env = sandbox.new { unsafe = runtime.options().unsafe, dir = fs.dirname(path) }
   local chunk, err = loadfile(path, "t", env)
   if not chunk then return nil, err end
   -- tasks spawned here would belong to the loader, not to a job: the top level may not spawn
@@ -88,7 +77,7 @@ function _M.load(path)
   if type(policy) ~= "table" then
     return nil, path .. ": a policy must return a table (got " .. type(policy) .. ")"
   end
-  local text = read_text(path)
+  local text = fs.read_file(path)
   local valid, check_err = policy_mod.check(policy, path, text)
   if not valid then return nil, check_err end
   local placement
@@ -143,7 +132,7 @@ local function prepare_leader(path, policy, specs)
   if not (election and election.key == key) then
     end_election()
     local kubeconfig = leader.kubeconfig
-    if kubeconfig and kubeconfig:sub(1, 1) ~= "/" then kubeconfig = dirname(path) .. "/" .. kubeconfig end
+    if kubeconfig then kubeconfig = fs.join(fs.dirname(path), kubeconfig) end
     local ns, name = leader.namespace, leader.name
     local elector, err = k8s.lease_lock { name = name, namespace = ns, identity = leader.identity,
       kubeconfig = kubeconfig, context = leader.context, simulate = false,

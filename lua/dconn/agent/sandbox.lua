@@ -9,8 +9,8 @@ local next, tostring = next, tostring
 local load, loadfile, require = load, loadfile, require
 local searchpath = package.searchpath
 local io_open, io_lines, getenv = io.open, io.lines, os.getenv
-local realpath = require("dconn.runtime").realpath
 local dconn = require("dconn")
+local fs = require "dconn.fs"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -86,6 +86,12 @@ local function readonly(t)
   })
   views[t] = view
   return view
+end
+
+local function realpath(path)
+  local real, err = fs.realpath(path)
+  if not real then return nil, tostring(err) end
+  return real
 end
 
 -- The directories a policy may read, as real paths; path resolved against dir when relative.

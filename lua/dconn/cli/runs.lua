@@ -1,7 +1,8 @@
 -- dconn runs: recent MLflow runs with their metrics and params (dconn.tracker).
 local ipairs, pairs, tostring, next, type = ipairs, pairs, tostring, next, type
-local format, concat, sort, floor = string.format, table.concat, table.sort, math.floor
-local stdout, stderr, os_date = io.stdout, io.stderr, os.date
+local format, concat, sort = string.format, table.concat, table.sort
+local stdout, stderr = io.stdout, io.stderr
+local timer = require "dconn.timer"
 
 local function sorted_pairs_text(map)
   local keys = {}
@@ -17,7 +18,7 @@ end
 
 local function time_text(ms)
   if not ms then return "-" end
-  return os_date("!%Y-%m-%dT%H:%M:%SZ", floor(ms / 1000))
+  return timer.format_time(ms / 1000, "iso_seconds")
 end
 
 -- The parts of a run worth printing, as JSON.

@@ -9,14 +9,15 @@
 -- latency), then what reading found (files, rows shared by two files, malformed rows, gaps).
 -- Warnings (malformed rows, gaps between files) go to stderr in both modes.
 local export = require "dconn.export"
+local timer = require "dconn.timer"
 local features = require "dconn.features"
 
 local ipairs = ipairs
 local format, concat = string.format, table.concat
-local stdout, stderr, os_date, huge = io.stdout, io.stderr, os.date, math.huge
+local stdout, stderr, huge = io.stdout, io.stderr, math.huge
 
 local function utc(t)
-  return os_date("!%Y-%m-%d %H:%M:%S", math.floor(t))
+  return timer.format_time(t, "utc")
 end
 
 local function num(x)

@@ -12,10 +12,10 @@
 -- The plugin runs through io.popen, which blocks the loop while it runs (plugins normally answer
 -- in milliseconds; a long-running one stalls every other job of the agent).
 local json = require "dconn.json"
+local timer = require "dconn.timer"
 
 local type, ipairs, tostring, pcall = type, ipairs, tostring, pcall
 local format, concat = string.format, table.concat
-local floor = math.floor
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -74,30 +74,10 @@ function _M.parse(body, file, where, is_null)
   return spec
 end
 
--- Days from 1970-01-01 (Howard Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local doy = floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
-  return era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy - 719468
-end
-
 --- RFC 3339 time -> epoch seconds (nil when unreadable).
 function _M.parse_time(s)
   if type(s) ~= "string" then return nil end
-  local y, mo, d, hh, mm, ss, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + hh * 3600 + mm * 60 + ss
-  rest = rest:gsub("^%.%d+", "")
-  local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
-  if sign then
-    local off = oh * 3600 + om * 60
-    t = sign == "+" and t - off or t + off
-  elseif rest ~= "Z" and rest ~= "z" then
-    return nil
-  end
-  return t
+  return (timer.parse_time(s))
 end
 
 function _M.expired(cred, margin)

@@ -10,6 +10,7 @@
 -- per second with bursts of 10 (client-go's DefaultQPS/DefaultBurst).
 local http = require "dconn.http"
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local log = require "dconn.log"
 local timer = require "dconn.timer"
 local config = require "dconn.k8s.config"
@@ -24,7 +25,7 @@ local format = string.format
 local min = math.min
 local getenv = os.getenv
 local now, sleep = timer.now, timer.sleep
-local new_error, read_file, trim = config.new_error, config.read_file, config.trim
+local new_error, trim = config.new_error, config.trim
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -163,15 +164,14 @@ function Client:bearer(force)
       local temps = self.cfg.temp_files
       temps[#temps + 1], temps[#temps + 2] = self.exec_cert_file, self.exec_key_file
       for path, text in pairs { [self.exec_cert_file] = cred.cert_pem, [self.exec_key_file] = cred.key_pem } do
-        local f = assert(io.open(path, "wb"))
-        f:write(text)
-        f:close()
+        local ok, werr = fs.write_atomic(path, text)
+        if not ok then return nil, new_error("io", "Config", nil, tostring(werr)) end
       end
     end
   end
   local file = self.cfg.token_file
   if file and (force or not self.token_read_at or now() - self.token_read_at > TOKEN_FILE_TTL) then
-    local text = read_file(file)
+    local text = fs.read_file(file)
     if text and trim(text) ~= "" then self.token = trim(text) end
     self.token_read_at = now()
   end

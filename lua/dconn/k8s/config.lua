@@ -12,6 +12,7 @@
 --
 -- Configuration problems are errors with reason "Config", naming the file and field.
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 local errors = require "dconn.error"
 local options = require "dconn._options"
 local log = require "dconn.log"
@@ -52,24 +53,7 @@ end
 
 ---- small helpers ----
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
-local function dirname(path)
-  return path:match("^(.*)/[^/]*$") or "."
-end
-
-local function absolute(path, base_dir)
-  if path:sub(1, 1) == "/" then return path end
-  return base_dir .. "/" .. path
-end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 local B64_INDEX = {}
@@ -114,8 +98,8 @@ end
 ---- configuration ----
 
 local function load_yaml(path)
-  local text, err = read_file(path)
-  if not text then return nil, err end
+  local text, err = fs.read_file(path)
+  if not text then return nil, err.reason end
   local lyaml = require "lyaml"
   local ok, doc = pcall(lyaml.load, text)
   if not ok then return nil, "not valid YAML: " .. tostring(doc):gsub("^.-:%d+: ", "") end
@@ -200,7 +184,7 @@ local function field(e, key, kind)
   end
   local s, err = string_field(e.body, key, e.where)
   if err then return nil, format("kubeconfig %s: %s", e.file, err) end
-  if kind == "path" and s then return absolute(s, dirname(e.file)) end
+  if kind == "path" and s then return fs.join(fs.dirname(e.file), s) end
   return s
 end
 
@@ -266,11 +250,10 @@ local function load_kubeconfig(opts)
       if not decoded or decoded == "" then
         return nil, format("kubeconfig %s: %s.%s is not valid base64", e.file, e.where, data_key)
       end
-      local tmp = os.tmpname()
-      local f = assert(io.open(tmp, "wb"))
-      f:write(decoded)
-      f:close()
+      local tmp = os.tmpname() -- made private (0600), a mode write_atomic keeps
       cfg.temp_files[#cfg.temp_files + 1] = tmp
+      local ok, werr = fs.write_atomic(tmp, decoded)
+      if not ok then return nil, format("kubeconfig %s: %s.%s: %s", e.file, e.where, data_key, tostring(werr)) end
       return tmp
     end
     local path, perr = field(e, file_key, "path")
@@ -334,7 +317,7 @@ local function load_kubeconfig(opts)
       if not cfg.exec then return config_error("%s", err) end
       local ca_data
       if cfg.ca_file then
-        local pem_text = read_file(cfg.ca_file)
+        local pem_text = fs.read_file(cfg.ca_file)
         ca_data = pem_text and _M.base64_encode(pem_text)
       end
       cfg.exec_cluster = { server = cfg.server, ["certificate-authority-data"] = ca_data,
@@ -369,7 +352,7 @@ local function load_in_cluster(opts)
   if io.open(dir .. "/ca.crt", "r") then cfg.ca_file = dir .. "/ca.crt" end
   local ns = getenv("POD_NAMESPACE")
   if not ns or ns == "" then
-    local text = read_file(dir .. "/namespace")
+    local text = fs.read_file(dir .. "/namespace")
     ns = text and trim(text) or ""
   end
   cfg.namespace = ns ~= "" and ns or nil
@@ -398,6 +381,6 @@ function _M.load_config(opts)
   return _M.load(opts or {})
 end
 
-_M.new_error, _M.read_file, _M.trim = new_error, read_file, trim
+_M.new_error, _M.trim = new_error, trim
 
 return _M

@@ -39,8 +39,7 @@ Elector.__index = Elector
 
 -- RFC 3339 with exactly six fractional digits (metav1.MicroTime).
 local function micro_time(t)
-  local s = floor(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", s) .. format(".%06dZ", floor((t - s) * 1e6))
+  return timer.format_time(t, "iso_micro")
 end
 _M.micro_time = micro_time
 

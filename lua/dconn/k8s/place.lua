@@ -57,7 +57,7 @@ function _M.unschedulable_reason(node, pod_spec)
 end
 
 local function iso_now()
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(now()))
+  return timer.format_time(now(), "iso_seconds")
 end
 
 -- Best effort: a failed Event is logged, never fails the placement.

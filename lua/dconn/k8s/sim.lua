@@ -14,6 +14,8 @@
 -- State file: {"resourceVersion": N, "nodes": [Node...], "deployments": [Deployment...],
 -- "events": [...], "leases": [...]}; objects as the API returns them.
 local json = require "dconn.json"
+local fs = require "dconn.fs"
+local timer = require "dconn.timer"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local setmetatable, getmetatable, pcall, error = setmetatable, getmetatable, pcall, error
@@ -210,10 +212,8 @@ end
 function _M.open(path)
   local self = setmetatable({ path = path, rv = 1, nodes = {}, deployments = {}, events = {}, leases = {} }, Sim)
   if path then
-    local f = io.open(path, "r")
-    if f then
-      local text = f:read("a")
-      f:close()
+    local text = fs.read_file(path) -- missing: an empty cluster
+    if text then
       local doc, err = json.decode(text)
       if type(doc) ~= "table" then return nil, format("k8s simulator: %s: %s", path, err or "not a JSON object") end
       self.rv = tonumber(doc.resourceVersion) or 1
@@ -241,11 +241,8 @@ function Sim:save()
   local text = assert(json.encode { resourceVersion = self.rv, nodes = sorted_values(self.nodes),
     deployments = sorted_values(self.deployments), events = json.array(self.events),
     leases = sorted_values(self.leases) })
-  local tmp = self.path .. ".tmp"
-  local f = assert(io.open(tmp, "w"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, self.path))
+  local ok, err = fs.write_atomic(self.path, text)
+  if not ok then error({ 500, "InternalError", "k8s simulator: " .. tostring(err) }) end
 end
 
 function Sim:next_rv()
@@ -301,7 +298,7 @@ function Sim:patch_deployment(ns, name, ctype, body, query)
       if f.manager ~= manager then fields[#fields + 1] = f end
     end
     fields[#fields + 1] = { manager = manager, operation = "Update", apiVersion = "apps/v1",
-      time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+      time = timer.format_time(os.time(), "iso_seconds") }
     new.metadata.managedFields = json.array(fields)
     if query.dryRun ~= "All" then
       new.metadata.resourceVersion = self:next_rv()

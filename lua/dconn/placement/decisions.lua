@@ -14,8 +14,7 @@ local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 
 local type, pairs, error, next, tostring = type, pairs, error, next, tostring
-local math_type, floor, huge, min = math.type, math.floor, math.huge, math.min
-local format, date = string.format, os.date
+local math_type, huge, min = math.type, math.huge, math.min
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -29,10 +28,6 @@ local decisions_total = metrics.counter("dconn_decisions_total", "Decisions reco
 local last_decision = metrics.gauge("dconn_last_decision_timestamp_seconds",
   "When the last decision for an app was recorded (unix seconds).")
 
-local function iso8601(t)
-  local seconds = floor(t)
-  return date("!%Y-%m-%dT%H:%M:%S", seconds) .. format(".%03dZ", floor((t - seconds) * 1000))
-end
 
 local function is_sequence(t)
   local n = #t
@@ -74,7 +69,7 @@ function _M.record(decision)
   end
   local entry = copy(decision, 1) or {}
   if getmetatable(entry) then entry = { value = entry } end -- a list: keep it under a key
-  if entry.time == nil then entry.time = iso8601(timer.now()) end
+  if entry.time == nil then entry.time = timer.format_time(timer.now()) end
   local app, action = tostring(entry.app or "unknown"), tostring(entry.action or "unknown")
   decisions_total:inc({ app = app, action = action })
   last_decision:set({ app = app }, timer.now())

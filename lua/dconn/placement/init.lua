@@ -15,6 +15,7 @@
 --   agent.last = { predictions = {...}, decisions = {...} }
 --   agent.metric: what the rule reads ("qos", "latency", ...), the name the predictions carry
 --   agent.rule / agent.predictor may be replaced at the prompt.
+local fs = require "dconn.fs"
 local policy = require "dconn.policy"
 local select_model = require "dconn.placement.models"
 local rules = require "dconn.placement.rules"
@@ -32,10 +33,6 @@ local TRACKER_DEADLINE = 30
 
 local Agent = {}
 Agent.__index = Agent
-
-local function dirname(path)
-  return path and path:match("^(.*)/[^/]*$") or "."
-end
 
 local function fnv1a(text)
   local h = 0x811c9dc5
@@ -90,7 +87,7 @@ function _M.new(tbl, opts)
   if not ok then error(err, 2) end
   if not policy.is_placement(tbl) then error("placement.new: not a placement policy (no deployment/targets)", 2) end
   local s = policy.settings(tbl, opts.path)
-  local dir = dirname(opts.path)
+  local dir = opts.path and fs.dirname(opts.path) or "."
   local state = kept[s.name]
   if not state then
     state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {}, used = {} } }
@@ -138,11 +135,6 @@ function Agent:cluster()
   return self.cluster_conn
 end
 
-local function relative(dir, path)
-  if path:sub(1, 1) == "/" then return path end
-  return dir .. "/" .. path
-end
-
 function Agent:source()
   if self.source_override then return self.source_override end
   if self.source_conn then return self.source_conn end
@@ -151,7 +143,7 @@ function Agent:source()
   if type(s.window) == "function" then
     src = s
   elseif s.replay then
-    src, err = require("dconn.replay").open { path = relative(self.dir, s.replay), speed = s.speed, loop = s.loop,
+    src, err = require("dconn.replay").open { path = fs.join(self.dir, s.replay), speed = s.speed, loop = s.loop,
       start = s.start }
   else
     src, err = require("dconn.prom").source { url = s.prometheus, queries = s.queries, label = s.label,

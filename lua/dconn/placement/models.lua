@@ -24,6 +24,7 @@
 --   function(rows, candidate, ctx) -> value [, model name]   anything else, in Lua.
 local model = require "dconn.model"
 local log = require "dconn.log"
+local fs = require "dconn.fs"
 
 local type, pairs, ipairs, tostring, pcall, setmetatable = type, pairs, ipairs, tostring, pcall, setmetatable
 local format, concat = string.format, table.concat
@@ -176,11 +177,6 @@ local function load_model(self, spec, weights)
   return m
 end
 
-local function resolve(dir, path)
-  if path:sub(1, 1) == "/" then return path end
-  return dir .. "/" .. path
-end
-
 -- The registered model's directory (downloaded once per name and version/alias), or nil, err.
 local function registry_dir(self, name)
   local cached = self.downloads[name]
@@ -208,7 +204,7 @@ local function model_paths(self, candidate)
     if not dir then return nil, nil, err end
     return dir .. "/" .. (s.spec or "spec.lua"), dir .. "/" .. (s.weights or "model.safetensors")
   end
-  return resolve(self.dir, expand(s.spec, candidate)), resolve(self.dir, expand(s.weights, candidate))
+  return fs.join(self.dir, expand(s.spec, candidate)), fs.join(self.dir, expand(s.weights, candidate))
 end
 
 -- The model of a candidate, or nil and why (kept per candidate table: targets share them).

@@ -31,7 +31,7 @@ local PIPELINE_WAIT = 60 -- seconds a recommender waits for this agent's pipelin
 local patches = metrics.counter("dconn_patches_total",
   "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed.")
 
-local function clock(t) return os.date("!%Y-%m-%d %H:%M:%S", floor(t)) end
+local function clock(t) return timer.format_time(t, "utc") end
 
 local function ago(seconds)
   if seconds >= 3600 then return format("%.1fh", seconds / 3600) end

@@ -7,10 +7,10 @@
 -- metrics, params and tags. Every file is written to a temporary name and renamed into place.
 local tracker = require "dconn.tracker"
 local json = require "dconn.json"
+local fs = require "dconn.fs"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
-local setmetatable, io_open, io_popen, os_rename, os_remove, os_execute = setmetatable, io.open, io.popen,
-  os.rename, os.remove, os.execute
+local setmetatable = setmetatable
 local format, lower, upper, floor, concat, sort, random = string.format, string.lower, string.upper,
   math.floor, table.concat, table.sort, math.random
 local new_error = tracker.new_error
@@ -25,61 +25,50 @@ local SOURCE_LOCAL = 4
 
 ---- files ----
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+-- A file-system failure as the store's error: MLflow's INTERNAL_ERROR, kind io, with the errno.
+local function io_error(err)
+  return new_error("INTERNAL_ERROR", err.message, { errno = err.errno, path = err.path })
+end
 
 local function mkdir_p(dir)
-  if os_execute("mkdir -p " .. quote(dir)) then return true end
-  return nil, new_error("INTERNAL_ERROR", "cannot create directory " .. dir)
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then return nil, io_error(err) end
+  return true
 end
 
+-- The file's text, or nil when it cannot be read (a run or a key that does not exist).
 local function read_file(path)
-  local f = io_open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
+  return (fs.read_file(path))
 end
-_M.read_file = read_file
 
--- Writes path atomically: a temporary file next to it, then rename. The directory is made
--- only when the file cannot be opened (making it costs a process).
+-- Writes path atomically (dconn.fs.write_atomic). The directory is made only when it is
+-- missing, so a write costs no lookup.
 local function write_file(path, text)
-  local tmp = format("%s.tmp-%08x", path, random(0, 0x7fffffff))
-  local f, err = io_open(tmp, "wb")
-  local dir = path:match("^(.*)/[^/]*$")
-  if not f and dir and dir ~= "" then
-    local ok, merr = mkdir_p(dir)
-    if not ok then return nil, merr end
-    f, err = io_open(tmp, "wb")
+  local ok, err = fs.write_atomic(path, text)
+  if not ok and err.errno == "ENOENT" then
+    local made, merr = mkdir_p(fs.dirname(path))
+    if not made then return nil, merr end
+    ok, err = fs.write_atomic(path, text)
   end
-  if not f then return nil, new_error("INTERNAL_ERROR", "cannot write " .. path .. ": " .. tostring(err)) end
-  local ok, werr = f:write(text)
-  local closed = f:close()
-  if not ok or not closed or not os_rename(tmp, path) then
-    os_remove(tmp)
-    return nil, new_error("INTERNAL_ERROR", "cannot write " .. path .. ": " .. tostring(werr))
-  end
+  if not ok then return nil, io_error(err) end
   return true
 end
 _M.write_file = write_file
 
--- Files under dir, as paths relative to it (one `find` for the whole tree).
-local function list_files(dir)
-  local p = io_popen("find " .. quote(dir) .. " -type f ! -name '*.tmp-*' 2>/dev/null")
-  local out = {}
-  for line in p:lines() do
-    if line:sub(1, #dir + 1) == dir .. "/" then out[#out + 1] = line:sub(#dir + 2) end
+-- Files under dir, as paths relative to it, leaving out temporary files of writes in progress.
+local function list_files(dir, prefix, out)
+  out = out or {}
+  for _, name in ipairs(fs.list(dir, { type = "file" }) or {}) do
+    if not name:find(".tmp-", 1, true) then out[#out + 1] = (prefix or "") .. name end
   end
-  p:close()
+  for _, name in ipairs(fs.list(dir, { type = "dir" }) or {}) do
+    list_files(dir .. "/" .. name, (prefix or "") .. name .. "/", out)
+  end
   return out
 end
 
 local function list_dirs(dir)
-  local p = io_popen("find " .. quote(dir) .. " -mindepth 1 -maxdepth 1 -type d 2>/dev/null")
-  local out = {}
-  for line in p:lines() do out[#out + 1] = line:match("([^/]+)$") end
-  p:close()
-  return out
+  return fs.list(dir, { type = "dir" }) or {}
 end
 
 ---- the YAML subset of meta.yaml ----
@@ -162,11 +151,7 @@ tracker.mixin(Store)
 
 local function abs_path(path)
   if path:sub(1, 1) == "/" then return path end
-  local p = io_popen("pwd")
-  local cwd = p:read("l")
-  p:close()
-  path = path:gsub("^%./", "")
-  return cwd .. "/" .. path
+  return fs.join(assert(fs.cwd()), (path:gsub("^%./", "")))
 end
 
 function _M.open(uri, opts)

@@ -348,11 +348,11 @@ function Rest:download_model_version(spec, dest)
   rel = rel:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end)
   local files, lerr = self:_list_tree(rel, "", {})
   if not files then return nil, lerr end
-  local fs = require "dconn.tracker.file"
+  local file_store = require "dconn.tracker.file"
   for _, f in ipairs(files) do
     local bytes, derr = self:_get_bytes(self:artifact_url("mlflow-artifacts:/" .. rel .. "/" .. f), f)
     if not bytes then return nil, derr end
-    local ok, werr = fs.write_file(dest .. "/" .. f, bytes)
+    local ok, werr = file_store.write_file(dest .. "/" .. f, bytes)
     if not ok then return nil, werr end
   end
   return dest, files

@@ -209,6 +209,24 @@ static void test_format_iso_ignores_tz(void **state) {
   assert_formats(format_iso_adapter, T_SAMPLE, false, "2024-04-12T10:44:31.706Z");
 }
 
+static void test_format_utc(void **state) {
+  (void)state;
+  char buf[64];
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 0, true, buf, sizeof buf), 20);
+  assert_string_equal(buf, "2024-04-12T10:44:31Z");
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 3, true, buf, sizeof buf), 24);
+  assert_string_equal(buf, "2024-04-12T10:44:31.706Z");
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 6, true, buf, sizeof buf), 27);
+  assert_string_equal(buf, "2024-04-12T10:44:31.706882Z");
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 0, false, buf, sizeof buf), 19);
+  assert_string_equal(buf, "2024-04-12 10:44:31");
+  assert_int_equal(dc_time_format_utc(0.9999, 0, true, buf, sizeof buf), 20); /* seconds truncated */
+  assert_string_equal(buf, "1970-01-01T00:00:00Z");
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 2, true, buf, sizeof buf), -1);
+  assert_int_equal(dc_time_format_utc(NAN, 0, true, buf, sizeof buf), -1);
+  assert_int_equal(dc_time_format_utc(T_SAMPLE, 0, true, buf, 20), -1);
+}
+
 static void test_format_rejects_unrepresentable(void **state) {
   (void)state;
   static const double bad[] = {NAN, INFINITY, -INFINITY, 1e300, -1e300, 253402300800.0, -62135596801.0};
@@ -519,6 +537,7 @@ int main(void) {
       cmocka_unit_test(test_format_precise),
       cmocka_unit_test_setup_teardown(test_format_precise_local, setup_madrid, teardown_tz),
       cmocka_unit_test(test_format_iso),
+      cmocka_unit_test(test_format_utc),
       cmocka_unit_test_setup_teardown(test_format_iso_ignores_tz, setup_madrid, teardown_tz),
       cmocka_unit_test(test_format_rejects_unrepresentable),
       cmocka_unit_test(test_interval_format),
