@@ -17,6 +17,12 @@ local SAFE_LIBRARIES = { "string", "table", "math", "utf8", "coroutine" }
 local SAFE_OS = { "clock", "date", "difftime", "getenv", "time" }
 local SAFE_IO = { "open", "lines", "read", "write", "type", "stdout", "stderr", "stdin" }
 local SAFE_COLLECT = { count = true, collect = true, step = true }
+-- The driver's controls, kept out of a policy's copy of their modules: the scheduler's switches
+-- (a policy stopping every job, or watching every run) and the leadership guard.
+local DRIVER_ONLY = {
+  ["dconn.timer"] = { stop = true, hold = true, observe = true },
+  ["dconn.k8s"] = { set_guard = true },
+}
 
 local function copy(t, names)
   local out = {}
@@ -26,6 +32,17 @@ local function copy(t, names)
     for k, v in pairs(t) do out[k] = v end
   end
   return out
+end
+
+-- What a policy gets for a public module: the module, or a copy without DRIVER_ONLY's fields.
+local function policy_face(name, module)
+  local hidden = DRIVER_ONLY[name]
+  if not hidden or type(module) ~= "table" then return module end
+  local face = {}
+  for k, v in pairs(module) do
+    if not hidden[k] then face[k] = v end
+  end
+  return face
 end
 
 local function restricted_base(env, dir)
@@ -59,7 +76,7 @@ local function restricted_base(env, dir)
     -- The public modules by exact name (dconn.public): the driver, the sandbox, the API server,
     -- the native faces and private modules could load code or open sockets outside the sandbox.
     if public[name] then
-      loaded[name] = require(name)
+      loaded[name] = policy_face(name, require(name))
       return loaded[name]
     end
     if name:sub(1, 6) == "dconn." then
@@ -78,6 +95,15 @@ local function restricted_base(env, dir)
     loaded[name] = result
     return result
   end
+  -- `dconn.timer` and the like go through the same require
+  local namespace = require("dconn")
+  base.dconn = setmetatable({}, {
+    __index = function(_, key)
+      if type(key) == "string" and public["dconn." .. key] then return base.require("dconn." .. key) end
+      return namespace[key]
+    end,
+    __metatable = false,
+  })
   return base
 end
 
