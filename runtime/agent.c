@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <lauxlib.h>
 
@@ -27,6 +28,41 @@ typedef struct agent {
   double stop_deadline;
   dc_clock_timer *stop_after;
 } agent;
+
+/* The signals' first handlers: libuv's own only wakes the loop, which a busy task holds for up
+ * to a time slice, or for good inside a C call; ours also tells the host (dc_host_interrupt),
+ * whose count hook then yields or stops the task, and chains to libuv's. */
+static const int SIGNUMS[] = {SIGINT, SIGTERM, SIGHUP};
+static struct sigaction uv_handlers[3];
+static dc_host *volatile signal_host;
+
+static void on_raw_signal(int signum) {
+  for (int i = 0; i < 3; i++) {
+    if (SIGNUMS[i] != signum) continue;
+    if (signal_host) dc_host_interrupt(signal_host, signum);
+    if (!(uv_handlers[i].sa_flags & SA_SIGINFO) && uv_handlers[i].sa_handler != SIG_DFL &&
+        uv_handlers[i].sa_handler != SIG_IGN)
+      uv_handlers[i].sa_handler(signum);
+  }
+}
+
+static void wrap_signal_handlers(dc_host *H) {
+  signal_host = H;
+  for (int i = 0; i < 3; i++) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_raw_signal;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGNUMS[i], &sa, &uv_handlers[i]);
+  }
+}
+
+/* Gives the signals back to libuv before its handles close. */
+static void unwrap_signal_handlers(void) {
+  for (int i = 0; i < 3; i++) sigaction(SIGNUMS[i], &uv_handlers[i], NULL);
+  signal_host = NULL;
+}
 
 static void finish(agent *A, int code) {
   if (A->done) return;
@@ -68,6 +104,7 @@ static void request_stop(agent *A, const char *why) {
     return;
   }
   A->stopping = true;
+  dc_host_stop_runs(H);
   dc_sched *s = dc_sched_of(H);
   if (s) dc_sched_stop(s);
   /* dconn run: the driver's shutdown() (releasing a leader Lease) runs within the grace period */
@@ -125,6 +162,7 @@ static void reload(agent *A, const char *why) {
 
 static void on_signal(uv_signal_t *handle, int signum) {
   agent *A = handle->data;
+  dc_host_interrupt(A->H, 0);
   if (signum == SIGHUP) {
     reload(A, "SIGHUP");
     return;
@@ -174,13 +212,13 @@ int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int 
   uv_loop_t *loop = dc_host_loop(H);
   agent A = {.H = H, .opts = *opts};
   uv_signal_t *signals[] = {&A.sigint, &A.sigterm, &A.sighup};
-  const int signums[] = {SIGINT, SIGTERM, SIGHUP};
   for (int i = 0; i < 3; i++) {
     uv_signal_init(loop, signals[i]);
     signals[i]->data = &A;
-    uv_signal_start(signals[i], on_signal, signums[i]);
+    uv_signal_start(signals[i], on_signal, SIGNUMS[i]);
     if (!opts->keep_alive) uv_unref((uv_handle_t *)signals[i]);
   }
+  wrap_signal_handlers(H);
   if (opts->reloadable && opts->watch_path) {
     uv_fs_poll_init(loop, &A.watch);
     A.watch.data = &A;
@@ -197,13 +235,16 @@ int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int 
     A.exit_code = DC_EXIT_FAILURE;
   } else {
     for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-    if (!dc_task_spawn(L, argc, fn, -1, on_main_done, &A)) finish(&A, DC_EXIT_FAILURE);
+    /* the driver runs a policy's top-level code: run and check have the budgets, a script not */
+    long long budget = strcmp(fn, "script") == 0 ? -1 : 0;
+    if (!dc_task_spawn(L, argc, fn, budget, on_main_done, &A)) finish(&A, DC_EXIT_FAILURE);
     A.looping = true;
     if (!A.done) uv_run(loop, UV_RUN_DEFAULT);
     /* cppcheck-suppress redundantAssignment ; callbacks read it during uv_run */
     A.looping = false;
   }
   if (A.stop_after) dc_clock_cancel(dc_host_clock(H), A.stop_after);
+  unwrap_signal_handlers();
   int code = A.exit_code;
   dc_host_free(H);
   uv_walk(loop, close_handle, NULL);

@@ -5,6 +5,8 @@
 #include "host.h"
 
 #include <limits.h>
+#include <signal.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,14 @@
 /* Instructions between two budget checks: small enough to stop a loop promptly, large enough
  * that the hook costs nothing measurable. */
 #define BUDGET_STEP 10000
+/* Run time after which a task yields to the loop (preemption): short enough that timers, I/O,
+ * API requests and signals wait at most this long behind a busy job. */
+#define SLICE_NS 20000000ULL
+/* Run time a task's __close handlers get once it has ended (killed, failed or over budget). */
+#define CLOSE_NS 100000000ULL
+
+/* Why a run is being stopped; the hook raises the matching message until the run is over. */
+enum { BLOWN_NONE, BLOWN_INSTRUCTIONS, BLOWN_TIME, BLOWN_STOP, BLOWN_CLOSE };
 
 struct dc_task {
   dc_host *H;
@@ -27,7 +37,13 @@ struct dc_task {
   int ref;         /* anchors the thread in the registry */
   char *name;
   long long budget, used;
-  bool budget_blown, running;
+  double run_time;          /* seconds spent running (the root's counts the whole tree) */
+  uint64_t resumed_at;      /* uv_hrtime() when the current slice began */
+  uint64_t nested_ns;       /* time of tasks resumed from inside this slice (not this task's) */
+  int blown;                /* BLOWN_*: the run is being stopped */
+  bool running, limited;    /* limited: the budgets apply (budget >= 0) */
+  bool preempted, closing;  /* runnable after its slice; running its __close handlers */
+  dc_task *run_next;        /* the runnable queue */
   int early_results; /* resumed before it could yield: results wait on the stack; -1 = none */
   int resumed_with;  /* values the last resume passed to dc_wait's continuation */
   /* the delivery failed: DELIVER_ERROR, the error value is the one result; DELIVER_NO_STACK,
@@ -63,6 +79,12 @@ struct dc_host {
   int io_pending;
   void *sched;
   dc_task *spawn_parent; /* set by dc_task_spawn_child for the dc_task_spawn it calls */
+  /* preempted tasks, resumed in turn by `idle` after the loop has served everything else */
+  dc_task *run_head, *run_tail;
+  uv_idle_t *idle;
+  volatile sig_atomic_t interrupt; /* a signal arrived and waits for the loop (dc_host_interrupt) */
+  bool stopping;                   /* dc_host_stop_runs: no task gets a new slice */
+  uint64_t sync_since;             /* dc_pcall_policy: when the outermost call began; 0 none */
   char lua_dir[PATH_MAX];
 };
 
@@ -80,7 +102,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     H->mem_used -= old;
     return NULL;
   }
-  if (nsize > old && H->opts.memory_limit && H->current &&
+  if (nsize > old && H->opts.memory_limit && (H->current || H->sync_since) &&
       H->mem_used - old + nsize > H->opts.memory_limit)
     return NULL;
   void *p = realloc(ptr, nsize);
@@ -112,25 +134,122 @@ int dc_pcall(lua_State *L, int nargs, int nresults) {
   return status;
 }
 
-/* ---- budgets ---- */
+/* ---- budgets and preemption ---- */
 
+static dc_task *task_root(dc_task *t) {
+  while (t->parent) t = t->parent;
+  return t;
+}
+
+static double seconds(uint64_t ns) { return (double)ns / 1e9; }
+
+/* Raises the error of a run being stopped, and re-arms the hook on every instruction so that a
+ * pcall in the policy cannot swallow it. */
+static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, long long budget) {
+  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
+  switch (blown) {
+  case BLOWN_INSTRUCTIONS:
+    luaL_error(L, "instruction budget exceeded: more than %I instructions in one run of '%s' "
+                  "(raise it with --max-instructions or the job's budget option)",
+               (lua_Integer)budget, name);
+    break;
+  case BLOWN_TIME:
+    luaL_error(L, "run time budget exceeded: more than %fs running in one run of '%s' "
+                  "(raise it with --max-run-time)",
+               H->opts.max_run_time, name);
+    break;
+  case BLOWN_CLOSE:
+    luaL_error(L, "__close handlers of '%s' ran past %dms", name, (int)(CLOSE_NS / 1000000));
+    break;
+  default:
+    luaL_error(L, "cancelled: the agent is stopping (a run may not compute past its %dms time "
+                  "slice once a stop was asked)",
+               (int)(SLICE_NS / 1000000));
+  }
+}
+
+/* Code called synchronously (dc_pcall_policy): it cannot yield, so it only has the budgets. */
+static void sync_hook(lua_State *L, dc_host *H) {
+  if (!H->sync_since || H->opts.max_run_time <= 0) return;
+  if (seconds(uv_hrtime() - H->sync_since) > H->opts.max_run_time)
+    raise_blown(L, H, BLOWN_TIME, "a callback", 0);
+}
+
+/* The count hook of every task: the instruction and run-time budgets, preemption after a time
+ * slice (Lua 5.4 lets a count hook yield a coroutine; lua_resume then continues where it left
+ * off), and the stop: a pending signal makes the task yield at once so the loop serves it, and
+ * once the agent stops, a task that would need another slice is stopped. Where the task cannot
+ * yield (inside a C call such as table.sort's comparator), the budgets and a pending stop
+ * signal raise instead. */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   dc_host *H = dc_host_of(L);
   dc_task *t = H->current;
-  if (!t || t->budget <= 0) return;
-  dc_task *acct = t; /* a child task's instructions count against the task tree's root */
-  while (acct->parent) acct = acct->parent;
-  if (!t->budget_blown) {
-    acct->used += BUDGET_STEP;
-    if (acct->used <= acct->budget) return;
-    t->budget_blown = true;
+  if (!t) {
+    sync_hook(L, H);
+    return;
   }
-  /* Re-arm on every instruction so a pcall in the policy cannot swallow the abort. */
-  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-  luaL_error(L, "instruction budget exceeded: more than %I instructions in one run of '%s' "
-                "(raise it with --max-instructions or the job's budget option)",
-             (lua_Integer)acct->budget, acct->name);
+  dc_task *acct = task_root(t); /* a child task's run counts against the task tree's root */
+  if (t->blown) raise_blown(L, H, t->blown, acct->name, acct->budget);
+  uint64_t slice = uv_hrtime() - t->resumed_at - t->nested_ns;
+  if (t->closing) {
+    if (slice > CLOSE_NS) raise_blown(L, H, t->blown = BLOWN_CLOSE, acct->name, 0);
+    return;
+  }
+  if (acct->budget > 0) {
+    acct->used += BUDGET_STEP;
+    if (acct->used > acct->budget)
+      raise_blown(L, H, t->blown = BLOWN_INSTRUCTIONS, acct->name, acct->budget);
+  }
+  if (acct->limited && H->opts.max_run_time > 0 &&
+      acct->run_time + seconds(slice) > H->opts.max_run_time)
+    raise_blown(L, H, t->blown = BLOWN_TIME, acct->name, 0);
+  int sig = H->interrupt;
+  if (slice < SLICE_NS && !sig) return;
+  if (H->stopping && slice >= SLICE_NS) raise_blown(L, H, t->blown = BLOWN_STOP, acct->name, 0);
+  if (L == t->co && lua_isyieldable(L)) {
+    t->preempted = true;
+    lua_yield(L, 0); /* a hook may yield only as its last act */
+    return;
+  }
+  if (sig == SIGINT || sig == SIGTERM) raise_blown(L, H, t->blown = BLOWN_STOP, acct->name, 0);
+}
+
+static void resume_runnable(uv_idle_t *idle);
+
+static void runq_push(dc_task *t) {
+  dc_host *H = t->H;
+  t->run_next = NULL;
+  if (H->run_tail) H->run_tail->run_next = t;
+  else H->run_head = t;
+  H->run_tail = t;
+  if (H->idle && !uv_is_active((uv_handle_t *)H->idle)) uv_idle_start(H->idle, resume_runnable);
+}
+
+static void runq_remove(dc_task *t) {
+  dc_host *H = t->H;
+  dc_task **p = &H->run_head, *prev = NULL;
+  while (*p && *p != t) {
+    prev = *p;
+    p = &(*p)->run_next;
+  }
+  if (!*p) return;
+  *p = t->run_next;
+  if (H->run_tail == t) H->run_tail = prev;
+  t->run_next = NULL;
+}
+
+void dc_host_interrupt(dc_host *H, int signum) { H->interrupt = signum; }
+
+void dc_host_stop_runs(dc_host *H) { H->stopping = true; }
+
+int dc_pcall_policy(lua_State *L, int nargs, int nresults) {
+  dc_host *H = dc_host_of(L);
+  bool outer = H->current == NULL && H->sync_since == 0;
+  if (outer) H->sync_since = uv_hrtime();
+  int status = dc_pcall(L, nargs, nresults);
+  if (outer) H->sync_since = 0;
+  return status;
 }
 
 /* ---- tasks ---- */
@@ -169,6 +288,21 @@ static void push_task_error(dc_task *t, int status) {
   lua_pcall(L, 2, 1, 0);
 }
 
+/* Closes the task's pending to-be-closed variables: their __close handlers are policy code, run
+ * as the task (heap cap) with CLOSE_NS of run time, whatever stopped the task. */
+static void task_close(dc_task *t) {
+  dc_host *H = t->H;
+  dc_task *outer = H->current;
+  H->current = t;
+  t->closing = true;
+  t->blown = BLOWN_NONE;
+  t->resumed_at = uv_hrtime();
+  t->nested_ns = 0;
+  lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
+  lua_resetthread(t->co);
+  H->current = outer;
+}
+
 static void task_unlink(dc_task *t) {
   dc_host *H = t->H;
   if (t->prev) t->prev->next = t->next;
@@ -185,9 +319,10 @@ static void task_finish(dc_task *t, int status, const char *err) {
   dc_host *H = t->H;
   task_end_family(t);
   task_unlink(t);
-  if (status != LUA_OK) lua_resetthread(t->co); /* release a failed run's memory at once */
+  if (t->preempted) runq_remove(t);
+  if (status != LUA_OK) task_close(t); /* release a failed run's memory at once */
   if (t->done) t->done(t, status, err, t->ud);
-  lua_resetthread(t->co); /* closes pending to-be-closed variables */
+  task_close(t); /* closes pending to-be-closed variables */
   luaL_unref(H->L, LUA_REGISTRYINDEX, t->ref);
   free(t->name);
   free(t);
@@ -199,11 +334,21 @@ static void task_run(dc_task *t, int nargs) {
   int nres = 0;
   H->current = t;
   t->running = true;
+  t->preempted = false;
+  t->resumed_at = uv_hrtime();
+  t->nested_ns = 0;
   int status = lua_resume(t->co, t->from, nargs, &nres);
+  uint64_t took = uv_hrtime() - t->resumed_at;
+  task_root(t)->run_time += seconds(took - t->nested_ns);
+  if (outer) outer->nested_ns += took;
   t->running = false;
   t->from = NULL;
   H->current = outer;
   if (status == LUA_YIELD && t->waiting) return;
+  if (status == LUA_YIELD && t->preempted) {
+    runq_push(t);
+    return;
+  }
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
     lua_pushliteral(t->co, "coroutine.yield() at the top of a job: the scheduler has nothing "
@@ -238,6 +383,7 @@ dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budg
   t->H = H;
   t->name = dup;
   t->budget = budget == 0 ? H->opts.max_instructions : budget;
+  t->limited = budget >= 0;
   t->done = done;
   t->ud = ud;
   t->from = L;
@@ -248,7 +394,7 @@ dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budg
   lua_insert(L, -(nargs + 2));            /* stack: co fn args... */
   lua_xmove(L, t->co, nargs + 1);         /* stack: co */
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* stack: (empty) */
-  if (t->budget > 0) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
+  lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_STEP); /* preemption, budgets */
   t->next = H->tasks;
   if (H->tasks) H->tasks->prev = t;
   H->tasks = t;
@@ -271,6 +417,28 @@ void dc_task_resume(dc_task *t, int nresults) {
   t->resumed_with = nresults;
   task_run(t, nresults);
   if (H->io_pending == 0 && H->clock) dc_clock_kick(H->clock);
+}
+
+/* The idle handle: runs after the loop has served due timers and ready I/O (signals, API
+ * requests), and makes the next poll not block. Each preempted task queued now gets one slice;
+ * those preempted again queue behind. */
+static void resume_runnable(uv_idle_t *idle) {
+  dc_host *H = idle->data;
+  H->interrupt = 0; /* the loop has just served whatever the signal asked */
+  dc_task *last = H->run_tail;
+  while (H->run_head) {
+    dc_task *t = H->run_head;
+    H->run_head = t->run_next;
+    if (!H->run_head) H->run_tail = NULL;
+    t->run_next = NULL;
+    t->from = NULL;
+    task_run(t, 0);
+    if (t == last) break;
+  }
+  if (!H->run_head) {
+    uv_idle_stop(idle);
+    if (H->clock) dc_clock_kick(H->clock); /* a simulated clock may move again */
+  }
 }
 
 typedef struct deliver_call {
@@ -404,7 +572,13 @@ const dc_host_options *dc_host_options_of(dc_host *H) { return &H->opts; }
 void dc_host_set_options(dc_host *H, const dc_host_options *opts) { H->opts = *opts; }
 void **dc_host_sched_slot(dc_host *H) { return &H->sched; }
 
-static bool clock_busy(void *ud) { return ((dc_host *)ud)->io_pending > 0; }
+/* A simulated clock stands still while I/O is in flight or a preempted task waits its turn. */
+static bool clock_busy(void *ud) {
+  dc_host *H = ud;
+  return H->io_pending > 0 || H->run_head != NULL;
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
 
 static bool dir_has_library(const char *dir) {
   char probe[PATH_MAX];
@@ -515,9 +689,14 @@ dc_host *dc_host_new(uv_loop_t *loop, const dc_host_options *opts) {
   find_lua_dir(H);
   H->clock = dc_clock_new(loop, clock_busy, H);
   if (!H->clock) goto fail;
+  H->idle = malloc(sizeof *H->idle);
+  if (!H->idle) goto fail;
+  uv_idle_init(loop, H->idle);
+  H->idle->data = H;
   H->L = lua_newstate(capped_alloc, H);
   if (!H->L) goto fail;
   *(dc_host **)lua_getextraspace(H->L) = H; /* copied into every new thread */
+  lua_sethook(H->L, budget_hook, LUA_MASKCOUNT, BUDGET_STEP); /* dc_pcall_policy's budget */
   lua_pushcfunction(H->L, open_state);
   if (dc_pcall(H->L, 0, 0) != LUA_OK) {
     fprintf(stderr, "dconn: cannot start Lua: %s\n", lua_tostring(H->L, -1));
@@ -526,6 +705,7 @@ dc_host *dc_host_new(uv_loop_t *loop, const dc_host_options *opts) {
   return H;
 fail:
   if (H->L) lua_close(H->L);
+  if (H->idle) uv_close((uv_handle_t *)H->idle, free_handle);
   dc_clock_free(H->clock);
   free(H);
   return NULL;
@@ -537,6 +717,7 @@ void dc_host_free(dc_host *H) {
   for (const dc_module *m = H->opts.modules; m && m->name; m++)
     if (m->close) m->close(H);
   lua_close(H->L);
+  uv_close((uv_handle_t *)H->idle, free_handle);
   dc_clock_free(H->clock);
   free(H);
 }
@@ -575,6 +756,8 @@ static void task_end_family(dc_task *t) {
       dc_task *root = c;
       while (root->parent) root = root->parent;
       c->used = root->used;
+      c->run_time = root->run_time;
+      c->limited = root->limited;
       task_leave_parent(c);
       c->orphaned = true;
     } else {

@@ -41,6 +41,7 @@ typedef struct dc_module {
 typedef struct dc_host_options {
   size_t memory_limit;        /* bytes the Lua heap may hold; 0 = unlimited */
   long long max_instructions; /* per task run; 0 = unlimited */
+  double max_run_time;        /* seconds a task run may spend running (not waiting); 0 = unlimited */
   bool unsafe;                /* policies get the full standard library */
   bool check_only;            /* dconn check: natives refuse to wait (no I/O) */
   /* The native modules, ended by a {NULL} record (NULL: none): preloaded in package.preload,
@@ -50,6 +51,7 @@ typedef struct dc_host_options {
 
 #define DC_DEFAULT_MEMORY_LIMIT ((size_t)1 << 30)    /* 1 GiB */
 #define DC_DEFAULT_MAX_INSTRUCTIONS 1000000000LL     /* about a second or two of pure Lua */
+#define DC_DEFAULT_MAX_RUN_TIME 10.0                 /* seconds */
 
 dc_host *dc_host_new(uv_loop_t *loop, const dc_host_options *opts);
 void dc_host_free(dc_host *H);
@@ -66,7 +68,26 @@ dc_host *dc_host_of(lua_State *L);
  * the stack as a string. Never yields. */
 int dc_pcall(lua_State *L, int nargs, int nresults);
 
+/* dc_pcall for policy code called synchronously (an observer): it runs under the heap cap and
+ * the run-time budget (--max-run-time), counted from the outermost such call. */
+int dc_pcall_policy(lua_State *L, int nargs, int nresults);
+
 /* ---- tasks: coroutines driven by the loop ---- */
+/*
+ * Budgets and preemption: every task has a count hook. A run (a task tree from its first resume
+ * to its end) stops with an error past its instruction budget or past --max-run-time seconds of
+ * running; budget < 0 lifts both. A task that has run for a time slice (20 ms) yields to the
+ * loop and is resumed, where it was, once due timers, I/O and signals have been served (a
+ * simulated clock stands still meanwhile). Where it cannot yield (inside a C call), the budgets
+ * still hold.
+ */
+
+/* From a signal handler (async-signal-safe): a signal waits for the loop, so a running task
+ * yields at its next hook; SIGINT and SIGTERM stop a task that cannot yield. 0 clears it. */
+void dc_host_interrupt(dc_host *H, int signum);
+/* The agent is stopping: from now on a task that needs more than its current time slice is
+ * stopped with an error (tasks waiting for I/O are left to finish). */
+void dc_host_stop_runs(dc_host *H);
 
 /* Called once when a task ends. status is LUA_OK or an error status; on error, err is the
  * message with traceback. On success the function's results are on dc_task_thread(t). The task

@@ -53,6 +53,8 @@ static int runtime_options(lua_State *L) {
   lua_setfield(L, -2, "memory_limit");
   lua_pushinteger(L, (lua_Integer)o->max_instructions);
   lua_setfield(L, -2, "max_instructions");
+  lua_pushnumber(L, o->max_run_time);
+  lua_setfield(L, -2, "max_run_time");
   lua_pushboolean(L, o->check_only);
   lua_setfield(L, -2, "check_only");
   return 1;

@@ -210,7 +210,7 @@ static void observe(dc_job *job, bool ok) {
   lua_pushcfunction(L, call_observer);
   lua_pushlightuserdata(L, job);
   lua_pushboolean(L, ok);
-  if (dc_pcall(L, 2, 0) != LUA_OK) {
+  if (dc_pcall_policy(L, 2, 0) != LUA_OK) {
     dc_log(s->H, DC_LOG_ERROR, "job observer failed: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }

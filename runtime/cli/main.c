@@ -113,6 +113,7 @@ static void apply_globals(dc_host *H, lua_State *L, int parsed) {
   dc_host_options o = *dc_host_options_of(H);
   o.memory_limit = (size_t)get_number(L, g, "memory_limit", (double)o.memory_limit);
   o.max_instructions = (long long)get_number(L, g, "max_instructions", (double)o.max_instructions);
+  o.max_run_time = get_number(L, g, "max_run_time", o.max_run_time);
   o.unsafe = get_bool(L, g, "unsafe");
   dc_host_set_options(H, &o);
   lua_pop(L, 1);
@@ -194,6 +195,7 @@ int main(int argc, char **argv) {
   uv_loop_init(&loop);
   dc_host_options defaults = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,
                               .max_instructions = DC_DEFAULT_MAX_INSTRUCTIONS,
+                              .max_run_time = DC_DEFAULT_MAX_RUN_TIME,
                               .modules = dc_modules};
   dc_host *H = dc_host_new(&loop, &defaults);
   if (!H) return close_loop(&loop, DC_EXIT_FAILURE);

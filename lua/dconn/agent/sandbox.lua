@@ -53,17 +53,28 @@ end
 -- and functions pass as they are.
 local views = setmetatable({}, { __mode = "k" })
 local loaded_modules = package.loaded
-local function is_module(v)
+local function module_name(v)
   for name in pairs(public) do
-    if loaded_modules[name] == v then return true end
+    if loaded_modules[name] == v then return name end
   end
-  return false
 end
+local function is_module(v) return module_name(v) ~= nil end
+
+-- The driver's controls, kept out of a policy's view of their modules: the scheduler's switches
+-- (a policy stopping every job, or watching every run) and the leadership guard.
+local DRIVER_ONLY = {
+  ["dconn.timer"] = { stop = true, hold = true, observe = true },
+  ["dconn.k8s"] = { set_guard = true },
+}
+local NONE = {}
+
 local function readonly(t)
   local view = views[t]
   if view then return view end
+  local hidden = DRIVER_ONLY[module_name(t) or ""] or NONE
   view = setmetatable({}, {
     __index = function(_, k)
+      if hidden[k] then return nil end
       local v = t[k]
       if type(v) == "table" and getmetatable(v) == nil then return readonly(v) end
       if type(v) == "table" and is_module(v) then return readonly(v) end
@@ -75,6 +86,7 @@ local function readonly(t)
     __pairs = function()
       return function(_, k)
         local nk, nv = next(t, k)
+        while nk ~= nil and hidden[nk] do nk, nv = next(t, nk) end
         if type(nv) == "table" and (getmetatable(nv) == nil or is_module(nv)) then
           nv = readonly(nv)
         end

@@ -36,6 +36,8 @@ local GLOBALS = {
     help = "cap on the Lua heap, e.g. 512M, 2G; 0 = none" },
   { name = "max-instructions", type = "integer", metavar = "N", min = 0, default = "1000000000",
     help = "per job run, stops runaway loops; 0 = none" },
+  { name = "max-run-time", type = "duration", metavar = "DURATION", default = "10s",
+    help = "time a job run may spend running (not waiting), also in C calls; 0 = none" },
   { name = "unsafe", help = "give policies the full standard library (os.execute, io.popen, ...)" },
   { name = "help", short = "h", action = "help", help = "this help, or a command's (dconn COMMAND --help)" },
   { name = "version", short = "v", action = "version", help = "versions of dconn and its libraries" },

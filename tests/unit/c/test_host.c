@@ -392,11 +392,13 @@ static void budget_cannot_be_swallowed(void **state) {
   spawn(f, "for _ = 1, 100 do pcall(function() while true do end end) end\n"
            "local ok = pcall(error, 'x'); return 'swallowed'",
         0);
+  run_loop(f); /* a run longer than a time slice is preempted and resumed by the loop */
   assert_int_equal(f->done_calls, 1);
   assert_int_equal(f->status, LUA_ERRRUN);
   assert_non_null(strstr(f->err, "instruction budget exceeded"));
   /* the budget is per task: the next one starts afresh; -1 is unlimited */
   spawn(f, "local n = 0; for i = 1, 2000000 do n = n + i end; return n", -1);
+  run_loop(f);
   assert_int_equal(f->status, LUA_OK);
   spawn(f, "return 'fresh'", 0);
   assert_int_equal(f->status, LUA_OK);
@@ -406,6 +408,7 @@ static void budget_cannot_be_swallowed(void **state) {
 static void memory_limit(void **state) {
   fixture *f = *state;
   spawn(f, "local t = {}; for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end", -1);
+  run_loop(f);
   assert_int_equal(f->done_calls, 1);
   assert_int_equal(f->status, LUA_ERRMEM);
   assert_non_null(strstr(f->err, "out of memory: the Lua heap reached its cap of 8 MiB"));
@@ -417,6 +420,29 @@ static void memory_limit(void **state) {
   spawn(f, "return pcall(test.early, 'huge')", 0);
   assert_int_equal(f->status, LUA_OK);
   assert_string_equal(f->results, "false,not enough memory");
+}
+
+static void on_tick(uv_timer_t *t) { (*(int *)t->data)++; }
+
+/* A task that spins yields to the loop after its time slice: a timer due meanwhile fires while
+ * the task is still unfinished; the run-time budget then stops it. */
+static void preemption(void **state) {
+  fixture *f = *state;
+  dc_host_options o = *dc_host_options_of(f->H);
+  o.max_run_time = 0.3;
+  dc_host_set_options(f->H, &o);
+  uv_timer_t timer;
+  int ticks = 0;
+  uv_timer_init(&f->loop, &timer);
+  timer.data = &ticks;
+  uv_timer_start(&timer, on_tick, 0, 50);
+  assert_non_null(spawn(f, "while true do end", 0));
+  assert_int_equal(f->done_calls, 0);
+  while (f->done_calls == 0) uv_run(&f->loop, UV_RUN_ONCE);
+  assert_true(ticks >= 3);
+  assert_non_null(strstr(f->err, "run time budget exceeded"));
+  uv_close((uv_handle_t *)&timer, NULL);
+  run_loop(f);
 }
 
 static void os_time_reads_the_host_clock(void **state) {
@@ -471,6 +497,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(budget_stops_a_loop, setup_small, teardown),
       cmocka_unit_test_setup_teardown(budget_cannot_be_swallowed, setup_small, teardown),
       cmocka_unit_test_setup_teardown(memory_limit, setup_small, teardown),
+      cmocka_unit_test_setup_teardown(preemption, setup, teardown),
       cmocka_unit_test_setup_teardown(os_time_reads_the_host_clock, setup, teardown),
       cmocka_unit_test_setup_teardown(option_tables, setup, teardown),
   };
