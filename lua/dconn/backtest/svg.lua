@@ -72,10 +72,9 @@ function _M.render(r)
     .. 'original rule, %.3f hindsight best</text>', LEFT, esc(r.policy), r.mean_qos, r.stay_qos, r.original_qos,
     r.best_qos)
   put('<text x="%d" y="40" fill="#444" font-size="11">%s, %s to %s UTC: moves %d (original rule %d), flaps %d, '
-    .. 'ticks below the SLA %d (never moving %d); a move costs %g s</text>', LEFT, esc(r.target),
-    timer.format_time(t0, "utc"),
+    .. 'ticks below the SLA %d (never moving %d)</text>', LEFT, esc(r.target), timer.format_time(t0, "utc"),
     timer.format_time(t1, "utc"):sub(12), r.moves, r.original_moves, r.flaps, r.sla_violations,
-    r.stay_sla_violations, r.move_cost)
+    r.stay_sla_violations)
   -- axes and grid
   put('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#999"/>', LEFT, TOP, plot_w, PLOT_H)
   local step = (hi - lo) > 0.3 and 0.1 or 0.05
@@ -143,7 +142,7 @@ function _M.render(r)
   put('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-width="3" opacity="0.75"/>', lx, yy, lx + 22, yy)
   put('<text x="%d" y="%d">what the app got: %.3f</text>', lx + 28, yy + 4, r.mean_qos)
   put('<path d="M %d %d l -5 -9 l 10 0 z" fill="#d62728"/>', lx + 11, yy + 30)
-  put('<text x="%d" y="%d">a move (%d)</text>', lx + 28, yy + 26, r.moves)
+  put('<text x="%d" y="%d">a move (%d), %g s of zero QoS</text>', lx + 28, yy + 26, r.moves, r.move_cost)
   put('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#d62728" stroke-dasharray="6 4"/>', lx, yy + 46, lx + 22, yy + 46)
   put('<text x="%d" y="%d">SLA %g</text>', lx + 28, yy + 50, r.sla)
   put("</svg>")
