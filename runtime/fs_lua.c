@@ -275,10 +275,18 @@ static int fs_write_atomic(lua_State *L) {
   return 1;
 }
 
+/* isatty(fd): whether a standard stream is a terminal (a progress bar is drawn only there). */
+static int fs_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 2, 1, "0, 1 or 2 (stdin, stdout, stderr)");
+  lua_pushboolean(L, isatty((int)fd));
+  return 1;
+}
+
 static const luaL_Reg fs_functions[] = {
     {"mkdir_p", fs_mkdir_p}, {"list", fs_list}, {"stat", fs_stat},
     {"realpath", fs_realpath}, {"cwd", fs_cwd}, {"remove", fs_remove},
-    {"read_file", fs_read_file},
+    {"read_file", fs_read_file}, {"isatty", fs_isatty},
     {"write_atomic", fs_write_atomic}, {NULL, NULL},
 };
 

@@ -11,6 +11,7 @@
 --   fs.list(dir [, {type = "file" | "dir"}]) -> names   sorted, no "." or ".."; links followed
 --   fs.stat(path) -> {type = "file" | "dir" | "other", size =, mtime =}   links followed
 --   fs.realpath(path) -> path, fs.cwd() -> path, fs.remove(path) -> true
+--   fs.isatty(fd) -> boolean                      fd 0, 1 or 2: whether it is a terminal
 --   fs.dirname(path), fs.basename(path), fs.join(a, b, ...)   text only, nothing is looked up
 --
 -- Failures: nil, err with err a dconn.error of kind "io", err.errno the errno's name ("ENOENT",
@@ -45,6 +46,7 @@ _M.list = wrap(native.list)
 _M.stat = wrap(native.stat)
 _M.realpath = wrap(native.realpath)
 _M.remove = wrap(native.remove)
+_M.isatty = native.isatty
 
 function _M.cwd()
   local dir, message, errno, reason = native.cwd()

@@ -32,7 +32,7 @@ describe("dconn command line", function()
 
   it("prints the same help for `dconn help X` and `dconn X --help`, for every command, from its table", function()
     local registry = require("dconn.cli").registry()
-    assert.same({ "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "policy", "help",
+    assert.same({ "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "backtest", "policy", "help",
       "completion" }, registry.order)
     for _, name in ipairs(registry.order) do
       local rc, help, err = h.run("help " .. name)

@@ -65,7 +65,8 @@ end
 --- Loads a policy file into a fresh sandbox and validates it against dconn.policy's schema
 -- (which warns once about deprecated flat keys). Returns the policy table, its job specs and, for
 -- a placement policy, its agent (dconn.placement), or nil and a message naming the file and line.
-function _M.load(path)
+-- `with` = {tracker =, cluster =, source =} replaces what the agent would open (a backtest's).
+function _M.load(path, with)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = fs.dirname(path) }
   local chunk, err = loadfile(path, "t", env)
   if not chunk then return nil, err end
@@ -82,7 +83,9 @@ function _M.load(path)
   if not valid then return nil, check_err end
   local placement
   if policy_mod.is_placement(policy) then
-    local made, new_err = pcall(policy_mod.new, policy, { path = path, text = text })
+    with = with or {}
+    local made, new_err = pcall(policy_mod.new, policy, { path = path, text = text, tracker = with.tracker,
+      cluster = with.cluster, source = with.source })
     if not made then return nil, tostring(new_err) end
     placement = new_err
   end

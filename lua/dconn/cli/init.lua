@@ -20,7 +20,7 @@ local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _M.EXIT_OK, _M.EXIT_FAILURE, _M.EXIT_USAGE = EXIT_OK, EXIT_FAILURE, EXIT_USAGE
 
 -- In `dconn --help`'s order.
-local ORDER = { "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "policy", "help",
+local ORDER = { "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "backtest", "policy", "help",
   "completion" }
 
 -- Before or after any command's name. runtime/cli/main.c applies them (keys with _).

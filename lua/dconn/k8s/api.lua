@@ -52,7 +52,7 @@ end
 -- (load_config's result); k8s.lease_lock's: the elector's and a client's (or the client).
 local OWN_OPTIONS = { qps = "number", burst = "number", retries = "number", backoff_base = "number",
   backoff_max = "number", timeout = "number", connect_timeout = "number", field_manager = "string",
-  simulate = "boolean|string" }
+  simulate = "boolean|string", sim = "table" }
 local CLIENT_OPTIONS = union(config.LOAD_OPTIONS, OWN_OPTIONS)
 local CONFIGURED_OPTIONS = union(config.CONFIG_FIELDS, OWN_OPTIONS)
 local LEADER_KEYS = { "name", "identity", "lease_duration", "renew_deadline", "retry_period", "on_started_leading",
@@ -75,7 +75,9 @@ function _M.client(opts)
     "k8s.connect")
   opts = opts or {}
   local cfg, err = opts
-  if opts.simulate then
+  if opts.sim then -- a simulated cluster the caller made (a backtest's, in memory): nothing to warn about
+    cfg = { source = "simulated", server = "simulated:memory", namespace = opts.namespace }
+  elseif opts.simulate then
     cfg = { source = "simulated", server = "simulated", namespace = opts.namespace }
   elseif not opts.server then
     cfg, err = config.load(opts)
@@ -85,8 +87,8 @@ function _M.client(opts)
       return nil, err
     end
   end
-  local sim
-  if cfg.source == "simulated" then
+  local sim = opts.sim
+  if cfg.source == "simulated" and not sim then
     local path = type(opts.simulate) == "string" and opts.simulate or getenv("DCONN_K8S_SIM_STATE")
     sim, err = k8s_sim.open(path ~= "" and path or nil)
     if not sim then return nil, new_error("config", "Config", nil, err) end

@@ -18,7 +18,8 @@
 --     remote service; open for files, new for objects in memory). An unknown option raises.
 --     With no configuration found (or simulate = true or a state-file path) the client talks to
 --     a simulated cluster (dconn.k8s.sim; state file from simulate or DCONN_K8S_SIM_STATE), and
---     says so at error level; simulate = false turns that fallback off.
+--     says so at error level; simulate = false turns that fallback off; sim = a dconn.k8s.sim
+--     object talks to that one (quietly: the caller made it, e.g. a backtest's in memory).
 --     Credentials (https only, as client-go): token, tokenFile, client certificate, exec plugin,
 --     or username/password (basic auth; not together with a token). tls-server-name: the
 --     certificate is checked against that name while connecting to the server's host
