@@ -171,17 +171,47 @@ $(BUILD)/kubectl/kubectl:
 	else { cd $(@D) && apt-get download kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root \
 	  && ln -sf root/usr/bin/kubectl kubectl; } || echo "test: could not fetch kubectl; k8s_spec will fail" >&2; fi
 
-# libFuzzer on the safetensors parser for FUZZ_TIME seconds (clang only for this target),
-# seeded with the model fixtures; crashes land in build/fuzz/.
+# libFuzzer (clang only for these targets), each for FUZZ_TIME seconds, one after the other:
+# safetensors and cron straight on their C, the Lua parsers through fuzz_lua.c (the host and its
+# native modules around tests/fuzz/<target>.lua): the CSV export, kubeconfig, JSON and the agent
+# API's router. Seeds in tests/fuzz/corpus/<target>/ (and the model fixtures); the corpora grow
+# under build/fuzz/corpus/, crashes land in build/fuzz/ as <target>-crash-*. The Lua targets run
+# without LeakSanitizer's check after each input (a Lua heap keeps what its collector has not
+# reached yet: every input would look like a leak and cost a full scan); growth still shows in
+# peak_rss_mb and past -rss_limit_mb.
 FUZZ_TIME ?= 60
-fuzz: DEPS += clang libclang-rt-14-dev
-fuzz: deps $(BUILD)/fuzz/fuzz_safetensors
-	@mkdir -p $(BUILD)/fuzz/corpus && cp tests/fixtures/model/*.safetensors $(BUILD)/fuzz/corpus/
-	cd $(BUILD)/fuzz && ./fuzz_safetensors -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 corpus
+FUZZ_C_TARGETS   := safetensors cron
+FUZZ_LUA_TARGETS := export kubeconfig json api
+FUZZ_TARGETS     := $(FUZZ_C_TARGETS) $(FUZZ_LUA_TARGETS)
+FUZZ_CFLAGS       = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -Iruntime
+FUZZ_OBJS        := $(wildcard runtime/*.c)
+FUZZ_OBJS        := $(FUZZ_OBJS:runtime/%.c=$(BUILD)/fuzz/obj/%.o)
+safetensors_FUZZ_SRCS := runtime/nn/safetensors.c
+cron_FUZZ_SRCS        := runtime/cron.c runtime/timefmt.c
 
-$(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c runtime/nn/safetensors.c runtime/nn/safetensors.h
+fuzz: DEPS += clang libclang-rt-14-dev
+fuzz: deps $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$t && cp tests/fuzz/corpus/$$t/* $(BUILD)/fuzz/corpus/$$t/ 2>/dev/null; \
+	  [ $$t != safetensors ] || cp tests/fixtures/model/*.safetensors $(BUILD)/fuzz/corpus/$$t/; \
+	  echo "fuzz: $$t for $(FUZZ_TIME) s"; leaks=1; case " $(FUZZ_LUA_TARGETS) " in *" $$t "*) leaks=0;; esac; \
+	  $(BUILD)/fuzz/fuzz_$$t -detect_leaks=$$leaks -max_total_time=$(FUZZ_TIME) -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus/$$t 2>$(BUILD)/fuzz/$$t.log \
+	    || { tail -40 $(BUILD)/fuzz/$$t.log; exit 1; }; \
+	  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $(BUILD)/fuzz/$$t.log; \
+	done
+
+$(FUZZ_C_TARGETS:%=$(BUILD)/fuzz/fuzz_%): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$($$*_FUZZ_SRCS) $(HDRS)
 	@mkdir -p $(@D)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime $< runtime/nn/safetensors.c -o $@
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $($*_FUZZ_SRCS) -o $@ -lm
+
+$(BUILD)/fuzz/obj/%.o: runtime/%.c $(HDRS)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -fPIC -c $< -o $@
+
+$(FUZZ_LUA_TARGETS:%=$(BUILD)/fuzz/fuzz_%): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_lua.c tests/fuzz/%.lua $(FUZZ_OBJS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	  -DFUZZ_SCRIPT='"$(abspath tests/fuzz/$*.lua)"' $< $(FUZZ_OBJS) -o $@ $(LIBS) -Wl,-E
 
 # The whole suite with the ASan+UBSan build and the Lua collector running continuously, so a
 # value the C code forgot to anchor is collected (and caught) at once.

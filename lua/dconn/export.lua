@@ -15,6 +15,9 @@
 --     data.gaps              { { from =, to =, before = file, after = file }, ... }: time missing
 --                            between consecutive files
 --     data.warnings          one line per problem (malformed rows, gaps), for the caller to log
+--   export.parse(text [, name]) -> data | nil, err
+--     one export file's contents, read as read reads a file (name, "<string>" by default, stands
+--     for its path in data.files and the messages)
 --
 -- The file: a header row, then per 5 s one row per (timestamp, cluster) with the node cells
 -- (node_cpu_usage, node_mem_usage, pipelines_server_cpu_usage, pipelines_server_mem_usage) and
@@ -119,10 +122,9 @@ local function interpolate(list, i)
   for j = prev + 1, #list do list[j].node[i] = list[prev].node[i] end
 end
 
--- One file: { first =, slots = {cluster = {slot, ...}} (rules 1-3), rows =, bad =, bad_line =, bad_why = }
-local function parse(path)
-  local text, err = fs.read_file(path)
-  if not text then return nil, err end
+-- One file's text: { first =, slots = {cluster = {slot, ...}} (rules 1-3), rows =, bad =, bad_line =,
+-- bad_why = }; path names it in messages.
+local function parse(text, path)
   if not find(text, "%S") then return fail("format", path .. " is empty") end
 
   local fields, lineno, pos = {}, 0, 0
@@ -278,22 +280,15 @@ local function merge(files)
   return { clusters = clusters, rows = rows, first = first, last = last, interval = dt, duplicates = duplicates }
 end
 
-function _M.read(path)
-  if type(path) ~= "string" then error("export.read: expected a path, got " .. type(path), 2) end
-  local paths
-  local st, serr = fs.stat(path)
-  if not st then return fail("io", format("cannot open %s: %s", path, serr.reason)) end
-  if st.type == "dir" then
-    paths = list_csv(path)
-    if #paths == 0 then return fail("format", path .. " is a directory without .csv files") end
-  else
-    paths = { path }
-  end
+-- Rules 4-6 and the gaps over the files (paths, each read by load(path)); `path` names them all.
+local function assemble(path, paths, load)
   local files, warnings = {}, {}
   local nrows, skipped = 0, 0
+  local only
   for _, p in ipairs(paths) do
-    local file, err = parse(p)
+    local file, err = load(p)
     if not file then return nil, err end
+    only = only or file
     if file.bad > 0 then
       warnings[#warnings + 1] = format("%s: skipped %d malformed row%s (first at line %d: %s)", p, file.bad,
         file.bad > 1 and "s" or "", file.bad_line, file.bad_why)
@@ -303,7 +298,6 @@ function _M.read(path)
   end
   if nrows == 0 then
     if #paths > 1 then return fail("format", path .. ": no file has rows") end
-    local only = parse(paths[1])
     if only.bad > 0 then
       return fail("format", format("%s has no valid rows (%d malformed, first at line %d: %s)", paths[1], only.bad,
         only.bad_line, only.bad_why))
@@ -342,6 +336,31 @@ function _M.read(path)
   for i, file in ipairs(files) do data.files[i] = file.path end
   data.nrows, data.skipped = nrows, skipped
   return data
+end
+
+function _M.read(path)
+  if type(path) ~= "string" then error("export.read: expected a path, got " .. type(path), 2) end
+  local paths
+  local st, serr = fs.stat(path)
+  if not st then return fail("io", format("cannot open %s: %s", path, serr.reason)) end
+  if st.type == "dir" then
+    paths = list_csv(path)
+    if #paths == 0 then return fail("format", path .. " is a directory without .csv files") end
+  else
+    paths = { path }
+  end
+  return assemble(path, paths, function(p)
+    local text, err = fs.read_file(p)
+    if not text then return nil, err end
+    return parse(text, p)
+  end)
+end
+
+function _M.parse(text, name)
+  if type(text) ~= "string" then error("export.parse: expected a string, got " .. type(text), 2) end
+  if name ~= nil and type(name) ~= "string" then error("export.parse: name must be a string", 2) end
+  name = name or "<string>"
+  return assemble(name, { name }, function() return parse(text, name) end)
 end
 
 return _M

@@ -1,7 +1,9 @@
 -- dconn.json: lua-cjson with the decisions MLflow and Kubernetes need made once, here.
 --
 --   json.encode(v)  -> text | nil, err   (NaN/Inf, cycles, functions: an error value, not a raise)
---   json.decode(s)  -> value | nil, err  (invalid JSON from a server is an error value)
+--   json.decode(s)  -> value | nil, err  (invalid JSON from a server is an error value; so is a
+--                                         number too large for a double, 1e999, which encode
+--                                         could not write back)
 --   json.null       JSON null, both ways (cjson's lightuserdata sentinel)
 --   json.array(t)   marks t as an array: an empty marked table encodes as [] instead of {}
 --   json.empty_array  a marked empty table, for literals
@@ -16,7 +18,8 @@ local cjson_module = require "dconn.cjson"
 local type, pairs, pcall, tostring, tonumber, error = type, pairs, pcall, tostring, tonumber, error
 local getmetatable, setmetatable, next = getmetatable, setmetatable, next
 local math_type, floor, abs, random = math.type, math.floor, math.abs, math.random
-local format, gsub = string.format, string.gsub
+local format, gsub, find = string.format, string.gsub, string.find
+local huge = math.huge
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -110,10 +113,25 @@ function _M.encode(v)
   return text
 end
 
+-- Whether v holds an infinity (cjson reads 1e999 as one).
+local function has_infinity(v)
+  if type(v) == "number" then return v == huge or v == -huge end
+  if type(v) ~= "table" then return false end
+  for _, item in pairs(v) do
+    if has_infinity(item) then return true end
+  end
+  return false
+end
+
 function _M.decode(text)
   if type(text) ~= "string" then error("json.decode: expected a string, got " .. type(text), 2) end
   local ok, value = pcall(cjson.decode, text)
   if not ok then return nil, "invalid JSON: " .. tostring(value):gsub("^[^\n]-:%d+: ", "") end
+  -- only a 3-digit exponent or a 300-digit number overflows: other text is not walked
+  local large = find(text, "[eE][+]?0*[1-9]%d%d") or find(text, "%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d")
+  if large and has_infinity(value) then
+    return nil, "invalid JSON: a number too large for a double"
+  end
   return value
 end
 

@@ -286,6 +286,7 @@ describe("the agent API", function()
       ["/describe"] = { get = { "200" } }, ["/decisions"] = { get = { "200", "400" } },
       ["/openapi.json"] = { get = { "200" } }, ["/analyze"] = { post = { "200", "400", "413" } },
       ["/apps/{app}"] = { get = { "200" } }, ["/boom"] = { get = { "200", "500" } }, ["/echo"] = { get = { "200" } },
+      ["/sized"] = { get = { "200" } },
     }
     for path, methods in pairs(expected) do
       assert.is_table(doc.paths[path], path)
@@ -298,7 +299,7 @@ describe("the agent API", function()
     end
     local count = 0
     for _, item in pairs(doc.paths) do for _ in pairs(item) do count = count + 1 end end
-    assert.equals(15, count)
+    assert.equals(16, count)
     local get_job = doc.paths["/jobs/{name}"].get
     assert.equals("name", get_job.parameters[1].name)
     assert.equals("path", get_job.parameters[1]["in"])
@@ -318,6 +319,22 @@ describe("the agent API", function()
     assert.equals("too_large", json.decode(text).error)
     status = http(port, "POST", "/analyze", { body = string.rep(" ", 1024 * 1024) })
     assert.equals(400, status) -- at the limit: read, then found not to be JSON
+  end)
+
+  it("caps a policy route's response at 8 MiB: past it, 500 with a JSON error", function()
+    local status, _, text = http(port, "GET", "/sized?bytes=" .. 8 * 1024 * 1024)
+    assert.equals(200, status)
+    assert.equals(8 * 1024 * 1024, #text)
+    local headers
+    status, headers, text = http(port, "GET", "/sized?bytes=" .. 8 * 1024 * 1024 + 1)
+    assert.equals(500, status)
+    assert.equals("application/json", headers["content-type"])
+    local body = json.decode(text)
+    assert.equals("internal", body.error)
+    assert.equals("the policy's response is larger than 8388608 bytes", body.message)
+    assert.is_truthy(h.wait_for(function()
+      return child.err():match("API: policy route GET /sized answered 8388609 bytes, more than the 8388608")
+    end, 5))
   end)
 
   it("answers malformed requests with 4xx", function()

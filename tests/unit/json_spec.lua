@@ -37,6 +37,15 @@ describe("dconn.json", function()
     end
   end)
 
+  it("refuses on decode a number too large for a double, which encode could not write back", function()
+    for _, bad in ipairs { "1e999", '{"a":[1,-3e3333]}', "[" .. string.rep("9", 400) .. "]", "1.5E+0400" } do
+      local value, err = json.decode(bad)
+      assert.is_nil(value, bad)
+      assert.equals("invalid JSON: a number too large for a double", err)
+    end
+    assert.same({ 1e300, 1e-400, 1234567890123456789.0 }, json.decode("[1e300, 1e-400, 1234567890123456789]"))
+  end)
+
   it("returns error values for cycles, functions and bad input, never raising", function()
     local t = {}
     t.self = t

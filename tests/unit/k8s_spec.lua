@@ -88,5 +88,24 @@ print(cfg.context, cfg.server, cfg.namespace, tostring(cfg.insecure))
       local _, err = k8s.load_config { kubeconfig = dir .. "/does-not-exist" }
       assert.matches("does%-not%-exist", tostring(err))
     end)
+
+    it("removes the files of decoded *-data fields when a later field fails", function()
+      -- the certificate is written to a temporary file before the missing key is noticed
+      local path = h.write(dir .. "/half-pair", "current-context: x\n"
+        .. "clusters: [{name: c, cluster: {server: 'https://h'}}]\n"
+        .. "users: [{name: u, user: {client-certificate-data: " .. k8s.base64_encode("PEM") .. "}}]\n"
+        .. "contexts: [{name: x, context: {cluster: c, user: u}}]")
+      local written, tmpname = {}, os.tmpname
+      os.tmpname = function() -- luacheck: ignore 122
+        written[#written + 1] = tmpname()
+        return written[#written]
+      end
+      local cfg, err = k8s.load_config { kubeconfig = path }
+      os.tmpname = tmpname -- luacheck: ignore 122
+      assert.is_nil(cfg)
+      assert.matches("client%-certificate and client%-key", err.message)
+      assert.equals(1, #written)
+      assert.is_nil(io.open(written[1], "r"))
+    end)
   end)
 end)

@@ -14,6 +14,12 @@
 -- a table body is sent as JSON. A route's `request` schema (a JSON schema subset) is checked
 -- before the handler runs: a body that does not match gets 400.
 --
+-- A handler's body is capped at MAX_RESPONSE (8 MiB, as sent: JSON once encoded): a larger one
+-- is not sent; the client gets 500 with a JSON error and the log says which route.
+--
+--   api.handle(req) -> status, headers, body: the router alone, what the server answers to req
+--     (method, path, raw_path, query, headers with lowercase names, body, remote), for tests
+--
 -- Errors are JSON: {"error": "not_found", "message": "..."}. With a token file, every route but
 -- /healthz and /readyz needs `Authorization: Bearer TOKEN` (compared in constant time).
 local server = require "dconn.server"
@@ -37,6 +43,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local DEFAULT_LISTEN = "127.0.0.1:8080"
 local MAX_BODY = 1024 * 1024
+local MAX_RESPONSE = 8 * 1024 * 1024 -- a policy route's answer; more is a runaway handler, not data
 local TIMEOUT = 10
 local MAX_DECISIONS = 1000
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
@@ -591,7 +598,14 @@ local function call_policy_route(route, req, params)
   end
   if body == nil then body = "" end
   if type(body) ~= "string" and type(body) ~= "table" then body = tostring(body) end
-  return reply(status, body, out)
+  local text
+  status, out, text = reply(status, body, out)
+  if #text > MAX_RESPONSE then
+    log.error("API: policy route %s %s answered %d bytes, more than the %d a response may hold", route.method,
+      route.path, #text, MAX_RESPONSE)
+    return fail(500, "internal", format("the policy's response is larger than %d bytes", MAX_RESPONSE))
+  end
+  return status, out, text
 end
 
 local function handle(req)
@@ -701,6 +715,8 @@ end
 function _M.address()
   return srv and srv:address() or nil
 end
+
+_M.handle = dispatch
 
 --- The OpenAPI document of the running API (a table).
 function _M.openapi() return openapi() end

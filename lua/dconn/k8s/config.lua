@@ -188,7 +188,8 @@ local function field(e, key, kind)
   return s
 end
 
-local function load_kubeconfig(opts)
+-- temp_files: where the files of decoded *-data fields are listed as they are written.
+local function load_kubeconfig(opts, temp_files)
   local files = kubeconfig_files(opts.kubeconfig)
   if #files == 0 then return nil end
   local merged = { clusters = {}, users = {}, contexts = {} }
@@ -230,7 +231,7 @@ local function load_kubeconfig(opts)
   if user_name and not user then
     return config_error("kubeconfig %s: %s.user: user \"%s\" not found", ctx.file, ctx.where, user_name)
   end
-  local cfg = { source = "kubeconfig", context = context_name, files = files, temp_files = {} }
+  local cfg = { source = "kubeconfig", context = context_name, files = files, temp_files = temp_files }
   local v
   cfg.namespace, err = field(ctx, "namespace")
   if err then return config_error("%s", err) end
@@ -361,7 +362,11 @@ end
 
 -- load_config without the check of its options (k8s.client passes its own along).
 function _M.load(opts)
-  local cfg, err = load_kubeconfig(opts)
+  local temp_files = {}
+  local cfg, err = load_kubeconfig(opts, temp_files)
+  if err then -- a field that failed after a *-data field was written: no one else will remove its file
+    for _, path in ipairs(temp_files) do fs.remove(path) end
+  end
   if not cfg and not err and not opts.context then cfg, err = load_in_cluster(opts) end
   if not cfg and not err then
     local _, e = config_error("no Kubernetes configuration: no kubeconfig (--kubeconfig, KUBECONFIG, "
