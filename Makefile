@@ -138,6 +138,7 @@ bench: deps all .venv/bin/apscheduler-ok
 	@tests/bench/model.sh $(BUILD)/dconn
 	@tests/bench/tracker.sh $(BUILD)/dconn
 	@tests/bench/policy.sh $(BUILD)/dconn
+	@tests/bench/soak.sh $(BUILD)/dconn
 
 # The benchmark's peer (APScheduler 3.x) in a venv; if it cannot be installed the benchmark
 # still runs and says the peer is missing.
