@@ -283,9 +283,26 @@ static int fs_isatty(lua_State *L) {
   return 1;
 }
 
+/* fs.rename(from, to) -> true: rename(2), then the new entry's directory synced, so a
+ * directory filled under a temporary name appears whole or not at all, after a crash too. */
+static int fs_rename(lua_State *L) {
+  const char *from = luaL_checkstring(L, 1);
+  const char *to = luaL_checkstring(L, 2);
+  if (rename(from, to) != 0) return fail(L, "cannot rename", from, errno);
+  char dir[PATH_MAX];
+  const char *slash = strrchr(to, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == to) snprintf(dir, sizeof dir, "/");
+  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - to), to);
+  if (sync_dir(dir) != 0) return fail(L, "cannot sync the directory of", to, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg fs_functions[] = {
     {"mkdir_p", fs_mkdir_p}, {"list", fs_list}, {"stat", fs_stat},
     {"realpath", fs_realpath}, {"cwd", fs_cwd}, {"remove", fs_remove},
+    {"rename", fs_rename},
     {"read_file", fs_read_file}, {"isatty", fs_isatty},
     {"write_atomic", fs_write_atomic}, {NULL, NULL},
 };

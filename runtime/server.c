@@ -680,9 +680,10 @@ static int server_start(server *s, const char *host, int port, double timeout) {
 
 static void on_sigpipe(int sig) { (void)sig; }
 
-/* A write to a client that left must fail with EPIPE, not kill the process. A handler rather
- * than SIG_IGN: handlers are reset by exec, so programs a policy starts get the default back. */
-static void survive_sigpipe(void) {
+/* A write to a client that left (or to a closed stdout: `dconn runs | head -1`) must fail with
+ * EPIPE, not kill the process. A handler rather than SIG_IGN: handlers are reset by exec, so
+ * programs a policy starts get the default back. */
+void dc_survive_sigpipe(void) {
   struct sigaction old;
   if (sigaction(SIGPIPE, NULL, &old) != 0 || old.sa_handler != SIG_DFL) return;
   struct sigaction sa;
@@ -743,7 +744,7 @@ static int server_listen(lua_State *L) {
   s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* an open server is not garbage */
-  survive_sigpipe();
+  dc_survive_sigpipe();
   int r = server_start(s, host, (int)port, timeout);
   if (r != 0) {
     server_begin_close(s);

@@ -9,4 +9,7 @@
  * the dconn.server module record (modules.c): outside uv_run, after the tasks were killed. */
 void dc_server_close_all(dc_host *H);
 
+/* SIGPIPE made harmless for the process: a write to a closed socket or pipe fails with EPIPE. */
+void dc_survive_sigpipe(void);
+
 #endif

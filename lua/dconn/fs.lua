@@ -12,6 +12,9 @@
 --   fs.stat(path) -> {type = "file" | "dir" | "other", size =, mtime =}   links followed
 --   fs.realpath(path) -> path, fs.cwd() -> path, fs.remove(path) -> true
 --   fs.isatty(fd) -> boolean                      fd 0, 1 or 2: whether it is a terminal
+--   fs.rename(from, to) -> true                   rename(2), the new entry synced to disk: a
+--                                                 directory filled under a temporary name
+--                                                 appears whole or not at all
 --   fs.dirname(path), fs.basename(path), fs.join(a, b, ...)   text only, nothing is looked up
 --
 -- Failures: nil, err with err a dconn.error of kind "io", err.errno the errno's name ("ENOENT",
@@ -47,6 +50,7 @@ _M.stat = wrap(native.stat)
 _M.realpath = wrap(native.realpath)
 _M.remove = wrap(native.remove)
 _M.isatty = native.isatty
+_M.rename = wrap(native.rename)
 
 function _M.cwd()
   local dir, message, errno, reason = native.cwd()

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "modules.h"
 #include "repl.h"
+#include "server.h"
 #include "version.h"
 
 static void print_version(void) {
@@ -191,6 +192,8 @@ static int close_loop(uv_loop_t *loop, int code) {
 }
 
 int main(int argc, char **argv) {
+  /* `dconn runs | head -1`: output cut short is not a failure; writes past it just fail */
+  dc_survive_sigpipe();
   uv_loop_t loop;
   uv_loop_init(&loop);
   dc_host_options defaults = {.memory_limit = DC_DEFAULT_MEMORY_LIMIT,

@@ -471,3 +471,22 @@ describe("dconn completion", function()
     assert.matches("'%-%-log%-level=%[[^]]*%]:LEVEL:%(debug info warning error critical%)'", text)
   end)
 end)
+
+describe("dconn output", function()
+  it("exits quietly when its reader stops early (`dconn runs | head -1`)", function()
+    local dir = h.tmpdir()
+    local t = require("dconn.tracker").connect("file:" .. dir .. "/mlruns")
+    local exp = assert(t:get_or_create_experiment("many"))
+    for i = 1, 200 do
+      local run = assert(t:create_run { experiment_id = exp.experiment_id })
+      assert(t:log_batch(run.run_id, { metrics = { m = i }, params = { p = string.rep("v", 400) } }))
+    end
+    -- 200 runs print well past a pipe's 64 KiB: head has left before the last writes
+    local ok, how, code = os.execute("bash -c " .. h.quote(string.format("%s runs --experiment many --tracker "
+      .. "file:%s/mlruns --limit 200 2> %s/err | head -1 > /dev/null; exit ${PIPESTATUS[0]}", h.DCONN, dir, dir)))
+    local err = h.read(dir .. "/err")
+    os.execute("rm -rf " .. dir)
+    assert.same({ true, "exit", 0 }, { ok, how, code })
+    assert.equals("", err)
+  end)
+end)

@@ -391,6 +391,36 @@ exec:
       assert.equals(500, err.code)
     end)
 
+    it("reports answers of the wrong shape as BadResponse errors, not as objects", function()
+      local c = client { retries = 0 }
+      local bodies = { { "", "the answer is empty" }, { "[1, 2]", "not a JSON object" }, { '"web"', "not a JSON object" },
+        { "{\"kind\": \"Deploy", "not JSON" } }
+      for _, case in ipairs(bodies) do
+        control("/_test/fail", { status = 200, times = 1, body = case[1], path = "/deployments/web" })
+        local dep, err = c:get_deployment("apps", "web")
+        assert.is_nil(dep, case[1])
+        assert.equals("BadResponse", err.reason, case[1])
+        assert.matches(case[2], err.message, 1, true)
+      end
+      control("/_test/fail", { status = 200, times = 1, body = '{"kind": "Deployment", "spec": {"x": 1}}',
+        truncate = true, path = "/deployments/web" })
+      assert.is_nil(c:get_deployment("apps", "web"))
+      -- a Deployment without spec.template: place fails with the reason, and patches nothing
+      control("/_test/fail", { status = 200, times = 1, path = "/deployments/web", method = "GET",
+        body = '{"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "1"}, "spec": {}}' })
+      local function patches()
+        local n = 0
+        for _, r in ipairs(control("/_test/requests").requests) do n = n + (r.method == "PATCH" and 1 or 0) end
+        return n
+      end
+      local before = patches()
+      local out = c:place("apps", "web", "node-a")
+      assert.equals("failed", out.result)
+      assert.equals("BadResponse", out.error.reason)
+      assert.matches("no metadata or spec.template", out.error.message, 1, true)
+      assert.equals(before, patches())
+    end)
+
     it("reports an unreachable API and a TLS mismatch as Transport errors", function()
       local q = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']])
       local free = tonumber(q:read("l"))

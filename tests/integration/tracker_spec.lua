@@ -364,6 +364,45 @@ describe("dconn.tracker", function()
       assert.equals(0, #assert(t:search_runs { experiment_ids = { exp.experiment_id } }))
     end)
 
+    it("leaves a decision's run complete or absent when killed (-9) while writing it", function()
+      local uri = "file:" .. dir .. "/mlruns"
+      local script = h.write(dir .. "/decide.lua", [[
+        local t = assert(require("dconn.tracker").connect(arg[1]))
+        for n = 1, math.huge do
+          assert(t:log_decision("crash", "recommender", { type = "move", ["function"] = "max_qos", value = n },
+            { metrics = { max_qos = n }, params = { deployment = "nginx" } }))
+        end]])
+      local function run_dirs()
+        return sh("find " .. dir .. "/mlruns -mindepth 2 -maxdepth 2 -type d -regextype egrep -regex '.*/[0-9a-f]{32}' 2>/dev/null")
+      end
+      for round = 1, 4 do
+        local before = h.count(run_dirs(), "\n")
+        local child = h.spawn(script .. " " .. uri)
+        finally(child.cleanup)
+        assert.truthy(h.wait_for(function() return h.count(run_dirs(), "\n") >= before + 3 + round end, 20))
+        child.kill("KILL")
+        assert.truthy(h.wait_for(child.rc, 10))
+        for path in run_dirs():gmatch("[^\n]+") do
+          local meta = tfile.decode_yaml(h.read(path .. "/meta.yaml"))
+          assert.equals(3, meta.status, path) -- FINISHED
+          assert.matches('"type":"move"', h.read(path .. "/artifacts/log.json"), nil, path)
+          assert.equals("nginx", h.read(path .. "/params/deployment"), path)
+          assert.equals("sensor - recommender", h.read(path .. "/tags/mlflow.runName"), path)
+        end
+      end
+      -- the next open finishes or removes what the last kill left staged
+      local t = assert(tracker.connect(uri))
+      local runs = assert(t:search_runs { experiment_names = { "crash-agent" }, all = true })
+      assert.equals("", sh("find " .. dir .. "/mlruns -name '.tmp-*'"))
+      local read = py(uri, "search-runs crash-agent")
+      assert.equals(#runs, #read)
+      for _, r in ipairs(read) do
+        assert.equals("FINISHED", r.status)
+        assert.equals("move", r.log.type)
+        assert.equals(r.metrics.max_qos, r.log.value)
+      end
+    end)
+
     it("reads back the meta.yaml subset it writes", function()
       local text = tfile.encode_yaml({ a = "x y", b = "0", c = 5, d = nil, e = {}, f = "it's: odd" },
         { "f", "e", "d", "c", "b", "a" })

@@ -30,7 +30,12 @@ otherwise); the read-only token gets 403 on writes.
 Test controls (the current or the first token):
   POST /_test/reset                      restore the initial objects, counters and token
   POST /_test/fail {"status":N,"times":K,"retry_after":"0","path":"substring","method":"PATCH"}
-                                         answer the next K matching requests with status N
+                                         answer the next K matching requests with status N;
+                                         with "body":"text" that text instead of a Status (status
+                                         200 and body "" is an empty answer), "truncate":true cuts
+                                         it short of its Content-Length and closes, "delay":S waits
+                                         S seconds first (no lock held; without "status", the
+                                         usual answer, late)
   POST /_test/token {"token":"new"}      rotate the accepted token (the old one gets 401)
   GET  /_test/requests                   method, path, content-type and user-agent of each request
   POST /_test/rollout {"seconds":1,"stuck":false}
@@ -531,21 +536,28 @@ R_EVENT = re.compile(r"^/api/v1/namespaces/([^/]+)/events$")
 R_LEASE = re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
 
 
+class Raw(str):
+    """An injected answer's body, sent as it is."""
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
-    def send_json(self, code, obj, headers=()):
-        body = json.dumps(obj).encode()
+    def send_json(self, code, obj, headers=(), truncate=False):
+        body = obj.encode() if isinstance(obj, Raw) else json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) + (100 if truncate else 0)))
         self.end_headers()
         self.wfile.write(body)
+        if truncate:
+            self.wfile.flush()
+            self.close_connection = True
 
     def do_GET(self):
         self.handle_any()
@@ -569,12 +581,15 @@ class Handler(BaseHTTPRequestHandler):
         path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
         if self.command == "GET" and query.get("watch", [""])[0] in ("true", "1") and R_DEPLOY.match(path):
             return self.watch_deployments(path, query)
+        self.fault = {}
         with LOCK:
             try:
                 code, obj, headers = self.route(self.command, path, query, body)
             except ApiError as e:
                 code, obj, headers = e.status["code"], e.status, ()
-        self.send_json(code, obj, headers)
+        if self.fault.get("delay"):
+            time.sleep(float(self.fault["delay"]))
+        self.send_json(code, obj, headers, truncate=bool(self.fault.get("truncate")))
 
     def watch_deployments(self, path, query):
         """A watch stream (no length, closed at the end): MODIFIED events while the status changes."""
@@ -623,7 +638,12 @@ class Handler(BaseHTTPRequestHandler):
         for f in FAILS:
             if f["times"] > 0 and f.get("path", "") in path and f.get("method", method) == method:
                 f["times"] -= 1
+                self.fault = f
+                if "status" not in f:
+                    break  # a delay only: the answer is the usual one
                 headers = [("Retry-After", f["retry_after"])] if f.get("retry_after") is not None else []
+                if "body" in f:
+                    return f["status"], Raw(f["body"]), headers
                 reason = {403: "Forbidden", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
                           503: "ServiceUnavailable"}.get(
                     f["status"], "InternalError")

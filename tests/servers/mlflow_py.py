@@ -6,6 +6,7 @@ usage: mlflow_py.py URI COMMAND ARGS...
   log-original EXP N           N runs in the original agent's shape: metrics qos_0..5 and max_qos,
                                param max_qos_index; prints [{run_id, max_qos}]
   load-dict RUN_ID PATH        a JSON artifact, read with mlflow.artifacts.load_dict
+  search-runs EXP              every run of EXP: [{run_id, status, metrics, params, log}]
   log-dict EXP                 a run with log_dict({"a": 1, "b": [1, 2]}, "d/x.json"); prints run_id
   register NAME                a run with model files, registered twice as NAME, alias
                                "champion" on version 1; prints {run_id, versions}
@@ -50,6 +51,12 @@ def main():
     elif cmd == "load-dict":
         r = c.get_run(args[0])
         out = mlflow.artifacts.load_dict(r.info.artifact_uri + "/" + args[1])
+    elif cmd == "search-runs":
+        exp = c.get_experiment_by_name(args[0])
+        out = [{"run_id": r.info.run_id, "status": r.info.status, "metrics": r.data.metrics,
+                "params": r.data.params,
+                "log": mlflow.artifacts.load_dict(r.info.artifact_uri + "/log.json")}
+               for r in c.search_runs([exp.experiment_id], max_results=10000)]
     elif cmd == "log-dict":
         exp = mlflow.set_experiment(args[0])
         with mlflow.start_run(experiment_id=exp.experiment_id) as run:

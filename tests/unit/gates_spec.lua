@@ -113,6 +113,21 @@ describe("the margin gate", function()
     assert.same({ false, "margin" }, { ok, gate })
   end)
 
+  it("holds a move that gains nothing, with the margins off too", function()
+    local tie = predictions("node-a", { "node-a", 0.7 }, { "node-b", 0.7 })
+    local ok, gate, reason = only {}:evaluate("ns/app", "ns", T0, move("node-b"), tie)
+    assert.same({ false, "margin", "no gain: node-b predicts 0.7, node-a 0.7" }, { ok, gate, reason })
+    for _, g in ipairs { only {}, gates.new {}, only { margin = 0, margin_relative = 0.05 } } do
+      ok, gate = g:evaluate("ns/app", "ns", T0, move("node-b"), tie)
+      assert.same({ false, "margin" }, { ok, gate })
+      ok, gate = g:evaluate("ns/app2", "ns", T0, move("node-b", true), tie) -- urgent or not
+      assert.same({ false, "margin" }, { ok, gate })
+    end
+    ok, gate = only {}:evaluate("k", "ns", T0, move("b"), predictions("a", { "a", 0 }, { "b", -0.1 }))
+    assert.same({ false, "margin" }, { ok, gate })
+    assert.is_true((only {}:evaluate("k", "ns", T0, move("node-b"), AB)))
+  end)
+
   it("passes when the app's node is unknown or has no prediction", function()
     local g = only { margin = 10 }
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions(nil, { "node-a", 0.6 }, { "node-b", 0.7 }))))
@@ -129,9 +144,10 @@ describe("the margin gate", function()
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), p)))
   end)
 
-  it("is off when both margins are 0, even for a loss", function()
+  it("is off when both margins are 0, but for a loss (no gain)", function()
     local g = only {}
-    assert.is_true((g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 }))))
+    assert.same({ false, "margin", "no gain: node-a predicts 0.1, node-b 0.9" },
+      { g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 })) })
     g = only { margin = 0.001 }
     assert.is_false((g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 }))))
   end)
@@ -188,13 +204,13 @@ describe("the cooldown gate", function()
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), AB)))
     g:moved("k", "ns", T0)
     assert.equals(T0, g:state("k").last_move)
-    local ok, gate, reason = g:evaluate("k", "ns", T0 + 12 * MIN, move("node-a"), AB)
+    local ok, gate, reason = g:evaluate("k", "ns", T0 + 12 * MIN, move("node-b"), AB)
     assert.same({ false, "cooldown", "cooldown: last move 12m ago, 1h required" }, { ok, gate, reason })
-    ok, gate, reason = g:evaluate("k", "ns", T0 + HOUR - 1, move("node-a"), AB)
+    ok, gate, reason = g:evaluate("k", "ns", T0 + HOUR - 1, move("node-b"), AB)
     assert.same({ false, "cooldown", "cooldown: last move 59m59s ago, 1h required" }, { ok, gate, reason })
-    assert.is_true((g:evaluate("k", "ns", T0 + HOUR, move("node-a"), AB)))
+    assert.is_true((g:evaluate("k", "ns", T0 + HOUR, move("node-b"), AB)))
     -- another app is not cooling down
-    assert.is_true((g:evaluate("other", "ns", T0 + MIN, move("node-a"), AB)))
+    assert.is_true((g:evaluate("other", "ns", T0 + MIN, move("node-b"), AB)))
   end)
 
   it("takes seconds or a duration text", function()

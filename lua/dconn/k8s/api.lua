@@ -262,10 +262,16 @@ function Client:request(req)
     return nil, new_error(text.kind, "Transport", nil, text.message)
   end
   if status >= 400 then return nil, status_error(status, text) end
-  if text == "" then return {}, status end
+  if status == 204 then return {}, status end
+  -- every other answer of the API is one JSON object: a proxy's empty or cut body is an error,
+  -- not an object with nothing in it
+  if text == "" then return nil, new_error("json", "BadResponse", status, "the answer is empty") end
   local ok, doc = pcall(json.decode, text)
   if not ok or doc == nil then
     return nil, new_error("json", "BadResponse", status, "the answer is not JSON: " .. tostring(doc))
+  end
+  if type(doc) ~= "table" or doc[1] ~= nil then
+    return nil, new_error("json", "BadResponse", status, "the answer is not a JSON object: " .. text:sub(1, 80))
   end
   return doc, status
 end

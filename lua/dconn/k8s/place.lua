@@ -7,6 +7,7 @@ local log = require "dconn.log"
 local timer = require "dconn.timer"
 local api = require "dconn.k8s.api"
 local options = require "dconn._options"
+local new_error = require("dconn.k8s.config").new_error
 
 local type, ipairs, tostring, error = type, ipairs, tostring, error
 local format = string.format
@@ -121,7 +122,12 @@ function Client:place(ns, name, node_name, opts)
       return out
     end
     out.deployment = dep
-    local pod_spec = ((dep.spec or {}).template or {}).spec or {}
+    if type(dep.metadata) ~= "table" or type(dep.spec) ~= "table" or type(dep.spec.template) ~= "table" then
+      out.result, out.error = "failed", new_error("json", "BadResponse", nil,
+        format("deployment %s/%s has no metadata or spec.template", ns, name))
+      return out
+    end
+    local pod_spec = dep.spec.template.spec or {}
     local node
     node, err = self:get_node(node_name)
     if not node then

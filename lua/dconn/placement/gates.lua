@@ -27,9 +27,10 @@
 --
 -- A "move" passes the gates in this order: margin, consecutive, cooldown, budget,
 -- namespace_budget; the first that fails holds it. The gain is the destination's prediction
--- minus the current node's; when the current node is unknown or has no prediction, the margin
--- passes, and so it does for predictions that are not QoS (p.metric set and not "qos": a gain in
--- latency means nothing where higher is worse) and for a decision with ignore_margin. An urgent
+-- minus the current node's, and a gain of zero or less always holds ("no gain: ..."); when the
+-- current node is unknown or has no prediction, the margin passes, and so it does for
+-- predictions that are not QoS (p.metric set and not "qos": a gain in latency means nothing
+-- where higher is worse) and for a decision with ignore_margin. An urgent
 -- decision (the current node is degraded or gone) skips consecutive and cooldown, never the
 -- margin or the budgets; a decision with sla_breach (the app's node below the SLA, the
 -- destination above) skips consecutive only. The streak counts every evaluate() of the key, whatever the gates say: a
@@ -192,16 +193,23 @@ local function prediction(p, node)
   return nil
 end
 
--- margin: nil when it passes, else the reason.
+-- margin: nil when it passes, else the reason. A move that gains nothing is held even with the
+-- margins off: it would cost a rollout for a prediction no better than staying.
 local function margin_gate(s, decision, p)
-  if (s.margin == 0 and s.margin_relative == 0) or decision.ignore_margin then return nil end
+  if decision.ignore_margin then return nil end
   if type(p) == "table" and p.metric ~= nil and p.metric ~= "qos" then return nil end -- higher is not better
   local current = type(p) == "table" and p.current or nil
   local here = prediction(p, current)
   if here == nil then return nil end
   local there = prediction(p, decision.to)
-  if there == nil then return format("no prediction for %s to compare with %s", tostring(decision.to), current) end
+  if there == nil then
+    if s.margin == 0 and s.margin_relative == 0 then return nil end
+    return format("no prediction for %s to compare with %s", tostring(decision.to), current)
+  end
   local gain = there - here
+  local no_gain = gain <= 0
+    and format("no gain: %s predicts %s, %s %s", tostring(decision.to), num(there), current, num(here)) or nil
+  if s.margin == 0 and s.margin_relative == 0 then return no_gain end
   if gain < s.margin then
     return format("gain %s below margin %s (%s %s vs %s %s)", num(gain), num(s.margin), tostring(decision.to),
       num(there), current, num(here))
@@ -211,7 +219,7 @@ local function margin_gate(s, decision, p)
     return format("gain %s below margin_relative %s%% of %s's %s (%s)", num(gain), num(s.margin_relative * 100),
       current, num(here), num(relative))
   end
-  return nil
+  return no_gain
 end
 
 function Gates:evaluate(key, namespace, now, decision, p)

@@ -92,7 +92,9 @@ local function prefetch(agent)
       end
       if list then
         local byname = {}
-        for _, d in ipairs(list.items or {}) do byname[d.metadata.name] = d end
+        for _, d in ipairs(type(list.items) == "table" and list.items or {}) do
+          if type(d) == "table" and type(d.metadata) == "table" then byname[d.metadata.name] = d end
+        end
         out[ns] = byname
       end
     end
@@ -107,7 +109,10 @@ local function current_node(agent, target, listed)
   local dep = listed[target.namespace] and listed[target.namespace][target.deployment]
   if not dep then dep, err = cluster:get_deployment(target.namespace, target.deployment) end
   if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
-  local pod = ((dep.spec or {}).template or {}).spec or {}
+  if type(dep.spec) ~= "table" or type(dep.spec.template) ~= "table" then
+    return nil, format("deployment %s has no spec.template: the answer is not a Deployment", target.key)
+  end
+  local pod = dep.spec.template.spec or {}
   return require("dconn.k8s").pinned_value(pod, agent.settings.cluster.label) or false
 end
 

@@ -4,7 +4,10 @@
 -- MLflow 3.x treats this layout as legacy: its Python side opens it only with
 -- MLFLOW_ALLOW_FILE_STORE=true. Same methods as the REST store (see dconn.tracker); search
 -- understands the filter subset below (comparisons joined by AND) and order_by on attributes,
--- metrics, params and tags. Every file is written to a temporary name and renamed into place.
+-- metrics, params and tags. Every file is written to a temporary name and renamed into place;
+-- a decision's run (log_decision) is written whole in <exp>/.tmp-<run_id>, its meta.yaml last,
+-- and the directory renamed into place: after a crash the run is complete or absent (MLflow
+-- skips a directory without meta.yaml; a leftover one is finished or removed at the next open).
 local tracker = require "dconn.tracker"
 local json = require "dconn.json"
 local fs = require "dconn.fs"
@@ -159,6 +162,7 @@ function _M.open(uri, opts)
   if path == "" then path = "./mlruns" end
   local root = abs_path(path):gsub("/+$", "")
   local self = setmetatable({ uri = uri, root = root, kind = "file", opts = opts or {} }, Store)
+  self:_recover()
   return self
 end
 
@@ -224,6 +228,8 @@ end
 
 function Store:_run_dir(run_id)
   if type(run_id) ~= "string" or not run_id:match("^%x+$") then return nil end
+  local staged = self.staged and self.staged[run_id]
+  if staged then return staged.dir, staged.exp_id end
   for _, id in ipairs(list_dirs(self.root)) do
     if id:match("^%d+$") and read_file(self.root .. "/" .. id .. "/" .. run_id .. "/meta.yaml") then
       return self.root .. "/" .. id .. "/" .. run_id, id
@@ -250,12 +256,18 @@ function Store:create_run(spec)
   name = name or ("run-" .. run_id:sub(1, 8))
   local user = os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
   local dir = self.root .. "/" .. exp_id .. "/" .. run_id
+  local staged
+  if self.staged then
+    staged = { dir = self.root .. "/" .. exp_id .. "/.tmp-" .. run_id, final = dir, exp_id = exp_id }
+    self.staged[run_id] = staged
+  end
   local meta = { artifact_uri = "file://" .. dir .. "/artifacts", entry_point_name = "", experiment_id = exp_id,
     lifecycle_stage = "active", run_id = run_id, run_name = name, source_name = "", source_type = SOURCE_LOCAL,
     source_version = "", start_time = floor(spec.start_time or tracker.now_ms()), status = 1, tags = {},
     user_id = user }
-  local ok, err = write_file(dir .. "/meta.yaml", _M.encode_yaml(meta, RUN_KEYS))
+  local ok, err = self:_write_meta(staged and staged.dir or dir, meta)
   if not ok then return nil, err end
+  dir = staged and staged.dir or dir
   mkdir_p(dir .. "/metrics"); mkdir_p(dir .. "/params"); mkdir_p(dir .. "/artifacts")
   tags[#tags + 1] = { key = "mlflow.runName", value = name }
   tags[#tags + 1] = { key = "mlflow.user", value = user }
@@ -264,17 +276,21 @@ function Store:create_run(spec)
   return self:get_run(run_id)
 end
 
+-- A staged run's meta is kept here until the run is committed (its meta.yaml is written last).
 function Store:_meta(run_id)
   local dir = self:_run_dir(run_id)
   if not dir then
     return nil, new_error("RESOURCE_DOES_NOT_EXIST", format("Run with id=%s not found", tostring(run_id)))
   end
+  local staged = self.staged and self.staged[run_id]
+  if staged then return staged.meta, dir end
   return _M.decode_yaml(read_file(dir .. "/meta.yaml")), dir
 end
 
--- A run from its directory (files: paths relative to the run dir, from one listing).
-local function load_run(dir, files)
-  local meta = _M.decode_yaml(read_file(dir .. "/meta.yaml"))
+-- A run from its directory (files: paths relative to the run dir, from one listing); meta when
+-- it is not on disk yet.
+local function load_run(dir, files, meta)
+  meta = meta or _M.decode_yaml(read_file(dir .. "/meta.yaml"))
   local status = meta.status
   local run = { run_id = meta.run_id or meta.run_uuid, experiment_id = tostring(meta.experiment_id),
     run_name = meta.run_name, status = STATUS_NAMES[tonumber(status) or 1] or tostring(status or "RUNNING"),
@@ -308,11 +324,73 @@ function Store:get_run(run_id)
   if type(run_id) ~= "string" then error("tracker: run_id must be a string", 2) end
   local dir = self:_run_dir(run_id)
   if not dir then return nil, new_error("RESOURCE_DOES_NOT_EXIST", format("Run with id=%s not found", run_id)) end
-  return load_run(dir, list_files(dir))
+  local staged = self.staged and self.staged[run_id]
+  return load_run(dir, list_files(dir), staged and staged.meta)
 end
 
-function Store._write_meta(_, dir, meta)
+function Store:_write_meta(dir, meta)
+  local staged = self.staged and self.staged[meta.run_id]
+  if staged then
+    staged.meta = meta
+    return mkdir_p(dir)
+  end
   return write_file(dir .. "/meta.yaml", _M.encode_yaml(meta, RUN_KEYS))
+end
+
+-- Removes dir and everything under it.
+local function remove_tree(dir)
+  for _, name in ipairs(fs.list(dir, { type = "dir" }) or {}) do remove_tree(dir .. "/" .. name) end
+  for _, name in ipairs(fs.list(dir) or {}) do fs.remove(dir .. "/" .. name) end
+  return fs.remove(dir)
+end
+
+-- A staged run made visible: its meta.yaml, then the directory renamed into place.
+local function commit(staged)
+  local ok, err = write_file(staged.dir .. "/meta.yaml", _M.encode_yaml(staged.meta, RUN_KEYS))
+  if not ok then return nil, err end
+  local rok, rerr = fs.rename(staged.dir, staged.final)
+  if not rok then return nil, io_error(rerr) end
+  return true
+end
+
+-- What a crash left in the experiment directories: a staged run with its meta.yaml was complete
+-- and is renamed into place, one without is removed.
+function Store:_recover()
+  for _, id in ipairs(list_dirs(self.root)) do
+    if id:match("^%d+$") then
+      local base = self.root .. "/" .. id
+      for _, name in ipairs(list_dirs(base)) do
+        local run_id = name:match("^%.tmp%-(%x+)$")
+        if run_id and read_file(base .. "/" .. name .. "/meta.yaml") then
+          fs.rename(base .. "/" .. name, base .. "/" .. run_id)
+        elseif run_id then
+          remove_tree(base .. "/" .. name)
+        end
+      end
+    end
+  end
+end
+
+local log_decision = Store.log_decision
+
+--- tracker's log_decision, with the run staged and committed whole (see the top of this file).
+function Store:log_decision(agent, job, record, extra)
+  local ok, ierr = self:_init()
+  if not ok then return nil, ierr end
+  self.staged = {}
+  local pok, run, err = pcall(log_decision, self, agent, job, record, extra)
+  local staged = self.staged
+  self.staged = nil
+  for _, s in pairs(staged) do
+    if pok and run then
+      local cok, cerr = commit(s)
+      if not cok then run, err = nil, cerr end
+    end
+    if not (pok and run) then remove_tree(s.dir) end
+  end
+  if not pok then error(run, 0) end
+  if not run then return nil, err end
+  return self:get_run(run.run_id)
 end
 
 function Store:update_run(run_id, fields)
@@ -409,6 +487,7 @@ end
 function Store:_artifact_dir(run_id)
   local meta, dir = self:_meta(run_id)
   if not meta then return nil, dir end
+  if self.staged and self.staged[run_id] then return dir .. "/artifacts" end
   local uri = meta.artifact_uri or ("file://" .. dir .. "/artifacts")
   return uri:match("^file://(.*)$") or uri
 end
