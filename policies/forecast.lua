@@ -9,8 +9,14 @@ return {
   name = "forecast",
   description = "per node, the forecaster with the lowest recent error; max-QoS rule with anti-flap",
   schedule = { pipeline = "5m", recommender = "5m" },
-  model = { select = { candidates = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } },
-    metric = "mae", last = 12, reselect = 3600 } },
+  model = {
+    select = {
+      candidates = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } },
+      metric = "mae",
+      last = 12,
+      reselect = 3600,
+    },
+  },
   rule = { "max_qos", sla = 0.5 },
   history = 60,
   namespace = "scanflow-cloudedge-dataengineer",

@@ -10,11 +10,15 @@ local features = require "dconn.features"
 
 local prometheus = os.getenv("PROMETHEUS_URL")
 local nodes = dofile("../examples/cloudedge/nodes.lua")
-for i, c in ipairs(nodes) do c.type = i <= 2 and "edge" or "cloud" end -- control-plane-0, worker-1 at the edge
+for i, c in ipairs(nodes) do
+  c.type = i <= 2 and "edge" or "cloud"
+end -- control-plane-0, worker-1 at the edge
 
 local function latency_forecast(rows)
   local series = {}
-  for i, r in ipairs(rows) do series[i] = r.f[features.LATENCY] end
+  for i, r in ipairs(rows) do
+    series[i] = r.f[features.LATENCY]
+  end
   local fitted, err = model.forecaster("holt"):fit(series)
   if not fitted then error(err) end
   return fitted:predict(1), "holt-latency"
@@ -25,7 +29,7 @@ return {
   description = "edge/cloud latency thresholds (the original reactive variant)",
   schedule = { pipeline = "1m", recommender = "1m" },
   model = latency_forecast,
-  rule = { "reactive", edge_threshold = 0.2, cloud_threshold = 0.045 },   -- reads latency predictions
+  rule = { "reactive", edge_threshold = 0.2, cloud_threshold = 0.045 }, -- reads latency predictions
   namespace = "scanflow-cloudedge-dataengineer",
   deployment = "nginx",
   candidates = nodes,

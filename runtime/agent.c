@@ -80,8 +80,7 @@ static void poll_stop(uv_timer_t *t) {
     return;
   }
   if (uv_hrtime() / 1e9 >= A->stop_deadline) {
-    dc_log(H, DC_LOG_WARNING, "Grace period over: cancelling %d unfinished task(s)",
-           dc_host_task_count(H));
+    dc_log(H, DC_LOG_WARNING, "Grace period over: cancelling %d unfinished task(s)", dc_host_task_count(H));
     dc_host_kill_all(H, "cancelled: the agent is shutting down");
     finish(A, A->exit_code);
   }
@@ -116,8 +115,7 @@ static void request_stop(agent *A, const char *why) {
     finish(A, A->exit_code);
     return;
   }
-  dc_log(H, DC_LOG_INFO, "%s: shutting down, waiting up to %gs for %d running task(s)", why,
-         A->opts.grace, tasks);
+  dc_log(H, DC_LOG_INFO, "%s: shutting down, waiting up to %gs for %d running task(s)", why, A->opts.grace, tasks);
   A->stop_deadline = uv_hrtime() / 1e9 + A->opts.grace;
   uv_timer_start(&A->stop_poll, poll_stop, STOP_POLL_MS, STOP_POLL_MS);
 }
@@ -146,8 +144,7 @@ static bool push_driver(dc_host *H, const char *fn) {
 static void on_reload_done(dc_task *t, int status, const char *err, void *ud) {
   (void)t;
   if (status != LUA_OK)
-    dc_log(((agent *)ud)->H, DC_LOG_ERROR, "Reload failed, the previous policy keeps running: %s",
-           err);
+    dc_log(((agent *)ud)->H, DC_LOG_ERROR, "Reload failed, the previous policy keeps running: %s", err);
 }
 
 static void reload(agent *A, const char *why) {
@@ -156,8 +153,7 @@ static void reload(agent *A, const char *why) {
     return;
   }
   dc_log(A->H, DC_LOG_INFO, "%s: reloading the policy", why);
-  if (push_driver(A->H, "reload"))
-    dc_task_spawn(dc_host_state(A->H), 0, "reload", 0, on_reload_done, A);
+  if (push_driver(A->H, "reload")) dc_task_spawn(dc_host_state(A->H), 0, "reload", 0, on_reload_done, A);
 }
 
 static void on_signal(uv_signal_t *handle, int signum) {
@@ -172,8 +168,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
 
 /* A status change of the policy file (content, size, inode); a deleted file is left alone
  * (the running policy stays) until it is back. */
-static void on_policy_change(uv_fs_poll_t *handle, int status, const uv_stat_t *prev,
-                             const uv_stat_t *curr) {
+static void on_policy_change(uv_fs_poll_t *handle, int status, const uv_stat_t *prev, const uv_stat_t *curr) {
   (void)prev;
   agent *A = handle->data;
   if (status < 0 || curr->st_size == 0) return;
@@ -207,8 +202,7 @@ static void close_handle(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int argc,
-                  const char *const *argv) {
+int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int argc, const char *const *argv) {
   uv_loop_t *loop = dc_host_loop(H);
   agent A = {.H = H, .opts = *opts};
   uv_signal_t *signals[] = {&A.sigint, &A.sigterm, &A.sighup};

@@ -25,7 +25,6 @@ typedef struct dc_agent_options {
 /* Spawns require("dconn.agent")[fn](args...) as the main task, runs the loop until the work is
  * done or the agent is stopped, and returns the exit status. The driver function returns an
  * exit status to end the process, or nothing to keep running. */
-int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int argc,
-                  const char *const *argv);
+int dc_agent_main(dc_host *H, const dc_agent_options *opts, const char *fn, int argc, const char *const *argv);
 
 #endif

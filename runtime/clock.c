@@ -68,9 +68,7 @@ static void heap_remove(dc_clock *c, size_t i) {
   sift_up(c, c->heap[i]->slot);
 }
 
-static double real_now(const dc_clock *c) {
-  return c->wall_origin + (double)(uv_hrtime() - c->hr_origin) / 1e9;
-}
+static double real_now(const dc_clock *c) { return c->wall_origin + (double)(uv_hrtime() - c->hr_origin) / 1e9; }
 
 double dc_clock_now(const dc_clock *c) { return c->simulated ? c->sim_now : real_now(c); }
 

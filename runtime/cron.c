@@ -16,8 +16,8 @@
 #define FIELD_COUNT 5
 #define MAX_NUMBER_DIGITS 9 /* anything longer is out of range for every field; avoids overflow */
 
-static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun",
-                                          "jul", "aug", "sep", "oct", "nov", "dec", NULL};
+static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                          "aug", "sep", "oct", "nov", "dec", NULL};
 static const char *const weekday_names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat", NULL};
 
 typedef struct field_spec {
@@ -241,8 +241,10 @@ static int parse_macro(const char *text, dc_cron *out, char *err, size_t errlen)
       return dc_cron_parse(macros[i].expansion, out, err, errlen);
     }
   }
-  set_error(err, errlen, "cron: unknown macro \"%.*s\" (expected @yearly, @annually, @monthly, @weekly, @daily, "
-                         "@midnight or @hourly)", (int)(end - text > 40 ? 40 : end - text), text);
+  set_error(err, errlen,
+            "cron: unknown macro \"%.*s\" (expected @yearly, @annually, @monthly, @weekly, @daily, "
+            "@midnight or @hourly)",
+            (int)(end - text > 40 ? 40 : end - text), text);
   return -1;
 }
 

@@ -11,7 +11,7 @@ typedef struct dc_cron {
   uint32_t hour;     /* 0..23 */
   uint32_t dom;      /* 1..31 */
   uint16_t month;    /* 1..12 */
-  uint8_t  dow;      /* 0..6, Sunday = 0 (7 accepted in input and mapped to 0) */
+  uint8_t dow;      /* 0..6, Sunday = 0 (7 accepted in input and mapped to 0) */
   bool dom_restricted, dow_restricted; /* field did not start with '*' (or '?'): vixie cron OR rule */
 } dc_cron;
 

@@ -110,8 +110,7 @@ static int fs_list(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     dc_opts_check(L, 2, "fs.list", LIST_KEYS);
-    if (dc_opt_string(L, 2, "fs.list", "type", &want, NULL) && strcmp(want, "file") != 0 &&
-        strcmp(want, "dir") != 0)
+    if (dc_opt_string(L, 2, "fs.list", "type", &want, NULL) && strcmp(want, "file") != 0 && strcmp(want, "dir") != 0)
       luaL_error(L, "fs.list: 'type' must be \"file\" or \"dir\", got \"%s\"", want);
   }
   lua_settop(L, 2);
@@ -300,11 +299,17 @@ static int fs_rename(lua_State *L) {
 }
 
 static const luaL_Reg fs_functions[] = {
-    {"mkdir_p", fs_mkdir_p}, {"list", fs_list}, {"stat", fs_stat},
-    {"realpath", fs_realpath}, {"cwd", fs_cwd}, {"remove", fs_remove},
+    {"mkdir_p", fs_mkdir_p},
+    {"list", fs_list},
+    {"stat", fs_stat},
+    {"realpath", fs_realpath},
+    {"cwd", fs_cwd},
+    {"remove", fs_remove},
     {"rename", fs_rename},
-    {"read_file", fs_read_file}, {"isatty", fs_isatty},
-    {"write_atomic", fs_write_atomic}, {NULL, NULL},
+    {"read_file", fs_read_file},
+    {"isatty", fs_isatty},
+    {"write_atomic", fs_write_atomic},
+    {NULL, NULL},
 };
 
 int luaopen_dconn_fs(lua_State *L) {

@@ -149,21 +149,22 @@ static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, l
   lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
   switch (blown) {
   case BLOWN_INSTRUCTIONS:
-    luaL_error(L, "instruction budget exceeded: more than %I instructions in one run of '%s' "
-                  "(raise it with --max-instructions or the job's budget option)",
+    luaL_error(L,
+               "instruction budget exceeded: more than %I instructions in one run of '%s' "
+               "(raise it with --max-instructions or the job's budget option)",
                (lua_Integer)budget, name);
     break;
   case BLOWN_TIME:
-    luaL_error(L, "run time budget exceeded: more than %fs running in one run of '%s' "
-                  "(raise it with --max-run-time)",
+    luaL_error(L,
+               "run time budget exceeded: more than %fs running in one run of '%s' "
+               "(raise it with --max-run-time)",
                H->opts.max_run_time, name);
     break;
-  case BLOWN_CLOSE:
-    luaL_error(L, "__close handlers of '%s' ran past %dms", name, (int)(CLOSE_NS / 1000000));
-    break;
+  case BLOWN_CLOSE: luaL_error(L, "__close handlers of '%s' ran past %dms", name, (int)(CLOSE_NS / 1000000)); break;
   default:
-    luaL_error(L, "cancelled: the agent is stopping (a run may not compute past its %dms time "
-                  "slice once a stop was asked)",
+    luaL_error(L,
+               "cancelled: the agent is stopping (a run may not compute past its %dms time "
+               "slice once a stop was asked)",
                (int)(SLICE_NS / 1000000));
   }
 }
@@ -171,8 +172,7 @@ static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, l
 /* Code called synchronously (dc_pcall_policy): it cannot yield, so it only has the budgets. */
 static void sync_hook(lua_State *L, dc_host *H) {
   if (!H->sync_since || H->opts.max_run_time <= 0) return;
-  if (seconds(uv_hrtime() - H->sync_since) > H->opts.max_run_time)
-    raise_blown(L, H, BLOWN_TIME, "a callback", 0);
+  if (seconds(uv_hrtime() - H->sync_since) > H->opts.max_run_time) raise_blown(L, H, BLOWN_TIME, "a callback", 0);
 }
 
 /* The count hook of every task: the instruction and run-time budgets, preemption after a time
@@ -198,11 +198,9 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   }
   if (acct->budget > 0) {
     acct->used += BUDGET_STEP;
-    if (acct->used > acct->budget)
-      raise_blown(L, H, t->blown = BLOWN_INSTRUCTIONS, acct->name, acct->budget);
+    if (acct->used > acct->budget) raise_blown(L, H, t->blown = BLOWN_INSTRUCTIONS, acct->name, acct->budget);
   }
-  if (acct->limited && H->opts.max_run_time > 0 &&
-      acct->run_time + seconds(slice) > H->opts.max_run_time)
+  if (acct->limited && H->opts.max_run_time > 0 && acct->run_time + seconds(slice) > H->opts.max_run_time)
     raise_blown(L, H, t->blown = BLOWN_TIME, acct->name, 0);
   int sig = H->interrupt;
   if (slice < SLICE_NS && !sig) return;
@@ -266,8 +264,9 @@ static int describe_task_error(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   if (lua_tointeger(L, 2) == LUA_ERRMEM) {
     dc_host *H = dc_host_of(L);
-    lua_pushfstring(L, "out of memory: the Lua heap reached its cap of %I MiB "
-                       "(raise it with --memory-limit)",
+    lua_pushfstring(L,
+                    "out of memory: the Lua heap reached its cap of %I MiB "
+                    "(raise it with --memory-limit)",
                     (lua_Integer)(H->opts.memory_limit >> 20));
     return 1;
   }
@@ -365,8 +364,7 @@ static void task_run(dc_task *t, int nargs) {
   lua_settop(H->L, top - 1);
 }
 
-dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
-                       dc_task_done_fn done, void *ud) {
+dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget, dc_task_done_fn done, void *ud) {
   dc_host *H = dc_host_of(L);
   if (H->task_count >= MAX_TASKS) {
     lua_pop(L, nargs + 1);
@@ -518,15 +516,17 @@ dc_task *dc_wait_check(lua_State *L, const char *what) {
   dc_task *t = H->current;
   if (H->opts.check_only) luaL_error(L, "%s: not allowed while checking a policy (no I/O)", what);
   if (!t || t->co != L) {
-    luaL_error(L, "%s: cannot wait inside a coroutine the code created itself; call it from "
-                  "the job or script body (coroutine.wrap/create cannot be resumed by the loop; "
-                  "dconn.task.spawn runs code alongside that may wait)",
+    luaL_error(L,
+               "%s: cannot wait inside a coroutine the code created itself; call it from "
+               "the job or script body (coroutine.wrap/create cannot be resumed by the loop; "
+               "dconn.task.spawn runs code alongside that may wait)",
                what);
   }
   if (t->orphaned) luaL_error(L, "%s: cancelled: the task that spawned this one has ended", what);
   if (!lua_isyieldable(L)) {
-    luaL_error(L, "%s: cannot wait here: attempt to yield across a C-call boundary (inside a "
-                  "metamethod, an iterator or a callback such as table.sort's comparator)",
+    luaL_error(L,
+               "%s: cannot wait here: attempt to yield across a C-call boundary (inside a "
+               "metamethod, an iterator or a callback such as table.sort's comparator)",
                what);
   }
   return t;
@@ -628,12 +628,10 @@ static int os_time_clocked(lua_State *L) {
 
 static int os_date_clocked(lua_State *L) {
   lua_settop(L, 2);
-  if (lua_isnil(L, 2))
-    lua_pushinteger(L, (lua_Integer)floor(clock_now(L)));
+  if (lua_isnil(L, 2)) lua_pushinteger(L, (lua_Integer)floor(clock_now(L)));
   else if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2))
     lua_pushinteger(L, (lua_Integer)floor(lua_tonumber(L, 2))); /* timer.now() has a fraction */
-  else
-    lua_pushvalue(L, 2);
+  else lua_pushvalue(L, 2);
   lua_replace(L, 2);
   if (lua_isnil(L, 1)) {
     lua_pushliteral(L, "%c");
@@ -767,17 +765,15 @@ static void task_end_family(dc_task *t) {
   task_leave_parent(t);
 }
 
-dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name,
-                             dc_task_done_fn done, void *ud, const char **why) {
+dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name, dc_task_done_fn done, void *ud,
+                             const char **why) {
   dc_host *H = parent->H;
   dc_task *root = parent;
   int depth = 1;
   for (; root->parent; root = root->parent) depth++;
   *why = NULL;
-  if (root->descendants >= DC_TASK_MAX_CHILDREN || H->task_count >= MAX_TASKS)
-    *why = "too many tasks";
-  else if (depth > DC_TASK_MAX_DEPTH)
-    *why = "tasks nested too deeply";
+  if (root->descendants >= DC_TASK_MAX_CHILDREN || H->task_count >= MAX_TASKS) *why = "too many tasks";
+  else if (depth > DC_TASK_MAX_DEPTH) *why = "tasks nested too deeply";
   if (*why) {
     lua_pop(L, nargs + 1);
     return NULL;

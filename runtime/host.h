@@ -102,8 +102,7 @@ typedef void (*dc_cancel_fn)(void *op);
  * it first waits or ends (done may be called before this returns). budget: instruction limit
  * for the whole run (0 = host default, <0 = unlimited). Returns NULL (arguments popped) when
  * out of memory or when too many tasks are alive. */
-dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget,
-                       dc_task_done_fn done, void *ud);
+dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget, dc_task_done_fn done, void *ud);
 
 /* Pushes the results of a waiting task's operation on L and returns how many it pushed. */
 typedef int (*dc_deliver_fn)(lua_State *L, void *ud);
@@ -151,8 +150,8 @@ int dc_host_io_pending(dc_host *H);
  * popped) with *why set: "too many tasks", "tasks nested too deeply" or "out of memory". Like
  * dc_task_spawn, the task runs until it first waits; if it ended by then, the pointer returned
  * is already freed (its done has run). */
-dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name,
-                             dc_task_done_fn done, void *ud, const char **why);
+dc_task *dc_task_spawn_child(dc_task *parent, lua_State *L, int nargs, const char *name, dc_task_done_fn done, void *ud,
+                             const char **why);
 /* Whether the task's coroutine is resumed now (it may be below a nested one). */
 bool dc_task_is_running(dc_task *t);
 /* In a done callback: whether the task ended by dc_task_kill (its parent's end included). */

@@ -347,23 +347,38 @@ static dc_http_error error_of(const dc_http_op *op) {
   case CURLE_COULDNT_CONNECT: return DC_HTTP_ERR_CONNECT;
   case CURLE_OPERATION_TIMEDOUT: return DC_HTTP_ERR_TIMEOUT;
   case CURLE_FILESIZE_EXCEEDED: return DC_HTTP_ERR_TOO_LARGE;
-  case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
-  case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS: case CURLE_SSL_CRL_BADFILE:
-  case CURLE_SSL_ENGINE_NOTFOUND: case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
-  case CURLE_SSL_SHUTDOWN_FAILED: case CURLE_USE_SSL_FAILED:
-    return DC_HTTP_ERR_TLS;
-  case CURLE_PARTIAL_FILE: case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING:
-  case CURLE_WEIRD_SERVER_REPLY: case CURLE_HTTP2: case CURLE_HTTP2_STREAM: case CURLE_HTTP3:
-  case CURLE_BAD_CONTENT_ENCODING: case CURLE_TOO_MANY_REDIRECTS: case CURLE_RANGE_ERROR:
-    return DC_HTTP_ERR_PROTOCOL;
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_USE_SSL_FAILED: return DC_HTTP_ERR_TLS;
+  case CURLE_PARTIAL_FILE:
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_HTTP3:
+  case CURLE_BAD_CONTENT_ENCODING:
+  case CURLE_TOO_MANY_REDIRECTS:
+  case CURLE_RANGE_ERROR: return DC_HTTP_ERR_PROTOCOL;
   case CURLE_ABORTED_BY_CALLBACK: return DC_HTTP_ERR_CANCELED;
   default: return DC_HTTP_ERR_OTHER;
   }
 }
 
 const char *dc_http_error_kind(dc_http_error err) {
-  static const char *const names[] = {"ok",       "dns",      "connect",  "tls",  "timeout",
+  static const char *const names[] = {"ok",        "dns",      "connect",  "tls",  "timeout",
                                       "too_large", "protocol", "canceled", "other"};
   return (unsigned)err < sizeof names / sizeof *names ? names[err] : "other";
 }
@@ -385,18 +400,14 @@ static void deliver(dc_http_op *op) {
     if (err == DC_HTTP_ERR_TOO_LARGE)
       snprintf(message, sizeof message, "the response is larger than the cap of %zu bytes",
                op->hdr_bytes > MAX_HEADER_BYTES ? MAX_HEADER_BYTES : op->max_body);
-    else if (op->canceled)
-      snprintf(message, sizeof message, "canceled: the runtime is shutting down");
-    else if (op->out_of_memory)
-      snprintf(message, sizeof message, "out of memory reading the response");
-    else
-      snprintf(message, sizeof message, "%s",
-               op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->result));
+    else if (op->canceled) snprintf(message, sizeof message, "canceled: the runtime is shutting down");
+    else if (op->out_of_memory) snprintf(message, sizeof message, "out of memory reading the response");
+    else snprintf(message, sizeof message, "%s", op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->result));
     op->done(NULL, err, message, op->ud);
     return;
   }
-  dc_http_response resp = {.body = op->body ? op->body : "", .body_len = op->body_len,
-                           .headers = op->hdrs, .header_count = op->nhdrs};
+  dc_http_response resp = {
+      .body = op->body ? op->body : "", .body_len = op->body_len, .headers = op->hdrs, .header_count = op->nhdrs};
   long version = 0;
   char *url = NULL;
   curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &resp.status);
@@ -470,16 +481,16 @@ static long to_ms(double seconds) {
   return ms > 0 ? ms : 1;
 }
 
-#define SET(opt, val)                                                                              \
-  do {                                                                                             \
-    if (curl_easy_setopt(op->easy, opt, val) != CURLE_OK) {                                        \
-      why = #opt;                                                                                  \
-      goto fail;                                                                                   \
-    }                                                                                              \
+#define SET(opt, val)                                                                                                  \
+  do {                                                                                                                 \
+    if (curl_easy_setopt(op->easy, opt, val) != CURLE_OK) {                                                            \
+      why = #opt;                                                                                                      \
+      goto fail;                                                                                                       \
+    }                                                                                                                  \
   } while (0)
 
-dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_fn done, void *ud,
-                          char *err, size_t errlen) {
+dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_fn done, void *ud, char *err,
+                          size_t errlen) {
   const char *why = "out of memory";
   engine *E = engine_get(H, err, errlen);
   if (!E) return NULL;
@@ -524,8 +535,7 @@ dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_f
   SET(CURLOPT_HEADERDATA, op);
   if (strcmp(method, "HEAD") == 0) {
     SET(CURLOPT_NOBODY, 1L);
-  } else if (req->body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-             strcmp(method, "PATCH") == 0) {
+  } else if (req->body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0) {
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
     SET(CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
     if (strcmp(method, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, method);
@@ -569,8 +579,7 @@ dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_f
   if (E->in_flight++ == 0) set_refs(E);
   return op;
 fail:
-  snprintf(err, errlen, "%s%s", strncmp(why, "CURLOPT_", 8) == 0 ? "unsupported option " : "",
-           why);
+  snprintf(err, errlen, "%s%s", strncmp(why, "CURLOPT_", 8) == 0 ? "unsupported option " : "", why);
   if (op) op_free(op);
   return NULL;
 }

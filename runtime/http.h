@@ -81,12 +81,11 @@ typedef struct dc_http_op dc_http_op;
 
 /* resp is NULL when err != DC_HTTP_OK; message then says what failed (no secrets: libcurl's
  * messages name hosts and ports, never credentials). */
-typedef void (*dc_http_done_fn)(const dc_http_response *resp, dc_http_error err,
-                                const char *message, void *ud);
+typedef void (*dc_http_done_fn)(const dc_http_response *resp, dc_http_error err, const char *message, void *ud);
 
 /* Starts a request; NULL with a message in err when it cannot start. */
-dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_fn done, void *ud,
-                          char *err, size_t errlen);
+dc_http_op *dc_http_start(dc_host *H, const dc_http_request *req, dc_http_done_fn done, void *ud, char *err,
+                          size_t errlen);
 /* Abandons a request: done will not be called. */
 void dc_http_cancel(dc_http_op *op);
 /* "dns", "connect", ... "other" ("ok" for DC_HTTP_OK). */

@@ -77,8 +77,7 @@ static int push_result(lua_State *L, void *ud) {
   return 2;
 }
 
-static void lua_done(const dc_http_response *resp, dc_http_error err, const char *message,
-                     void *ud) {
+static void lua_done(const dc_http_response *resp, dc_http_error err, const char *message, void *ud) {
   lua_wait *w = ud;
   dc_task *task = w->task;
   free(w); /* the task's cancel function (lua_cancel) is not called once delivering starts */
@@ -92,9 +91,8 @@ static void lua_cancel(void *ud) {
   free(w);
 }
 
-static const char *const REQUEST_KEYS[] = {
-    "method", "url", "headers", "body", "timeout", "connect_timeout", "follow", "max_redirects",
-    "max_body", "tls", "auth", NULL};
+static const char *const REQUEST_KEYS[] = {"method", "url",           "headers",  "body", "timeout", "connect_timeout",
+                                           "follow", "max_redirects", "max_body", "tls",  "auth",    NULL};
 
 static bool has_line_break(const char *s) { return strpbrk(s, "\r\n") != NULL; }
 
@@ -103,8 +101,7 @@ static void read_headers(lua_State *L, dc_http_request *req) {
   if (!dc_opt_push(L, 1, "http", "headers", LUA_TTABLE)) return;
   int ht = lua_gettop(L);
   size_t count = 0;
-  for (lua_pushnil(L); lua_next(L, ht); lua_pop(L, 1))
-    count += lua_istable(L, -1) ? (size_t)lua_rawlen(L, -1) : 1;
+  for (lua_pushnil(L); lua_next(L, ht); lua_pop(L, 1)) count += lua_istable(L, -1) ? (size_t)lua_rawlen(L, -1) : 1;
   dc_http_header *hs = lua_newuserdatauv(L, (count ? count : 1) * sizeof *hs, 0);
   lua_insert(L, ht); /* stack: ... array headers */
   ht = lua_gettop(L);
@@ -112,8 +109,7 @@ static void read_headers(lua_State *L, dc_http_request *req) {
   for (lua_pushnil(L); lua_next(L, ht); lua_pop(L, 1)) {
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "http: header names must be strings");
     const char *name = lua_tostring(L, -2);
-    if (!*name || has_line_break(name) || strpbrk(name, ": \t"))
-      luaL_error(L, "http: invalid header name '%s'", name);
+    if (!*name || has_line_break(name) || strpbrk(name, ": \t")) luaL_error(L, "http: invalid header name '%s'", name);
     int values = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 1;
     for (int k = 1; k <= values; k++) {
       if (lua_istable(L, -1)) lua_rawgeti(L, -1, k);
@@ -144,8 +140,7 @@ static int httpc_request(lua_State *L) {
   dc_opts_check(L, 1, "http", REQUEST_KEYS);
   dc_http_request req = {0};
   if (!dc_opt_string(L, 1, "http", "url", &req.url, NULL)) luaL_error(L, "http: 'url' is required");
-  if (dc_opt_string(L, 1, "http", "method", &req.method, NULL) &&
-      (!*req.method || strpbrk(req.method, " \t\r\n")))
+  if (dc_opt_string(L, 1, "http", "method", &req.method, NULL) && (!*req.method || strpbrk(req.method, " \t\r\n")))
     luaL_error(L, "http: invalid method '%s'", req.method);
   dc_opt_string(L, 1, "http", "body", &req.body, &req.body_len);
   dc_opt_number(L, 1, "http", "timeout", 0, HUGE_VAL, &req.timeout);

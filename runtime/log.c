@@ -20,7 +20,7 @@ static const struct {
   const char *name;
   int level;
 } level_names[] = {
-    {"debug", DC_LOG_DEBUG}, {"info", DC_LOG_INFO},   {"warning", DC_LOG_WARNING},
+    {"debug", DC_LOG_DEBUG},  {"info", DC_LOG_INFO},   {"warning", DC_LOG_WARNING},
     {"warn", DC_LOG_WARNING}, {"error", DC_LOG_ERROR}, {"critical", DC_LOG_CRITICAL},
 };
 
@@ -109,7 +109,8 @@ void dc_log_fields(dc_host *H, int level, const char *msg, const dc_log_field *f
     dc_time_format_log(now, config.utc, stamp, sizeof stamp);
     fprintf(out, "%s - %5s - %s\n", stamp, dc_log_level_name(level), msg);
     for (int f = 0; f < n; f++)
-      if (strcmp(fields[f].key, "traceback") == 0) fprintf(out, "%s\n", clip(fields[f].value, clipped_field, sizeof clipped_field));
+      if (strcmp(fields[f].key, "traceback") == 0)
+        fprintf(out, "%s\n", clip(fields[f].value, clipped_field, sizeof clipped_field));
   }
   fflush(out);
 }

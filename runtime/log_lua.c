@@ -48,9 +48,9 @@ static int log_format(lua_State *L) {
 }
 
 static const luaL_Reg log_functions[] = {
-    {"debug", log_debug}, {"info", log_info},         {"warning", log_warning},
-    {"warn", log_warning}, {"error", log_error},       {"critical", log_critical},
-    {"level", log_level}, {"format", log_format},     {NULL, NULL},
+    {"debug", log_debug},  {"info", log_info},     {"warning", log_warning},
+    {"warn", log_warning}, {"error", log_error},   {"critical", log_critical},
+    {"level", log_level},  {"format", log_format}, {NULL, NULL},
 };
 
 int luaopen_dconn_log(lua_State *L) {

@@ -69,8 +69,8 @@ static inline int dc_opt_range_error(lua_State *L, const char *what, const char 
 /* Each reader returns false, leaving *out alone, when the field is absent (nil); sets *out and
  * returns true when it has the right type (and range); raises otherwise. Nothing stays pushed. */
 
-static inline bool dc_opt_string(lua_State *L, int idx, const char *what, const char *key,
-                                 const char **out, size_t *len) {
+static inline bool dc_opt_string(lua_State *L, int idx, const char *what, const char *key, const char **out,
+                                 size_t *len) {
   int type = dc_opt_field(L, idx, key);
   if (type == LUA_TNIL) {
     lua_pop(L, 1);
@@ -82,8 +82,7 @@ static inline bool dc_opt_string(lua_State *L, int idx, const char *what, const 
   return true;
 }
 
-static inline bool dc_opt_boolean(lua_State *L, int idx, const char *what, const char *key,
-                                  bool *out) {
+static inline bool dc_opt_boolean(lua_State *L, int idx, const char *what, const char *key, bool *out) {
   int type = dc_opt_field(L, idx, key);
   if (type == LUA_TNIL) {
     lua_pop(L, 1);
@@ -96,8 +95,8 @@ static inline bool dc_opt_boolean(lua_State *L, int idx, const char *what, const
 }
 
 /* An integer from lo to hi (LUA_MININTEGER, LUA_MAXINTEGER: any). */
-static inline bool dc_opt_integer(lua_State *L, int idx, const char *what, const char *key,
-                                  lua_Integer lo, lua_Integer hi, lua_Integer *out) {
+static inline bool dc_opt_integer(lua_State *L, int idx, const char *what, const char *key, lua_Integer lo,
+                                  lua_Integer hi, lua_Integer *out) {
   if (dc_opt_field(L, idx, key) == LUA_TNIL) {
     lua_pop(L, 1);
     return false;
@@ -118,8 +117,8 @@ static inline bool dc_opt_integer(lua_State *L, int idx, const char *what, const
 }
 
 /* A finite number from lo to hi (lo = -HUGE_VAL, hi = HUGE_VAL: no bound that way). */
-static inline bool dc_opt_number(lua_State *L, int idx, const char *what, const char *key,
-                                 lua_Number lo, lua_Number hi, lua_Number *out) {
+static inline bool dc_opt_number(lua_State *L, int idx, const char *what, const char *key, lua_Number lo, lua_Number hi,
+                                 lua_Number *out) {
   if (dc_opt_field(L, idx, key) == LUA_TNIL) {
     lua_pop(L, 1);
     return false;

@@ -35,8 +35,10 @@ static bool find_plugin(const char *file, char *out, size_t n) {
 int dc_plugin_call(lua_State *L, const char *file, const char *symbol) {
   char path[PATH_MAX + 64];
   if (!find_plugin(file, path, sizeof path))
-    return luaL_error(L, "cannot find %s next to the dconn binary or in ../lib/dconn "
-                         "(set DCONN_PLUGIN_DIR to its folder)", file);
+    return luaL_error(L,
+                      "cannot find %s next to the dconn binary or in ../lib/dconn "
+                      "(set DCONN_PLUGIN_DIR to its folder)",
+                      file);
   /* never closed: the module's functions stay in use for the life of the process */
   void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!lib) return luaL_error(L, "cannot load %s: %s", path, dlerror());

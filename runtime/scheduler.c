@@ -116,12 +116,8 @@ static double next_after(const dc_job *job, double after) {
     if (after < job->anchor) base = job->anchor;
     else base = job->anchor + (floor((after - job->anchor) / t->interval) + 1) * t->interval;
     break;
-  case DC_TRIGGER_CRON:
-    base = dc_cron_next(&t->cron, t->start > after ? t->start - 1e-6 : after, t->utc);
-    break;
-  case DC_TRIGGER_DATE:
-    base = t->at > after ? t->at : -1;
-    break;
+  case DC_TRIGGER_CRON: base = dc_cron_next(&t->cron, t->start > after ? t->start - 1e-6 : after, t->utc); break;
+  case DC_TRIGGER_DATE: base = t->at > after ? t->at : -1; break;
   }
   if (base >= 0 && t->end > 0 && base > t->end) return -1;
   return base;
@@ -130,9 +126,7 @@ static double next_after(const dc_job *job, double after) {
 /* Runs that should have happened in (scheduled, now]: the ones a stall swallowed. */
 static long long missed_runs(const dc_job *job, double scheduled, double now) {
   long long n = 0;
-  for (double at = next_after(job, scheduled); at >= 0 && at <= now && n < 100000;
-       at = next_after(job, at))
-    n++;
+  for (double at = next_after(job, scheduled); at >= 0 && at <= now && n < 100000; at = next_after(job, at)) n++;
   return n;
 }
 
@@ -143,9 +137,7 @@ static void describe_trigger(const dc_trigger *t, char *buf, size_t n) {
     dc_interval_format(t->interval, text, sizeof text);
     snprintf(buf, n, "interval[%s]", text);
     break;
-  case DC_TRIGGER_CRON:
-    snprintf(buf, n, "cron[%s]", t->cron_text);
-    break;
+  case DC_TRIGGER_CRON: snprintf(buf, n, "cron[%s]", t->cron_text); break;
   case DC_TRIGGER_DATE:
     dc_time_format_next(t->at, t->utc, text, sizeof text);
     snprintf(buf, n, "date[%s]", text);
@@ -234,8 +226,7 @@ static void run_done(dc_task *task, int status, const char *err, void *ud) {
   job->last_error = NULL;
   describe_job(job, desc, sizeof desc);
   if (status == LUA_OK) {
-    dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Job \"%s\" executed successfully",
-           desc);
+    dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Job \"%s\" executed successfully", desc);
   } else {
     job->failures++;
     job->last_error = strdup(err ? err : "unknown error");
@@ -257,8 +248,7 @@ static void start_run(dc_job *job, double scheduled) {
   char desc[512], when[64];
   describe_job(job, desc, sizeof desc);
   dc_time_format_precise(scheduled, dc_log_is_utc(), when, sizeof when);
-  dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Running job \"%s\" (scheduled at %s)",
-         desc, when);
+  dc_log(s->H, job->trig.quiet ? DC_LOG_DEBUG : DC_LOG_INFO, "Running job \"%s\" (scheduled at %s)", desc, when);
   job->running = true;
   job->runs++;
   job->run_started = now_of(s);
@@ -277,8 +267,7 @@ static void on_timer(void *ud);
 static void arm(dc_job *job) {
   dc_sched *s = job->s;
   job->next_run = job->next_base;
-  if (job->next_base >= 0 && job->trig.jitter > 0)
-    job->next_run += random_unit(s) * job->trig.jitter;
+  if (job->next_base >= 0 && job->trig.jitter > 0) job->next_run += random_unit(s) * job->trig.jitter;
   if (job->next_base < 0) job->finished = true;
   if (job->next_run < 0 || job->paused || s->held || s->stopped) return;
   job->timer = dc_clock_at(dc_host_clock(s->H), job->next_run, on_timer, job);
@@ -297,14 +286,12 @@ static void on_timer(void *ud) {
   if (missed > 0) {
     char late[64];
     dc_interval_format(now - scheduled, late, sizeof late);
-    dc_log(s->H, DC_LOG_WARNING,
-           "Run time of job \"%s\" was missed by %s: %lld missed run%s coalesced into one", desc,
+    dc_log(s->H, DC_LOG_WARNING, "Run time of job \"%s\" was missed by %s: %lld missed run%s coalesced into one", desc,
            late, missed, missed == 1 ? "" : "s");
   }
   if (job->running) {
     job->skipped++;
-    dc_log(s->H, DC_LOG_WARNING,
-           "Execution of job \"%s\" skipped: maximum number of running instances reached (1)",
+    dc_log(s->H, DC_LOG_WARNING, "Execution of job \"%s\" skipped: maximum number of running instances reached (1)",
            desc);
     return;
   }
@@ -313,8 +300,8 @@ static void on_timer(void *ud) {
 
 /* ---- jobs ---- */
 
-dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger,
-                     long long budget, char *err, size_t errlen) {
+dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger, long long budget,
+                     char *err, size_t errlen) {
   dc_trigger trig = *trigger;
   if (dc_trigger_validate(&trig, err, errlen) != 0) goto fail;
   if (dc_sched_find(s, name)) {
@@ -337,10 +324,8 @@ dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigg
   job->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
   job->anchor = trig.start > 0 ? trig.start : now;
   job->last_run = job->last_duration = -1;
-  if (trig.kind != DC_TRIGGER_DATE && trig.immediate)
-    job->next_base = trig.start > now ? trig.start : now;
-  else
-    job->next_base = next_after(job, now);
+  if (trig.kind != DC_TRIGGER_DATE && trig.immediate) job->next_base = trig.start > now ? trig.start : now;
+  else job->next_base = next_after(job, now);
   if (trig.kind == DC_TRIGGER_DATE && trig.at <= now) job->next_base = now; /* past: run once */
   job->prev = s->last;
   if (s->last) s->last->next = job;

@@ -112,16 +112,29 @@ static const struct {
   int status;
   const char *reason, *code; /* code: the JSON error code for errors */
 } STATUSES[] = {
-    {200, "OK", NULL}, {201, "Created", NULL}, {202, "Accepted", NULL}, {204, "No Content", NULL},
-    {301, "Moved Permanently", NULL}, {302, "Found", NULL}, {304, "Not Modified", NULL},
-    {400, "Bad Request", "bad_request"}, {401, "Unauthorized", "unauthorized"},
-    {403, "Forbidden", "forbidden"}, {404, "Not Found", "not_found"},
-    {405, "Method Not Allowed", "method_not_allowed"}, {408, "Request Timeout", "timeout"},
-    {409, "Conflict", "conflict"}, {413, "Payload Too Large", "too_large"},
-    {415, "Unsupported Media Type", "bad_request"}, {417, "Expectation Failed", "expectation_failed"},
-    {422, "Unprocessable Entity", "bad_request"}, {429, "Too Many Requests", "too_many_requests"},
-    {500, "Internal Server Error", "internal"}, {501, "Not Implemented", "internal"},
-    {502, "Bad Gateway", "internal"}, {503, "Service Unavailable", "unavailable"},
+    {200, "OK", NULL},
+    {201, "Created", NULL},
+    {202, "Accepted", NULL},
+    {204, "No Content", NULL},
+    {301, "Moved Permanently", NULL},
+    {302, "Found", NULL},
+    {304, "Not Modified", NULL},
+    {400, "Bad Request", "bad_request"},
+    {401, "Unauthorized", "unauthorized"},
+    {403, "Forbidden", "forbidden"},
+    {404, "Not Found", "not_found"},
+    {405, "Method Not Allowed", "method_not_allowed"},
+    {408, "Request Timeout", "timeout"},
+    {409, "Conflict", "conflict"},
+    {413, "Payload Too Large", "too_large"},
+    {415, "Unsupported Media Type", "bad_request"},
+    {417, "Expectation Failed", "expectation_failed"},
+    {422, "Unprocessable Entity", "bad_request"},
+    {429, "Too Many Requests", "too_many_requests"},
+    {500, "Internal Server Error", "internal"},
+    {501, "Not Implemented", "internal"},
+    {502, "Bad Gateway", "internal"},
+    {503, "Service Unavailable", "unavailable"},
     {504, "Gateway Timeout", "internal"},
 };
 
@@ -155,13 +168,11 @@ static h2o_iovec_t json_error_body(h2o_mem_pool_t *pool, const char *code, const
   return h2o_iovec_init(buf, (size_t)(d - buf));
 }
 
-static void send_body(h2o_req_t *req, int status, const char *content_type, const char *body,
-                      size_t len) {
+static void send_body(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len) {
   req->res.status = status;
   req->res.reason = reason_of(status);
   req->res.content_length = len;
-  h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, content_type,
-                 strlen(content_type), 1);
+  h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, content_type, strlen(content_type), 1);
   h2o_send_inline(req, body, len);
 }
 
@@ -178,8 +189,7 @@ typedef struct json_error_ostream {
   bool sent;
 } json_error_ostream;
 
-static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n,
-                            h2o_send_state_t state) {
+static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state) {
   (void)bufs, (void)n;
   json_error_ostream *o = (json_error_ostream *)self;
   bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
@@ -198,15 +208,13 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
     char msg[128];
     if (req->res.status == 413)
       snprintf(msg, sizeof msg, "the request body is larger than the limit of %zu bytes", s->max_body);
-    else
-      snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
+    else snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
     json_error_ostream *o = (json_error_ostream *)h2o_add_ostream(req, sizeof *o, slot);
     o->super.do_send = json_error_send;
     o->body = json_error_body(&req->pool, error_code_of(req->res.status), msg, strlen(msg));
     o->sent = false;
     req->res.content_length = o->body.len;
-    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
-                   H2O_STRLIT("application/json"), 1);
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/json"), 1);
     slot = &o->super.next;
   }
   h2o_setup_next_ostream(req, slot);
@@ -235,16 +243,19 @@ static void dispose_context(server *s) {
   h2o_context_t *ctx = &s->ctx;
   for (size_t i = 0; s->config.hosts[i]; i++) {
     h2o_hostconf_t *hc = s->config.hosts[i];
-    for (size_t j = 0; j < hc->paths.size; j++)
-      h2o_context_dispose_pathconf_context(ctx, hc->paths.entries + j);
+    for (size_t j = 0; j < hc->paths.size; j++) h2o_context_dispose_pathconf_context(ctx, hc->paths.entries + j);
     h2o_context_dispose_pathconf_context(ctx, &hc->fallback_path);
   }
   free(ctx->_pathconfs_inited.entries);
   free(ctx->_module_configs);
-  h2o_timeout_t *timeouts[] = {&ctx->zero_timeout,         &ctx->one_sec_timeout,
-                               &ctx->hundred_ms_timeout,   &ctx->handshake_timeout,
-                               &ctx->http1.req_timeout,    &ctx->http2.idle_timeout,
-                               &ctx->http2.graceful_shutdown_timeout, &ctx->proxy.io_timeout};
+  h2o_timeout_t *timeouts[] = {&ctx->zero_timeout,
+                               &ctx->one_sec_timeout,
+                               &ctx->hundred_ms_timeout,
+                               &ctx->handshake_timeout,
+                               &ctx->http1.req_timeout,
+                               &ctx->http2.idle_timeout,
+                               &ctx->http2.graceful_shutdown_timeout,
+                               &ctx->proxy.io_timeout};
   for (size_t i = 0; i < sizeof timeouts / sizeof *timeouts; i++) {
     uv_timer_t *timer = &timeouts[i]->_backend.timer;
     timer->data = s;
@@ -278,8 +289,7 @@ static void on_listener_closed(uv_handle_t *h) {
 /* Both directions down: h2o sees end-of-file or a write error and closes the connection. */
 static void shutdown_conn(conn *c) {
   uv_os_fd_t fd;
-  if (!uv_is_closing((uv_handle_t *)&c->tcp) && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-    shutdown(fd, SHUT_RDWR);
+  if (!uv_is_closing((uv_handle_t *)&c->tcp) && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_RDWR);
 }
 
 /* The one close: idempotent, for :close(), __gc, __close and shutdown. */
@@ -366,8 +376,7 @@ static int push_request(lua_State *L) {
   set_lfield(L, "raw_path", h2o_iovec_init(req->path.base, raw_len));
   if (has_query)
     set_lfield(L, "query", h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1));
-  else
-    set_lfield(L, "query", h2o_iovec_init("", 0));
+  else set_lfield(L, "query", h2o_iovec_init("", 0));
   lua_pushstring(L, req->version >= 0x200 ? "HTTP/2" : req->version == 0x100 ? "HTTP/1.0" : "HTTP/1.1");
   lua_setfield(L, -2, "version");
   lua_createtable(L, 0, (int)req->headers.size + 1);
@@ -402,17 +411,16 @@ static bool is_token_char(unsigned char c) {
 
 /* Headers h2o writes itself; a handler's copy would be duplicated or wrong. */
 static bool is_managed_header(const char *lower, size_t n) {
-  static const char *const names[] = {"content-length", "transfer-encoding", "connection",
-                                      "keep-alive",     "upgrade",           "date",
-                                      "server",         NULL};
+  static const char *const names[] = {
+      "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "date", "server", NULL};
   for (const char *const *p = names; *p; p++)
     if (strlen(*p) == n && memcmp(*p, lower, n) == 0) return true;
   return false;
 }
 
 /* stack of co: ... headers-table; reads it into *out without allocating Lua memory. */
-static bool read_headers(lua_State *co, int idx, h2o_mem_pool_t *pool, h2o_headers_t *out,
-                         bool *has_type, char *why, size_t whylen) {
+static bool read_headers(lua_State *co, int idx, h2o_mem_pool_t *pool, h2o_headers_t *out, bool *has_type, char *why,
+                         size_t whylen) {
   lua_pushnil(co);
   while (lua_next(co, idx) != 0) {
     if (lua_type(co, -2) != LUA_TSTRING) {
@@ -486,7 +494,9 @@ static bool send_result(h2o_req_t *req, lua_State *co, char *why, size_t whylen)
   const char *body = lua_type(co, 3) == LUA_TSTRING ? lua_tolstring(co, 3, &len) : "";
   if (status == 204 || status == 304) len = 0;
   req->res.headers = headers;
-  if (!has_type) h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; charset=utf-8"));
+  if (!has_type)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; charset=utf-8"));
   req->res.status = (int)status;
   req->res.reason = reason_of((int)status);
   req->res.content_length = len;
@@ -551,9 +561,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   p->req = req;
   p->slot = h2o_mem_alloc_shared(&req->pool, sizeof *p->slot, on_pool_dispose);
   *p->slot = p;
-  snprintf(p->what, sizeof p->what, "%.*s %.*s", (int)(req->method.len > 16 ? 16 : req->method.len),
-           req->method.base, (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len),
-           req->path_normalized.base);
+  snprintf(p->what, sizeof p->what, "%.*s %.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base,
+           (int)(req->path_normalized.len > 100 ? 100 : req->path_normalized.len), req->path_normalized.base);
   p->next = s->pendings;
   if (s->pendings) s->pendings->prev = p;
   s->pendings = p;
@@ -750,8 +759,7 @@ static int server_listen(lua_State *L) {
     server_begin_close(s);
     lua_pushnil(L);
     bool v6 = strchr(host, ':') && host[0] != '[';
-    lua_pushfstring(L, "cannot listen on %s%s%s:%d: %s", v6 ? "[" : "", host, v6 ? "]" : "",
-                    (int)port, uv_strerror(r));
+    lua_pushfstring(L, "cannot listen on %s%s%s:%d: %s", v6 ? "[" : "", host, v6 ? "]" : "", (int)port, uv_strerror(r));
     return 2;
   }
   box->s = s;

@@ -279,8 +279,10 @@ static void on_done(dc_task *t, int status, const char *err, void *ud) {
       lua_pushcfunction(L, describe_failure);
       lua_pushvalue(L, -2);
       if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
-        dc_log(H, DC_LOG_DEBUG, "Task \"%s\" failed, nobody waiting for it yet (task.wait returns "
-                                "the error): %s", dc_task_name(t), lua_tostring(L, -1));
+        dc_log(H, DC_LOG_DEBUG,
+               "Task \"%s\" failed, nobody waiting for it yet (task.wait returns "
+               "the error): %s",
+               dc_task_name(t), lua_tostring(L, -1));
       }
     }
   } else {
@@ -296,9 +298,7 @@ static void on_done(dc_task *t, int status, const char *err, void *ud) {
 
 /* ---- the module ---- */
 
-static handle *check_handle(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, HANDLE_MT);
-}
+static handle *check_handle(lua_State *L, int idx) { return luaL_checkudata(L, idx, HANDLE_MT); }
 
 /* timeout argument: < 0 when absent. */
 static double opt_timeout(lua_State *L, int idx) {
@@ -317,8 +317,7 @@ static int task_spawn(lua_State *L) {
                          "coroutine the code created itself or a callback");
   dc_task *parent = dc_wait_check(L, "dconn.task.spawn");
   int nargs = lua_gettop(L) - 1;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REFUSALS_KEY) == LUA_TTABLE &&
-      lua_rawgetp(L, -1, L) == LUA_TSTRING)
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REFUSALS_KEY) == LUA_TTABLE && lua_rawgetp(L, -1, L) == LUA_TSTRING)
     return luaL_error(L, "dconn.task.spawn: %s", lua_tostring(L, -1));
   lua_settop(L, nargs + 1);
   static unsigned counter;
@@ -453,8 +452,12 @@ static const luaL_Reg handle_methods[] = {
 };
 
 static const luaL_Reg task_functions[] = {
-    {"spawn", task_spawn},   {"wait", task_wait},     {"wait_any", task_wait_any},
-    {"cancel", task_cancel}, {"status", task_status}, {"refuse_spawn", task_refuse_spawn},
+    {"spawn", task_spawn},
+    {"wait", task_wait},
+    {"wait_any", task_wait_any},
+    {"cancel", task_cancel},
+    {"status", task_status},
+    {"refuse_spawn", task_refuse_spawn},
     {NULL, NULL},
 };
 

@@ -23,7 +23,9 @@ static const char *const month_abbrevs[12] = {"Jan", "Feb", "Mar", "Apr", "May",
 
 static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 
-static bool is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f'; }
+static bool is_space(char ch) {
+  return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
+}
 
 static char to_lower(char ch) { return (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch; }
 
@@ -334,7 +336,8 @@ static int scan_zone(scanner *s, long *offset) {
   } else {
     return scan_error(s, "expected +HH:MM, +HHMM or +HH in the zone offset");
   }
-  if (check_range(s, "zone offset hour", hours, 0, 23) < 0 || check_range(s, "zone offset minute", minutes, 0, 59) < 0) {
+  if (check_range(s, "zone offset hour", hours, 0, 23) < 0 ||
+      check_range(s, "zone offset minute", minutes, 0, 59) < 0) {
     return -1;
   }
   *offset = (sign == '-' ? -1L : 1L) * (hours * 3600L + minutes * 60L);
@@ -473,8 +476,8 @@ static int scan_unit(scanner *s, double *factor) {
   }
   s->p = start;
   /* Quote the letters that were not a unit, or whatever non-letter follows the number. */
-  return scan_error(s, "unknown unit \"%.*s\" (use ms, s, m, h, d or w)", len > 0 ? (int)(len > 40 ? 40 : len) : remaining(s),
-                    start);
+  return scan_error(s, "unknown unit \"%.*s\" (use ms, s, m, h, d or w)",
+                    len > 0 ? (int)(len > 40 ? 40 : len) : remaining(s), start);
 }
 
 int dc_duration_parse(const char *text, double *out, char *err, size_t errlen) {

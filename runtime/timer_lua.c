@@ -76,7 +76,8 @@ static int timer_advance(lua_State *L) {
   dc_clock *clock = dc_host_clock(dc_host_of(L));
   lua_Number seconds = luaL_checknumber(L, 1);
   luaL_argcheck(L, seconds >= 0 && isfinite(seconds), 1, "expected seconds >= 0");
-  if (!dc_clock_is_simulated(clock)) return luaL_error(L, "timer.advance: the clock is not simulated (call timer.simulate first)");
+  if (!dc_clock_is_simulated(clock))
+    return luaL_error(L, "timer.advance: the clock is not simulated (call timer.simulate first)");
   dc_clock_advance(clock, seconds);
   return 0;
 }
@@ -94,26 +95,22 @@ static double check_time(lua_State *L, int idx, bool utc, const char *what) {
     luaL_error(L, "%s: expected a unix time or a date string, got %s", what, luaL_typename(L, idx));
   double t;
   char err[256];
-  if (dc_time_parse(lua_tostring(L, idx), utc, &t, err, sizeof err) != 0)
-    luaL_error(L, "%s: %s", what, err);
+  if (dc_time_parse(lua_tostring(L, idx), utc, &t, err, sizeof err) != 0) luaL_error(L, "%s: %s", what, err);
   return t;
 }
 
 static double check_duration(lua_State *L, int idx, const char *what) {
   if (lua_type(L, idx) == LUA_TNUMBER) return lua_tonumber(L, idx);
   if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, "%s: expected seconds or a duration such as \"5m\", got %s", what,
-               luaL_typename(L, idx));
+    luaL_error(L, "%s: expected seconds or a duration such as \"5m\", got %s", what, luaL_typename(L, idx));
   double d;
   char err[256];
-  if (dc_duration_parse(lua_tostring(L, idx), &d, err, sizeof err) != 0)
-    luaL_error(L, "%s: %s", what, err);
+  if (dc_duration_parse(lua_tostring(L, idx), &d, err, sizeof err) != 0) luaL_error(L, "%s: %s", what, err);
   return d;
 }
 
-static const char *const SPEC_KEYS[] = {"name",  "run",   "every", "cron",      "at",
-                                        "jitter", "start", "stop",  "immediate", "budget",
-                                        "timezone", "quiet", NULL};
+static const char *const SPEC_KEYS[] = {"name", "run",       "every",  "cron",     "at",    "jitter", "start",
+                                        "stop", "immediate", "budget", "timezone", "quiet", NULL};
 
 /* Reads the spec table at idx into trig; leaves the function on top of the stack and returns
  * the job name. Raises a clear error naming the bad field. */
@@ -456,13 +453,29 @@ static int timer_stop(lua_State *L) {
 }
 
 static const luaL_Reg timer_functions[] = {
-    {"sleep", timer_sleep},     {"now", timer_now},         {"simulate", timer_simulate},
-    {"simulated", timer_simulated}, {"advance", timer_advance}, {"add", timer_add},     {"validate", timer_validate}, {"duration", timer_duration},
-    {"format_time", timer_format_time}, {"parse_time", timer_parse_time},
-    {"every", timer_every},     {"cron", timer_cron},       {"at", timer_at},
-    {"jobs", timer_jobs},       {"job", timer_job},         {"pause", timer_pause},
-    {"resume", timer_resume},   {"remove", timer_remove},   {"run_now", timer_run_now},
-    {"hold", timer_hold},       {"observe", timer_observe},       {"stop", timer_stop},       {NULL, NULL},
+    {"sleep", timer_sleep},
+    {"now", timer_now},
+    {"simulate", timer_simulate},
+    {"simulated", timer_simulated},
+    {"advance", timer_advance},
+    {"add", timer_add},
+    {"validate", timer_validate},
+    {"duration", timer_duration},
+    {"format_time", timer_format_time},
+    {"parse_time", timer_parse_time},
+    {"every", timer_every},
+    {"cron", timer_cron},
+    {"at", timer_at},
+    {"jobs", timer_jobs},
+    {"job", timer_job},
+    {"pause", timer_pause},
+    {"resume", timer_resume},
+    {"remove", timer_remove},
+    {"run_now", timer_run_now},
+    {"hold", timer_hold},
+    {"observe", timer_observe},
+    {"stop", timer_stop},
+    {NULL, NULL},
 };
 
 int luaopen_dconn_timer(lua_State *L) {

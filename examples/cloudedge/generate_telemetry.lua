@@ -47,22 +47,49 @@ local PROFILES = {
   { base = 0.62, amp = 0.10, period = 110, bursts = 1.5, mem = 12.6, smem = 1.05, restarts = 0.05, stalls = 0.1 },
   { base = 0.20, amp = 0.12, period = 95, bursts = 1.0, mem = 7.1, smem = 0.81, restarts = 0.05, stalls = 0.1 },
   { base = 0.40, amp = 0.15, period = 80, bursts = 5.0, mem = 9.2, smem = 0.92, restarts = 0.8, stalls = 0.3 },
-  { base = 0.28, amp = 0.18, period = 125, bursts = 1.0, mem = 8.0, smem = 0.86, restarts = 0.05, stalls = 0.1,
-    twin = 2 },
-  { base = 0.58, amp = 0.12, period = 70, bursts = 2.0, mem = 11.4, smem = 1.02, restarts = 0.05, stalls = 0.1,
-    leak = 0.045 },
+  {
+    base = 0.28,
+    amp = 0.18,
+    period = 125,
+    bursts = 1.0,
+    mem = 8.0,
+    smem = 0.86,
+    restarts = 0.05,
+    stalls = 0.1,
+    twin = 2,
+  },
+  {
+    base = 0.58,
+    amp = 0.12,
+    period = 70,
+    bursts = 2.0,
+    mem = 11.4,
+    smem = 1.02,
+    restarts = 0.05,
+    stalls = 0.1,
+    leak = 0.045,
+  },
   { base = 0.42, amp = 0.25, period = 100, bursts = 2.0, mem = 10.1, smem = 0.95, restarts = 0.05, stalls = 0.1 },
 }
 
 local function usage(msg)
-  io.stderr:write((msg and msg .. "\n" or ""), "usage: dconn generate_telemetry.lua [--hours H] [--seed S] ",
-    "[--out FILE] [--split DIR] [--start UNIX] [--nodes nodes.lua]\n")
+  io.stderr:write(
+    (msg and msg .. "\n" or ""),
+    "usage: dconn generate_telemetry.lua [--hours H] [--seed S] ",
+    "[--out FILE] [--split DIR] [--start UNIX] [--nodes nodes.lua]\n"
+  )
   os.exit(2)
 end
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local opts = { hours = 2, seed = 1, out = here .. "/telemetry.csv", start = DEFAULT_START,
-  nodes = here .. "/nodes.lua", split = false }
+local opts = {
+  hours = 2,
+  seed = 1,
+  out = here .. "/telemetry.csv",
+  start = DEFAULT_START,
+  nodes = here .. "/nodes.lua",
+  split = false,
+}
 do
   local i = 1
   while arg and arg[i] do
@@ -75,7 +102,8 @@ do
     if a == "--help" or a == "-h" then usage() end
     if not key or opts[key] == nil then usage("unknown argument: " .. a) end
     if value == nil then usage("--" .. key .. " needs a value") end
-    if key == "out" or key == "nodes" or key == "split" then opts[key] = value
+    if key == "out" or key == "nodes" or key == "split" then
+      opts[key] = value
     else
       local n = tonumber(value)
       if not n then usage("--" .. key .. " needs a number, got " .. value) end
@@ -117,14 +145,20 @@ local function rng(seed)
   end
   function r.hex(n)
     local out = {}
-    for i = 1, n do out[i] = format("%x", r.bits() >> 60) end
+    for i = 1, n do
+      out[i] = format("%x", r.bits() >> 60)
+    end
     return concat(out)
   end
   return r
 end
 
 local function clamp(x, lo, hi)
-  if x < lo then return lo elseif x > hi then return hi end
+  if x < lo then
+    return lo
+  elseif x > hi then
+    return hi
+  end
   return x
 end
 
@@ -148,17 +182,26 @@ local function node_state(i, node)
   local uptime = 80000 + floor(r.uniform() * 10000)
   local fps0 = 24.97
   return {
-    node = node, p = p, r = r,
+    node = node,
+    p = p,
+    r = r,
     x = rng(opts.seed * 1000003 + i + 7919), -- the artifacts' own stream: the rest stays as it was
     phase = r.uniform() * 2 * pi,
-    ou = 0, burst = 0, burst_len = 0, burst_amp = 0,
+    ou = 0,
+    burst = 0,
+    burst_len = 0,
+    burst_amp = 0,
     pipeline = r.hex(32),
     start_time = opts.start - uptime + r.uniform(),
     elapsed = uptime + r.uniform(),
     frames = floor(uptime * fps0 / INTERVAL) * INTERVAL,
     sum_latency = uptime * fps0 * 0.066,
-    down = 0, stall = 0, backlog = 0,
-    cpu = nil, mem = nil, smem = pages(p.smem * 1e9),
+    down = 0,
+    stall = 0,
+    backlog = 0,
+    cpu = nil,
+    mem = nil,
+    smem = pages(p.smem * 1e9),
   }
 end
 
@@ -226,13 +269,27 @@ local function step(s, t)
   s.elapsed = s.elapsed + dt
   s.sum_latency = s.sum_latency + latency * frames
   local idelta = frames / INTERVAL + 0.004 * x.normal()
-  local pipe_row = format("%d;%s;%s;%s;%s;%.1f;%s;%.1f;%s;%s;%s;%s;;;;", t, s.node.cluster, s.pipeline,
-    g(s.frames / s.elapsed), g(s.frames > 0 and s.sum_latency / s.frames or 0), s.frames, g(s.elapsed), s.frames,
-    g(latency), g(s.start_time), g(s.sum_latency), g(idelta))
+  local pipe_row = format(
+    "%d;%s;%s;%s;%s;%.1f;%s;%.1f;%s;%s;%s;%s;;;;",
+    t,
+    s.node.cluster,
+    s.pipeline,
+    g(s.frames / s.elapsed),
+    g(s.frames > 0 and s.sum_latency / s.frames or 0),
+    s.frames,
+    g(s.elapsed),
+    s.frames,
+    g(latency),
+    g(s.start_time),
+    g(s.sum_latency),
+    g(idelta)
+  )
   return node_row, pipe_row
 end
 
-for i, node in ipairs(nodes) do states[i] = node_state(i, node) end
+for i, node in ipairs(nodes) do
+  states[i] = node_state(i, node)
+end
 
 local function stamp(t) return os.date("!%Y-%m-%dT%H%M%S", t) end
 
@@ -268,7 +325,9 @@ for t = opts.start, last, INTERVAL do
   end
   for _, f in ipairs(files) do
     if t >= f.from and t <= f.to then
-      for _, row in ipairs(rows) do f.lines[#f.lines + 1] = row end
+      for _, row in ipairs(rows) do
+        f.lines[#f.lines + 1] = row
+      end
       f.rows = f.rows + #rows
       if #f.lines > 4096 then
         f.out:write(concat(f.lines, "\n"), "\n")
@@ -282,11 +341,29 @@ for _, f in ipairs(files) do
   if f.out ~= io.stdout then
     f.out:close()
     if opts.split then
-      io.stderr:write(format("%s: %d rows, %d nodes, %s..%s UTC (seed %d)\n", f.path, f.rows, #states,
-        os.date("!%Y-%m-%d %H:%M:%S", f.from), os.date("!%H:%M:%S", f.to), opts.seed))
+      io.stderr:write(
+        format(
+          "%s: %d rows, %d nodes, %s..%s UTC (seed %d)\n",
+          f.path,
+          f.rows,
+          #states,
+          os.date("!%Y-%m-%d %H:%M:%S", f.from),
+          os.date("!%H:%M:%S", f.to),
+          opts.seed
+        )
+      )
     else
-      io.stderr:write(format("%s: %d rows, %d nodes, %g hours from %s UTC (seed %d)\n", f.path, f.rows, #states,
-        opts.hours, os.date("!%Y-%m-%d %H:%M:%S", opts.start), opts.seed))
+      io.stderr:write(
+        format(
+          "%s: %d rows, %d nodes, %g hours from %s UTC (seed %d)\n",
+          f.path,
+          f.rows,
+          #states,
+          opts.hours,
+          os.date("!%Y-%m-%d %H:%M:%S", opts.start),
+          opts.seed
+        )
+      )
     end
   end
 end

@@ -15,8 +15,16 @@ return {
   name = "cloudedge-qos-lstm",
   input = { seq = 10, features = 6 },
   layers = {
-    { type = "LSTM", weights = "lstm", input_size = 6, hidden_size = 128, num_layers = 2,
-      batch_first = true, dropout = 0.2, output = "last" },
+    {
+      type = "LSTM",
+      weights = "lstm",
+      input_size = 6,
+      hidden_size = 128,
+      num_layers = 2,
+      batch_first = true,
+      dropout = 0.2,
+      output = "last",
+    },
     { type = "ReLU" },
     { type = "Linear", weights = "fc_1", in_features = 128, out_features = 128 },
     { type = "ReLU" },

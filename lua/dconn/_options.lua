@@ -23,8 +23,12 @@ local _M = { _VERSION = "0.1.0" }
 function _M.edit_distance(a, b)
   if #a > 40 or #b > 40 then return 99 end
   local d = {}
-  for i = 0, #a do d[i] = { [0] = i } end
-  for j = 0, #b do d[0][j] = j end
+  for i = 0, #a do
+    d[i] = { [0] = i }
+  end
+  for j = 0, #b do
+    d[0][j] = j
+  end
   for i = 1, #a do
     for j = 1, #b do
       local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
@@ -53,9 +57,13 @@ function _M.suggestion(word, known)
   word = tostring(word)
   for _, k in ipairs(words(known)) do
     local name, shown = k, k
-    if type(k) == "table" then name, shown = k[1], k[2] end -- {name, how to show it}
+    if type(k) == "table" then
+      name, shown = k[1], k[2]
+    end -- {name, how to show it}
     local d = _M.edit_distance(word, name)
-    if d <= 2 and d < #name and (not best_d or d < best_d) then best, best_d = shown, d end
+    if d <= 2 and d < #name and (not best_d or d < best_d) then
+      best, best_d = shown, d
+    end
   end
   return best and format(" (did you mean '%s'?)", best) or ""
 end
@@ -67,7 +75,9 @@ end
 -- "boolean|string" -> "a boolean or a string"
 local function type_text(want)
   local parts = {}
-  for t in gmatch(want, "[^|]+") do parts[#parts + 1] = article(t) end
+  for t in gmatch(want, "[^|]+") do
+    parts[#parts + 1] = article(t)
+  end
   return concat(parts, " or ")
 end
 
@@ -89,8 +99,10 @@ function _M.check(opts, spec, where, level)
   for k, v in pairs(opts) do
     local want = spec[k]
     if want == nil then
-      error(format("%s: unknown option '%s'%s", where, tostring(k),
-        type(k) == "string" and _M.suggestion(k, spec) or ""), level)
+      error(
+        format("%s: unknown option '%s'%s", where, tostring(k), type(k) == "string" and _M.suggestion(k, spec) or ""),
+        level
+      )
     end
     local got = type(v)
     if not matches(want, got) then

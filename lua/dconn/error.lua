@@ -73,7 +73,9 @@ function _M.new(kind, message, fields)
   local e = {}
   if fields then
     if type(fields) ~= "table" then error("error.new: fields must be a table, got " .. type(fields), 2) end
-    for k, v in pairs(fields) do e[k] = v end
+    for k, v in pairs(fields) do
+      e[k] = v
+    end
   end
   e.kind, e.message = kind, tostring(message)
   return setmetatable(e, MT)

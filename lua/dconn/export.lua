@@ -63,12 +63,18 @@ end
 local NODE = { "node_cpu_usage", "node_mem_usage", "pipelines_server_cpu_usage", "pipelines_server_mem_usage" }
 -- the pipeline cells the original requires filled (rule 1); the first three are read
 local PIPELINE = {
-  "pipelines_status_realtime_pipeline_latency", "pipelines_status_elapsed_time", "pipelines_status_frame_count",
-  "pipelines_status_avg_fps", "pipelines_status_avg_pipeline_latency", "pipelines_status_count_pipeline_latency",
-  "pipelines_status_start_time", "pipelines_status_sum_pipeline_latency", "pipelines_status_idelta_fps",
+  "pipelines_status_realtime_pipeline_latency",
+  "pipelines_status_elapsed_time",
+  "pipelines_status_frame_count",
+  "pipelines_status_avg_fps",
+  "pipelines_status_avg_pipeline_latency",
+  "pipelines_status_count_pipeline_latency",
+  "pipelines_status_start_time",
+  "pipelines_status_sum_pipeline_latency",
+  "pipelines_status_idelta_fps",
 }
-local REQUIRED = { "timestamp", "cluster", "pipeline_id", NODE[1], NODE[2], NODE[3], NODE[4], PIPELINE[1],
-  PIPELINE[2], PIPELINE[3] }
+local REQUIRED =
+  { "timestamp", "cluster", "pipeline_id", NODE[1], NODE[2], NODE[3], NODE[4], PIPELINE[1], PIPELINE[2], PIPELINE[3] }
 local NUMERIC = { NODE[1], NODE[2], NODE[3], NODE[4], PIPELINE[1], PIPELINE[2], PIPELINE[3] }
 
 local function utc(t)
@@ -108,18 +114,26 @@ local function interpolate(list, i)
     if v ~= nil then
       if prev and k > prev + 1 then
         local a = list[prev].node[i]
-        for j = prev + 1, k - 1 do list[j].node[i] = a + (v - a) * (j - prev) / (k - prev) end
+        for j = prev + 1, k - 1 do
+          list[j].node[i] = a + (v - a) * (j - prev) / (k - prev)
+        end
       elseif not prev then
-        for j = 1, k - 1 do list[j].dropped = true end
+        for j = 1, k - 1 do
+          list[j].dropped = true
+        end
       end
       prev = k
     end
   end
   if not prev then
-    for j = 1, #list do list[j].dropped = true end
+    for j = 1, #list do
+      list[j].dropped = true
+    end
     return
   end
-  for j = prev + 1, #list do list[j].node[i] = list[prev].node[i] end
+  for j = prev + 1, #list do
+    list[j].node[i] = list[prev].node[i]
+  end
 end
 
 -- One file's text: { first =, slots = {cluster = {slot, ...}} (rules 1-3), rows =, bad =, bad_line =,
@@ -139,23 +153,36 @@ local function parse(text, path)
       local n = split(line, fields)
       if not header_n then
         header_n = n
-        for i = 1, n do col[fields[i]:match("^%s*(.-)%s*$")] = i end
+        for i = 1, n do
+          col[fields[i]:match("^%s*(.-)%s*$")] = i
+        end
         local missing = {}
         for _, name in ipairs(REQUIRED) do
           if not col[name] then missing[#missing + 1] = name end
         end
         if #missing > 0 then
-          return fail("format", format("%s: the header lacks the column%s %s (line 1: %s)", path,
-            #missing > 1 and "s" or "", concat(missing, ", "), #line > 80 and sub(line, 1, 77) .. "..." or line))
+          return fail(
+            "format",
+            format(
+              "%s: the header lacks the column%s %s (line 1: %s)",
+              path,
+              #missing > 1 and "s" or "",
+              concat(missing, ", "),
+              #line > 80 and sub(line, 1, 77) .. "..." or line
+            )
+          )
         end
       else
         local why
         local t = tonumber(fields[col.timestamp])
         local cluster = fields[col.cluster]
-        if n ~= header_n then why = format("%d fields, the header has %d", n, header_n)
+        if n ~= header_n then
+          why = format("%d fields, the header has %d", n, header_n)
         elseif not t or t ~= t or t == huge or t == -huge then
           why = format("timestamp '%s' is not a number", fields[col.timestamp])
-        elseif cluster == "" then why = "no cluster" end
+        elseif cluster == "" then
+          why = "no cluster"
+        end
         local v = {}
         if not why then
           for _, name in ipairs(NUMERIC) do
@@ -172,7 +199,9 @@ local function parse(text, path)
         end
         if why then
           bad = bad + 1
-          if not bad_line then bad_line, bad_why = lineno, why end
+          if not bad_line then
+            bad_line, bad_why = lineno, why
+          end
         else
           nrows, pos = nrows + 1, pos + 1
           if t < first then first = t end
@@ -216,10 +245,19 @@ local function parse(text, path)
     end
   end
   for _, list in pairs(by_cluster) do
-    for i = 1, #NODE do interpolate(list, i) end
+    for i = 1, #NODE do
+      interpolate(list, i)
+    end
   end
-  return { path = path, first = first, slots = by_cluster, rows = nrows, bad = bad, bad_line = bad_line,
-    bad_why = bad_why }
+  return {
+    path = path,
+    first = first,
+    slots = by_cluster,
+    rows = nrows,
+    bad = bad,
+    bad_line = bad_line,
+    bad_why = bad_why,
+  }
 end
 
 -- Rules 4-6 over the parsed files, in order.
@@ -228,7 +266,9 @@ local function merge(files)
   local duplicates = 0
   for _, file in ipairs(files) do
     local names = {}
-    for cluster in pairs(file.slots) do names[#names + 1] = cluster end
+    for cluster in pairs(file.slots) do
+      names[#names + 1] = cluster
+    end
     sort(names)
     for _, cluster in ipairs(names) do
       local list = lists[cluster]
@@ -239,7 +279,8 @@ local function merge(files)
       end
       for _, slot in ipairs(file.slots[cluster]) do
         if not slot.dropped then
-          if seen[slot.key] then duplicates = duplicates + 1
+          if seen[slot.key] then
+            duplicates = duplicates + 1
           else
             seen[slot.key] = true
             list[#list + 1] = slot
@@ -273,10 +314,14 @@ local function merge(files)
   end
   sort(clusters)
   local ts = {}
-  for t in pairs(stamps) do ts[#ts + 1] = t end
+  for t in pairs(stamps) do
+    ts[#ts + 1] = t
+  end
   sort(ts)
   local dt = huge
-  for i = 2, #ts do dt = min(dt, ts[i] - ts[i - 1]) end
+  for i = 2, #ts do
+    dt = min(dt, ts[i] - ts[i - 1])
+  end
   return { clusters = clusters, rows = rows, first = first, last = last, interval = dt, duplicates = duplicates }
 end
 
@@ -290,8 +335,14 @@ local function assemble(path, paths, load)
     if not file then return nil, err end
     only = only or file
     if file.bad > 0 then
-      warnings[#warnings + 1] = format("%s: skipped %d malformed row%s (first at line %d: %s)", p, file.bad,
-        file.bad > 1 and "s" or "", file.bad_line, file.bad_why)
+      warnings[#warnings + 1] = format(
+        "%s: skipped %d malformed row%s (first at line %d: %s)",
+        p,
+        file.bad,
+        file.bad > 1 and "s" or "",
+        file.bad_line,
+        file.bad_why
+      )
     end
     nrows, skipped = nrows + file.rows, skipped + file.bad
     if file.rows > 0 then files[#files + 1] = file end
@@ -299,8 +350,16 @@ local function assemble(path, paths, load)
   if nrows == 0 then
     if #paths > 1 then return fail("format", path .. ": no file has rows") end
     if only.bad > 0 then
-      return fail("format", format("%s has no valid rows (%d malformed, first at line %d: %s)", paths[1], only.bad,
-        only.bad_line, only.bad_why))
+      return fail(
+        "format",
+        format(
+          "%s has no valid rows (%d malformed, first at line %d: %s)",
+          paths[1],
+          only.bad,
+          only.bad_line,
+          only.bad_why
+        )
+      )
     end
     return fail("format", paths[1] .. " has a header but no rows")
   end
@@ -326,14 +385,22 @@ local function assemble(path, paths, load)
       if prev_last and file.first > prev_last + step then
         local gap = { from = prev_last, to = file.first, before = files[i - 1].path, after = file.path }
         gaps[#gaps + 1] = gap
-        warnings[#warnings + 1] = format("no data from %s to %s UTC (%g s) between %s and %s", utc(gap.from),
-          utc(gap.to), gap.to - gap.from, gap.before, gap.after)
+        warnings[#warnings + 1] = format(
+          "no data from %s to %s UTC (%g s) between %s and %s",
+          utc(gap.from),
+          utc(gap.to),
+          gap.to - gap.from,
+          gap.before,
+          gap.after
+        )
       end
       prev_last = last > -huge and (prev_last and math.max(prev_last, last) or last) or prev_last
     end
   end
   data.files, data.gaps, data.warnings = {}, gaps, warnings
-  for i, file in ipairs(files) do data.files[i] = file.path end
+  for i, file in ipairs(files) do
+    data.files[i] = file.path
+  end
   data.nrows, data.skipped = nrows, skipped
   return data
 end

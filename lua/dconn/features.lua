@@ -27,8 +27,12 @@ local floor, sort = math.floor, table.sort
 local _M = { _VERSION = "0.2.0" }
 
 local NAMES = {
-  "node_cpu_usage", "node_mem_usage", "pipelines_server_cpu_usage", "pipelines_server_mem_usage",
-  "pipelines_status_realtime_pipeline_latency", "pipelines_status_idelta_fps",
+  "node_cpu_usage",
+  "node_mem_usage",
+  "pipelines_server_cpu_usage",
+  "pipelines_server_mem_usage",
+  "pipelines_status_realtime_pipeline_latency",
+  "pipelines_status_idelta_fps",
 }
 _M.NAMES = NAMES
 _M.LATENCY, _M.FPS = 5, 6 -- positions of the two inputs QoS is computed from
@@ -49,12 +53,20 @@ function _M.qos(fps, latency)
   if type(fps) ~= "number" or type(latency) ~= "number" then return 0 end
   if fps < FPS_LO or fps > FPS_HI or latency < LATENCY_LO or latency > LATENCY_HI then return 0 end
   local q = 0.5 * norm(fps, FPS_LO, FPS_HI) + 0.5 * (1 - norm(latency, LATENCY_LO, LATENCY_HI))
-  if q < 0 then return 0 elseif q > 1 then return 1 end
+  if q < 0 then
+    return 0
+  elseif q > 1 then
+    return 1
+  end
   return q
 end
 
 function _M.clip_latency(x)
-  if x < 0 then return 0 elseif x > _M.LATENCY_CLIP then return _M.LATENCY_CLIP end
+  if x < 0 then
+    return 0
+  elseif x > _M.LATENCY_CLIP then
+    return _M.LATENCY_CLIP
+  end
   return x
 end
 local clip_latency = _M.clip_latency
@@ -67,12 +79,16 @@ function _M.buckets(rows, step)
     local b = buckets[start]
     if not b then
       b = { n = 0, qos = 0 }
-      for i = 1, N do b[i] = 0 end
+      for i = 1, N do
+        b[i] = 0
+      end
       buckets[start] = b
       starts[#starts + 1] = start
     end
     local f = r.f
-    for i = 1, N do b[i] = b[i] + f[i] end
+    for i = 1, N do
+      b[i] = b[i] + f[i]
+    end
     b.qos, b.n = b.qos + r.qos, b.n + 1
   end
   sort(starts)
@@ -80,7 +96,9 @@ function _M.buckets(rows, step)
   for k, start in ipairs(starts) do
     local b = buckets[start]
     local f = {}
-    for i = 1, N do f[i] = b[i] / b.n end
+    for i = 1, N do
+      f[i] = b[i] / b.n
+    end
     out[k] = { t = start, f = f, qos = b.qos / b.n }
   end
   return out
@@ -95,13 +113,17 @@ local function interpolate(cols, i, n)
       first = first or k
       if prev and k > prev + 1 then
         local a, b = cols[prev][i], cols[k][i]
-        for j = prev + 1, k - 1 do cols[j][i] = a + (b - a) * (j - prev) / (k - prev) end
+        for j = prev + 1, k - 1 do
+          cols[j][i] = a + (b - a) * (j - prev) / (k - prev)
+        end
       end
       prev = k
     end
   end
   if not prev then return nil end
-  for j = prev + 1, n do cols[j][i] = cols[prev][i] end
+  for j = prev + 1, n do
+    cols[j][i] = cols[prev][i]
+  end
   return first
 end
 
@@ -154,7 +176,9 @@ end
 --- The samples' feature names this module knows (for sources that map columns by name).
 function _M.index()
   local idx = {}
-  for i, name in ipairs(NAMES) do idx[name] = i end
+  for i, name in ipairs(NAMES) do
+    idx[name] = i
+  end
   return idx
 end
 

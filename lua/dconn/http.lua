@@ -60,17 +60,32 @@ local RETRY_KINDS = { dns = true, connect = true, timeout = true, protocol = tru
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 
 local OPTION_TYPES = {
-  method = "string", url = "string", headers = "table", body = "string", query = "table",
-  timeout = "number", connect_timeout = "number", deadline = "number", retries = "number",
-  retry_on_any_method = "boolean", backoff_factor = "number", backoff_max = "number",
-  follow = "boolean", max_redirects = "number", max_body = "number", raise_for_status = "boolean",
-  tls = "table", auth = "table", before = "function", retry = "function",
+  method = "string",
+  url = "string",
+  headers = "table",
+  body = "string",
+  query = "table",
+  timeout = "number",
+  connect_timeout = "number",
+  deadline = "number",
+  retries = "number",
+  retry_on_any_method = "boolean",
+  backoff_factor = "number",
+  backoff_max = "number",
+  follow = "boolean",
+  max_redirects = "number",
+  max_body = "number",
+  raise_for_status = "boolean",
+  tls = "table",
+  auth = "table",
+  before = "function",
+  retry = "function",
 }
 
 -- Query parameters and headers whose values are secrets (matched on the lowercased name).
 local SECRET_NAME_PARTS = { "token", "password", "passwd", "secret", "key", "signature", "credential" }
-local SECRET_NAMES = { sig = true, pwd = true, auth = true, authorization = true,
-  ["proxy-authorization"] = true, cookie = true }
+local SECRET_NAMES =
+  { sig = true, pwd = true, auth = true, authorization = true, ["proxy-authorization"] = true, cookie = true }
 -- Secrets shorter than this are not scrubbed from messages: replacing every "a" would leave
 -- nothing readable, and a secret that short protects nothing anyway.
 local MIN_SCRUB = 3
@@ -113,7 +128,9 @@ function _M.encode_query(query)
   for _, k in ipairs(keys) do
     local v = query[k]
     if type(v) == "table" then
-      for _, item in ipairs(v) do parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(scalar_text(item, k)) end
+      for _, item in ipairs(v) do
+        parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(scalar_text(item, k))
+      end
     else
       parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(scalar_text(v, k))
     end
@@ -209,16 +226,18 @@ local function outcome_of(status)
 end
 
 local function record(ctx, outcome, seconds)
-  metrics.counter("dconn_http_requests_total", "HTTP requests made by dconn.http, by target and outcome")
+  metrics
+    .counter("dconn_http_requests_total", "HTTP requests made by dconn.http, by target and outcome")
     :inc({ target = ctx.target, outcome = outcome })
-  metrics.histogram("dconn_http_request_duration_seconds", "Duration of dconn.http requests (one attempt)")
+  metrics
+    .histogram("dconn_http_request_duration_seconds", "Duration of dconn.http requests (one attempt)")
     :observe({ target = ctx.target }, seconds)
 end
 
 ---- retries ----
 
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
-  Oct = 10, Nov = 11, Dec = 12 }
+local MONTHS =
+  { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
 
 -- Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant's
 -- days_from_civil), so no time-zone-dependent os.time call is needed.
@@ -254,8 +273,15 @@ end
 -- Sleeps `wait` seconds before the next attempt unless the deadline comes first (then false).
 local function pause(ctx, reason, wait)
   if ctx.deadline_at and now() + wait >= ctx.deadline_at then return false end
-  log.warning("http: %s %s: %s; retry %d of %d in %.2fs", ctx.method, ctx.safe_url,
-    scrub(reason, ctx.secrets), ctx.attempt, ctx.retries, wait)
+  log.warning(
+    "http: %s %s: %s; retry %d of %d in %.2fs",
+    ctx.method,
+    ctx.safe_url,
+    scrub(reason, ctx.secrets),
+    ctx.attempt,
+    ctx.retries,
+    wait
+  )
   sleep(wait)
   return true
 end
@@ -343,19 +369,29 @@ function _M.request(opts)
   local auth = opts.auth
   auth_secrets(secrets, auth)
   local ctx = {
-    method = method, secrets = secrets, safe_url = redact_url(url, secrets), target = target_of(url),
-    attempt = 0, retries = opts.retries or DEFAULTS.retries, any_method = opts.retry_on_any_method,
+    method = method,
+    secrets = secrets,
+    safe_url = redact_url(url, secrets),
+    target = target_of(url),
+    attempt = 0,
+    retries = opts.retries or DEFAULTS.retries,
+    any_method = opts.retry_on_any_method,
     backoff_factor = opts.backoff_factor or DEFAULTS.backoff_factor,
     backoff_max = opts.backoff_max or DEFAULTS.backoff_max,
     deadline_at = opts.deadline and now() + opts.deadline,
   }
   local timeout = opts.timeout or DEFAULTS.timeout
   local req = {
-    method = method, url = url, body = opts.body,
+    method = method,
+    url = url,
+    body = opts.body,
     headers = opts.headers and copy_headers(opts.headers, secrets),
     connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
-    follow = opts.follow, max_redirects = opts.max_redirects, max_body = opts.max_body,
-    tls = opts.tls, auth = auth,
+    follow = opts.follow,
+    max_redirects = opts.max_redirects,
+    max_body = opts.max_body,
+    tls = opts.tls,
+    auth = auth,
   }
   while true do
     ctx.attempt = ctx.attempt + 1
@@ -376,16 +412,26 @@ function _M.request(opts)
     local resp, err = httpc.request(req)
     if resp then
       record(ctx, outcome_of(resp.status), resp.time)
-      log.debug("http: %s %s -> %d in %.1f ms (HTTP/%s)", method, ctx.safe_url, resp.status,
-        resp.time * 1000, resp.http_version)
+      log.debug(
+        "http: %s %s -> %d in %.1f ms (HTTP/%s)",
+        method,
+        ctx.safe_url,
+        resp.status,
+        resp.time * 1000,
+        resp.http_version
+      )
       local status = resp.status
       local headers = setmetatable(resp.headers, HEADERS_MT)
       local wait = false -- false: not retried; nil: after the backoff; seconds: Retry-After
       if RETRY_STATUS[status] then wait = _M.retry_after_seconds(headers["retry-after"]) end
       if not may_retry(ctx, "status " .. status, wait, opts.retry, status, nil, headers) then
         if opts.raise_for_status and status >= 400 then
-          return nil, make_error("http", "status " .. status, ctx, { status = status, body = resp.body,
-            headers = headers })
+          return nil,
+            make_error("http", "status " .. status, ctx, {
+              status = status,
+              body = resp.body,
+              headers = headers,
+            })
         end
         return status, resp.body, headers
       end
@@ -393,8 +439,11 @@ function _M.request(opts)
       if type(err) ~= "table" then err = { kind = "other", message = tostring(err) } end
       record(ctx, err.kind, now() - started)
       local cut = err.kind == "timeout" and ctx.deadline_at and req.timeout < timeout
-      local e = make_error(err.kind, cut and format("the deadline of %gs passed (%s)", opts.deadline, err.message)
-        or err.message, ctx)
+      local e = make_error(
+        err.kind,
+        cut and format("the deadline of %gs passed (%s)", opts.deadline, err.message) or err.message,
+        ctx
+      )
       local wait = false
       if RETRY_KINDS[err.kind] then wait = nil end
       if cut or not may_retry(ctx, err.kind .. ": " .. err.message, wait, opts.retry, nil, e) then
@@ -408,9 +457,13 @@ local function with(opts, fields)
   local out = {}
   if opts ~= nil then
     if type(opts) ~= "table" then error("http: options must be a table, got " .. type(opts), 3) end
-    for k, v in pairs(opts) do out[k] = v end
+    for k, v in pairs(opts) do
+      out[k] = v
+    end
   end
-  for k, v in pairs(fields) do out[k] = v end
+  for k, v in pairs(fields) do
+    out[k] = v
+  end
   return out
 end
 
@@ -432,10 +485,14 @@ function _M.json(opts)
   local fields = { body = false, headers = {} }
   if opts.headers then
     if type(opts.headers) ~= "table" then error("http: 'headers' must be a table", 2) end
-    for k, v in pairs(opts.headers) do fields.headers[k] = v end
+    for k, v in pairs(opts.headers) do
+      fields.headers[k] = v
+    end
   end
   local has = {}
-  for k in pairs(fields.headers) do has[lower(k)] = true end
+  for k in pairs(fields.headers) do
+    has[lower(k)] = true
+  end
   if not has.accept then fields.headers.Accept = "application/json" end
   if value ~= nil then
     -- pcall: a value cjson itself refuses must come back as an error value too
@@ -458,8 +515,13 @@ function _M.json(opts)
     local secrets = {}
     local url = req.query and with_query(req.url, req.query) or req.url
     local ctx = { secrets = secrets, safe_url = redact_url(url, secrets), method = upper(req.method) }
-    return nil, make_error("json", "the response is not valid JSON: " .. tostring(ok and err or decoded), ctx,
-      { status = status, body = body, headers = headers })
+    return nil,
+      make_error(
+        "json",
+        "the response is not valid JSON: " .. tostring(ok and err or decoded),
+        ctx,
+        { status = status, body = body, headers = headers }
+      )
   end
   return status, decoded, headers
 end

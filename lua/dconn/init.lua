@@ -36,21 +36,54 @@ local setmetatable = setmetatable
 local _M = { _VERSION = "0.1.0" }
 
 -- Modules reachable as fields of `dconn`.
-local MODULES = { "json", "log", "timer", "task", "pretty", "runtime", "error", "http", "model", "tracker",
-  "k8s", "metrics", "features", "prom", "replay", "export", "policy", "placement" }
+local MODULES = {
+  "json",
+  "log",
+  "timer",
+  "task",
+  "pretty",
+  "runtime",
+  "error",
+  "http",
+  "model",
+  "tracker",
+  "k8s",
+  "metrics",
+  "features",
+  "prom",
+  "replay",
+  "export",
+  "policy",
+  "placement",
+}
 _M.modules = MODULES
 
 -- Every module a policy may require: the fields above and the public modules of their packages.
 -- The sandbox looks names up here; nothing else under dconn is requirable by a policy.
-local SUBMODULES = { "k8s.leader", "k8s.sim", "tracker.file", "placement.pipeline", "placement.recommender",
-  "placement.models", "placement.rules", "placement.gates", "placement.decisions" }
+local SUBMODULES = {
+  "k8s.leader",
+  "k8s.sim",
+  "tracker.file",
+  "placement.pipeline",
+  "placement.recommender",
+  "placement.models",
+  "placement.rules",
+  "placement.gates",
+  "placement.decisions",
+}
 local public = { dconn = true }
-for _, name in ipairs(MODULES) do public["dconn." .. name] = true end
-for _, name in ipairs(SUBMODULES) do public["dconn." .. name] = true end
+for _, name in ipairs(MODULES) do
+  public["dconn." .. name] = true
+end
+for _, name in ipairs(SUBMODULES) do
+  public["dconn." .. name] = true
+end
 _M.public = public
 
 local known = {}
-for _, name in ipairs(MODULES) do known[name] = true end
+for _, name in ipairs(MODULES) do
+  known[name] = true
+end
 
 return setmetatable(_M, {
   __index = function(self, key)

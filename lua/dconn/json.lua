@@ -86,7 +86,9 @@ local function substitute(v, ctx, depth)
     if new ~= item then
       if not copy then
         copy = {}
-        for k2, v2 in pairs(v) do copy[k2] = v2 end
+        for k2, v2 in pairs(v) do
+          copy[k2] = v2
+        end
       end
       copy[k] = new
     end

@@ -11,7 +11,7 @@ local DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 local HISTOGRAM_OPTIONS = { buckets = "table" }
 
 local registry = {} -- name -> metric
-local order = {}    -- names in registration order
+local order = {} -- names in registration order
 
 --- A label value as the text format writes it between quotes: \\, \n and \" escaped.
 local function escape_label(v)
@@ -23,15 +23,23 @@ _M.escape_label = escape_label
 local function label_text(labels)
   if not labels or next(labels) == nil then return "" end
   local keys = {}
-  for k in pairs(labels) do keys[#keys + 1] = k end
+  for k in pairs(labels) do
+    keys[#keys + 1] = k
+  end
   sort(keys)
   local parts = {}
-  for i, k in ipairs(keys) do parts[i] = k .. '="' .. escape_label(labels[k]) .. '"' end
+  for i, k in ipairs(keys) do
+    parts[i] = k .. '="' .. escape_label(labels[k]) .. '"'
+  end
   return "{" .. concat(parts, ",") .. "}"
 end
 
 local function number_text(v)
-  if v == math.huge then return "+Inf" elseif v == -math.huge then return "-Inf" end
+  if v == math.huge then
+    return "+Inf"
+  elseif v == -math.huge then
+    return "-Inf"
+  end
   if v ~= v then return "NaN" end
   if math.type(v) == "integer" then return tostring(v) end
   local short = format("%.15g", v) -- shortest text that reads back as the same number
@@ -61,7 +69,9 @@ local function series(metric, labels)
   if not s then
     if metric.kind == "histogram" then
       s = { counts = {}, sum = 0, count = 0 }
-      for i = 1, #metric.buckets do s.counts[i] = 0 end
+      for i = 1, #metric.buckets do
+        s.counts[i] = 0
+      end
     else
       s = { value = 0 }
     end
@@ -110,7 +120,7 @@ end
 --- Only the series fn gives are shown, so what went away (a job removed) is gone, not stale.
 function _M.collected(kind, name, help, fn)
   if kind ~= "counter" and kind ~= "gauge" then
-    error("metrics.collected: kind must be \"counter\" or \"gauge\", got " .. tostring(kind), 2)
+    error('metrics.collected: kind must be "counter" or "gauge", got ' .. tostring(kind), 2)
   end
   if type(fn) ~= "function" then error("metrics.collected: expected a function, got " .. type(fn), 2) end
   local m = define(kind, name, help)
@@ -125,7 +135,9 @@ end
 
 local function with_label(labels, key, value)
   local out = {}
-  for k, v in pairs(labels) do out[k] = v end
+  for k, v in pairs(labels) do
+    out[k] = v
+  end
   out[key] = value
   return label_text(out)
 end
@@ -137,12 +149,16 @@ function _M.render()
     local m = registry[name]
     if m.collect then
       m.series, m.labels_of = {}, {}
-      for _, item in ipairs(m.collect()) do series(m, item[1]).value = item[2] end
+      for _, item in ipairs(m.collect()) do
+        series(m, item[1]).value = item[2]
+      end
     end
     lines[#lines + 1] = "# HELP " .. name .. " " .. m.help:gsub("\\", "\\\\"):gsub("\n", "\\n")
     lines[#lines + 1] = "# TYPE " .. name .. " " .. m.kind
     local keys = {}
-    for key in pairs(m.series) do keys[#keys + 1] = key end
+    for key in pairs(m.series) do
+      keys[#keys + 1] = key
+    end
     sort(keys)
     for _, key in ipairs(keys) do
       local s, labels = m.series[key], m.labels_of[key]

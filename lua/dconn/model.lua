@@ -48,8 +48,7 @@ local format, concat, sort, lower = string.format, table.concat, table.sort, str
 
 local _M = { _VERSION = "0.1.0" }
 
-for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops",
-  "POOL_FLOPS" } do
+for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops", "POOL_FLOPS" } do
   _M[name] = nn[name]
 end
 
@@ -61,10 +60,35 @@ local LAYERS = {
   relu = { name = "ReLU", fields = {} },
   tanh = { name = "Tanh", fields = {} },
   sigmoid = { name = "Sigmoid", fields = {} },
-  lstm = { name = "LSTM", fields = { weights = true, input_size = true, hidden_size = true, num_layers = true,
-    bias = true, batch_first = true, dropout = true, output = true, bidirectional = true, proj_size = true } },
-  gru = { name = "GRU", fields = { weights = true, input_size = true, hidden_size = true, num_layers = true,
-    bias = true, batch_first = true, dropout = true, output = true, bidirectional = true } },
+  lstm = {
+    name = "LSTM",
+    fields = {
+      weights = true,
+      input_size = true,
+      hidden_size = true,
+      num_layers = true,
+      bias = true,
+      batch_first = true,
+      dropout = true,
+      output = true,
+      bidirectional = true,
+      proj_size = true,
+    },
+  },
+  gru = {
+    name = "GRU",
+    fields = {
+      weights = true,
+      input_size = true,
+      hidden_size = true,
+      num_layers = true,
+      bias = true,
+      batch_first = true,
+      dropout = true,
+      output = true,
+      bidirectional = true,
+    },
+  },
   minmax = { name = "MinMax", fields = { weights = true, inverse = true, min = true, scale = true } },
   standard = { name = "Standard", fields = { weights = true, inverse = true, mean = true, scale = true } },
 }
@@ -127,8 +151,9 @@ function Loader:tensor(name, shape, what)
     error({ format("tensor '%s' is missing from %s (needed by %s)", name, self.path, what) })
   end
   if shape and not same_shape(info.shape, shape) then
-    error({ format("tensor '%s' has shape %s, but %s needs %s", name, shape_text(info.shape), what,
-      shape_text(shape)) })
+    error({
+      format("tensor '%s' has shape %s, but %s needs %s", name, shape_text(info.shape), what, shape_text(shape)),
+    })
   end
   local t = self.file:get(name)
   if not t:finite() then error({ format("tensor '%s' has NaN or infinite values", name) }) end
@@ -168,8 +193,8 @@ local function build_linear(ld, layer, what, features)
   local out_f = check_int(layer, what, "out_features") or (info and info.shape[1])
   local in_f = check_int(layer, what, "in_features") or (info and info.shape[2]) or features
   if not (out_f and in_f) then ld:tensor(p .. ".weight", nil, what) end
-  local w = ld:tensor(p .. ".weight", { out_f, in_f },
-    format("%s (in_features=%d, out_features=%d)", what, in_f, out_f))
+  local w =
+    ld:tensor(p .. ".weight", { out_f, in_f }, format("%s (in_features=%d, out_features=%d)", what, in_f, out_f))
   local b
   if layer.bias ~= false then b = ld:tensor(p .. ".bias", { out_f }, format("%s (out_features=%d)", what, out_f)) end
   return { kind = "linear", w = w, b = b }, in_f, out_f
@@ -184,19 +209,30 @@ local function build_rnn(ld, layer, what, features, kind)
   if layer.bidirectional then bad("%s: bidirectional layers are not supported", what) end
   if layer.proj_size and layer.proj_size ~= 0 then bad("%s: proj_size is not supported", what) end
   local output = layer.output or "last"
-  if output ~= "last" and output ~= "sequence" then bad("%s: output must be \"last\" or \"sequence\"", what) end
+  if output ~= "last" and output ~= "sequence" then bad('%s: output must be "last" or "sequence"', what) end
   local ih0 = ld.file:info(p .. ".weight_ih_l0")
   local hidden = check_int(layer, what, "hidden_size") or (ih0 and ih0.shape[1] // G)
   local input = check_int(layer, what, "input_size") or (ih0 and ih0.shape[2]) or features
   local num = check_int(layer, what, "num_layers")
   if not num then
     num = 0
-    while ld:has(format("%s.weight_ih_l%d", p, num)) do num = num + 1 end
+    while ld:has(format("%s.weight_ih_l%d", p, num)) do
+      num = num + 1
+    end
   end
   if not (hidden and input) or num < 1 then ld:tensor(p .. ".weight_ih_l0", nil, what) end
   local desc = format("%s (input_size=%d, hidden_size=%d, num_layers=%d)", what, input, hidden, num)
-  local out = { kind = kind, input = input, hidden = hidden, num_layers = num, sequence = output == "sequence",
-    w_ih = {}, w_hh = {}, b_ih = {}, b_hh = {} }
+  local out = {
+    kind = kind,
+    input = input,
+    hidden = hidden,
+    num_layers = num,
+    sequence = output == "sequence",
+    w_ih = {},
+    w_hh = {},
+    b_ih = {},
+    b_hh = {},
+  }
   for k = 0, num - 1 do
     out.w_ih[k + 1] = ld:tensor(format("%s.weight_ih_l%d", p, k), { G * hidden, k == 0 and input or hidden }, desc)
     out.w_hh[k + 1] = ld:tensor(format("%s.weight_hh_l%d", p, k), { G * hidden, hidden }, desc)
@@ -273,8 +309,11 @@ local function build(spec, path)
       local kind = lower(layer.type)
       local def = LAYERS[kind]
       if not def then
-        bad("spec: layer %d: unknown type '%s' (Linear, ReLU, Tanh, Sigmoid, LSTM, GRU, MinMax, Standard)", i,
-          layer.type)
+        bad(
+          "spec: layer %d: unknown type '%s' (Linear, ReLU, Tanh, Sigmoid, LSTM, GRU, MinMax, Standard)",
+          i,
+          layer.type
+        )
       end
       local named = layer.weights and (" '" .. tostring(layer.weights) .. "'") or ""
       local what = format("layer %d (%s%s)", i, def.name, named)
@@ -282,16 +321,23 @@ local function build(spec, path)
         if k ~= "type" and not def.fields[k] then bad("spec: %s: unknown field '%s'", what, tostring(k)) end
       end
       local native, in_f, out_f
-      if kind == "linear" then native, in_f, out_f = build_linear(ld, layer, what, features)
+      if kind == "linear" then
+        native, in_f, out_f = build_linear(ld, layer, what, features)
       elseif kind == "lstm" or kind == "gru" then
         native, in_f, out_f = build_rnn(ld, layer, what, features, kind)
         seq = true
       elseif kind == "minmax" or kind == "standard" then
         native, in_f, out_f = build_scaler(ld, layer, what, features, kind)
-      else native = { kind = kind } end
+      else
+        native = { kind = kind }
+      end
       if in_f and features and in_f ~= features then
-        bad("%s takes %d features, but %s", what, in_f, i == 1 and format("the spec's input has %d", features)
-          or format("layer %d gives %d", i - 1, features))
+        bad(
+          "%s takes %d features, but %s",
+          what,
+          in_f,
+          i == 1 and format("the spec's input has %d", features) or format("layer %d gives %d", i - 1, features)
+        )
       end
       first_features = first_features or in_f
       features = out_f or features
@@ -371,7 +417,7 @@ end
 local function forecaster_spec(spec)
   if type(spec) == "string" then return spec, nil, spec end
   if type(spec) ~= "table" or type(spec.kind) ~= "string" then
-    error("expected a forecaster kind (\"persistence\", \"ewma\", \"holt\", \"ridge\") or a table with 'kind'", 3)
+    error('expected a forecaster kind ("persistence", "ewma", "holt", "ridge") or a table with \'kind\'', 3)
   end
   local opts = {}
   for k, v in pairs(spec) do
@@ -390,8 +436,8 @@ function _M.backtest(spec, series, opts)
 end
 
 local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
-local SELECT_OPTIONS = { metric = "string", initial = "number", horizon = "number", step = "number",
-  window = "number", last = "number" }
+local SELECT_OPTIONS =
+  { metric = "string", initial = "number", horizon = "number", step = "number", window = "number", last = "number" }
 
 -- model.select(series [, candidates [, opts]]) -> best, results | nil, err
 -- Backtests every candidate on the series (opts as backtest, plus metric = "mae" | "rmse") and
@@ -401,9 +447,9 @@ function _M.select(series, candidates, opts)
   options.check(opts, SELECT_OPTIONS, "model.select")
   opts = opts or {}
   local metric = opts.metric or "mae"
-  if metric ~= "mae" and metric ~= "rmse" then error("model.select: metric must be \"mae\" or \"rmse\"", 2) end
-  local bt = { initial = opts.initial, horizon = opts.horizon, step = opts.step, window = opts.window,
-    last = opts.last }
+  if metric ~= "mae" and metric ~= "rmse" then error('model.select: metric must be "mae" or "rmse"', 2) end
+  local bt =
+    { initial = opts.initial, horizon = opts.horizon, step = opts.step, window = opts.window, last = opts.last }
   local results, failures = {}, {}
   for _, c in ipairs(candidates) do
     local kind, params, name = forecaster_spec(c)

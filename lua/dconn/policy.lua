@@ -58,7 +58,9 @@ end
 
 local function sorted_keys(t)
   local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
   sort(keys, function(a, b)
     if type(a) == type(b) and (type(a) == "number" or type(a) == "string") then return a < b end
     return type(a) == "number" or (type(b) ~= "number" and tostring(a) < tostring(b))
@@ -172,18 +174,27 @@ local function timer_message(path, err, known)
 end
 
 local TRIGGER_DOCS = {
-  { key = "every", type = "duration", doc = "run every DURATION: seconds or \"30s\", \"5m\", \"1h30m\"" },
-  { key = "cron", type = "string", doc = "or on a cron line: \"*/5 * * * *\" (minute hour day month weekday), "
-    .. "\"@daily\"" },
-  { key = "at", type = "any", doc = "or once, at a date: \"2024-04-12 10:44:31\", ISO 8601, or unix seconds" },
+  { key = "every", type = "duration", doc = 'run every DURATION: seconds or "30s", "5m", "1h30m"' },
+  {
+    key = "cron",
+    type = "string",
+    doc = 'or on a cron line: "*/5 * * * *" (minute hour day month weekday), ' .. '"@daily"',
+  },
+  { key = "at", type = "any", doc = 'or once, at a date: "2024-04-12 10:44:31", ISO 8601, or unix seconds' },
   { key = "jitter", type = "duration", doc = "a random delay of up to DURATION before each run" },
   { key = "start", type = "any", doc = "no run before this date" },
   { key = "stop", type = "any", doc = "no run after this date" },
   { key = "immediate", type = "boolean", doc = "an every/cron job also runs when added (default true)" },
-  { key = "timezone", type = "string", doc = "\"utc\" or \"local\": how cron and dates are read (default: "
-    .. "--timezone)" },
-  { key = "budget", type = "any", doc = "Lua instructions per run, -1 for no limit (default "
-    .. "--max-instructions)" },
+  {
+    key = "timezone",
+    type = "string",
+    doc = '"utc" or "local": how cron and dates are read (default: ' .. "--timezone)",
+  },
+  {
+    key = "budget",
+    type = "any",
+    doc = "Lua instructions per run, -1 for no limit (default " .. "--max-instructions)",
+  },
 }
 
 -- A schedule entry: false (not in this agent), a duration, or a trigger table.
@@ -198,12 +209,14 @@ local function check_trigger(v, path)
     return true
   end
   if type(v) ~= "table" then
-    return nil, path .. ": a duration such as \"5m\", a table {every= | cron= | at=, ...} or false"
+    return nil, path .. ': a duration such as "5m", a table {every= | cron= | at=, ...} or false'
   end
   local ok, err = check_record(TRIGGER, v, path)
   if not ok then return nil, err end
   local spec = { run = NOOP }
-  for k, x in pairs(v) do spec[k] = x end
+  for k, x in pairs(v) do
+    spec[k] = x
+  end
   ok, err = timer.validate(spec)
   if not ok then return nil, timer_message(path, err, TRIGGER_KEYS) end
   return true
@@ -219,19 +232,28 @@ for _, f in ipairs {
   { key = "name", type = "name", doc = "the job's name in a list of jobs (in a map the key is the name)" },
   { key = "actuating", type = "boolean", doc = "with `leader`, run only while this agent holds the Lease" },
   { key = "quiet", type = "boolean", doc = "no log line for each run" },
-} do JOB_FIELDS[#JOB_FIELDS + 1] = f end
+} do
+  JOB_FIELDS[#JOB_FIELDS + 1] = f
+end
 local JOB = record(JOB_FIELDS, { label = "NAME", expect = "a table {every= | cron= | at=, run = function() ... end}" })
 
 JOB.check = function(v, path, key)
   if type(key) == "string" and v.name ~= nil and v.name ~= key then
-    return nil, field(path, "name") .. ": '" .. tostring(v.name) .. "', but the key names the job '" .. key
-      .. "' (leave name out)"
+    return nil,
+      field(path, "name")
+        .. ": '"
+        .. tostring(v.name)
+        .. "', but the key names the job '"
+        .. key
+        .. "' (leave name out)"
   end
   if type(key) ~= "string" and v.name == nil then
-    return nil, path .. ": a job in a list needs name = \"...\""
+    return nil, path .. ': a job in a list needs name = "..."'
   end
   local spec = {}
-  for k, x in pairs(v) do spec[k] = x end
+  for k, x in pairs(v) do
+    spec[k] = x
+  end
   spec.actuating, spec.name = nil, nil
   local ok, err = timer.validate(spec)
   if not ok then return nil, timer_message(path, err, JOB.by_key) end
@@ -246,8 +268,11 @@ local function check_candidates(v, key)
     if type(v.selector) ~= "string" or v.selector == "" then return nil, key .. ".selector: a label selector string" end
     for k in pairs(v) do
       if k ~= "selector" and k ~= "cluster_label" then
-        return nil, field(key, k) .. ": unknown setting" .. suggestion(k, { "selector", "cluster_label" })
-          .. " (selector, cluster_label)"
+        return nil,
+          field(key, k)
+            .. ": unknown setting"
+            .. suggestion(k, { "selector", "cluster_label" })
+            .. " (selector, cluster_label)"
       end
     end
     if v.cluster_label ~= nil and type(v.cluster_label) ~= "string" then
@@ -267,8 +292,14 @@ local function check_candidates(v, key)
     if type(c) == "table" then
       for k in pairs(c) do
         if k ~= "node" and k ~= "cluster" and k ~= "type" then
-          return nil, format("%s[%d].%s: unknown setting%s (node, cluster, type)", key, i, tostring(k),
-            suggestion(k, { "node", "cluster", "type" }))
+          return nil,
+            format(
+              "%s[%d].%s: unknown setting%s (node, cluster, type)",
+              key,
+              i,
+              tostring(k),
+              suggestion(k, { "node", "cluster", "type" })
+            )
         end
       end
     end
@@ -291,7 +322,9 @@ local function check_source(v, key)
   local known = v.replay and SOURCE_KEYS.replay or SOURCE_KEYS.prometheus
   for _, k in ipairs(sorted_keys(v)) do
     local ok = false
-    for _, name in ipairs(known) do ok = ok or name == k end
+    for _, name in ipairs(known) do
+      ok = ok or name == k
+    end
     if not ok then
       return nil, field(key, k) .. ": unknown setting" .. suggestion(k, known) .. " (" .. concat(known, ", ") .. ")"
     end
@@ -306,31 +339,63 @@ end
 -- The rule's parameters: each belongs to one built-in rule (rules.PARAMS); a function rule takes
 -- any, and `metric`, what its predictions are.
 local RULE_PARAMS = {
-  { key = 1, label = "[1]", type = "any", doc = "the rule: \"max_qos\" (default), \"reactive\" or "
-    .. "function(predictions, ctx) -> {action=, to=, reason=}" },
-  { key = "sla", type = "number", default = rules.DEFAULTS.sla, doc = "max_qos: move only when the best "
-    .. "predicted QoS is above this" },
-  { key = "degraded", type = "number", doc = "max_qos: an app whose node predicts a QoS below this leaves it "
-    .. "at once for the best node, even one below the SLA; default half the SLA" },
-  { key = "edge_threshold", type = "number", default = rules.DEFAULTS.edge_threshold, doc = "reactive: leave an "
-    .. "edge node when its predicted latency is above this" },
-  { key = "cloud_threshold", type = "number", default = rules.DEFAULTS.cloud_threshold, doc = "reactive: come "
-    .. "back from a cloud node when its predicted latency is below this" },
-  { key = "metric", type = "string", doc = "for a function rule: what its predictions are, \"qos\" (default) "
-    .. "or a name such as \"latency\" (a built-in rule says its own: max_qos reads qos, reactive latency); a "
-    .. "function rule takes any other parameter too, in ctx.settings" },
+  {
+    key = 1,
+    label = "[1]",
+    type = "any",
+    doc = 'the rule: "max_qos" (default), "reactive" or ' .. "function(predictions, ctx) -> {action=, to=, reason=}",
+  },
+  {
+    key = "sla",
+    type = "number",
+    default = rules.DEFAULTS.sla,
+    doc = "max_qos: move only when the best " .. "predicted QoS is above this",
+  },
+  {
+    key = "degraded",
+    type = "number",
+    doc = "max_qos: an app whose node predicts a QoS below this leaves it "
+      .. "at once for the best node, even one below the SLA; default half the SLA",
+  },
+  {
+    key = "edge_threshold",
+    type = "number",
+    default = rules.DEFAULTS.edge_threshold,
+    doc = "reactive: leave an " .. "edge node when its predicted latency is above this",
+  },
+  {
+    key = "cloud_threshold",
+    type = "number",
+    default = rules.DEFAULTS.cloud_threshold,
+    doc = "reactive: come " .. "back from a cloud node when its predicted latency is below this",
+  },
+  {
+    key = "metric",
+    type = "string",
+    doc = 'for a function rule: what its predictions are, "qos" (default) '
+      .. 'or a name such as "latency" (a built-in rule says its own: max_qos reads qos, reactive latency); a '
+      .. "function rule takes any other parameter too, in ctx.settings",
+  },
 }
 local RULE_PARAM = {}
-for _, f in ipairs(RULE_PARAMS) do RULE_PARAM[f.key] = f end
+for _, f in ipairs(RULE_PARAMS) do
+  RULE_PARAM[f.key] = f
+end
 
 local function check_rule(v, path)
   local r, params = v, nil
-  if type(v) == "table" then r, params = v[1], v end
+  if type(v) == "table" then
+    r, params = v[1], v
+  end
   local rpath = params and field(path, 1) or path
-  if r == nil then return nil, path .. ": the rule first: {\"max_qos\", sla = 0.5}" end
+  if r == nil then return nil, path .. ': the rule first: {"max_qos", sla = 0.5}' end
   if type(r) ~= "function" and type(r) ~= "string" then
-    return nil, rpath .. ": a rule name (" .. concat(rules.names(), ", ") .. "), a function, or {RULE, "
-      .. "parameter = value, ...}"
+    return nil,
+      rpath
+        .. ": a rule name ("
+        .. concat(rules.names(), ", ")
+        .. "), a function, or {RULE, "
+        .. "parameter = value, ...}"
   end
   local fn, err = rules.get(r)
   if not fn then return nil, rpath .. ": " .. err end
@@ -340,10 +405,12 @@ local function check_rule(v, path)
     if k ~= 1 then
       if type(k) ~= "string" then return nil, field(path, k) .. ": one rule, then parameters by name" end
       local known = false
-      for _, name in ipairs(own or {}) do known = known or name == k end
+      for _, name in ipairs(own or {}) do
+        known = known or name == k
+      end
       if own and not known then
-        return nil, field(path, k) .. ": unknown setting" .. suggestion(k, own) .. "; " .. r .. " takes "
-          .. concat(own, ", ")
+        return nil,
+          field(path, k) .. ": unknown setting" .. suggestion(k, own) .. "; " .. r .. " takes " .. concat(own, ", ")
       end
     end
   end
@@ -352,18 +419,26 @@ local function check_rule(v, path)
     if f.key ~= 1 and x ~= nil and (own or f.key == "metric") then
       local ok, e = check_node(f, x, field(path, f.key))
       if not ok then return nil, e end
-      if f.key == "metric" and not is_ident(x) then return nil, field(path, f.key) .. ": a name such as \"latency\"" end
+      if f.key == "metric" and not is_ident(x) then return nil, field(path, f.key) .. ': a name such as "latency"' end
     end
   end
   return true
 end
 
 local TRACKER = record({
-  { key = "uri", type = "any", env = { "MLFLOW_TRACKING_URI", "SCANFLOW_TRACKER_URI" }, doc = "http(s)://... "
-    .. "or file:DIR, or false for none; default file:./mlruns" },
+  {
+    key = "uri",
+    type = "any",
+    env = { "MLFLOW_TRACKING_URI", "SCANFLOW_TRACKER_URI" },
+    doc = "http(s)://... " .. "or file:DIR, or false for none; default file:./mlruns",
+  },
   { key = "experiment", type = "string", default = "predictor", doc = "the experiment predictions are logged to" },
-  { key = "agent", type = "string", env = { "AGENT_NAME" }, doc = "decisions go to the experiment <agent>-agent; "
-    .. "default: the policy's name" },
+  {
+    key = "agent",
+    type = "string",
+    env = { "AGENT_NAME" },
+    doc = "decisions go to the experiment <agent>-agent; " .. "default: the policy's name",
+  },
 })
 
 local function check_tracker(v, path)
@@ -391,10 +466,18 @@ local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period 
 
 local function check_leader(v, path)
   local t = {}
-  for k, d in pairs(LEADER_TIMINGS) do t[k] = v[k] or d end
+  for k, d in pairs(LEADER_TIMINGS) do
+    t[k] = v[k] or d
+  end
   if not (t.lease_duration > t.renew_deadline and t.renew_deadline > 1.2 * t.retry_period) then
-    return nil, format("%s: timings need lease_duration > renew_deadline > 1.2 * retry_period (now %g, %g, %g)",
-      path, t.lease_duration, t.renew_deadline, t.retry_period)
+    return nil,
+      format(
+        "%s: timings need lease_duration > renew_deadline > 1.2 * retry_period (now %g, %g, %g)",
+        path,
+        t.lease_duration,
+        t.renew_deadline,
+        t.retry_period
+      )
   end
   return true
 end
@@ -405,7 +488,7 @@ local ROUTE = record({
   { key = "request", type = "table", doc = "a JSON schema the request body must match (400 otherwise)" },
   { key = "response", type = "table", doc = "the JSON schema of the 200 response, for the OpenAPI document" },
   { key = "responses", type = "table", doc = "other responses for the OpenAPI document: {[404] = ...}" },
-}, { label = "[\"METHOD /path\"]", expect = "a function(req), or a table {handler = function(req), ...}" })
+}, { label = '["METHOD /path"]', expect = "a function(req), or a table {handler = function(req), ...}" })
 
 local function check_route(v, path)
   if type(v) == "function" then return true end
@@ -424,96 +507,202 @@ local SETTINGS = {
 
   { section = "Placement (any of schedule, model, rule, deployment, candidates, targets, source makes one):" },
   record({
-    { key = "pipeline", type = "any", default = "5m", check = check_trigger, doc = "when the pipeline predicts: "
-      .. "a duration, a trigger table {every= | cron= | at=, jitter=, start=, stop=}, or false (another agent "
-      .. "predicts: the recommender reads its runs in the tracker)" },
-    { key = "recommender", type = "any", default = "5m", check = check_trigger, doc = "when the recommender "
-      .. "decides: the same" },
+    {
+      key = "pipeline",
+      type = "any",
+      default = "5m",
+      check = check_trigger,
+      doc = "when the pipeline predicts: "
+        .. "a duration, a trigger table {every= | cron= | at=, jitter=, start=, stop=}, or false (another agent "
+        .. "predicts: the recommender reads its runs in the tracker)",
+    },
+    {
+      key = "recommender",
+      type = "any",
+      default = "5m",
+      check = check_trigger,
+      doc = "when the recommender " .. "decides: the same",
+    },
   }, { key = "schedule", hint = "other jobs go in 'jobs'", doc = "when the two jobs of a placement policy run" }),
-  { key = "model", type = "any", default = "select", check = function(v) return select_model.check(v) end,
-    doc = "which model predicts each candidate: \"select\" (per node, the forecaster with the lowest recent "
+  {
+    key = "model",
+    type = "any",
+    default = "select",
+    check = function(v) return select_model.check(v) end,
+    doc = 'which model predicts each candidate: "select" (per node, the forecaster with the lowest recent '
       .. "backtest error on its QoS), a forecaster (persistence, ewma, holt, ridge), {spec=, weights=} files, "
-      .. "{registry=, version= | alias= | latest=}, or function(rows, candidate, ctx) -> value [, name]" },
-  { key = "rule", type = "any", default = "max_qos", check = check_rule, fields = RULE_PARAMS,
+      .. "{registry=, version= | alias= | latest=}, or function(rows, candidate, ctx) -> value [, name]",
+  },
+  {
+    key = "rule",
+    type = "any",
+    default = "max_qos",
+    check = check_rule,
+    fields = RULE_PARAMS,
     doc = "what to do with the predictions: {RULE, parameter = value, ...}, or the rule alone; the rule says "
-      .. "what the predictions are (its metric)" },
-  { key = "namespace", type = "string", default = "default", env = { "NAMESPACE" },
-    doc = "the app's namespace (single-target policies)" },
+      .. "what the predictions are (its metric)",
+  },
+  {
+    key = "namespace",
+    type = "string",
+    default = "default",
+    env = { "NAMESPACE" },
+    doc = "the app's namespace (single-target policies)",
+  },
   { key = "deployment", type = "name", doc = "the app's Deployment (single-target policies)" },
-  { key = "candidates", type = "any", check = check_candidates, doc = "where the app may run: node names, "
-    .. "{node=, cluster=, type=} (cluster: the telemetry's id for the node; type: edge or cloud) or "
-    .. "{selector = \"label=value\", cluster_label=}" },
-  { key = "targets", type = "list", expect = "a non-empty list of {namespace=, deployment=, candidates=}",
-    check = check_targets, doc = "several apps, each with its own candidates",
+  {
+    key = "candidates",
+    type = "any",
+    check = check_candidates,
+    doc = "where the app may run: node names, "
+      .. "{node=, cluster=, type=} (cluster: the telemetry's id for the node; type: edge or cloud) or "
+      .. '{selector = "label=value", cluster_label=}',
+  },
+  {
+    key = "targets",
+    type = "list",
+    expect = "a non-empty list of {namespace=, deployment=, candidates=}",
+    check = check_targets,
+    doc = "several apps, each with its own candidates",
     item = record({
       { key = "deployment", type = "name", required = true, doc = "the app's Deployment" },
       { key = "namespace", type = "string", doc = "its namespace (default: namespace)" },
       { key = "candidates", type = "any", check = check_candidates, doc = "where it may run (as candidates)" },
       { key = "name", type = "string", doc = "a name for the log" },
-    }, { label = "[i]", expect = "a table {namespace=, deployment=, candidates=}" }) },
-  { key = "source", type = "any", check = check_source, doc = "telemetry: {replay = FILE.csv, speed=, loop=, "
-    .. "start=} (the original CSV export) or {prometheus = URL, queries=, label=, range=, step=}; default "
-    .. "{prometheus = PROMETHEUS_URL} when set" },
+    }, { label = "[i]", expect = "a table {namespace=, deployment=, candidates=}" }),
+  },
+  {
+    key = "source",
+    type = "any",
+    check = check_source,
+    doc = "telemetry: {replay = FILE.csv, speed=, loop=, "
+      .. "start=} (the original CSV export) or {prometheus = URL, queries=, label=, range=, step=}; default "
+      .. "{prometheus = PROMETHEUS_URL} when set",
+  },
   { key = "steps", type = "integer", default = 10, doc = "15 s rows in a model's input window" },
-  { key = "history", type = "integer", default = 40, doc = "15 s rows fetched per candidate (forecasters fit on "
-    .. "them)" },
+  {
+    key = "history",
+    type = "integer",
+    default = 40,
+    doc = "15 s rows fetched per candidate (forecasters fit on " .. "them)",
+  },
   { key = "max_age", type = "duration", default = "15m", doc = "predictions older than this are refused" },
   record({
-    { key = "margin", type = "any", default = gates.DEFAULTS.margin, doc = "the absolute gain the destination "
-      .. "must predict over the app's node" },
-    { key = "margin_relative", type = "any", default = gates.DEFAULTS.margin_relative, doc = "the same, as a "
-      .. "fraction of the app's node's prediction" },
-    { key = "consecutive", type = "any", default = gates.DEFAULTS.consecutive, doc = "ticks in a row the rule "
-      .. "must have named the same destination" },
+    {
+      key = "margin",
+      type = "any",
+      default = gates.DEFAULTS.margin,
+      doc = "the absolute gain the destination " .. "must predict over the app's node",
+    },
+    {
+      key = "margin_relative",
+      type = "any",
+      default = gates.DEFAULTS.margin_relative,
+      doc = "the same, as a " .. "fraction of the app's node's prediction",
+    },
+    {
+      key = "consecutive",
+      type = "any",
+      default = gates.DEFAULTS.consecutive,
+      doc = "ticks in a row the rule " .. "must have named the same destination",
+    },
     { key = "cooldown", type = "any", default = "1h", doc = "since the app's last move" },
     { key = "budget", type = "any", default = gates.DEFAULTS.budget, doc = "moves in the last hour, all apps" },
-    { key = "namespace_budget", type = "any", default = gates.DEFAULTS.namespace_budget, doc = "moves in the "
-      .. "last hour in one namespace" },
-  }, { key = "safety", check = function(v) return gates.check_settings(v) end, doc = "the gates before a move "
-    .. "(false or 0 turns one off)" }),
+    {
+      key = "namespace_budget",
+      type = "any",
+      default = gates.DEFAULTS.namespace_budget,
+      doc = "moves in the " .. "last hour in one namespace",
+    },
+  }, {
+    key = "safety",
+    check = function(v) return gates.check_settings(v) end,
+    doc = "the gates before a move " .. "(false or 0 turns one off)",
+  }),
   record({
-    { key = "kubeconfig", type = "string", doc = "kubeconfig file; default: KUBECONFIG, ~/.kube/config, "
-      .. "in-cluster, else a simulated cluster (DCONN_K8S_SIM_STATE)" },
+    {
+      key = "kubeconfig",
+      type = "string",
+      doc = "kubeconfig file; default: KUBECONFIG, ~/.kube/config, "
+        .. "in-cluster, else a simulated cluster (DCONN_K8S_SIM_STATE)",
+    },
     { key = "context", type = "string", doc = "kubeconfig context" },
-    { key = "label", type = "string", default = "kubernetes.io/hostname", doc = "the node label the Deployment "
-      .. "is pinned with" },
-    { key = "form", type = "string", default = "selector", doc = "\"selector\" (nodeSelector) or \"affinity\" "
-      .. "(required node affinity)",
+    {
+      key = "label",
+      type = "string",
+      default = "kubernetes.io/hostname",
+      doc = "the node label the Deployment " .. "is pinned with",
+    },
+    {
+      key = "form",
+      type = "string",
+      default = "selector",
+      doc = '"selector" (nodeSelector) or "affinity" ' .. "(required node affinity)",
       check = function(v, path)
-        if v ~= "selector" and v ~= "affinity" then return nil, path .. ": \"selector\" or \"affinity\"" end
+        if v ~= "selector" and v ~= "affinity" then return nil, path .. ': "selector" or "affinity"' end
         return true
-      end },
+      end,
+    },
     { key = "wait", type = "boolean", default = false, doc = "wait for the rollout after a move" },
     { key = "dry_run", type = "boolean", default = false, doc = "decide and log, but only dry-run the patches" },
   }, { key = "cluster", doc = "the Kubernetes API, and how a move is written" }),
-  { key = "tracker", type = "any", check = check_tracker, doc = "where predictions and decisions are recorded "
-    .. "(MLflow): {uri=, experiment=, agent=}, a URI alone, or false for none",
-    fields = TRACKER.fields },
+  {
+    key = "tracker",
+    type = "any",
+    check = check_tracker,
+    doc = "where predictions and decisions are recorded "
+      .. "(MLflow): {uri=, experiment=, agent=}, a URI alone, or false for none",
+    fields = TRACKER.fields,
+  },
 
   { section = "Jobs, leader election and the API (any policy):" },
-  { key = "jobs", type = "map", list = true, item = JOB, doc = "jobs: {NAME = {every=, run = function() ... "
-    .. "end}, ...} (or a list of them with name=)",
-    expect = "a table {NAME = {every= | cron= | at=, run=}, ...} or a list of jobs with name=" },
+  {
+    key = "jobs",
+    type = "map",
+    list = true,
+    item = JOB,
+    doc = "jobs: {NAME = {every=, run = function() ... " .. "end}, ...} (or a list of them with name=)",
+    expect = "a table {NAME = {every= | cron= | at=, run=}, ...} or a list of jobs with name=",
+  },
   record({
     { key = "name", type = "name", required = true, doc = "the Lease's name" },
     { key = "namespace", type = "name", doc = "its namespace (default: the kubeconfig's, else default)" },
     { key = "kubeconfig", type = "name", doc = "kubeconfig file (relative to the policy)" },
     { key = "context", type = "name", doc = "kubeconfig context" },
     { key = "identity", type = "name", doc = "this agent's name in the Lease (default HOSTNAME_PID)" },
-    { key = "lease_duration", type = "positive", default = LEADER_TIMINGS.lease_duration,
-      doc = "seconds a Lease holds without renewal" },
-    { key = "renew_deadline", type = "positive", default = LEADER_TIMINGS.renew_deadline,
-      doc = "seconds the leader tries to renew before it stops acting" },
-    { key = "retry_period", type = "positive", default = LEADER_TIMINGS.retry_period,
-      doc = "seconds between tries" },
-  }, { key = "leader", check = check_leader, doc = "a Lease to hold for actuating jobs (the placement jobs, "
-    .. "jobs with actuating = true) to run: one acting agent among replicas" }),
-  { key = "routes", type = "map", item = { type = "any", check = check_route, fields = ROUTE.fields,
-    label = ROUTE.label, expect = ROUTE.expect },
-    doc = "HTTP routes added to the agent's API: {[\"METHOD /path\"] = function(req) or {handler=, ...}}; "
+    {
+      key = "lease_duration",
+      type = "positive",
+      default = LEADER_TIMINGS.lease_duration,
+      doc = "seconds a Lease holds without renewal",
+    },
+    {
+      key = "renew_deadline",
+      type = "positive",
+      default = LEADER_TIMINGS.renew_deadline,
+      doc = "seconds the leader tries to renew before it stops acting",
+    },
+    {
+      key = "retry_period",
+      type = "positive",
+      default = LEADER_TIMINGS.retry_period,
+      doc = "seconds between tries",
+    },
+  }, {
+    key = "leader",
+    check = check_leader,
+    doc = "a Lease to hold for actuating jobs (the placement jobs, "
+      .. "jobs with actuating = true) to run: one acting agent among replicas",
+  }),
+  {
+    key = "routes",
+    type = "map",
+    item = { type = "any", check = check_route, fields = ROUTE.fields, label = ROUTE.label, expect = ROUTE.expect },
+    doc = 'HTTP routes added to the agent\'s API: {["METHOD /path"] = function(req) or {handler=, ...}}; '
       .. "path segments may be {name}",
-    expect = "a table {[\"METHOD /path\"] = function(req) ... end, ...}",
-    check = function(v, path) return require("dconn.agent.api").check_routes(v, path) end },
+    expect = 'a table {["METHOD /path"] = function(req) ... end, ...}',
+    check = function(v, path) return require("dconn.agent.api").check_routes(v, path) end,
+  },
   { key = "describe", type = "table", doc = "more to show in GET /describe" },
 }
 
@@ -530,10 +719,18 @@ local PLACEMENT_KEYS = { "schedule", "model", "rule", "deployment", "candidates"
 
 -- The flat keys of earlier versions: each the key of a group now.
 local ALIASES = {
-  { "sla", "rule" }, { "degraded", "rule" }, { "edge_threshold", "rule" }, { "cloud_threshold", "rule" },
-  { "kubeconfig", "cluster" }, { "context", "cluster" }, { "label", "cluster" }, { "form", "cluster" },
-  { "wait", "cluster" }, { "dry_run", "cluster" },
-  { "experiment", "tracker" }, { "agent", "tracker" },
+  { "sla", "rule" },
+  { "degraded", "rule" },
+  { "edge_threshold", "rule" },
+  { "cloud_threshold", "rule" },
+  { "kubeconfig", "cluster" },
+  { "context", "cluster" },
+  { "label", "cluster" },
+  { "form", "cluster" },
+  { "wait", "cluster" },
+  { "dry_run", "cluster" },
+  { "experiment", "tracker" },
+  { "agent", "tracker" },
 }
 _M.ALIASES = ALIASES
 
@@ -558,8 +755,10 @@ local function line_of(text, key, from)
     n = n + 1
     if n >= (from or 1) then
       local code = line:gsub("%-%-.*$", "")
-      if (is_ident(key) and (code:find("%f[%w_]" .. k .. "%s*=[^=]") or code:find("%f[%w_]" .. k .. "%s*=$")))
-        or code:find("%[%s*[\"']" .. k .. "[\"']%s*%]%s*=") then
+      if
+        (is_ident(key) and (code:find("%f[%w_]" .. k .. "%s*=[^=]") or code:find("%f[%w_]" .. k .. "%s*=$")))
+        or code:find("%[%s*[\"']" .. k .. "[\"']%s*%]%s*=")
+      then
         return n
       end
     end
@@ -602,7 +801,9 @@ local function located(path, text, message)
     local from = 1
     for _, part in ipairs(keys) do
       local l = line_of(text, part, from)
-      if l then line, from = l, l end
+      if l then
+        line, from = l, l
+      end
     end
   end
   return format("%s:%s %s", path or "policy", line and (line .. ":") or "", message)
@@ -626,7 +827,9 @@ end
 
 local function shallow(t)
   local out = {}
-  for k, v in pairs(t) do out[k] = v end
+  for k, v in pairs(t) do
+    out[k] = v
+  end
   return out
 end
 
@@ -650,24 +853,39 @@ function _M.normalize(tbl)
     if not ok then return nil, err end
     local g, ignored = n[group], nil
     if group == "rule" then
-      if g == nil then g = placement and { SCHEMA.rule.default } or nil
-      elseif type(g) ~= "table" then g = { g }
-      else g = shallow(g) end
+      if g == nil then
+        g = placement and { SCHEMA.rule.default } or nil
+      elseif type(g) ~= "table" then
+        g = { g }
+      else
+        g = shallow(g)
+      end
       local own = g and type(g[1]) == "string" and rules.PARAMS[g[1]]
       if not g then
         ignored = "not a placement policy"
       elseif own then
         local takes = false
-        for _, name in ipairs(own) do takes = takes or name == key end
+        for _, name in ipairs(own) do
+          takes = takes or name == key
+        end
         if not takes then ignored = "rule " .. g[1] .. " has no such parameter" end
       end
     elseif group == "tracker" then
-      if g == false then ignored = "tracker = false"
-      elseif g == nil then g = {}
-      elseif type(g) == "string" then g = { uri = g }
-      elseif type(g) == "table" then g = shallow(g) end
+      if g == false then
+        ignored = "tracker = false"
+      elseif g == nil then
+        g = {}
+      elseif type(g) == "string" then
+        g = { uri = g }
+      elseif type(g) == "table" then
+        g = shallow(g)
+      end
     else
-      if g == nil then g = {} elseif type(g) == "table" then g = shallow(g) end
+      if g == nil then
+        g = {}
+      elseif type(g) == "table" then
+        g = shallow(g)
+      end
     end
     if type(g) == "table" and not ignored then
       if g[key] ~= nil then
@@ -695,8 +913,11 @@ local function warn_flat(tbl, used, path, text)
     if u.ignored then notes[#notes + 1] = "ignored: " .. u.ignored end
     parts[i] = format("%s -> %s%s", u.key, u.as, #notes > 0 and (" (" .. concat(notes, "; ") .. ")") or "")
   end
-  require("dconn.log").warning("%s: deprecated flat settings, still accepted: %s; see dconn help policy",
-    path or "policy", concat(parts, ", "))
+  require("dconn.log").warning(
+    "%s: deprecated flat settings, still accepted: %s; see dconn help policy",
+    path or "policy",
+    concat(parts, ", ")
+  )
 end
 
 ---- check ----
@@ -704,7 +925,9 @@ end
 -- What the rule reads, from the grouped rule setting.
 local function metric_of(rule)
   local r, params = rule, nil
-  if type(rule) == "table" then r, params = rule[1], rule end
+  if type(rule) == "table" then
+    r, params = rule[1], rule
+  end
   if type(r) == "string" and rules.METRIC[r] then return rules.METRIC[r] end
   return params and params.metric or "qos"
 end
@@ -717,8 +940,12 @@ function _M.check(tbl, path, text)
   for _, key in ipairs(sorted_keys(n)) do
     if not SCHEMA[key] then
       local known = {}
-      for _, k in ipairs(ORDER) do known[#known + 1] = k end
-      for _, a in ipairs(ALIASES) do known[#known + 1] = { a[1], a[2] .. "." .. a[1] } end
+      for _, k in ipairs(ORDER) do
+        known[#known + 1] = k
+      end
+      for _, a in ipairs(ALIASES) do
+        known[#known + 1] = { a[1], a[2] .. "." .. a[1] }
+      end
       local message = format("unknown setting '%s'%s", tostring(key), suggestion(tostring(key), known))
       local line = line_of(text, key)
       return nil, format("%s:%s %s (see dconn help policy)", path or "policy", line and (line .. ":") or "", message)
@@ -741,7 +968,7 @@ function _M.check(tbl, path, text)
       return nil, located(path, text, "targets: give either targets or deployment/candidates, not both")
     end
     if not n.targets and not n.deployment then
-      return nil, format("%s: a placement policy needs deployment = \"...\" (or targets = {...})", path or "policy")
+      return nil, format('%s: a placement policy needs deployment = "..." (or targets = {...})', path or "policy")
     end
     if n.targets then
       for i, t in ipairs(n.targets) do
@@ -750,25 +977,48 @@ function _M.check(tbl, path, text)
         end
       end
     elseif not n.candidates then
-      return nil, format("%s: a placement policy needs candidates = {...} (node names, or {selector = \"...\"})",
-        path or "policy")
+      return nil,
+        format('%s: a placement policy needs candidates = {...} (node names, or {selector = "..."})', path or "policy")
     end
     if not n.source and not env_value { "PROMETHEUS_URL" } then
-      return nil, format("%s: a placement policy needs source = {replay = FILE} or {prometheus = URL} "
-        .. "(or PROMETHEUS_URL in the environment)", path or "policy")
+      return nil,
+        format(
+          "%s: a placement policy needs source = {replay = FILE} or {prometheus = URL} "
+            .. "(or PROMETHEUS_URL in the environment)",
+          path or "policy"
+        )
     end
     local metric, model = metric_of(n.rule or SCHEMA.rule.default), n.model or SCHEMA.model.default
     if metric ~= "qos" and type(model) == "string" then
-      return nil, located(path, text, format("model: \"%s\" forecasts each node's QoS, but the rule reads %s "
-        .. "predictions: give a model that predicts %s (a function, or model files trained for it)", model, metric,
-        metric))
+      return nil,
+        located(
+          path,
+          text,
+          format(
+            'model: "%s" forecasts each node\'s QoS, but the rule reads %s '
+              .. "predictions: give a model that predicts %s (a function, or model files trained for it)",
+            model,
+            metric,
+            metric
+          )
+        )
     end
   end
   for _, k in ipairs(sorted_keys(n.jobs or {})) do
     local name = type(k) == "string" and k or n.jobs[k].name
     if placement and PLACEMENT_JOBS[name] then
-      return nil, located(path, text, field("jobs", k) .. ": '" .. name .. "' is a placement job's name (set its "
-        .. "trigger in schedule." .. name .. ")")
+      return nil,
+        located(
+          path,
+          text,
+          field("jobs", k)
+            .. ": '"
+            .. name
+            .. "' is a placement job's name (set its "
+            .. "trigger in schedule."
+            .. name
+            .. ")"
+        )
     end
     if n.leader and name == ELECTION_JOB then
       return nil, located(path, text, field("jobs", k) .. ": '" .. name .. "' is the agent's own job with a leader")
@@ -823,7 +1073,11 @@ local function resolve(tbl, path)
   s.rule = rule
   s.cluster = filled("cluster", n.cluster)
   local t = n.tracker
-  if t == false then t = { uri = false } elseif type(t) == "string" then t = { uri = t } end
+  if t == false then
+    t = { uri = false }
+  elseif type(t) == "string" then
+    t = { uri = t }
+  end
   s.tracker = filled("tracker", t)
   s.tracker.agent = s.tracker.agent or s.name
   return s
@@ -867,9 +1121,13 @@ local function describe_entry(lines, e, depth)
   entry_lines(lines, e.label or tostring(e.key), e.doc .. default .. env, depth)
   if e.item and e.item.fields then -- a map's or a list's items: their label, then their keys
     entry_lines(lines, e.item.label, e.item.expect, depth + 1)
-    for _, f in ipairs(e.item.fields) do describe_entry(lines, f, depth + 2) end
+    for _, f in ipairs(e.item.fields) do
+      describe_entry(lines, f, depth + 2)
+    end
   else
-    for _, f in ipairs(e.fields or {}) do describe_entry(lines, f, depth + 1) end
+    for _, f in ipairs(e.fields or {}) do
+      describe_entry(lines, f, depth + 1)
+    end
   end
 end
 
@@ -885,9 +1143,15 @@ function _M.help()
   end
   lines[#lines + 1] = ""
   local flat = {}
-  for i, a in ipairs(ALIASES) do flat[i] = unbroken(a[1] .. " -> " .. a[2] .. "." .. a[1]) end
-  entry_lines(lines, "Deprecated:", "these flat keys are still accepted, with a warning, and mean the grouped "
-    .. "key: " .. concat(flat, ", "), -1)
+  for i, a in ipairs(ALIASES) do
+    flat[i] = unbroken(a[1] .. " -> " .. a[2] .. "." .. a[1])
+  end
+  entry_lines(
+    lines,
+    "Deprecated:",
+    "these flat keys are still accepted, with a warning, and mean the grouped " .. "key: " .. concat(flat, ", "),
+    -1
+  )
   lines[#lines + 1] = ""
   local reads = {}
   for i, name in ipairs(rules.names()) do

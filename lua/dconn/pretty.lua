@@ -6,8 +6,8 @@ local math_type = math.type
 
 local _M = { _VERSION = "0.1.0" }
 
-local WIDTH = 78      -- a table that fits on one line this wide stays on one line
-local MAX_DEPTH = 12  -- deeper tables print as {...}
+local WIDTH = 78 -- a table that fits on one line this wide stays on one line
+local MAX_DEPTH = 12 -- deeper tables print as {...}
 
 local TYPE_ORDER = { number = 1, string = 2, boolean = 3 }
 
@@ -24,7 +24,11 @@ local function scalar(v)
   if t == "number" then
     if math_type(v) == "integer" then return tostring(v) end
     if v ~= v then return "nan" end
-    if v == math.huge then return "inf" elseif v == -math.huge then return "-inf" end
+    if v == math.huge then
+      return "inf"
+    elseif v == -math.huge then
+      return "-inf"
+    end
     local s = format("%.14g", v)
     if not s:find("[%.eE]") then s = s .. ".0" end
     return s
@@ -52,7 +56,9 @@ local function format_table(t, indent, seen, depth)
   end
   sort(keys, key_before)
   local items = {}
-  for i = 1, n do items[#items + 1] = format_value(rawget(t, i), indent .. "  ", seen, depth + 1) end
+  for i = 1, n do
+    items[#items + 1] = format_value(rawget(t, i), indent .. "  ", seen, depth + 1)
+  end
   for _, k in ipairs(keys) do
     items[#items + 1] = key_text(k) .. " = " .. format_value(rawget(t, k), indent .. "  ", seen, depth + 1)
   end
@@ -82,6 +88,5 @@ end
 function _M.format(v)
   return format_value(v, "", {}, 0)
 end
-
 
 return _M

@@ -86,7 +86,8 @@ end
 -- nil, the error (text "prometheus <where>: <problem>"), the details (see the top).
 local function fail(where, kind, detail, fmt, ...)
   local message = "prometheus " .. where .. ": " .. one_line(format(fmt, ...))
-  return nil, errors.new(kind, message, { from = "prom", status = detail.status, error_type = detail.error_type }),
+  return nil,
+    errors.new(kind, message, { from = "prom", status = detail.status, error_type = detail.error_type }),
     detail
 end
 
@@ -156,8 +157,15 @@ local Client = {}
 Client.__index = Client
 
 local OPTION_TYPES = {
-  timeout = "number", connect_timeout = "number", retries = "number", deadline = "number",
-  headers = "table", token = "string", tls = "table", method = "string", backoff_factor = "number",
+  timeout = "number",
+  connect_timeout = "number",
+  retries = "number",
+  deadline = "number",
+  headers = "table",
+  token = "string",
+  tls = "table",
+  method = "string",
+  backoff_factor = "number",
 }
 
 function _M.connect(url, opts)
@@ -172,7 +180,9 @@ function _M.connect(url, opts)
   local token = opts.token
   if token == nil then token = getenv("PROMETHEUS_TOKEN") end
   local headers = {}
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  for k, v in pairs(opts.headers or {}) do
+    headers[k] = v
+  end
   return setmetatable({
     base = base,
     url = http.redact_url(base),
@@ -199,11 +209,20 @@ end
 function Client:call(path, params)
   local where = self.url .. path
   local req = {
-    method = self.method, url = self.base .. path, headers = {}, auth = self.auth, tls = self.tls,
-    timeout = self.timeout, connect_timeout = self.connect_timeout, retries = self.retries,
-    deadline = self.deadline, backoff_factor = self.backoff_factor,
+    method = self.method,
+    url = self.base .. path,
+    headers = {},
+    auth = self.auth,
+    tls = self.tls,
+    timeout = self.timeout,
+    connect_timeout = self.connect_timeout,
+    retries = self.retries,
+    deadline = self.deadline,
+    backoff_factor = self.backoff_factor,
   }
-  for k, v in pairs(self.headers) do req.headers[k] = v end
+  for k, v in pairs(self.headers) do
+    req.headers[k] = v
+  end
   req.headers.Accept = req.headers.Accept or "application/json"
   if self.method == "GET" then
     req.query = params
@@ -215,8 +234,14 @@ function Client:call(path, params)
   local status, body, headers = http.request(req)
   if not status then
     local e = body
-    return fail(where, e.kind, { kind = "transport", transport = e.kind }, "%s error: %s", tostring(e.kind),
-      tostring(e.message))
+    return fail(
+      where,
+      e.kind,
+      { kind = "transport", transport = e.kind },
+      "%s error: %s",
+      tostring(e.kind),
+      tostring(e.message)
+    )
   end
   local doc = json.decode(body or "")
   if type(doc) ~= "table" then
@@ -224,19 +249,38 @@ function Client:call(path, params)
     if status < 200 or status > 299 then
       return fail(where, "http", { kind = "http", status = status }, "HTTP %d (%s): %s", status, ctype, body or "")
     end
-    return fail(where, "json", { kind = "format", status = status }, "the answer is not JSON (HTTP %d, %s): %s",
-      status, ctype, body or "")
+    return fail(
+      where,
+      "json",
+      { kind = "format", status = status },
+      "the answer is not JSON (HTTP %d, %s): %s",
+      status,
+      ctype,
+      body or ""
+    )
   end
   if doc.status == "error" or status < 200 or status > 299 then
     local etype, message = doc.errorType, doc.error
     if type(etype) ~= "string" then etype = "HTTP " .. status end
     if type(message) ~= "string" then message = body end
-    return fail(where, "http", { kind = doc.status == "error" and "prometheus" or "http", status = status,
-      error_type = doc.errorType }, "%s: %s (HTTP %d)", etype, message, status)
+    return fail(
+      where,
+      "http",
+      { kind = doc.status == "error" and "prometheus" or "http", status = status, error_type = doc.errorType },
+      "%s: %s (HTTP %d)",
+      etype,
+      message,
+      status
+    )
   end
   if doc.status ~= "success" then
-    return fail(where, "format", { kind = "format", status = status }, "unexpected status %s in the answer",
-      tostring(doc.status))
+    return fail(
+      where,
+      "format",
+      { kind = "format", status = status },
+      "unexpected status %s in the answer",
+      tostring(doc.status)
+    )
   end
   local result, kind = convert(doc.data)
   if not result then return fail(where, "format", { kind = "format", status = status }, "%s", kind) end
@@ -271,8 +315,10 @@ function Client:query_range(promql, start, stop, step)
   if type(step) ~= "number" or step <= 0 then
     error("prom:query_range: step must be a positive number of seconds, got " .. tostring(step), 2)
   end
-  return self:call("/api/v1/query_range", { query = promql, start = time_text(start), ["end"] = time_text(stop),
-    step = time_text(step) })
+  return self:call(
+    "/api/v1/query_range",
+    { query = promql, start = time_text(start), ["end"] = time_text(stop), step = time_text(step) }
+  )
 end
 
 ---- the data source ----
@@ -285,8 +331,12 @@ function _M.default_queries(opts)
   return {
     node_cpu_usage = format('sum by (%s) (rate(node_cpu_seconds_total{mode="user"}[%s]))', by, w),
     node_mem_usage = format("sum by (%s) (node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes)", by),
-    pipelines_server_cpu_usage = format('sum by (%s) (rate(container_cpu_usage_seconds_total{container="%s"}[%s]))',
-      by, c, w),
+    pipelines_server_cpu_usage = format(
+      'sum by (%s) (rate(container_cpu_usage_seconds_total{container="%s"}[%s]))',
+      by,
+      c,
+      w
+    ),
     pipelines_server_mem_usage = format('avg by (%s) (container_memory_working_set_bytes{container="%s"})', by, c),
     pipelines_status_realtime_pipeline_latency = format("avg by (%s) (pipelines_status_realtime_pipeline_latency)", by),
     pipelines_status_idelta_fps = format("avg by (%s) (irate(pipelines_status_frame_count[%s]))", by, w),
@@ -299,9 +349,19 @@ Source.__index = Source
 local NO_DATA = { from = "prom" }
 
 -- prom.source's options: its own and prom.connect's (for the client it makes from url).
-local SOURCE_OPTIONS = { url = "string", client = "table", queries = "table", label = "string", range = "number",
-  step = "number", container = "string", window = "string" }
-for k, v in pairs(OPTION_TYPES) do SOURCE_OPTIONS[k] = v end
+local SOURCE_OPTIONS = {
+  url = "string",
+  client = "table",
+  queries = "table",
+  label = "string",
+  range = "number",
+  step = "number",
+  container = "string",
+  window = "string",
+}
+for k, v in pairs(OPTION_TYPES) do
+  SOURCE_OPTIONS[k] = v
+end
 
 function _M.source(cfg)
   if type(cfg) ~= "table" then error("prom.source: expected a table, got " .. type(cfg), 2) end
@@ -326,18 +386,29 @@ function _M.source(cfg)
   if client == nil then
     if type(cfg.url) ~= "string" then error("prom.source: url (or client) is required", 2) end
     client = _M.connect(cfg.url, {
-      timeout = cfg.timeout, connect_timeout = cfg.connect_timeout, retries = cfg.retries,
-      deadline = cfg.deadline, headers = cfg.headers, token = cfg.token, tls = cfg.tls, method = cfg.method,
+      timeout = cfg.timeout,
+      connect_timeout = cfg.connect_timeout,
+      retries = cfg.retries,
+      deadline = cfg.deadline,
+      headers = cfg.headers,
+      token = cfg.token,
+      tls = cfg.tls,
+      method = cfg.method,
       backoff_factor = cfg.backoff_factor,
     })
   end
-  return setmetatable({ client = client, queries = queries, label = label, range = range, step = step },
-    Source)
+  return setmetatable({ client = client, queries = queries, label = label, range = range, step = step }, Source)
 end
 
 function Source:describe()
-  return format("prometheus %s (%d queries by %s, %gs of history at %gs steps)", tostring(self.client.url),
-    #NAMES, self.label, self.range, self.step)
+  return format(
+    "prometheus %s (%d queries by %s, %gs of history at %gs steps)",
+    tostring(self.client.url),
+    #NAMES,
+    self.label,
+    self.range,
+    self.step
+  )
 end
 
 local function iso(t)
@@ -374,7 +445,9 @@ function Source:fetch(start, stop, step)
     end
   end
   local clusters = {}
-  for cluster in pairs(samples) do clusters[#clusters + 1] = cluster end
+  for cluster in pairs(samples) do
+    clusters[#clusters + 1] = cluster
+  end
   sort(clusters)
   self.clusters = clusters
   return { samples = samples, seen = seen }
@@ -404,19 +477,43 @@ function Source:window(candidate, now, opts)
   local samples, seen = cache.data.samples[cluster], cache.data.seen[cluster] or {}
   for i, name in ipairs(NAMES) do
     if not seen[i] then
-      return nil, errors.new("no_data", format("prometheus: no samples for cluster %s (query %s) at %s between %s "
-        .. "and %s", cluster, self.queries[name], tostring(self.client.url), iso(start), iso(stop)), NO_DATA),
+      return nil,
+        errors.new(
+          "no_data",
+          format(
+            "prometheus: no samples for cluster %s (query %s) at %s between %s " .. "and %s",
+            cluster,
+            self.queries[name],
+            tostring(self.client.url),
+            iso(start),
+            iso(stop)
+          ),
+          NO_DATA
+        ),
         { kind = "no_data" }
     end
   end
   local rows = features.resample(samples, step)
   if #rows == 0 then
-    return nil, errors.new("no_data", format("prometheus: no time with every feature for cluster %s at %s between "
-      .. "%s and %s", cluster, tostring(self.client.url), iso(start), iso(stop)), NO_DATA), { kind = "no_data" }
+    return nil,
+      errors.new(
+        "no_data",
+        format(
+          "prometheus: no time with every feature for cluster %s at %s between " .. "%s and %s",
+          cluster,
+          tostring(self.client.url),
+          iso(start),
+          iso(stop)
+        ),
+        NO_DATA
+      ),
+      { kind = "no_data" }
   end
   if #rows > history then
     local kept = {}
-    for i = #rows - history + 1, #rows do kept[#kept + 1] = rows[i] end
+    for i = #rows - history + 1, #rows do
+      kept[#kept + 1] = rows[i]
+    end
     rows = kept
   end
   return rows

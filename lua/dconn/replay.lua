@@ -49,8 +49,8 @@ local DEFAULT_HISTORY, DEFAULT_STEPS = 40, 10
 local Source = {}
 Source.__index = Source
 
-local OPEN_OPTIONS = { path = "string", speed = "number", start = "number", loop = "boolean", history = "number",
-  step = "number" }
+local OPEN_OPTIONS =
+  { path = "string", speed = "number", start = "number", loop = "boolean", history = "number", step = "number" }
 
 -- nil and a dconn.error value from "replay" (its text: the message).
 local function fail(kind, message)
@@ -65,7 +65,9 @@ end
 local function parse(path)
   local data, err = export.read(path)
   if not data then return fail(err.kind, "replay: " .. err.message) end
-  for _, w in ipairs(data.warnings) do log.warning("replay: %s", w) end
+  for _, w in ipairs(data.warnings) do
+    log.warning("replay: %s", w)
+  end
   return data
 end
 
@@ -111,7 +113,7 @@ function _M.open(opts)
     files = data.files,
     gaps = data.gaps,
     _samples = data.rows, -- [cluster] = 5 s rows
-    _rows = {},  -- [step][cluster] = resampled rows
+    _rows = {}, -- [step][cluster] = resampled rows
     _cache = {}, -- [cluster] = the last window answered
   }, Source)
   return self
@@ -127,8 +129,16 @@ function Source:data_time(now)
   end
   local t = self.first + self.lead + offset
   if t > self.last + self.interval then
-    return fail("no_data", format("replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; "
-      .. "loop = false)", self.path, utc(self.last), utc(now), t - self.last))
+    return fail(
+      "no_data",
+      format(
+        "replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; " .. "loop = false)",
+        self.path,
+        utc(self.last),
+        utc(now),
+        t - self.last
+      )
+    )
   end
   if t < self.first then
     return fail("no_data", format("replay: agent time %s is before the replay started (loop = false)", utc(now)))
@@ -157,8 +167,10 @@ function Source:rows(cluster, step)
   if rows then return rows end
   local samples = self._samples[cluster]
   if not samples then
-    return fail("not_found", format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster),
-      self.path, known(self)))
+    return fail(
+      "not_found",
+      format("replay: no telemetry for cluster %s in %s (known: %s)", tostring(cluster), self.path, known(self))
+    )
   end
   rows = features.buckets(samples, step)
   by_step[cluster] = rows
@@ -172,7 +184,11 @@ local function ended(rows, t, step, interval)
   local limit = t - step + interval
   while lo < hi do
     local mid = (lo + hi + 1) // 2
-    if rows[mid].t <= limit then lo = mid else hi = mid - 1 end
+    if rows[mid].t <= limit then
+      lo = mid
+    else
+      hi = mid - 1
+    end
   end
   return lo
 end
@@ -180,8 +196,11 @@ end
 --- source:window(candidate, now [, opts]) -> rows | nil, err
 function Source:window(candidate, now, opts)
   local cluster
-  if type(candidate) == "table" then cluster = candidate.cluster or candidate.node
-  else cluster = candidate end
+  if type(candidate) == "table" then
+    cluster = candidate.cluster or candidate.node
+  else
+    cluster = candidate
+  end
   if type(cluster) ~= "string" then error("replay: window() expects a candidate { node =, cluster = }", 2) end
   now = now or timer.now()
   local history, step = DEFAULT_HISTORY, self.step
@@ -209,8 +228,16 @@ end
 
 function Source:describe()
   local extra = self.skipped > 0 and format(", %d malformed rows skipped", self.skipped) or ""
-  return format("replay %s (%d clusters, %s..%s UTC, x%g, %s%s)", self.path, #self.clusters, utc(self.first),
-    utc(self.last), self.speed, self.loop and "loop" or "once", extra)
+  return format(
+    "replay %s (%d clusters, %s..%s UTC, x%g, %s%s)",
+    self.path,
+    #self.clusters,
+    utc(self.first),
+    utc(self.last),
+    self.speed,
+    self.loop and "loop" or "once",
+    extra
+  )
 end
 
 return _M

@@ -42,9 +42,7 @@ typedef struct fc {
   double coef[MAX_LAGS], hist[MAX_LAGS]; /* hist[0] is the newest value */
 } fc;
 
-static int min_points(const fc *f) {
-  return f->kind == FC_HOLT ? 2 : f->kind == FC_RIDGE ? f->lags + 1 : 1;
-}
+static int min_points(const fc *f) { return f->kind == FC_HOLT ? 2 : f->kind == FC_RIDGE ? f->lags + 1 : 1; }
 
 /* One-step in-sample SSE of simple smoothing with alpha a; leaves the final level in *level. */
 static double ewma_run(const double *y, int n, double a, double *level) {
@@ -113,8 +111,7 @@ static int fc_fit(fc *f, const double *y, int n, char *err, size_t errlen) {
     return -1;
   }
   switch (f->kind) {
-  case FC_PERSISTENCE:
-    break;
+  case FC_PERSISTENCE: break;
   case FC_EWMA:
     f->fit_alpha = f->alpha;
     if (f->alpha < 0) {
@@ -363,8 +360,8 @@ static int fc_backtest(lua_State *L) {
   }
   if (count == 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "backtest: the series (%d values) is too short for initial = %I and horizon = %I", n,
-                    initial, horizon);
+    lua_pushfstring(L, "backtest: the series (%d values) is too short for initial = %I and horizon = %I", n, initial,
+                    horizon);
     return 2;
   }
   lua_createtable(L, 0, 3);

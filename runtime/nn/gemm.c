@@ -97,7 +97,8 @@ AVX512 static void four_rows(int rows, int N, int n0, int K, const float *A, int
   __m512 r1c0 = r0c0, r1c1 = r0c0, r1c2 = r0c0, r1c3 = r0c0, r2c0 = r0c0, r2c1 = r0c0, r2c2 = r0c0, r2c3 = r0c0;
   __m512 r3c0 = r0c0, r3c1 = r0c0, r3c2 = r0c0, r3c3 = r0c0;
   for (int k = 0; k < K; k++, w += PANEL) {
-    __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+    __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
+           w3 = _mm512_loadu_ps(w + 48);
     __m512 p = _mm512_set1_ps(a0[k]);
     r0c0 = _mm512_fmadd_ps(w0, p, r0c0), r0c1 = _mm512_fmadd_ps(w1, p, r0c1);
     r0c2 = _mm512_fmadd_ps(w2, p, r0c2), r0c3 = _mm512_fmadd_ps(w3, p, r0c3);
@@ -111,8 +112,8 @@ AVX512 static void four_rows(int rows, int N, int n0, int K, const float *A, int
     r3c0 = _mm512_fmadd_ps(w0, p, r3c0), r3c1 = _mm512_fmadd_ps(w1, p, r3c1);
     r3c2 = _mm512_fmadd_ps(w2, p, r3c2), r3c3 = _mm512_fmadd_ps(w3, p, r3c3);
   }
-  __m512 acc[4][4] = {{r0c0, r0c1, r0c2, r0c3}, {r1c0, r1c1, r1c2, r1c3}, {r2c0, r2c1, r2c2, r2c3},
-                      {r3c0, r3c1, r3c2, r3c3}};
+  __m512 acc[4][4] = {
+      {r0c0, r0c1, r0c2, r0c3}, {r1c0, r1c1, r1c2, r1c3}, {r2c0, r2c1, r2c2, r2c3}, {r3c0, r3c1, r3c2, r3c3}};
   for (int r = 0; r < rows; r++) {
     float *c = C + (size_t)r * ldc + n0;
     for (int j = 0; j < 4; j++) {

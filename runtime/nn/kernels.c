@@ -40,8 +40,8 @@ static void lstm_cell_c(const float *g, const float *b, float *c, float *h, int 
   }
 }
 
-static void gru_cell_c(const float *gx, const float *bx, const float *gh, const float *bhn, const float *hprev, float *h,
-                       int H) {
+static void gru_cell_c(const float *gx, const float *bx, const float *gh, const float *bhn, const float *hprev,
+                       float *h, int H) {
   for (int j = 0; j < H; j++) {
     float hr = gh ? gh[j] : 0, hz = gh ? gh[H + j] : 0, hn = gh ? gh[2 * H + j] : 0, hp = hprev ? hprev[j] : 0;
     float r = sigmoid1(gx[j] + bx[j] + hr), z = sigmoid1(gx[H + j] + bx[H + j] + hz);

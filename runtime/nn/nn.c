@@ -85,7 +85,8 @@ int dc_nn_output_shape(const dc_nn *net, bool seq, int features, bool *out_seq, 
     const dc_nn_layer *l = &net->layers[i];
     bool rnn = l->kind == DC_NN_LSTM || l->kind == DC_NN_GRU;
     if (rnn && !seq) {
-      snprintf(err, errlen, "layer %d (%s) needs [batch, seq, features] input", i + 1, l->kind == DC_NN_LSTM ? "LSTM" : "GRU");
+      snprintf(err, errlen, "layer %d (%s) needs [batch, seq, features] input", i + 1,
+               l->kind == DC_NN_LSTM ? "LSTM" : "GRU");
       return -1;
     }
     if (l->in > 0 && l->in != features) {
@@ -119,12 +120,9 @@ double dc_nn_flops(const dc_nn *net, int L) {
  * Few rows go to the packed kernel; otherwise one row is a gemv and more a gemm. */
 static void matmul(int M, int N, int K, const float *A, int lda, const float *W, const float *Wp, float beta, float *C,
                    int ldc) {
-  if (Wp && M <= SMALL_M)
-    dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
-  else if (M == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, A, 1, beta, C, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
+  if (Wp && M <= SMALL_M) dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
+  else if (M == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, A, 1, beta, C, 1);
+  else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
 }
 
 typedef struct scratch {
@@ -200,9 +198,7 @@ static void run_layer(const dc_nn_layer *l, const float *in, int rows, int featu
       }
     break;
   case DC_NN_LSTM:
-  case DC_NN_GRU:
-    run_rnn(l, in, B, L, out, s);
-    break;
+  case DC_NN_GRU: run_rnn(l, in, B, L, out, s); break;
   }
 }
 

@@ -70,7 +70,8 @@ static float *take(lua_State *L, int idx, const char *key, int k, int64_t rows, 
     if (optional) return NULL;
     luaL_error(L, "nn.network: field '%s' must be a tensor", key);
   }
-  bool shape_ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) : (t->ndim == 1 && t->shape[0] == rows);
+  bool shape_ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                       : (t->ndim == 1 && t->shape[0] == rows);
   if (!shape_ok) luaL_error(L, "nn.network: '%s' has the wrong shape", key);
   float *p = malloc((size_t)(rows * (cols ? cols : 1)) * sizeof(float) + 1);
   if (!p) luaL_error(L, "nn.network: out of memory");
@@ -121,7 +122,8 @@ static void build_layer(lua_State *L, int idx, dc_nn_layer *l) {
   switch (l->kind) {
   case DC_NN_LINEAR:
     lua_getfield(L, idx, "w");
-    if (!dc_tensor_test(L, -1) || dc_tensor_test(L, -1)->ndim != 2) luaL_error(L, "nn.network: linear 'w' must be a 2-D tensor");
+    if (!dc_tensor_test(L, -1) || dc_tensor_test(L, -1)->ndim != 2)
+      luaL_error(L, "nn.network: linear 'w' must be a 2-D tensor");
     l->out = (int)dc_tensor_test(L, -1)->shape[0];
     l->in = (int)dc_tensor_test(L, -1)->shape[1];
     lua_pop(L, 1);
@@ -130,12 +132,11 @@ static void build_layer(lua_State *L, int idx, dc_nn_layer *l) {
     l->b = take(L, idx, "b", -1, l->out, 0, true);
     break;
   case DC_NN_LSTM:
-  case DC_NN_GRU:
-    build_rnn(L, idx, l);
-    break;
+  case DC_NN_GRU: build_rnn(L, idx, l); break;
   case DC_NN_SCALE:
     lua_getfield(L, idx, "a");
-    if (!dc_tensor_test(L, -1) || dc_tensor_test(L, -1)->ndim != 1) luaL_error(L, "nn.network: scale 'a' must be a 1-D tensor");
+    if (!dc_tensor_test(L, -1) || dc_tensor_test(L, -1)->ndim != 1)
+      luaL_error(L, "nn.network: scale 'a' must be a 1-D tensor");
     l->in = l->out = (int)dc_tensor_test(L, -1)->shape[0];
     lua_pop(L, 1);
     l->a = take(L, idx, "a", -1, l->in, 0, false);
@@ -144,8 +145,7 @@ static void build_layer(lua_State *L, int idx, dc_nn_layer *l) {
     l->divide = lua_toboolean(L, -1);
     lua_pop(L, 1);
     break;
-  default: /* activations take the width of their input */
-    break;
+  default: /* activations take the width of their input */ break;
   }
 }
 
@@ -354,7 +354,10 @@ static int nn_blas(lua_State *L) {
 static int nn_sgemm_gflops(lua_State *L) {
   lua_Integer m = luaL_checkinteger(L, 1), n = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
   double seconds = luaL_optnumber(L, 4, 0.3);
-  luaL_argcheck(L, m >= 1 && n >= 1 && k >= 1 && m < (1 << 27) && n < (1 << 27) && k < (1 << 27) && m * k + n * k + m * n < (1 << 27), 1, "sizes out of range");
+  luaL_argcheck(L,
+                m >= 1 && n >= 1 && k >= 1 && m < (1 << 27) && n < (1 << 27) && k < (1 << 27) &&
+                    m * k + n * k + m * n < (1 << 27),
+                1, "sizes out of range");
   float *mem = malloc((size_t)(m * k + n * k + m * n) * sizeof(float));
   if (!mem) return luaL_error(L, "sgemm_gflops: out of memory");
   for (lua_Integer i = 0; i < m * k + n * k; i++) mem[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
@@ -373,7 +376,10 @@ static int nn_sgemm_gflops(lua_State *L) {
 }
 
 static const luaL_Reg functions[] = {
-    {"network", nn_network}, {"blas", nn_blas}, {"sgemm_gflops", nn_sgemm_gflops}, {NULL, NULL},
+    {"network", nn_network},
+    {"blas", nn_blas},
+    {"sgemm_gflops", nn_sgemm_gflops},
+    {NULL, NULL},
 };
 
 static const luaL_Reg methods[] = {{"predict", net_predict}, {"flops", net_flops}, {"close", net_close}, {NULL, NULL}};

@@ -197,12 +197,10 @@ static bool read_uint(reader *r, uint64_t *out, const char *name, const char *fi
       return false;
     }
   }
-  if (r->p == s || (r->p - s > 1 && *s == '0') ||
-      (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E'))) {
+  if (r->p == s || (r->p - s > 1 && *s == '0') || (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E'))) {
     if (r->p == s && r->p < r->end && *r->p == '-')
       fail(r, "tensor '%s': negative %s at byte %llu", name, field, where(r));
-    else
-      fail(r, "tensor '%s': %s must hold non-negative integers (byte %llu)", name, field, where(r));
+    else fail(r, "tensor '%s': %s must hold non-negative integers (byte %llu)", name, field, where(r));
     return false;
   }
   *out = v;
@@ -213,10 +211,9 @@ static const struct {
   const char *name;
   int dtype; /* -1: a real safetensors dtype this reader does not convert */
 } DTYPES[] = {
-    {"F32", DC_ST_F32}, {"F16", DC_ST_F16}, {"BF16", DC_ST_BF16}, {"F64", DC_ST_F64},
-    {"I8", -1},         {"I16", -1},        {"I32", -1},          {"I64", -1},
-    {"U8", -1},         {"U16", -1},        {"U32", -1},          {"U64", -1},
-    {"BOOL", -1},       {"F8_E4M3", -1},    {"F8_E5M2", -1},
+    {"F32", DC_ST_F32}, {"F16", DC_ST_F16}, {"BF16", DC_ST_BF16}, {"F64", DC_ST_F64}, {"I8", -1},
+    {"I16", -1},        {"I32", -1},        {"I64", -1},          {"U8", -1},         {"U16", -1},
+    {"U32", -1},        {"U64", -1},        {"BOOL", -1},         {"F8_E4M3", -1},    {"F8_E5M2", -1},
 };
 
 static bool read_tensor(reader *r, dc_st_tensor *t) {
@@ -255,7 +252,8 @@ static bool read_tensor(reader *r, dc_st_tensor *t) {
         do {
           uint64_t v;
           if (n == (k == 1 ? DC_ST_MAX_DIMS : 2)) {
-            fail(r, k == 1 ? "tensor '%s': more than 8 dimensions" : "tensor '%s': data_offsets must have 2 values", t->name);
+            fail(r, k == 1 ? "tensor '%s': more than 8 dimensions" : "tensor '%s': data_offsets must have 2 values",
+                 t->name);
             return false;
           }
           if (!read_uint(r, &v, t->name, field)) return false;
@@ -346,7 +344,8 @@ static bool check_layout(reader *r, dc_st_header *h) {
       return false;
     }
   if (h->ntensors == 0) {
-    if (h->data_size) fail(r, "%llu bytes of trailing data after the header, but no tensors", (unsigned long long)h->data_size);
+    if (h->data_size)
+      fail(r, "%llu bytes of trailing data after the header, but no tensors", (unsigned long long)h->data_size);
     return !r->failed;
   }
   dc_st_tensor **order = malloc((size_t)h->ntensors * sizeof *order);
@@ -376,8 +375,8 @@ static bool check_layout(reader *r, dc_st_header *h) {
     uint64_t at = 0;
     for (int i = 0; i < h->ntensors && !r->failed; i++) {
       if (order[i]->begin < at)
-        fail(r, "tensors '%s' and '%s' overlap (bytes %llu..%llu and %llu..%llu)", order[i - 1]->name,
-             order[i]->name, (unsigned long long)order[i - 1]->begin, (unsigned long long)order[i - 1]->end,
+        fail(r, "tensors '%s' and '%s' overlap (bytes %llu..%llu and %llu..%llu)", order[i - 1]->name, order[i]->name,
+             (unsigned long long)order[i - 1]->begin, (unsigned long long)order[i - 1]->end,
              (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
       else if (order[i]->begin > at)
         fail(r, "unused bytes %llu..%llu of the data before tensor '%s'", (unsigned long long)at,

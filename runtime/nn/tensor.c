@@ -124,7 +124,8 @@ static void fill_from(lua_State *L, int idx, int d, int ndim, const int64_t *sha
     int type = lua_rawgeti(L, idx, (lua_Integer)i);
     path[d] = i;
     if (d + 1 < ndim) {
-      if (type != LUA_TTABLE) luaL_error(L, "tensor: expected a table at depth %d, got %s", d + 2, lua_typename(L, type));
+      if (type != LUA_TTABLE)
+        luaL_error(L, "tensor: expected a table at depth %d, got %s", d + 2, lua_typename(L, type));
       fill_from(L, lua_gettop(L), d + 1, ndim, shape, out, path);
     } else {
       int isnum;
@@ -524,13 +525,26 @@ static const luaL_Reg functions[] = {
 };
 
 static const luaL_Reg methods[] = {
-    {"get", m_get},         {"set", m_set},         {"shape", m_shape},
-    {"size", m_size},       {"dim", m_dim},         {"numel", m_numel},
-    {"dtype", m_dtype},     {"totable", m_totable}, {"select", m_select},
-    {"slice", m_slice},     {"windows", m_windows}, {"clone", m_clone},
-    {"contiguous", m_contiguous}, {"is_contiguous", m_is_contiguous}, {"reshape", m_reshape},
-    {"fill", m_fill},       {"finite", m_finite},   {"sum", m_sum},
-    {"max_diff", m_max_diff}, {NULL, NULL},
+    {"get", m_get},
+    {"set", m_set},
+    {"shape", m_shape},
+    {"size", m_size},
+    {"dim", m_dim},
+    {"numel", m_numel},
+    {"dtype", m_dtype},
+    {"totable", m_totable},
+    {"select", m_select},
+    {"slice", m_slice},
+    {"windows", m_windows},
+    {"clone", m_clone},
+    {"contiguous", m_contiguous},
+    {"is_contiguous", m_is_contiguous},
+    {"reshape", m_reshape},
+    {"fill", m_fill},
+    {"finite", m_finite},
+    {"sum", m_sum},
+    {"max_diff", m_max_diff},
+    {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {

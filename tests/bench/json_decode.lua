@@ -16,21 +16,29 @@ local function run_record(i)
   params[#params + 1] = { key = "max_qos_index", value = tostring(i % 6) }
   return {
     info = {
-      run_id = string.format("%032x", i), run_uuid = string.format("%032x", i),
-      experiment_id = "2", run_name = "predictor-" .. i, user_id = "dconn",
-      status = "FINISHED", start_time = t0, end_time = t0 + 1234,
+      run_id = string.format("%032x", i),
+      run_uuid = string.format("%032x", i),
+      experiment_id = "2",
+      run_name = "predictor-" .. i,
+      user_id = "dconn",
+      status = "FINISHED",
+      start_time = t0,
+      end_time = t0 + 1234,
       artifact_uri = "mlflow-artifacts:/2/" .. string.format("%032x", i) .. "/artifacts",
       lifecycle_stage = "active",
     },
     data = {
-      metrics = metrics, params = params,
+      metrics = metrics,
+      params = params,
       tags = { { key = "mlflow.runName", value = "predictor-" .. i }, { key = "mlflow.user", value = "dconn" } },
     },
   }
 end
 
 local runs = {}
-for i = 1, RUNS do runs[i] = run_record(i) end
+for i = 1, RUNS do
+  runs[i] = run_record(i)
+end
 local text = assert(json.encode({ runs = runs, next_page_token = "eyJvZmZzZXQiOiAxMDAwfQ==" }))
 local out = arg[1]
 if out then
@@ -41,6 +49,8 @@ end
 
 json.decode(text) -- warm-up
 local t0 = os.clock()
-for _ = 1, REPEAT do assert(json.decode(text)) end
+for _ = 1, REPEAT do
+  assert(json.decode(text))
+end
 local cpu = os.clock() - t0
 print(string.format("%.1f", #text * REPEAT / cpu / 1e6), #text)

@@ -7,12 +7,18 @@ local exp, tanh_max = math.exp, 20
 
 local file = assert(model.open(arg[1]))
 local W = {}
-for _, name in ipairs(file:names()) do W[name] = file:get(name):totable() end
+for _, name in ipairs(file:names()) do
+  W[name] = file:get(name):totable()
+end
 file:close()
 
 local function sigmoid(x) return 1 / (1 + exp(-x)) end
 local function tanh(x)
-  if x > tanh_max then return 1 elseif x < -tanh_max then return -1 end
+  if x > tanh_max then
+    return 1
+  elseif x < -tanh_max then
+    return -1
+  end
   local e = exp(2 * x)
   return (e - 1) / (e + 1)
 end
@@ -21,7 +27,9 @@ end
 local function affine(w, b, x, y)
   for i = 1, #w do
     local row, s = w[i], b and b[i] or 0
-    for j = 1, #x do s = s + row[j] * x[j] end
+    for j = 1, #x do
+      s = s + row[j] * x[j]
+    end
     y[i] = s
   end
   return y
@@ -32,7 +40,9 @@ local function lstm_layer(seq, k)
   local wih, whh = W["lstm.weight_ih_l" .. k], W["lstm.weight_hh_l" .. k]
   local bih, bhh = W["lstm.bias_ih_l" .. k], W["lstm.bias_hh_l" .. k]
   local h, c, out = {}, {}, {}
-  for j = 1, H do h[j], c[j] = 0, 0 end
+  for j = 1, H do
+    h[j], c[j] = 0, 0
+  end
   local gx, gh = {}, {}
   for t = 1, #seq do
     affine(wih, bih, seq[t], gx)
@@ -56,16 +66,22 @@ local function forward(window)
   local seq = lstm_layer(window, 0)
   local _, h = lstm_layer(seq, 1)
   local a = {}
-  for j = 1, H do a[j] = h[j] > 0 and h[j] or 0 end
+  for j = 1, H do
+    a[j] = h[j] > 0 and h[j] or 0
+  end
   local z = affine(W["fc_1.weight"], W["fc_1.bias"], a, {})
-  for j = 1, #z do z[j] = z[j] > 0 and z[j] or 0 end
+  for j = 1, #z do
+    z[j] = z[j] > 0 and z[j] or 0
+  end
   return affine(W["fc_2.weight"], W["fc_2.bias"], z, {})[1]
 end
 
 local window = {}
 for t = 1, 10 do
   window[t] = {}
-  for f = 1, 6 do window[t][f] = ((t * 7 + f * 3) % 11) / 11 end
+  for f = 1, 6 do
+    window[t][f] = ((t * 7 + f * 3) % 11) / 11
+  end
 end
 local seconds = tonumber(arg[2])
 forward(window)

@@ -17,8 +17,8 @@ local features = require "dconn.features"
 local json = require "dconn.json"
 local k8s = require "dconn.k8s"
 
-local kind, apps, ncand, ticks, dir, with_tracker = arg[1], tonumber(arg[2]), tonumber(arg[3]), tonumber(arg[4]),
-  arg[5], arg[6] == "tracker"
+local kind, apps, ncand, ticks, dir, with_tracker =
+  arg[1], tonumber(arg[2]), tonumber(arg[3]), tonumber(arg[4]), arg[5], arg[6] == "tracker"
 if not (kind and apps and ncand and ticks and dir) then
   io.stderr:write("usage: dconn policy_bench.lua MODEL APPS CANDIDATES TICKS DIR [tracker]\n")
   os.exit(2)
@@ -55,7 +55,11 @@ for i = 1, ncand do
   local rows = {}
   for r = 1, total_rows do
     load = load + 0.15 * (base - load) + 0.04 * (rand() - 0.5)
-    if burst > 0 then burst = burst - 1 elseif rand() < 0.01 then burst = 4 + math.floor(rand() * 16) end
+    if burst > 0 then
+      burst = burst - 1
+    elseif rand() < 0.01 then
+      burst = 4 + math.floor(rand() * 16)
+    end
     local l = math.max(0, math.min(1, load + (burst > 0 and 0.35 or 0)))
     local latency = 0.01 + 0.17 * l + 0.01 * rand()
     local fps = 29.5 - 9 * l * l + 0.3 * rand()
@@ -90,21 +94,42 @@ function source.describe() return "bench synthetic telemetry" end
 local LABEL = "kubernetes.io/hostname"
 local state = { resourceVersion = 1, nodes = {}, deployments = {}, events = json.array {}, leases = json.array {} }
 for i, n in ipairs(nodes) do
-  state.nodes[i] = { apiVersion = "v1", kind = "Node", metadata = { name = n.node, resourceVersion = "1",
-    labels = { [LABEL] = n.node, ["dconn.io/cluster"] = n.cluster } },
-    spec = {}, status = { conditions = { { type = "Ready", status = "True" } },
-      allocatable = { cpu = "16", memory = "64Gi", pods = "110" } } }
+  state.nodes[i] = {
+    apiVersion = "v1",
+    kind = "Node",
+    metadata = {
+      name = n.node,
+      resourceVersion = "1",
+      labels = { [LABEL] = n.node, ["dconn.io/cluster"] = n.cluster },
+    },
+    spec = {},
+    status = {
+      conditions = { { type = "Ready", status = "True" } },
+      allocatable = { cpu = "16", memory = "64Gi", pods = "110" },
+    },
+  }
 end
 local targets = {}
 for a = 1, apps do
   local ns, name = format("ns-%02d", (a - 1) % NAMESPACES), format("app-%04d", a)
   local on = nodes[(a * 7) % ncand + 1].node
-  state.deployments[a] = { apiVersion = "apps/v1", kind = "Deployment",
+  state.deployments[a] = {
+    apiVersion = "apps/v1",
+    kind = "Deployment",
     metadata = { name = name, namespace = ns, resourceVersion = "1", generation = 1, labels = { app = name } },
-    spec = { replicas = 1, selector = { matchLabels = { app = name } },
-      template = { metadata = { labels = { app = name } }, spec = { nodeSelector = { [LABEL] = on },
-        containers = { { name = "app", image = "nginx:1.25", resources = { requests = { cpu = "100m" } } } } } } },
-    status = { replicas = 1, readyReplicas = 1, updatedReplicas = 1, availableReplicas = 1, observedGeneration = 1 } }
+    spec = {
+      replicas = 1,
+      selector = { matchLabels = { app = name } },
+      template = {
+        metadata = { labels = { app = name } },
+        spec = {
+          nodeSelector = { [LABEL] = on },
+          containers = { { name = "app", image = "nginx:1.25", resources = { requests = { cpu = "100m" } } } },
+        },
+      },
+    },
+    status = { replicas = 1, readyReplicas = 1, updatedReplicas = 1, availableReplicas = 1, observedGeneration = 1 },
+  }
   targets[a] = { namespace = ns, deployment = name, candidates = nodes }
 end
 state.nodes, state.deployments = json.array(state.nodes), json.array(state.deployments)
@@ -120,27 +145,39 @@ end
 local model_setting = kind
 if kind == "lstm" then
   local H = 26
-  local spec = { name = "lstm26", input = { seq = STEPS, features = 6 }, layers = {
-    { type = "MinMax", min = { 0, -0.1, 0, -1.5, 0, -2 }, scale = { 1, 0.08, 1, 2, 5, 0.1 } },
-    { type = "LSTM", weights = "lstm", input_size = 6, hidden_size = H, num_layers = 1, batch_first = true },
-    { type = "Linear", weights = "fc", in_features = H, out_features = 1 },
-    { type = "MinMax", min = { -0.1 }, scale = { 2.5 }, inverse = true },
-  } }
+  local spec = {
+    name = "lstm26",
+    input = { seq = STEPS, features = 6 },
+    layers = {
+      { type = "MinMax", min = { 0, -0.1, 0, -1.5, 0, -2 }, scale = { 1, 0.08, 1, 2, 5, 0.1 } },
+      { type = "LSTM", weights = "lstm", input_size = 6, hidden_size = H, num_layers = 1, batch_first = true },
+      { type = "Linear", weights = "fc", in_features = H, out_features = 1 },
+      { type = "MinMax", min = { -0.1 }, scale = { 2.5 }, inverse = true },
+    },
+  }
   local f = assert(io.open(dir .. "/lstm.json", "w"))
   f:write(assert(json.encode(spec)))
   f:close()
   assert(os.execute("mkdir -p '" .. dir .. "/weights'"))
   local function random_tensor(shape, s)
     local n, flat = 1, {}
-    for _, d in ipairs(shape) do n = n * d end
-    for i = 1, n do flat[i] = (rand() - 0.5) * s end
+    for _, d in ipairs(shape) do
+      n = n * d
+    end
+    for i = 1, n do
+      flat[i] = (rand() - 0.5) * s
+    end
     return model.tensor(flat, shape)
   end
   for _, n in ipairs(nodes) do
     assert(model.save(format("%s/weights/%s.safetensors", dir, n.node), {
-      ["lstm.weight_ih_l0"] = random_tensor({ 4 * H, 6 }, 0.6), ["lstm.weight_hh_l0"] = random_tensor({ 4 * H, H }, 0.3),
-      ["lstm.bias_ih_l0"] = random_tensor({ 4 * H }, 0.2), ["lstm.bias_hh_l0"] = random_tensor({ 4 * H }, 0.2),
-      ["fc.weight"] = random_tensor({ 1, H }, 0.5), ["fc.bias"] = random_tensor({ 1 }, 0.1) }))
+      ["lstm.weight_ih_l0"] = random_tensor({ 4 * H, 6 }, 0.6),
+      ["lstm.weight_hh_l0"] = random_tensor({ 4 * H, H }, 0.3),
+      ["lstm.bias_ih_l0"] = random_tensor({ 4 * H }, 0.2),
+      ["lstm.bias_hh_l0"] = random_tensor({ 4 * H }, 0.2),
+      ["fc.weight"] = random_tensor({ 1, H }, 0.5),
+      ["fc.bias"] = random_tensor({ 1 }, 0.1),
+    }))
   end
   model_setting = { spec = "lstm.json", weights = "weights/{node}.safetensors" }
 end
@@ -150,8 +187,15 @@ end
 collectgarbage()
 local setup_started = wall()
 local cluster = assert(k8s.client { simulate = state_path, namespace = "ns-00" })
-local tbl = { name = "bench", targets = targets, source = source, model = model_setting, rule = "max_qos",
-  tracker = with_tracker and ("file:" .. dir .. "/mlruns") or false, schedule = { pipeline = "5m", recommender = "5m" } }
+local tbl = {
+  name = "bench",
+  targets = targets,
+  source = source,
+  model = model_setting,
+  rule = "max_qos",
+  tracker = with_tracker and ("file:" .. dir .. "/mlruns") or false,
+  schedule = { pipeline = "5m", recommender = "5m" },
+}
 local agent = policy.new(tbl, { path = dir .. "/policy.lua", cluster = cluster, source = source })
 local setup_ms = (wall() - setup_started) * 1000
 -- time spent in the predictor (models or forecasters) within each pipeline run
@@ -181,15 +225,34 @@ for t = 1, ticks do
   local t2 = wall()
   local c2 = os.clock()
   local n = { move = 0, held = 0, stay = 0, none = 0, hold = 0 }
-  for _, d in pairs(decisions) do n[d.action] = (n[d.action] or 0) + 1 end
+  for _, d in pairs(decisions) do
+    n[d.action] = (n[d.action] or 0) + 1
+  end
   local preds = 0
   for _, p in pairs(predictions) do
-    for _, c in ipairs(p.candidates) do if c.value then preds = preds + 1 end end
+    for _, c in ipairs(p.candidates) do
+      if c.value then preds = preds + 1 end
+    end
   end
   counted = counted + preds
-  print(format("tick %d %.3f %.3f %.3f %d %d %d %d %d %d %.3f %.3f %.3f", t, (t2 - t0) * 1000, (t1 - t0) * 1000,
-    (t2 - t1) * 1000, n.move, n.held, n.stay, n.none, n.hold, preds, predict_s * 1000, (c1 - c0) * 1000,
-    (c2 - c1) * 1000))
+  print(
+    format(
+      "tick %d %.3f %.3f %.3f %d %d %d %d %d %d %.3f %.3f %.3f",
+      t,
+      (t2 - t0) * 1000,
+      (t1 - t0) * 1000,
+      (t2 - t1) * 1000,
+      n.move,
+      n.held,
+      n.stay,
+      n.none,
+      n.hold,
+      preds,
+      predict_s * 1000,
+      (c1 - c0) * 1000,
+      (c2 - c1) * 1000
+    )
+  )
   io.stdout:flush()
 end
 local budget = agent.settings.safety and agent.settings.safety.budget or 30

@@ -22,8 +22,16 @@ timer.every(0.001, function()
   if runs == N // 10 then start_rss = rss_mib() end
   if runs == N then
     local end_rss = rss_mib()
-    print(string.format("soak: %d runs, RSS start %.1f MiB end %.1f MiB (%+.1f%%), %.1f s CPU", runs, start_rss,
-      end_rss, 100 * (end_rss - start_rss) / start_rss, os.clock() - cpu0))
+    print(
+      string.format(
+        "soak: %d runs, RSS start %.1f MiB end %.1f MiB (%+.1f%%), %.1f s CPU",
+        runs,
+        start_rss,
+        end_rss,
+        100 * (end_rss - start_rss) / start_rss,
+        os.clock() - cpu0
+      )
+    )
     timer.stop()
     return
   end

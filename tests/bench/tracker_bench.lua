@@ -22,7 +22,9 @@ for r = 1, n do
     count = count + #runs
   else
     local metrics = {}
-    for i = 1, 100 do metrics[i] = { key = "m" .. i, value = i * 0.5, step = r } end
+    for i = 1, 100 do
+      metrics[i] = { key = "m" .. i, value = i * 0.5, step = r }
+    end
     assert(t:log_batch(run.run_id, { metrics = metrics }))
   end
 end

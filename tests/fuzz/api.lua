@@ -10,11 +10,16 @@ local POLICY = {
   name = "fuzz",
   routes = {
     ["POST /score"] = {
-      request = { type = "object", required = { "app" }, additionalProperties = false, properties = {
-        app = { type = "string", minLength = 1, maxLength = 64 },
-        cpu = { type = "number", minimum = 0, maximum = 1000 },
-        tags = { type = "array", items = { type = "string" }, maxItems = 4 },
-      } },
+      request = {
+        type = "object",
+        required = { "app" },
+        additionalProperties = false,
+        properties = {
+          app = { type = "string", minLength = 1, maxLength = 64 },
+          cpu = { type = "number", minimum = 0, maximum = 1000 },
+          tags = { type = "array", items = { type = "string" }, maxItems = 4 },
+        },
+      },
       handler = function(req) return 200, { app = req.json.app, score = (req.json.cpu or 0) * 2 } end,
     },
     ["GET /apps/{app}/nodes/{node}"] = function(req) return 200, { params = req.params, query = req.query } end,
@@ -29,14 +34,25 @@ local api = require "dconn.agent.api"
 
 local function parse(text)
   local head, body = text:match("^(.-)\r?\n\r?\n(.*)$")
-  if not head then head, body = text, "" end
+  if not head then
+    head, body = text, ""
+  end
   local first, rest = head:match("^([^\n]*)\n?(.*)$")
   local method, target = first:match("^(%S*) ?(.*)$")
   local raw_path, query = target:match("^([^?]*)%??(.*)$")
   local headers = {}
-  for name, value in rest:gmatch("([^:\n]+): *([^\n]*)") do headers[name:lower()] = value end
-  return { method = method, path = raw_path, raw_path = raw_path, query = query, headers = headers, body = body,
-    remote = "127.0.0.1" }
+  for name, value in rest:gmatch("([^:\n]+): *([^\n]*)") do
+    headers[name:lower()] = value
+  end
+  return {
+    method = method,
+    path = raw_path,
+    raw_path = raw_path,
+    query = query,
+    headers = headers,
+    body = body,
+    remote = "127.0.0.1",
+  }
 end
 
 return function(text)
@@ -48,6 +64,8 @@ return function(text)
   if type(headers) ~= "table" or type(body) ~= "string" then error("api: headers or body of the wrong type") end
   if status >= 400 and headers["content-type"] == "application/json" then
     local err = json.decode(body)
-    if type(err) ~= "table" or type(err.error) ~= "string" then error("api: an error without a JSON error: " .. body) end
+    if type(err) ~= "table" or type(err.error) ~= "string" then
+      error("api: an error without a JSON error: " .. body)
+    end
   end
 end

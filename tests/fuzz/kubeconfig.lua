@@ -21,7 +21,9 @@ return function(text)
     if type(cfg.server) ~= "string" or not cfg.server:match("^https?://") then
       error("kubeconfig: a configuration without an http(s) server: " .. tostring(cfg.server))
     end
-    for _, p in ipairs(cfg.temp_files) do fs.remove(p) end
+    for _, p in ipairs(cfg.temp_files) do
+      fs.remove(p)
+    end
   elseif err == nil or err.reason ~= "Config" then
     error("kubeconfig: failed without a Config error: " .. tostring(err))
   end

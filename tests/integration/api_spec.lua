@@ -9,9 +9,12 @@ local TOKEN = "s3cr3t-T0ken-for-api-spec"
 local SCHEMATHESIS = ".venv/bin/schemathesis"
 
 local function listening_port(child)
-  return tonumber(h.wait_for(function()
-    return child.err():match("API listening on http://127%.0%.0%.1:(%d+)")
-  end, 15))
+  return tonumber(h.wait_for(
+    function()
+      return child.err():match("API listening on http://127%.0%.0%.1:(%d+)")
+    end,
+    15
+  ))
 end
 
 local function start(args)
@@ -29,14 +32,22 @@ end
 local function http(port, method, path, opts)
   opts = opts or {}
   local dir = h.tmpdir()
-  local args = { "curl -s -S --max-time " .. (opts.max_time or 10), "-X " .. method, "-D " .. dir .. "/headers",
-    "-o " .. dir .. "/body" }
+  local args = {
+    "curl -s -S --max-time " .. (opts.max_time or 10),
+    "-X " .. method,
+    "-D " .. dir .. "/headers",
+    "-o " .. dir .. "/body",
+  }
   if opts.http2 then args[#args + 1] = "--http2-prior-knowledge" end
-  for name, value in pairs(opts.headers or {}) do args[#args + 1] = "-H " .. h.quote(name .. ": " .. value) end
+  for name, value in pairs(opts.headers or {}) do
+    args[#args + 1] = "-H " .. h.quote(name .. ": " .. value)
+  end
   if opts.body then
     h.write(dir .. "/request", opts.body)
     args[#args + 1] = "--data-binary @" .. dir .. "/request"
-    if not (opts.headers and opts.headers["Content-Type"]) then args[#args + 1] = "-H 'Content-Type: application/json'" end
+    if not (opts.headers and opts.headers["Content-Type"]) then
+      args[#args + 1] = "-H 'Content-Type: application/json'"
+    end
   end
   args[#args + 1] = h.quote("http://127.0.0.1:" .. port .. path)
   os.execute(table.concat(args, " ") .. " 2>" .. dir .. "/err")
@@ -44,7 +55,9 @@ local function http(port, method, path, opts)
   os.execute("rm -rf " .. dir)
   local protocol, status = head:match("^(HTTP/[%d.]+) (%d+)")
   local headers = {}
-  for name, value in head:gmatch("\n([^:\r\n]+): *([^\r\n]*)") do headers[name:lower()] = value end
+  for name, value in head:gmatch("\n([^:\r\n]+): *([^\r\n]*)") do
+    headers[name:lower()] = value
+  end
   return tonumber(status), headers, body, protocol
 end
 
@@ -59,9 +72,16 @@ local function raw(port, bytes, seconds)
   local dir = h.tmpdir()
   h.write(dir .. "/request", bytes)
   local started = timer.now()
-  os.execute(string.format(
-    "timeout %g bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; cat %s/request >&3; cat <&3' > %s/reply 2>/dev/null",
-    seconds or 5, port, dir, dir, dir))
+  os.execute(
+    string.format(
+      "timeout %g bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; cat %s/request >&3; cat <&3' > %s/reply 2>/dev/null",
+      seconds or 5,
+      port,
+      dir,
+      dir,
+      dir
+    )
+  )
   local reply = h.read(dir .. "/reply")
   os.execute("rm -rf " .. dir)
   return reply, timer.now() - started
@@ -78,9 +98,15 @@ describe("the agent API", function()
     child, port = start(FIX .. "api_policy.lua")
     -- a client that sends half a request and hangs: checked at the end (the timeout is 10 s)
     slow_dir = h.tmpdir()
-    os.execute(string.format([[bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; printf "GET /healthz HTTP/1.1\r\nHost: x\r\n" >&3;
+    os.execute(
+      string.format(
+        [[bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; printf "GET /healthz HTTP/1.1\r\nHost: x\r\n" >&3;
       s=$(date +%%s.%%N); timeout 30 cat <&3 > %s/reply; e=$(date +%%s.%%N); echo "$s $e" > %s/times' &]],
-      port, slow_dir, slow_dir))
+        port,
+        slow_dir,
+        slow_dir
+      )
+    )
   end)
 
   teardown(function()
@@ -137,7 +163,9 @@ describe("the agent API", function()
     local status, body = get_json(port, "/jobs")
     assert.equals(200, status)
     local names = {}
-    for _, job in ipairs(body.jobs) do names[#names + 1] = job.name end
+    for _, job in ipairs(body.jobs) do
+      names[#names + 1] = job.name
+    end
     assert.same({ "broken", "slow", "tick" }, names)
     status, body = get_json(port, "/jobs/tick")
     assert.equals(200, status)
@@ -166,8 +194,14 @@ describe("the agent API", function()
     assert.not_matches("traceback", body.error)
     -- a run in the background, then a second one while it is running
     local dir = h.tmpdir()
-    os.execute(string.format("curl -s -o %s/first -w '%%{http_code}' -X POST http://127.0.0.1:%d/jobs/slow/run > %s/code &",
-      dir, port, dir))
+    os.execute(
+      string.format(
+        "curl -s -o %s/first -w '%%{http_code}' -X POST http://127.0.0.1:%d/jobs/slow/run > %s/code &",
+        dir,
+        port,
+        dir
+      )
+    )
     assert.is_truthy(h.wait_for(function() return select(2, get_json(port, "/jobs/slow")).running end, 5))
     status, _, text = http(port, "POST", "/jobs/slow/run")
     assert.equals(409, status)
@@ -254,8 +288,15 @@ describe("the agent API", function()
     local status, _, text = http(port, "POST", "/analyze", { body = '{"app":"web","cpu":2.5}' })
     assert.equals(200, status)
     assert.same({ app = "web", score = 5 }, json.decode(text))
-    for _, bad in ipairs { '{"cpu":1}', '{"app":""}', '{"app":"x","cpu":-1}', '{"app":"x","extra":1}', "[]",
-      "not json", "" } do
+    for _, bad in ipairs {
+      '{"cpu":1}',
+      '{"app":""}',
+      '{"app":"x","cpu":-1}',
+      '{"app":"x","extra":1}',
+      "[]",
+      "not json",
+      "",
+    } do
       status, _, text = http(port, "POST", "/analyze", { body = bad })
       assert.equals(400, status, bad)
       assert.equals("bad_request", json.decode(text).error)
@@ -279,13 +320,21 @@ describe("the agent API", function()
     assert.equals(200, status)
     assert.matches("^3%.0%.", doc.openapi)
     local expected = {
-      ["/healthz"] = { get = { "200" } }, ["/readyz"] = { get = { "200", "503" } }, ["/metrics"] = { get = { "200" } },
-      ["/jobs"] = { get = { "200" } }, ["/jobs/{name}"] = { get = { "200", "404" } },
+      ["/healthz"] = { get = { "200" } },
+      ["/readyz"] = { get = { "200", "503" } },
+      ["/metrics"] = { get = { "200" } },
+      ["/jobs"] = { get = { "200" } },
+      ["/jobs/{name}"] = { get = { "200", "404" } },
       ["/jobs/{name}/run"] = { post = { "200", "404", "409", "500" } },
-      ["/jobs/{name}/pause"] = { post = { "200", "404" } }, ["/jobs/{name}/resume"] = { post = { "200", "404" } },
-      ["/describe"] = { get = { "200" } }, ["/decisions"] = { get = { "200", "400" } },
-      ["/openapi.json"] = { get = { "200" } }, ["/analyze"] = { post = { "200", "400", "413" } },
-      ["/apps/{app}"] = { get = { "200" } }, ["/boom"] = { get = { "200", "500" } }, ["/echo"] = { get = { "200" } },
+      ["/jobs/{name}/pause"] = { post = { "200", "404" } },
+      ["/jobs/{name}/resume"] = { post = { "200", "404" } },
+      ["/describe"] = { get = { "200" } },
+      ["/decisions"] = { get = { "200", "400" } },
+      ["/openapi.json"] = { get = { "200" } },
+      ["/analyze"] = { post = { "200", "400", "413" } },
+      ["/apps/{app}"] = { get = { "200" } },
+      ["/boom"] = { get = { "200", "500" } },
+      ["/echo"] = { get = { "200" } },
       ["/sized"] = { get = { "200" } },
     }
     for path, methods in pairs(expected) do
@@ -294,11 +343,17 @@ describe("the agent API", function()
         local op = doc.paths[path][method]
         assert.is_table(op, method .. " " .. path)
         assert.is_string(op.operationId)
-        for _, code in ipairs(codes) do assert.is_table(op.responses[code], code .. " for " .. method .. " " .. path) end
+        for _, code in ipairs(codes) do
+          assert.is_table(op.responses[code], code .. " for " .. method .. " " .. path)
+        end
       end
     end
     local count = 0
-    for _, item in pairs(doc.paths) do for _ in pairs(item) do count = count + 1 end end
+    for _, item in pairs(doc.paths) do
+      for _ in pairs(item) do
+        count = count + 1
+      end
+    end
     assert.equals(16, count)
     local get_job = doc.paths["/jobs/{name}"].get
     assert.equals("name", get_job.parameters[1].name)
@@ -332,15 +387,20 @@ describe("the agent API", function()
     local body = json.decode(text)
     assert.equals("internal", body.error)
     assert.equals("the policy's response is larger than 8388608 bytes", body.message)
-    assert.is_truthy(h.wait_for(function()
-      return child.err():match("API: policy route GET /sized answered 8388609 bytes, more than the 8388608")
-    end, 5))
+    assert.is_truthy(h.wait_for(
+      function()
+        return child.err():match("API: policy route GET /sized answered 8388609 bytes, more than the 8388608")
+      end,
+      5
+    ))
   end)
 
   it("answers malformed requests with 4xx", function()
     assert.matches("^HTTP/1%.1 400", (raw(port, "GARBAGE\r\n\r\n")))
     local many = { "GET /healthz HTTP/1.1\r\nHost: x\r\n" } -- h2o takes at most 100 header lines
-    for i = 1, 150 do many[#many + 1] = "X-" .. i .. ": v\r\n" end
+    for i = 1, 150 do
+      many[#many + 1] = "X-" .. i .. ": v\r\n"
+    end
     assert.matches("^HTTP/1%.1 400", (raw(port, table.concat(many) .. "\r\n")))
     local huge = "GET /healthz HTTP/1.1\r\nHost: x\r\nX: " .. string.rep("a", 500 * 1024) .. "\r\n\r\n"
     assert.matches("^HTTP/1%.1 400", (raw(port, huge)))
@@ -391,11 +451,11 @@ describe("the agent API", function()
     local path = h.write(dir .. "/policy.lua", 'return {\n  routes = {\n    ["FETCH /x"] = function() end,\n  },\n}\n')
     local rc, _, err = h.run("check " .. path)
     assert.equals(2, rc)
-    assert.matches("policy%.lua:3: routes%[\"FETCH /x\"%]: expected \"METHOD /path\"", err)
+    assert.matches('policy%.lua:3: routes%["FETCH /x"%]: expected "METHOD /path"', err)
     h.write(path, 'return { routes = { ["GET /healthz"] = function() end } }')
     rc, _, err = h.run("check " .. path)
     assert.equals(2, rc)
-    assert.matches("policy%.lua:1: routes%[\"GET /healthz\"%]: conflicts with the built%-in GET /healthz", err)
+    assert.matches('policy%.lua:1: routes%["GET /healthz"%]: conflicts with the built%-in GET /healthz', err)
     h.write(path, 'return { describe = "nope" }')
     rc, _, err = h.run("check " .. path)
     assert.equals(2, rc)
@@ -421,8 +481,15 @@ describe("the agent API", function()
     assert.equals(200, (http(gport, "GET", "/jobs", { headers = auth })))
     assert.equals(200, (http(gport, "GET", "/jobs", { headers = { Authorization = "bearer " .. TOKEN } })))
     local served = {}
-    for _, path in ipairs { "/describe", "/openapi.json", "/metrics", "/jobs", "/nothing", "/decisions?limit=x",
-      "/echo" } do
+    for _, path in ipairs {
+      "/describe",
+      "/openapi.json",
+      "/metrics",
+      "/jobs",
+      "/nothing",
+      "/decisions?limit=x",
+      "/echo",
+    } do
       local _, _, body = http(gport, "GET", path, { headers = auth })
       served[#served + 1] = body
     end
@@ -444,9 +511,16 @@ describe("the agent API", function()
     local dir = h.tmpdir()
     h.write(dir .. "/token", TOKEN .. "\n")
     local fuzzed, fport = start("--api-token-file " .. dir .. "/token " .. FIX .. "api_schema_policy.lua")
-    local cmd = string.format("cd %s && timeout 120 %s/%s run http://127.0.0.1:%d/openapi.json -H %s "
-      .. "--max-examples 25 --request-timeout 5 --seed 1 > %s/out 2>&1", dir, os.getenv("PWD") or ".",
-      SCHEMATHESIS, fport, h.quote("Authorization: Bearer " .. TOKEN), dir)
+    local cmd = string.format(
+      "cd %s && timeout 120 %s/%s run http://127.0.0.1:%d/openapi.json -H %s "
+        .. "--max-examples 25 --request-timeout 5 --seed 1 > %s/out 2>&1",
+      dir,
+      os.getenv("PWD") or ".",
+      SCHEMATHESIS,
+      fport,
+      h.quote("Authorization: Bearer " .. TOKEN),
+      dir
+    )
     local ok = os.execute(cmd)
     local out = h.read(dir .. "/out")
     fuzzed.kill("TERM")
@@ -465,7 +539,10 @@ describe("the agent API", function()
     local t0 = timer.now()
     assert.equals(200, (http(port, "GET", "/healthz")))
     assert.is_true(timer.now() - t0 < 1)
-    local times = h.wait_for(function() return h.read(slow_dir .. "/times"):match("%S") and h.read(slow_dir .. "/times") end, 30)
+    local times = h.wait_for(
+      function() return h.read(slow_dir .. "/times"):match("%S") and h.read(slow_dir .. "/times") end,
+      30
+    )
     assert.is_truthy(times)
     local s, e = times:match("([%d.]+) ([%d.]+)")
     local waited = tonumber(e) - tonumber(s)
@@ -477,7 +554,12 @@ describe("the agent API", function()
     local dir = h.tmpdir()
     os.execute(string.format("curl -s -o %s/run -X POST http://127.0.0.1:%d/jobs/slow/run &", dir, port))
     assert.is_truthy(h.wait_for(function() return select(2, get_json(port, "/jobs/slow")).running end, 5))
-    os.execute(string.format([[bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; printf "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" >&3; sleep 5' &]], port))
+    os.execute(
+      string.format(
+        [[bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; printf "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" >&3; sleep 5' &]],
+        port
+      )
+    )
     child.kill("TERM")
     assert.is_truthy(h.wait_for(function() return child.rc() end, 15))
     assert.equals(0, child.rc(), child.err())

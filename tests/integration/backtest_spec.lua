@@ -19,18 +19,28 @@ end
 
 -- The original CSV export: per 5 s slot, a node row and a pipeline row for each cluster.
 local function export(path)
-  local out = { "timestamp;cluster;pipeline_id;pipelines_status_avg_fps;pipelines_status_avg_pipeline_latency;"
-    .. "pipelines_status_count_pipeline_latency;pipelines_status_elapsed_time;pipelines_status_frame_count;"
-    .. "pipelines_status_realtime_pipeline_latency;pipelines_status_start_time;pipelines_status_sum_pipeline_latency;"
-    .. "pipelines_status_idelta_fps;node_cpu_usage;node_mem_usage;pipelines_server_cpu_usage;"
-    .. "pipelines_server_mem_usage" }
+  local out = {
+    "timestamp;cluster;pipeline_id;pipelines_status_avg_fps;pipelines_status_avg_pipeline_latency;"
+      .. "pipelines_status_count_pipeline_latency;pipelines_status_elapsed_time;pipelines_status_frame_count;"
+      .. "pipelines_status_realtime_pipeline_latency;pipelines_status_start_time;pipelines_status_sum_pipeline_latency;"
+      .. "pipelines_status_idelta_fps;node_cpu_usage;node_mem_usage;pipelines_server_cpu_usage;"
+      .. "pipelines_server_mem_usage",
+  }
   for k = 0, HOURS * 720 - 1 do
     local t = T0 + 5 * k
     for _, c in ipairs { "a", "b" } do
       out[#out + 1] = string.format("%d;%s;;;;;;;;;;;4.5;8000000000.0;3.5;900000000.0", t, c)
       local frames, elapsed = 1000 + 125 * k, 100 + 5 * k
-      out[#out + 1] = string.format("%d;%s;p%s;25.0;0.06;%d.0;%d.0;%d.0;%.3f;1715000000.0;100.0;25.0;;;;", t, c, c,
-        frames, elapsed, frames, latency(c, t))
+      out[#out + 1] = string.format(
+        "%d;%s;p%s;25.0;0.06;%d.0;%d.0;%d.0;%.3f;1715000000.0;100.0;25.0;;;;",
+        t,
+        c,
+        c,
+        frames,
+        elapsed,
+        frames,
+        latency(c, t)
+      )
     end
   end
   return h.write(path, table.concat(out, "\n") .. "\n")
@@ -104,8 +114,16 @@ describe("dconn backtest", function()
   end)
 
   it("moves with the cost given, within --from/--to, and prints a table without --json", function()
-    local rc, out, err = h.run("backtest " .. policy .. " --telemetry " .. csv .. " --move-cost 0 --from "
-      .. "'2024-05-15 08:30:00' --to " .. (T0 + 5400) .. " --json")
+    local rc, out, err = h.run(
+      "backtest "
+        .. policy
+        .. " --telemetry "
+        .. csv
+        .. " --move-cost 0 --from "
+        .. "'2024-05-15 08:30:00' --to "
+        .. (T0 + 5400)
+        .. " --json"
+    )
     assert.equals(0, rc, err)
     local r = json.decode(out)
     assert.equals(T0 + 1800, r.from)
@@ -115,8 +133,10 @@ describe("dconn backtest", function()
     assert.equals(0, rc, err)
     -- from b it goes to the better a at once, and comes back once the cooldown allows (T0 + 70 min)
     assert.matches("never moving %(from node%-b%)%s+0%.4987", out)
-    assert.matches("moves %(2%):\n  2024%-05%-15 08:10:00  node%-b %-> node%-a\n  2024%-05%-15 09:10:00  node%-a %-> node%-b",
-      out)
+    assert.matches(
+      "moves %(2%):\n  2024%-05%-15 08:10:00  node%-b %-> node%-a\n  2024%-05%-15 09:10:00  node%-a %-> node%-b",
+      out
+    )
   end)
 
   it("draws an SVG report with one line per candidate", function()
@@ -124,7 +144,7 @@ describe("dconn backtest", function()
     local rc, _, err = h.run("backtest " .. policy .. " --telemetry " .. csv .. " --report " .. svg)
     assert.equals(0, rc, err)
     local text = h.read(svg)
-    assert.matches("^<svg xmlns=\"http://www.w3.org/2000/svg\"", text)
+    assert.matches('^<svg xmlns="http://www.w3.org/2000/svg"', text)
     assert.matches("</svg>\n$", text)
     assert.equals(2, h.count(text, 'class="candidate"'))
     assert.equals(1, h.count(text, 'class="move"'))
@@ -132,7 +152,11 @@ describe("dconn backtest", function()
     -- every element opened is closed (a rough well-formedness check)
     local open = 0
     for close, name, selfclose in text:gmatch("<(/?)(%a+)[^>]-(/?)>") do
-      if close == "/" then open = open - 1 elseif selfclose ~= "/" then open = open + 1 end
+      if close == "/" then
+        open = open - 1
+      elseif selfclose ~= "/" then
+        open = open + 1
+      end
       assert.truthy(name)
     end
     assert.equals(0, open)

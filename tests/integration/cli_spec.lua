@@ -32,8 +32,20 @@ describe("dconn command line", function()
 
   it("prints the same help for `dconn help X` and `dconn X --help`, for every command, from its table", function()
     local registry = require("dconn.cli").registry()
-    assert.same({ "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "backtest", "policy", "help",
-      "completion" }, registry.order)
+    assert.same({
+      "run",
+      "check",
+      "repl",
+      "script",
+      "predict",
+      "place",
+      "runs",
+      "telemetry",
+      "backtest",
+      "policy",
+      "help",
+      "completion",
+    }, registry.order)
     for _, name in ipairs(registry.order) do
       local rc, help, err = h.run("help " .. name)
       assert.equals(0, rc, name)
@@ -46,8 +58,10 @@ describe("dconn command line", function()
       assert.equals(help, help3, name)
       -- every option and argument of the table that parses the command is in its help
       for _, o in ipairs(registry.commands[name].options or {}) do
-        assert.truthy(help:find("--" .. o.name .. " ", 1, true) or help:find("--" .. o.name .. "\n", 1, true),
-          name .. " --" .. o.name)
+        assert.truthy(
+          help:find("--" .. o.name .. " ", 1, true) or help:find("--" .. o.name .. "\n", 1, true),
+          name .. " --" .. o.name
+        )
       end
       for _, a in ipairs(registry.commands[name].args or {}) do
         assert.truthy(help:find(a.name, 1, true), name .. " " .. a.name)
@@ -61,7 +75,9 @@ describe("dconn command line", function()
     local _, main2 = h.run("help")
     assert.equals(main, main2)
     assert.equals("", err)
-    for _, o in ipairs(registry.globals) do assert.truthy(main:find("--" .. o.name, 1, true), o.name) end
+    for _, o in ipairs(registry.globals) do
+      assert.truthy(main:find("--" .. o.name, 1, true), o.name)
+    end
     -- the policy command's help is the settings reference, so `dconn help policy` reads it
     local _, policy_help = h.run("policy --help")
     assert.matches("  sla +max_qos: move only when", policy_help)
@@ -80,7 +96,10 @@ describe("dconn command line", function()
     local place = "--simulate " .. state .. " -n scanflow-cloudedge-dataengineer --deployment nginx --node "
     local rc, out, err = h.run("place --log-level debug " .. place .. "cloudskin-k8s-worker-1.novalocal")
     assert.equals(0, rc, err)
-    assert.matches("^patched: scanflow%-cloudedge%-dataengineer/nginx now pinned to node cloudskin%-k8s%-worker%-1", out)
+    assert.matches(
+      "^patched: scanflow%-cloudedge%-dataengineer/nginx now pinned to node cloudskin%-k8s%-worker%-1",
+      out
+    )
     assert.matches(" %- ERROR %- k8s: NO KUBERNETES CONFIGURATION IN USE", err)
     -- json logs, given before the command's name and after it
     for _, args in ipairs { "--log-format json place " .. place, "place --log-format=json " .. place } do
@@ -105,8 +124,11 @@ describe("dconn command line", function()
     assert.matches("pinned to node cloudskin%-k8s%-worker%-3", out)
     assert.equals("", err)
     -- an environment variable instead of --simulate, as `dconn place` documents
-    rc, out, err = h.run("place --log-level=warning -n scanflow-cloudedge-dataengineer --deployment nginx --node "
-      .. "cloudskin-k8s-worker-4.novalocal", { env = "DCONN_K8S_SIM_STATE=" .. state })
+    rc, out, err = h.run(
+      "place --log-level=warning -n scanflow-cloudedge-dataengineer --deployment nginx --node "
+        .. "cloudskin-k8s-worker-4.novalocal",
+      { env = "DCONN_K8S_SIM_STATE=" .. state }
+    )
     assert.equals(0, rc, err)
     assert.matches("pinned to node cloudskin%-k8s%-worker%-4", out)
     assert.not_matches("INFO", err)
@@ -122,15 +144,24 @@ describe("dconn command line", function()
 
   it("names an unknown option or command, suggests the closest, gives the usage; exit 2", function()
     local cases = {
-      { "run --onse x.lua", "^dconn run: unknown option '%-%-onse' %(did you mean '%-%-once'%?%); "
-        .. "usage: dconn run %[options%] POLICY%.lua\n$" },
-      { "place --nod x", "^dconn place: unknown option '%-%-nod' %(did you mean '%-%-node'%?%); "
-        .. "usage: dconn place %-%-deployment NAME %-%-node NODE %[options%]\n$" },
+      {
+        "run --onse x.lua",
+        "^dconn run: unknown option '%-%-onse' %(did you mean '%-%-once'%?%); "
+          .. "usage: dconn run %[options%] POLICY%.lua\n$",
+      },
+      {
+        "place --nod x",
+        "^dconn place: unknown option '%-%-nod' %(did you mean '%-%-node'%?%); "
+          .. "usage: dconn place %-%-deployment NAME %-%-node NODE %[options%]\n$",
+      },
       { "runs --experimnt x", "unknown option '%-%-experimnt' %(did you mean '%-%-experiment'%?%)" },
       { "place --log-levl debug", "unknown option '%-%-log%-levl' %(did you mean '%-%-log%-level'%?%)" },
       { "predict --bogus 1", "^dconn predict: unknown option '%-%-bogus'; usage: dconn predict %-%-spec SPEC" },
       { "plcae --node x", "^dconn: unknown command 'plcae' %(did you mean 'place'%?%)" },
-      { "help plcae", "^dconn help: unknown command 'plcae' %(did you mean 'place'%?%); usage: dconn help %[COMMAND%]" },
+      {
+        "help plcae",
+        "^dconn help: unknown command 'plcae' %(did you mean 'place'%?%); usage: dconn help %[COMMAND%]",
+      },
       { "completion fish", "SHELL: expected bash or zsh, got 'fish'" },
       { "place --deployment x", "^dconn place: missing %-%-node; usage:" },
       { "runs --experiment x --limit 0", "%-%-limit: expected a whole number from 1 to 50000, got '0'" },
@@ -278,10 +309,13 @@ return { jobs = { a = { every = "1h", run = function() end } } }]])
     child.cleanup()
     assert.equals(0, rc)
     local stamp = "%d%d%-%a%a%a%-%d%d %d%d:%d%d:%d%d"
-    local job = 'watch_qos %(trigger: interval%[0:00:01%], next run at: %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d UTC%)'
-    local running = "\n" .. stamp .. " %-  INFO %- Running job \"" .. job
-      .. "\" %(scheduled at %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%.%d]*%+00:00%)"
-    local done = "\n" .. stamp .. " %-  INFO %- Job \"" .. job .. "\" executed successfully"
+    local job = "watch_qos %(trigger: interval%[0:00:01%], next run at: %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d UTC%)"
+    local running = "\n"
+      .. stamp
+      .. ' %-  INFO %- Running job "'
+      .. job
+      .. '" %(scheduled at %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%.%d]*%+00:00%)'
+    local done = "\n" .. stamp .. ' %-  INFO %- Job "' .. job .. '" executed successfully'
     assert.is_true(h.count("\n" .. err, running) >= 3, err)
     assert.equals(h.count("\n" .. err, running), h.count("\n" .. err, done))
   end)
@@ -331,9 +365,11 @@ return { jobs = { a = { every = "1h", run = function() end } } }]])
   end)
 
   it("stops gracefully on SIGTERM: a running job finishes first", function()
-    local path = policy([[
+    local path = policy(
+      [[
 local timer, log = require "dconn.timer", require "dconn.log"
-return { jobs = { slow = { every = "1h", run = function() log.info("slow started"); timer.sleep(0.5); log.info("slow finished") end } } }]])
+return { jobs = { slow = { every = "1h", run = function() log.info("slow started"); timer.sleep(0.5); log.info("slow finished") end } } }]]
+    )
     local child = h.spawn("run --listen 127.0.0.1:0 " .. path)
     assert.is_truthy(h.wait_for(function() return child.err():match("slow started") end, 10))
     child.kill("TERM")
@@ -371,8 +407,10 @@ return { jobs = { stuck = { every = "1h", run = function() timer.sleep(3600) end
     h.write(path, "return { jobs = { v3 = { every = 'never', run = print } } }")
     child.kill("HUP")
     assert.is_truthy(h.wait_for(function() return child.err():match("Reload failed") end, 10))
-    assert.matches("Reload failed, the previous policy keeps running: .*policy%.lua:1: jobs%.v3%.every: invalid duration",
-      child.err())
+    assert.matches(
+      "Reload failed, the previous policy keeps running: .*policy%.lua:1: jobs%.v3%.every: invalid duration",
+      child.err()
+    )
     child.kill("TERM")
     assert.is_truthy(h.wait_for(function() return child.rc() end, 10))
     assert.equals(0, child.rc())
@@ -394,16 +432,31 @@ describe("dconn completion", function()
   -- What _dconn offers for the words (the last one being completed), in an empty directory.
   local function complete(...)
     local words = {}
-    for i, w in ipairs { ... } do words[i] = h.quote(w) end
+    for i, w in ipairs { ... } do
+      words[i] = h.quote(w)
+    end
     local empty = h.tmpdir()
-    local p = io.popen(string.format("cd %s && bash -c %s 2>&1", empty, h.quote(string.format(
-      "source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _dconn; printf '%%s\\n' \"${COMPREPLY[@]}\"", script,
-      table.concat(words, " "), #words - 1))))
+    local p = io.popen(
+      string.format(
+        "cd %s && bash -c %s 2>&1",
+        empty,
+        h.quote(
+          string.format(
+            "source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _dconn; printf '%%s\\n' \"${COMPREPLY[@]}\"",
+            script,
+            table.concat(words, " "),
+            #words - 1
+          )
+        )
+      )
+    )
     local text = p:read("a")
     p:close()
     os.execute("rm -rf " .. empty)
     local got = {}
-    for w in text:gmatch("[^\n]+") do got[#got + 1] = w end
+    for w in text:gmatch("[^\n]+") do
+      got[#got + 1] = w
+    end
     table.sort(got)
     return got
   end
@@ -449,10 +502,16 @@ describe("dconn completion", function()
   end)
 
   it("bash: completes policy files and file-valued options from the directory", function()
-    local p = io.popen("cd tests/fixtures && bash -c " .. h.quote(string.format(
-      "source %s; COMP_WORDS=(dconn run every); COMP_CWORD=2; _dconn; echo \"${COMPREPLY[*]}\"; "
-      .. "COMP_WORDS=(dconn place --kubeconfig every); COMP_CWORD=3; _dconn; echo \"${COMPREPLY[*]}\"",
-      script)))
+    local p = io.popen(
+      "cd tests/fixtures && bash -c "
+        .. h.quote(
+          string.format(
+            'source %s; COMP_WORDS=(dconn run every); COMP_CWORD=2; _dconn; echo "${COMPREPLY[*]}"; '
+              .. 'COMP_WORDS=(dconn place --kubeconfig every); COMP_CWORD=3; _dconn; echo "${COMPREPLY[*]}"',
+            script
+          )
+        )
+    )
     local text = p:read("a")
     p:close()
     assert.equals("every1s.lua\nevery1s.lua\n", text)
@@ -462,12 +521,22 @@ describe("dconn completion", function()
     assert.is_true(os.execute(h.DCONN .. " completion zsh > " .. dir .. "/_dconn"))
     local ok = os.execute("zsh -n " .. dir .. "/_dconn")
     assert.is_true(ok)
-    local p = io.popen("zsh -f -c " .. h.quote("autoload -U compinit && compinit -u -d " .. dir .. "/zcompdump && source "
-      .. dir .. "/_dconn && print -r -- ${_comps[dconn]}"))
+    local p = io.popen(
+      "zsh -f -c "
+        .. h.quote(
+          "autoload -U compinit && compinit -u -d "
+            .. dir
+            .. "/zcompdump && source "
+            .. dir
+            .. "/_dconn && print -r -- ${_comps[dconn]}"
+        )
+    )
     assert.equals("_dconn\n", p:read("a"))
     p:close()
     local text = h.read(dir .. "/_dconn")
-    for _, name in ipairs(registry.order) do assert.matches("\n    '" .. name .. ":", text) end
+    for _, name in ipairs(registry.order) do
+      assert.matches("\n    '" .. name .. ":", text)
+    end
     assert.matches("'%-%-log%-level=%[[^]]*%]:LEVEL:%(debug info warning error critical%)'", text)
   end)
 end)
@@ -482,8 +551,18 @@ describe("dconn output", function()
       assert(t:log_batch(run.run_id, { metrics = { m = i }, params = { p = string.rep("v", 400) } }))
     end
     -- 200 runs print well past a pipe's 64 KiB: head has left before the last writes
-    local ok, how, code = os.execute("bash -c " .. h.quote(string.format("%s runs --experiment many --tracker "
-      .. "file:%s/mlruns --limit 200 2> %s/err | head -1 > /dev/null; exit ${PIPESTATUS[0]}", h.DCONN, dir, dir)))
+    local ok, how, code = os.execute(
+      "bash -c "
+        .. h.quote(
+          string.format(
+            "%s runs --experiment many --tracker "
+              .. "file:%s/mlruns --limit 200 2> %s/err | head -1 > /dev/null; exit ${PIPESTATUS[0]}",
+            h.DCONN,
+            dir,
+            dir
+          )
+        )
+    )
     local err = h.read(dir .. "/err")
     os.execute("rm -rf " .. dir)
     assert.same({ true, "exit", 0 }, { ok, how, code })

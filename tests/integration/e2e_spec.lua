@@ -19,7 +19,8 @@ local sh = servers.sh
 
 local ROOT = sh("pwd"):gsub("%s+$", "")
 local DCONN = ROOT .. "/" .. h.DCONN:gsub("^%./", "")
-local KUBECTL = os.getenv("KUBECTL") or (io.open("build/kubectl/kubectl", "r") and ROOT .. "/build/kubectl/kubectl")
+local KUBECTL = os.getenv("KUBECTL")
+  or (io.open("build/kubectl/kubectl", "r") and ROOT .. "/build/kubectl/kubectl")
   or "kubectl"
 local NS, APP = "scanflow-cloudedge-dataengineer", "nginx"
 local HOSTNAME = "kubernetes.io/hostname"
@@ -32,11 +33,17 @@ local function lua(v)
   if type(v) == "string" then return format("%q", v) end
   if type(v) ~= "table" then return tostring(v) end
   local parts = {}
-  for _, x in ipairs(v) do parts[#parts + 1] = lua(x) end
+  for _, x in ipairs(v) do
+    parts[#parts + 1] = lua(x)
+  end
   local keys = {}
-  for k in pairs(v) do if type(k) == "string" then keys[#keys + 1] = k end end
+  for k in pairs(v) do
+    if type(k) == "string" then keys[#keys + 1] = k end
+  end
   table.sort(keys)
-  for _, k in ipairs(keys) do parts[#parts + 1] = format("[%q] = %s", k, lua(v[k])) end
+  for _, k in ipairs(keys) do
+    parts[#parts + 1] = format("[%q] = %s", k, lua(v[k]))
+  end
   return "{ " .. table.concat(parts, ", ") .. " }"
 end
 
@@ -47,10 +54,20 @@ end
 --- `dconn run --once --listen off POLICY` with env (a table), killed after 60 s; returns rc, stdout, stderr.
 local function run_once(policy, env)
   local vars = { "env -u KUBECONFIG -u MLFLOW_TRACKING_URI -u SCANFLOW_TRACKER_URI -u DCONN_K8S_SIM_STATE" }
-  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. h.quote(v) end
+  for k, v in pairs(env or {}) do
+    vars[#vars + 1] = k .. "=" .. h.quote(v)
+  end
   local out = policy .. ".out"
-  local rc = sh(format("%s timeout -k 5 60 %s run --once --listen off %s > %s.1 2> %s.2; echo $?",
-    table.concat(vars, " "), DCONN, h.quote(policy), out, out))
+  local rc = sh(
+    format(
+      "%s timeout -k 5 60 %s run --once --listen off %s > %s.1 2> %s.2; echo $?",
+      table.concat(vars, " "),
+      DCONN,
+      h.quote(policy),
+      out,
+      out
+    )
+  )
   return tonumber(rc), h.read(out .. ".1"), h.read(out .. ".2")
 end
 
@@ -59,7 +76,9 @@ local function cluster_state(nodes, node)
   local doc = json.decode(h.read("examples/cloudedge/cluster.json"))
   if nodes then
     local keep = {}
-    for _, n in ipairs(doc.nodes) do if nodes[n.metadata.name] then keep[#keep + 1] = n end end
+    for _, n in ipairs(doc.nodes) do
+      if nodes[n.metadata.name] then keep[#keep + 1] = n end
+    end
     doc.nodes = json.array(keep)
   end
   doc.deployments[1].spec.template.spec.nodeSelector = { [HOSTNAME] = node }
@@ -85,15 +104,22 @@ end
 describe("placement end to end", function()
   local root
   setup(function() root = h.tmpdir() end)
-  teardown(function() if root then os.execute("rm -rf " .. root) end end)
+  teardown(function()
+    if root then os.execute("rm -rf " .. root) end
+  end)
 
   describe("replay, MLflow, Kubernetes API server", function()
     local dir, kube, mlflow, kubeconfig, policy
 
     local function control(path, body)
-      local status, text = http.request { method = body and "POST" or "GET", url = kube.url .. path,
-        body = body and json.encode(body) or nil, auth = { bearer = TOKEN }, tls = { ca_file = dir .. "/ca.pem" },
-        retries = 0 }
+      local status, text = http.request {
+        method = body and "POST" or "GET",
+        url = kube.url .. path,
+        body = body and json.encode(body) or nil,
+        auth = { bearer = TOKEN },
+        tls = { ca_file = dir .. "/ca.pem" },
+        retries = 0,
+      }
       assert(status == 200, tostring(text))
       return json.decode(text)
     end
@@ -101,7 +127,7 @@ describe("placement end to end", function()
     local function patches()
       local n = 0
       for _, r in ipairs(control("/_test/requests").requests) do
-        if r.method == "PATCH" and r.path:find("/deployments/" .. APP, 1, true) and not (r.query.dryRun) then
+        if r.method == "PATCH" and r.path:find("/deployments/" .. APP, 1, true) and not r.query.dryRun then
           n = n + 1
         end
       end
@@ -127,8 +153,14 @@ describe("placement end to end", function()
 
     -- The experiments as the MLflow Python client reads them.
     local function mlflow_read(...)
-      local out = sh(format("%spython tests/fixtures/e2e/read_tracker.py %s %s 2>&1", servers.VENV,
-        h.quote(mlflow.url), table.concat({ ... }, " ")))
+      local out = sh(
+        format(
+          "%spython tests/fixtures/e2e/read_tracker.py %s %s 2>&1",
+          servers.VENV,
+          h.quote(mlflow.url),
+          table.concat({ ... }, " ")
+        )
+      )
       local doc = json.decode(out:match("([^\n]*)\n?$") or "")
       assert(type(doc) == "table", "read_tracker.py printed: " .. out)
       return doc
@@ -140,14 +172,22 @@ describe("placement end to end", function()
       servers.make_ca(dir, "dconn e2e CA")
       h.write(dir .. "/state.json", cluster_state(nil, FIRST.node))
       kube = servers.kube(dir, { token = TOKEN, state = dir .. "/state.json", lifetime = 180 })
-      kubeconfig = h.write(dir .. "/kubeconfig", format([[
+      kubeconfig = h.write(
+        dir .. "/kubeconfig",
+        format(
+          [[
 apiVersion: v1
 kind: Config
 current-context: e2e
 clusters: [{name: local, cluster: {server: "%s", certificate-authority: ca.pem}}]
 contexts: [{name: e2e, context: {cluster: local, user: agent, namespace: %s}}]
 users: [{name: agent, user: {token: %s}}]
-]], kube.url, NS, TOKEN))
+]],
+          kube.url,
+          NS,
+          TOKEN
+        )
+      )
       -- an hour of telemetry; worker-4's pipeline latency divided by 4: clearly the best QoS
       local raw = dir .. "/raw.csv"
       local out = sh(format("%s examples/cloudedge/generate_telemetry.lua --hours 1 --out %s 2>&1", DCONN, raw))
@@ -155,7 +195,9 @@ users: [{name: agent, user: {token: %s}}]
       local lines = {}
       for line in io.lines(raw) do
         local f = {}
-        for cell in (line .. ";"):gmatch("([^;]*);") do f[#f + 1] = cell end
+        for cell in (line .. ";"):gmatch("([^;]*);") do
+          f[#f + 1] = cell
+        end
         if f[2] == BEST.cluster and f[3] ~= "" then
           f[9] = format("%.17g", tonumber(f[9]) / 4)
           line = table.concat(f, ";")
@@ -165,8 +207,13 @@ users: [{name: agent, user: {token: %s}}]
       h.write(dir .. "/telemetry.csv", table.concat(lines, "\n") .. "\n")
       mlflow = servers.mlflow(dir .. "/mlflow")
       policy = policy_file(dir .. "/policy.lua", {
-        name = "e2e", namespace = NS, deployment = APP, candidates = NODES,
-        source = { replay = "telemetry.csv" }, tracker = { uri = mlflow.url }, cluster = { kubeconfig = kubeconfig },
+        name = "e2e",
+        namespace = NS,
+        deployment = APP,
+        candidates = NODES,
+        source = { replay = "telemetry.csv" },
+        tracker = { uri = mlflow.url },
+        cluster = { kubeconfig = kubeconfig },
         safety = { consecutive = 1 },
       })
     end)
@@ -203,7 +250,9 @@ users: [{name: agent, user: {token: %s}}]
         local q = p.metrics["qos_" .. (i - 1)]
         assert.is_number(q)
         assert(q >= 0 and q <= 1, tostring(q))
-        if q > max then best, max = i - 1, q end
+        if q > max then
+          best, max = i - 1, q
+        end
         assert.equals(node.cluster, p.params["cluster_" .. (i - 1)])
         assert.equals(node.node, p.params["node_" .. (i - 1)])
       end
@@ -227,7 +276,9 @@ users: [{name: agent, user: {token: %s}}]
       assert.equals("placement", doc.type)
       assert.equals("recommender", doc["function"])
       local names = {}
-      for i, n in ipairs(NODES) do names[i] = n.node end
+      for i, n in ipairs(NODES) do
+        names[i] = n.node
+      end
       assert.same(names, doc.nodes)
       assert.equals("move", doc.value.action)
       assert.equals(BEST.node, doc.value.to)
@@ -268,17 +319,23 @@ users: [{name: agent, user: {token: %s}}]
       control("/_test/reset", {}) -- the app back on control-plane-0, no requests seen
       local closed = servers.free_port()
       local p = policy_file(dir .. "/down.lua", {
-        name = "e2e-down", namespace = NS, deployment = APP, candidates = NODES,
-        source = { replay = "telemetry.csv" }, tracker = { uri = "http://127.0.0.1:" .. closed },
+        name = "e2e-down",
+        namespace = NS,
+        deployment = APP,
+        candidates = NODES,
+        source = { replay = "telemetry.csv" },
+        tracker = { uri = "http://127.0.0.1:" .. closed },
         cluster = { kubeconfig = kubeconfig },
         safety = { consecutive = 1 },
       })
       -- two quick retries per call instead of MLflow's seven (up to the agent's deadline of 30 s)
-      local rc, out, err = run_once(p, { MLFLOW_HTTP_REQUEST_MAX_RETRIES = "2",
-        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = "0.1" })
+      local rc, out, err =
+        run_once(p, { MLFLOW_HTTP_REQUEST_MAX_RETRIES = "2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = "0.1" })
       assert.equals(0, rc, out .. err) -- both jobs ran; the hold is a decision, not a failure
-      assert.matches("ERROR %- pipeline " .. lit(NS .. "/" .. APP) .. ": the tracker did not take the predictions: ",
-        err)
+      assert.matches(
+        "ERROR %- pipeline " .. lit(NS .. "/" .. APP) .. ": the tracker did not take the predictions: ",
+        err
+      )
       assert.matches("127%.0%.0%.1:" .. closed, err)
       local d = decision_lines(err)
       assert.equals(1, #d, err)
@@ -321,8 +378,13 @@ users: [{name: agent, user: {token: %s}}]
 
     it("predicts from Prometheus's data and moves the simulated Deployment to the best node", function()
       local p = policy_file(dir .. "/policy.lua", {
-        name = "e2e-prom", namespace = NS, deployment = APP, candidates = candidates, model = "persistence",
-        source = { prometheus = prom.url }, tracker = { uri = "file:" .. dir .. "/mlruns" },
+        name = "e2e-prom",
+        namespace = NS,
+        deployment = APP,
+        candidates = candidates,
+        model = "persistence",
+        source = { prometheus = prom.url },
+        tracker = { uri = "file:" .. dir .. "/mlruns" },
         safety = { consecutive = 1 },
       })
       local started = os.time()
@@ -354,11 +416,19 @@ users: [{name: agent, user: {token: %s}}]
     end)
 
     it("holds when Prometheus is down: no predictions, no patch", function()
-      h.write(dir .. "/down.json", cluster_state({ [candidates[1].node] = true, [candidates[2].node] = true,
-        [candidates[3].node] = true }, candidates[1].node))
+      h.write(
+        dir .. "/down.json",
+        cluster_state(
+          { [candidates[1].node] = true, [candidates[2].node] = true, [candidates[3].node] = true },
+          candidates[1].node
+        )
+      )
       local before = h.read(dir .. "/down.json")
       local p = policy_file(dir .. "/down.lua", {
-        name = "e2e-prom-down", namespace = NS, deployment = APP, candidates = candidates,
+        name = "e2e-prom-down",
+        namespace = NS,
+        deployment = APP,
+        candidates = candidates,
         source = { prometheus = "http://127.0.0.1:" .. servers.free_port() },
         tracker = { uri = "file:" .. dir .. "/mlruns2" },
         safety = { consecutive = 1 },
@@ -388,15 +458,23 @@ users: [{name: agent, user: {token: %s}}]
           return { result = "patched" }
         end,
       }
-      local source = { window = function(_, c, now)
-        local rows = {}
-        for i = 1, 20 do
-          rows[i] = { t = now - (20 - i) * 15, f = { 4, 8e9, 3, 9e8, 0.05, 25 }, qos = c.node == "b" and 0.9 or 0.6 }
-        end
-        return rows
-      end }
-      local agent = policy.new({ name = "e2e-inproc", deployment = "web", candidates = { "a", "b" }, source = source,
-        model = "persistence", safety = { consecutive = 1 } }, { tracker = false, cluster = cluster, source = source })
+      local source = {
+        window = function(_, c, now)
+          local rows = {}
+          for i = 1, 20 do
+            rows[i] = { t = now - (20 - i) * 15, f = { 4, 8e9, 3, 9e8, 0.05, 25 }, qos = c.node == "b" and 0.9 or 0.6 }
+          end
+          return rows
+        end,
+      }
+      local agent = policy.new({
+        name = "e2e-inproc",
+        deployment = "web",
+        candidates = { "a", "b" },
+        source = source,
+        model = "persistence",
+        safety = { consecutive = 1 },
+      }, { tracker = false, cluster = cluster, source = source })
       local p = agent:pipeline()["default/web"]
       assert.is_table(p)
       assert.is_nil(p.recorded)
@@ -418,8 +496,12 @@ users: [{name: agent, user: {token: %s}}]
       -- another agent's pipeline logged an hour ago that worker-4 is the best
       local t = assert(tracker.connect("file:" .. dir .. "/mlruns"))
       local exp = assert(t:get_or_create_experiment("predictor"))
-      local run = assert(t:create_run { experiment_id = exp.experiment_id, run_name = "pipeline - old",
-        start_time = (os.time() - 3600) * 1000, tags = { ["dconn.target"] = NS .. "/" .. APP } })
+      local run = assert(t:create_run {
+        experiment_id = exp.experiment_id,
+        run_name = "pipeline - old",
+        start_time = (os.time() - 3600) * 1000,
+        tags = { ["dconn.target"] = NS .. "/" .. APP },
+      })
       local metrics, params = { max_qos = 0.9 }, { max_qos_index = "4" }
       for i, n in ipairs(NODES) do
         metrics["qos_" .. (i - 1)] = i == 5 and 0.9 or 0.3
@@ -429,21 +511,30 @@ users: [{name: agent, user: {token: %s}}]
       assert(t:update_run(run.run_id, { status = "FINISHED" }))
 
       local p = policy_file(dir .. "/policy.lua", {
-        name = "e2e-stale", namespace = NS, deployment = APP, candidates = NODES, schedule = { pipeline = false },
-        source = { replay = dir .. "/none.csv" }, tracker = { uri = "file:" .. dir .. "/mlruns" }, max_age = "15m",
+        name = "e2e-stale",
+        namespace = NS,
+        deployment = APP,
+        candidates = NODES,
+        schedule = { pipeline = false },
+        source = { replay = dir .. "/none.csv" },
+        tracker = { uri = "file:" .. dir .. "/mlruns" },
+        max_age = "15m",
         safety = { consecutive = 1 },
       })
       local rc, out, err = run_once(p, { DCONN_K8S_SIM_STATE = dir .. "/cluster.json" })
       assert.equals(0, rc, out .. err)
-      assert.not_matches("Running job \"pipeline", err)
+      assert.not_matches('Running job "pipeline', err)
       local d = decision_lines(err)
       assert.equals(1, #d, err)
       assert.matches("hold %- predictions from [%d: -]+ are 1%.0h old %(max_age 15m%): refused", d[1])
       assert.equals(before, h.read(dir .. "/cluster.json"))
 
       -- the same run made fresh is taken: the app moves (so the hold above was the age)
-      local fresh = assert(t:create_run { experiment_id = exp.experiment_id, run_name = "pipeline - new",
-        tags = { ["dconn.target"] = NS .. "/" .. APP } })
+      local fresh = assert(t:create_run {
+        experiment_id = exp.experiment_id,
+        run_name = "pipeline - new",
+        tags = { ["dconn.target"] = NS .. "/" .. APP },
+      })
       assert(t:log_batch(fresh.run_id, { metrics = metrics, params = params }))
       assert(t:update_run(fresh.run_id, { status = "FINISHED" }))
       rc, out, err = run_once(p, { DCONN_K8S_SIM_STATE = dir .. "/cluster.json" })

@@ -39,7 +39,9 @@ return { jobs = {
       ticks[#ticks + 1] = assert(timer.parse_time(t))
     end
     assert.is_true(#ticks >= 8, err)
-    for i = 2, #ticks do assert.is_true(ticks[i] - ticks[i - 1] < 2, err) end
+    for i = 2, #ticks do
+      assert.is_true(ticks[i] - ticks[i - 1] < 2, err)
+    end
     assert.matches("boom", err)
     assert.matches("out of memory", err)
   end)

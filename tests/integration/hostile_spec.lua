@@ -40,16 +40,22 @@ end
 
 describe("a hostile policy", function()
   describe("cannot reach the file system", function()
-    it("reads no file outside its directory", function()
-      refused('report(io.open("/etc/passwd"))', "nil /etc/passwd: outside the policy's directory")
-    end)
+    it(
+      "reads no file outside its directory",
+      function()
+        refused('report(io.open("/etc/passwd"))', "nil /etc/passwd: outside the policy's directory")
+      end
+    )
     it("cannot climb out with ..", function()
       refused('report(io.open("../../../../../../etc/passwd"))', "nil ")
       refused('report(io.open("../../../../../../etc/passwd"))', "outside the policy's directory")
     end)
-    it("cannot read /etc/shadow through io.lines", function()
-      refused('report(pcall(io.lines, "/etc/shadow"))', "false ")
-    end)
+    it(
+      "cannot read /etc/shadow through io.lines",
+      function()
+        refused('report(pcall(io.lines, "/etc/shadow"))', "false ")
+      end
+    )
     it("cannot write a file (a .so for the C loader)", function()
       refused('report(pcall(io.open, "evil.so", "w"))', "false ")
       refused('report(pcall(io.open, "evil.so", "a+"))', "opens files read-only")
@@ -61,15 +67,21 @@ describe("a hostile policy", function()
     it("reads its own directory", function()
       refused('report(io.open("policy.lua") ~= nil)', "true")
     end)
-    it("reads more directories only when the operator names them", function()
-      refused('report(io.open("/etc/hostname") ~= nil)', "true", { env = "DCONN_POLICY_READ=/etc" })
-    end)
+    it(
+      "reads more directories only when the operator names them",
+      function()
+        refused('report(io.open("/etc/hostname") ~= nil)', "true", { env = "DCONN_POLICY_READ=/etc" })
+      end
+    )
   end)
 
   describe("cannot load native or binary code", function()
-    it("has no package library, no loadlib, no cpath", function()
-      refused('report(package, rawget(_G, "package"))', "nil nil")
-    end)
+    it(
+      "has no package library, no loadlib, no cpath",
+      function()
+        refused('report(package, rawget(_G, "package"))', "nil nil")
+      end
+    )
     it("has no string.dump", function()
       refused('report(string.dump, ("").dump)', "nil nil")
     end)
@@ -77,10 +89,15 @@ describe("a hostile policy", function()
       refused('report(load("\\27LuaT\\0\\25\\147\\r\\n\\26\\n"))', "nil ")
       refused('report(load("\\27LuaT\\0\\25\\147\\r\\n\\26\\n"))', "binary")
     end)
-    it("cannot load a binary chunk through a reader function", function()
-      refused('local n = 0; report(load(function() n = n + 1; if n == 1 then return "\\27Lua" end end, "x", "b"))',
-        "nil ")
-    end)
+    it(
+      "cannot load a binary chunk through a reader function",
+      function()
+        refused(
+          'local n = 0; report(load(function() n = n + 1; if n == 1 then return "\\27Lua" end end, "x", "b"))',
+          "nil "
+        )
+      end
+    )
     it("cannot require a relative path", function()
       refused('report(pcall(require, "../../x"))', "false ")
       refused('report(pcall(require, "/etc/passwd"))', "false ")
@@ -88,52 +105,90 @@ describe("a hostile policy", function()
   end)
 
   describe("cannot read the host's secrets", function()
-    it("reads no credentials from the environment", function()
-      refused('report(os.getenv("MLFLOW_TRACKING_TOKEN"), os.getenv("HOME"), os.getenv("PATH"))', "nil nil nil",
-        { env = "MLFLOW_TRACKING_TOKEN=s3cret" })
-    end)
-    it("reads the documented settings' variables", function()
-      refused('report(os.getenv("NAMESPACE"))', "prod", { env = "NAMESPACE=prod" })
-    end)
-    it("cannot reach the shared string metatable", function()
-      refused('report(getmetatable(""), getmetatable("x") == nil or getmetatable("x") == false)', "false true")
-    end)
+    it(
+      "reads no credentials from the environment",
+      function()
+        refused(
+          'report(os.getenv("MLFLOW_TRACKING_TOKEN"), os.getenv("HOME"), os.getenv("PATH"))',
+          "nil nil nil",
+          { env = "MLFLOW_TRACKING_TOKEN=s3cret" }
+        )
+      end
+    )
+    it(
+      "reads the documented settings' variables",
+      function()
+        refused('report(os.getenv("NAMESPACE"))', "prod", { env = "NAMESPACE=prod" })
+      end
+    )
+    it(
+      "cannot reach the shared string metatable",
+      function()
+        refused('report(getmetatable(""), getmetatable("x") == nil or getmetatable("x") == false)', "false true")
+      end
+    )
     it("cannot change what the host's string methods do", function()
-      local err = refused([[
+      local err = refused(
+        [[
 pcall(function() getmetatable("").__index.format = function() return "PWNED" end end)
 string.format = function() return "PWNED" end
-report(("%d"):format(7))]], "7")
+report(("%d"):format(7))]],
+        "7"
+      )
       assert.not_matches("PWNED", err, 1, true)
     end)
-    it("cannot reach file handles' metatable", function()
-      refused('report(getmetatable(io.stdout))', "nil")
-    end)
-    it("has no debug library beyond traceback", function()
-      refused('report(debug.getinfo, debug.sethook, debug.getregistry, debug.getmetatable)', "nil nil nil nil")
-    end)
+    it(
+      "cannot reach file handles' metatable",
+      function()
+        refused("report(getmetatable(io.stdout))", "nil")
+      end
+    )
+    it(
+      "has no debug library beyond traceback",
+      function()
+        refused("report(debug.getinfo, debug.sethook, debug.getregistry, debug.getmetatable)", "nil nil nil nil")
+      end
+    )
   end)
 
   describe("cannot change the host's tables", function()
     it("cannot widen dconn.public", function()
       refused('report(pcall(function() dconn.public["dconn.agent"] = true end))', "false ")
-      refused('pcall(function() dconn.public["dconn.agent"] = true end); report(pcall(require, "dconn.agent"))',
-        "false module 'dconn.agent' is internal")
+      refused(
+        'pcall(function() dconn.public["dconn.agent"] = true end); report(pcall(require, "dconn.agent"))',
+        "false module 'dconn.agent' is internal"
+      )
     end)
     it("cannot replace a module's functions", function()
       refused('report(pcall(function() require("dconn.k8s").connect = print end))', "false ")
-      refused('report(pcall(function() dconn.json.encode = print end))', "dconn's tables are read-only")
+      refused("report(pcall(function() dconn.json.encode = print end))", "dconn's tables are read-only")
     end)
-    it("changes only its own copies of the standard libraries", function()
-      refused('setmetatable(string, { __index = function() return "x" end }); table.insert = nil; '
-        .. 'report(pcall(dconn.json.encode, { 1, 2 }))', "true [1,2]")
-    end)
-    it("replaces its own globals only", function()
-      refused('rawset(_G, "require", nil); rawset(_G, "pairs", nil); report(rawget(_G, "require"))', "nil")
-    end)
-    it("cannot reach the base through _ENV, load's env or coroutines", function()
-      refused('report(getmetatable(_G), load("return io", "x", "t", {})(), '
-        .. 'coroutine.wrap(function() return getmetatable("") end)())', "false nil false")
-    end)
+    it(
+      "changes only its own copies of the standard libraries",
+      function()
+        refused(
+          'setmetatable(string, { __index = function() return "x" end }); table.insert = nil; '
+            .. "report(pcall(dconn.json.encode, { 1, 2 }))",
+          "true [1,2]"
+        )
+      end
+    )
+    it(
+      "replaces its own globals only",
+      function()
+        refused('rawset(_G, "require", nil); rawset(_G, "pairs", nil); report(rawget(_G, "require"))', "nil")
+      end
+    )
+    it(
+      "cannot reach the base through _ENV, load's env or coroutines",
+      function()
+        refused(
+          'report(getmetatable(_G), load("return io", "x", "t", {})(), '
+            .. 'coroutine.wrap(function() return getmetatable("") end)())',
+          "false nil false"
+        )
+      end
+    )
     it("cannot stop the collector or change its mode", function()
       refused('report(pcall(collectgarbage, "stop"))', "false ")
       refused('report(pcall(collectgarbage, "generational"))', "not allowed in a policy")
@@ -143,20 +198,31 @@ report(("%d"):format(7))]], "7")
   describe("cannot crash the process", function()
     it("gets an error for an overflowing reshape", function()
       -- (2^62 + 1) * 4 wraps to 4: a view of 2^62 rows over 4 floats
-      refused('local t = dconn.model.zeros({ 4 }); report(pcall(t.reshape, t, { (1 << 62) + 1, 4 }))', "false ")
-      refused('local t = dconn.model.zeros({ 4 }); report(pcall(t.reshape, t, { -1, 2 ^ 32 // 1, 2 ^ 32 // 1 }))',
-        "false ")
+      refused("local t = dconn.model.zeros({ 4 }); report(pcall(t.reshape, t, { (1 << 62) + 1, 4 }))", "false ")
+      refused(
+        "local t = dconn.model.zeros({ 4 }); report(pcall(t.reshape, t, { -1, 2 ^ 32 // 1, 2 ^ 32 // 1 }))",
+        "false "
+      )
     end)
     it("gets an error for an overflowing new tensor", function()
-      refused('report(pcall(dconn.model.zeros, { 0, 2 ^ 62 // 1, 2 ^ 62 // 1 }))', "false ")
-      refused('report(pcall(dconn.model.zeros, { 2 ^ 32 // 1, 2 ^ 32 // 1 }))', "false ")
+      refused("report(pcall(dconn.model.zeros, { 0, 2 ^ 62 // 1, 2 ^ 62 // 1 }))", "false ")
+      refused("report(pcall(dconn.model.zeros, { 2 ^ 32 // 1, 2 ^ 32 // 1 }))", "false ")
     end)
-    it("gets an error or a view for windows with a huge step", function()
-      refused('local t = dconn.model.zeros({ 4, 2 }); local w = t:windows(2, math.maxinteger); report(w:size(1))', "1")
-    end)
-    it("gets an error for a huge string", function()
-      refused('report(pcall(string.rep, "x", 1 << 40))', "false ", { globals = "--memory-limit 64M" })
-    end)
+    it(
+      "gets an error or a view for windows with a huge step",
+      function()
+        refused(
+          "local t = dconn.model.zeros({ 4, 2 }); local w = t:windows(2, math.maxinteger); report(w:size(1))",
+          "1"
+        )
+      end
+    )
+    it(
+      "gets an error for a huge string",
+      function()
+        refused('report(pcall(string.rep, "x", 1 << 40))', "false ", { globals = "--memory-limit 64M" })
+      end
+    )
     it("has its log lines cut to a bounded size", function()
       local err = refused('dconn.log.info(string.rep("y", 100000)); report("logged")', "logged")
       assert.matches("bytes cut]", err, 1, true)
@@ -165,14 +231,35 @@ report(("%d"):format(7))]], "7")
   end)
 
   describe("cannot schedule absurd timers", function()
-    it("refuses an interval below 1ms", function()
-      rejected("", "at least 1ms", { tail = '\nreturn { jobs = { a = { every = 0.00001, run = function() end } } }\n' })
-    end)
-    it("refuses a date no clock reaches", function()
-      rejected("", "date out of range", { tail = '\nreturn { jobs = { a = { at = 1e300, run = function() end } } }\n' })
-    end)
-    it("refuses a cron expression that never fires", function()
-      rejected("", "never fires", { tail = '\nreturn { jobs = { a = { cron = "0 0 30 2 *", run = function() end } } }\n' })
-    end)
+    it(
+      "refuses an interval below 1ms",
+      function()
+        rejected(
+          "",
+          "at least 1ms",
+          { tail = "\nreturn { jobs = { a = { every = 0.00001, run = function() end } } }\n" }
+        )
+      end
+    )
+    it(
+      "refuses a date no clock reaches",
+      function()
+        rejected(
+          "",
+          "date out of range",
+          { tail = "\nreturn { jobs = { a = { at = 1e300, run = function() end } } }\n" }
+        )
+      end
+    )
+    it(
+      "refuses a cron expression that never fires",
+      function()
+        rejected(
+          "",
+          "never fires",
+          { tail = '\nreturn { jobs = { a = { cron = "0 0 30 2 *", run = function() end } } }\n' }
+        )
+      end
+    )
   end)
 end)

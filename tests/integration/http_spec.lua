@@ -32,7 +32,9 @@ end
 
 -- A port nobody listens on: bound by the kernel, then released.
 local function free_port()
-  return tonumber(sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']]))
+  return tonumber(
+    sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']])
+  )
 end
 
 local peer, base
@@ -53,7 +55,9 @@ describe("dconn.http", function()
   end)
 
   after_each(function()
-    for _, job in ipairs(timer.jobs()) do timer.remove(job.name) end
+    for _, job in ipairs(timer.jobs()) do
+      timer.remove(job.name)
+    end
   end)
 
   it("returns 2xx, 4xx and 5xx as statuses, not errors", function()
@@ -92,7 +96,8 @@ describe("dconn.http", function()
 
   it("sends method, headers, body and an encoded query", function()
     local status, doc = http.json {
-      method = "PATCH", url = base .. "/echo?z=0",
+      method = "PATCH",
+      url = base .. "/echo?z=0",
       query = { a = "x y&z", b = { "1", "2" }, ["c d"] = "é", n = 5 },
       headers = { ["X-One"] = "1", ["X-Two"] = { "a", "b" } },
     }
@@ -170,16 +175,20 @@ describe("dconn.http", function()
     _, calls = http.get_json(base .. "/calls?key=" .. k)
     assert.equals(1, calls["flaky:" .. k])
     k = key()
-    assert.equals(200, http.post(base .. "/flaky?n=2&key=" .. k, "x",
-      { backoff_factor = 0.01, retry_on_any_method = true }))
+    assert.equals(
+      200,
+      http.post(base .. "/flaky?n=2&key=" .. k, "x", { backoff_factor = 0.01, retry_on_any_method = true })
+    )
     -- retries give up after `retries` and answer the last status
     assert.equals(503, http.get(base .. "/flaky?n=10&key=" .. key(), { retries = 2, backoff_factor = 0.01 }))
   end)
 
   it("stops retrying at the deadline", function()
     local t0 = timer.now()
-    local status, err0 = http.get(base .. "/flaky?n=1000&key=" .. key(),
-      { retries = 100, backoff_factor = 0.1, backoff_max = 0.1, deadline = 0.5 })
+    local status, err0 = http.get(
+      base .. "/flaky?n=1000&key=" .. key(),
+      { retries = 100, backoff_factor = 0.1, backoff_max = 0.1, deadline = 0.5 }
+    )
     local elapsed = timer.now() - t0
     -- the last status, or a timeout when the deadline fell during the last attempt
     assert.is_true(status == 503 or err0.kind == "timeout", tostring(err0))
@@ -221,14 +230,19 @@ describe("dconn.http", function()
       assert.is_nil(text:find("pass", 1, true), text)
       assert.is_nil(text:find("abc", 1, true), text)
     end
-    assert.equals("https://h/p?api_key=***&Signature=***&x=1",
-      http.redact_url("https://h/p?api_key=k1&Signature=s1&x=1"))
+    assert.equals(
+      "https://h/p?api_key=***&Signature=***&x=1",
+      http.redact_url("https://h/p?api_key=k1&Signature=s1&x=1")
+    )
     -- basic auth from the URL reaches the server
     local _, doc = http.get_json((base:gsub("//", "//user:pass@")) .. "/echo")
     assert.equals("Basic dXNlcjpwYXNz", doc.headers.authorization)
     -- the logs of a run with retries, at debug level, in another process
     local dir = h.tmpdir()
-    local script = h.write(dir .. "/secret.lua", string.format([[
+    local script = h.write(
+      dir .. "/secret.lua",
+      string.format(
+        [[
 local http = require "dconn.http"
 require("dconn.log").level("debug")
 local opts = { retries = 2, backoff_factor = 0.01, auth = { bearer = "s3cr3t-bearer" } }
@@ -238,7 +252,12 @@ local _, err2 = http.get("%s/status/503?token=abc", opts)
 print(err2)
 local _, doc = http.get_json("%s/echo", { auth = { bearer = "s3cr3t-bearer" } })
 print(doc.headers.authorization == "Bearer s3cr3t-bearer")
-]], free_port(), base, base))
+]],
+        free_port(),
+        base,
+        base
+      )
+    )
     local rc, out, log = h.run(script)
     os.execute("rm -rf " .. dir)
     assert.equals(0, rc, log)
@@ -282,11 +301,15 @@ print(doc.headers.authorization == "Bearer s3cr3t-bearer")
     local done, good = 0, 0
     local t0, ticks0 = timer.now(), ticks
     for i = 1, 200 do
-      timer.add { name = "req" .. i, at = timer.now(), run = function()
-        local status = http.get(base .. "/slow?s=0.5", { retries = 0 })
-        if status == 200 then good = good + 1 end
-        done = done + 1
-      end }
+      timer.add {
+        name = "req" .. i,
+        at = timer.now(),
+        run = function()
+          local status = http.get(base .. "/slow?s=0.5", { retries = 0 })
+          if status == 200 then good = good + 1 end
+          done = done + 1
+        end,
+      }
     end
     assert.is_truthy(h.wait_for(function() return done == 200 end, 20))
     assert.equals(200, good)
@@ -298,7 +321,10 @@ print(doc.headers.authorization == "Bearer s3cr3t-bearer")
   it("cancels a request cleanly when its task is killed", function()
     -- a script that ends with a failure status kills its waiting jobs; the request goes with them
     local dir = h.tmpdir()
-    local script = h.write(dir .. "/kill.lua", string.format([[
+    local script = h.write(
+      dir .. "/kill.lua",
+      string.format(
+        [[
 local timer = require "dconn.timer"
 local httpc = require "dconn.httpc"
 require("dconn.log").level("warning")
@@ -309,7 +335,10 @@ end }
 while httpc.in_flight() == 0 do timer.sleep(0.01) end
 print("in flight", httpc.in_flight())
 error("stopping on purpose")
-]], base))
+]],
+        base
+      )
+    )
     local t0 = timer.now()
     local rc, out, err = h.run(script)
     os.execute("rm -rf " .. dir)
@@ -331,7 +360,10 @@ error("stopping on purpose")
 
   it("holds a simulated clock still while a request is in flight", function()
     local dir = h.tmpdir()
-    local script = h.write(dir .. "/sim.lua", string.format([[
+    local script = h.write(
+      dir .. "/sim.lua",
+      string.format(
+        [[
 local timer = require "dconn.timer"
 local http = require "dconn.http"
 require("dconn.log").level("warning")
@@ -343,7 +375,10 @@ local t0 = timer.now()
 local status = http.get("%s/slow?s=0.3")
 print(status, runs, timer.now() - t0)
 timer.remove("tick")
-]], base))
+]],
+        base
+      )
+    )
     local rc, out, err = h.run(script)
     os.execute("rm -rf " .. dir)
     assert.equals(0, rc, err)

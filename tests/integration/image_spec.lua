@@ -31,8 +31,19 @@ describe("the container image", function()
     assert(sh("id -u") == "0\n", "image_spec runs as root (umoci unpack, chroot, mounts), as make test does in CI")
     dir = h.tmpdir()
     -- the archive as shipped: an OCI layout once extracted; umoci unpacks its image by tag
-    local out, ok = sh(format("mkdir %s/layout && tar -C %s/layout -xf %s/dconn-%s.oci.tar && "
-      .. "umoci unpack --image %s/layout:%s %s/bundle", dir, dir, OUT, VERSION, dir, VERSION, dir))
+    local out, ok = sh(
+      format(
+        "mkdir %s/layout && tar -C %s/layout -xf %s/dconn-%s.oci.tar && "
+          .. "umoci unpack --image %s/layout:%s %s/bundle",
+        dir,
+        dir,
+        OUT,
+        VERSION,
+        dir,
+        VERSION,
+        dir
+      )
+    )
     assert(ok, "unpacking " .. OUT .. "/dconn-" .. VERSION .. ".oci.tar (make image): " .. out)
     rootfs = dir .. "/bundle/rootfs"
     config = assert(json.decode(h.read(dir .. "/bundle/config.json")))
@@ -47,10 +58,23 @@ describe("the container image", function()
   local function run(args, env)
     local user = config.process.user
     local vars = {}
-    for _, v in ipairs(config.process.env) do vars[#vars + 1] = h.quote(v) end
-    for _, v in ipairs(env or {}) do vars[#vars + 1] = h.quote(v) end
-    local cmd = format("timeout -k 5 60 image/run.sh %s %d:%d --tmp /usr/share/dconn/examples/cloudedge/cluster.json "
-      .. "%s %s > %s/out 2> %s/err", rootfs, user.uid, user.gid, table.concat(vars, " "), args, dir, dir)
+    for _, v in ipairs(config.process.env) do
+      vars[#vars + 1] = h.quote(v)
+    end
+    for _, v in ipairs(env or {}) do
+      vars[#vars + 1] = h.quote(v)
+    end
+    local cmd = format(
+      "timeout -k 5 60 image/run.sh %s %d:%d --tmp /usr/share/dconn/examples/cloudedge/cluster.json "
+        .. "%s %s > %s/out 2> %s/err",
+      rootfs,
+      user.uid,
+      user.gid,
+      table.concat(vars, " "),
+      args,
+      dir,
+      dir
+    )
     local ok, how, code = os.execute(cmd)
     if how == "signal" then code = 128 + code end
     return ok and 0 or code, h.read(dir .. "/out"), h.read(dir .. "/err")
@@ -66,7 +90,9 @@ describe("the container image", function()
     local manifest = assert(json.decode(h.read(OUT .. "/oci/blobs/sha256/" .. digest)))
     assert.equals(2, #manifest.layers) -- Debian's libraries, then dconn
     local size = 0
-    for _, layer in ipairs(manifest.layers) do size = size + layer.size end
+    for _, layer in ipairs(manifest.layers) do
+      size = size + layer.size
+    end
     assert.is_true(size < 40 * 1048576, format("layers of %.1f MiB", size / 1048576))
   end)
 
@@ -84,26 +110,55 @@ describe("the container image", function()
   it("holds dconn, its libraries, policies and examples, and no shell, package manager or compiler", function()
     local programs = sh(format("cd %s && find . -type f -perm /111 ! -path './usr/lib/*' | sort", rootfs))
     assert.equals("./usr/bin/dconn\n", programs)
-    for _, path in ipairs { "/bin/sh", "/usr/bin/bash", "/usr/bin/dash", "/usr/bin/busybox", "/usr/bin/apt",
-      "/usr/bin/dpkg", "/usr/bin/gcc", "/usr/bin/cc", "/usr/bin/perl", "/usr/bin/python3", "/usr/include",
-      "/usr/lib/gcc", "/usr/share/perl5" } do
+    for _, path in ipairs {
+      "/bin/sh",
+      "/usr/bin/bash",
+      "/usr/bin/dash",
+      "/usr/bin/busybox",
+      "/usr/bin/apt",
+      "/usr/bin/dpkg",
+      "/usr/bin/gcc",
+      "/usr/bin/cc",
+      "/usr/bin/perl",
+      "/usr/bin/python3",
+      "/usr/include",
+      "/usr/lib/gcc",
+      "/usr/share/perl5",
+    } do
       assert.is_false(exists(rootfs .. path), path)
     end
     local installed = {}
     for name in h.read(rootfs .. "/var/lib/dpkg/status"):gmatch("Package: (%S+)\nStatus: install ok installed\n") do
       installed[name] = true
     end
-    for _, name in ipairs { "liblua5.4-0", "lua-cjson", "lua-yaml", "libuv1", "libcurl4", "libedit2", "libh2o0.13",
-      "libopenblas0-pthread", "liblapacke", "ca-certificates", "tzdata" } do
+    for _, name in ipairs {
+      "liblua5.4-0",
+      "lua-cjson",
+      "lua-yaml",
+      "libuv1",
+      "libcurl4",
+      "libedit2",
+      "libh2o0.13",
+      "libopenblas0-pthread",
+      "liblapacke",
+      "ca-certificates",
+      "tzdata",
+    } do
       assert.is_true(installed[name], name)
     end
     for _, name in ipairs { "perl-base", "debconf", "mawk", "openssl", "libyaml-dev" } do
       assert.is_nil(installed[name], name)
     end
-    for _, path in ipairs { "/usr/share/dconn/lua/dconn/init.lua", "/usr/lib/dconn/dconn-nn.so",
-      "/usr/share/dconn/policies/max_qos.lua", "/usr/share/dconn/examples/hello/policy.lua",
-      "/usr/share/dconn/examples/cloudedge/policy.lua", "/usr/share/dconn/examples/cloudedge/telemetry.csv",
-      "/usr/share/dconn/examples/cloudedge/models/models.json", "/usr/share/zoneinfo/Europe/Madrid" } do
+    for _, path in ipairs {
+      "/usr/share/dconn/lua/dconn/init.lua",
+      "/usr/lib/dconn/dconn-nn.so",
+      "/usr/share/dconn/policies/max_qos.lua",
+      "/usr/share/dconn/examples/hello/policy.lua",
+      "/usr/share/dconn/examples/cloudedge/policy.lua",
+      "/usr/share/dconn/examples/cloudedge/telemetry.csv",
+      "/usr/share/dconn/examples/cloudedge/models/models.json",
+      "/usr/share/zoneinfo/Europe/Madrid",
+    } do
       assert.is_true(exists(rootfs .. path), path)
     end
     assert.matches("^%-%-%-%-%-BEGIN CERTIFICATE", h.read(rootfs .. "/etc/ssl/certs/ca-certificates.crt"))
@@ -117,13 +172,20 @@ describe("the container image", function()
 
   it("runs the examples once on a read-only root as the image's user: predictions with the model plugin", function()
     -- a tracker that does not answer, which the agent holds on, as it does in a cluster
-    local env = { "DCONN_K8S_SIM_STATE=/tmp/cluster.json", "MLFLOW_HTTP_REQUEST_MAX_RETRIES=0",
-      "MLFLOW_TRACKING_URI=http://127.0.0.1:" .. servers.free_port() }
-    local rc, out, err = run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
+    local env = {
+      "DCONN_K8S_SIM_STATE=/tmp/cluster.json",
+      "MLFLOW_HTTP_REQUEST_MAX_RETRIES=0",
+      "MLFLOW_TRACKING_URI=http://127.0.0.1:" .. servers.free_port(),
+    }
+    local rc, out, err =
+      run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
     assert.equals(0, rc, out .. err)
     assert.matches("Policy 'cloudedge' loaded from /usr/share/dconn/examples/cloudedge/policy.lua", err)
-    assert.matches("predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d.]+, [%d.]+, [%d.]+, [%d.]+, "
-      .. "[%d.]+, [%d.]+%]", err)
+    assert.matches(
+      "predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d.]+, [%d.]+, [%d.]+, [%d.]+, "
+        .. "[%d.]+, [%d.]+%]",
+      err
+    )
     assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: hold %- tracker unavailable", err)
     assert.not_matches("raised an exception", err)
     -- the shipped policy with the trained per-node models (LSTM and BLAS in the plugin)
@@ -135,12 +197,13 @@ describe("the container image", function()
     assert.not_matches("raised an exception", err)
     rc, out, err = run("/usr/bin/dconn run --once /usr/share/dconn/examples/hello/policy.lua")
     assert.equals(0, rc, out .. err)
-    assert.matches("Job \"heartbeat .- executed successfully", err)
+    assert.matches('Job "heartbeat .- executed successfully', err)
   end)
 
   it("keeps a file: tracker and the simulated cluster's state with no shell in the image", function()
     local env = { "DCONN_K8S_SIM_STATE=/tmp/cluster.json", "MLFLOW_TRACKING_URI=file:/tmp/mlruns" }
-    local rc, out, err = run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
+    local rc, out, err =
+      run("/usr/bin/dconn run --once --listen off /usr/share/dconn/examples/cloudedge/policy.lua", env)
     assert.equals(0, rc, out .. err)
     assert.matches("Connecting tracking server uri: file:/tmp/mlruns", err, 1, true)
     assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to ", err)
@@ -153,7 +216,9 @@ end)
 describe("the kustomize manifests (deploy/)", function()
   it("render with kubectl kustomize, the base and every overlay, and run the image make image builds", function()
     local dirs = { "deploy/base" }
-    for d in sh("ls -d deploy/overlays/*/"):gmatch("(%S+)/\n") do dirs[#dirs + 1] = d end
+    for d in sh("ls -d deploy/overlays/*/"):gmatch("(%S+)/\n") do
+      dirs[#dirs + 1] = d
+    end
     assert.is_true(#dirs >= 3, table.concat(dirs, " "))
     local tmp = h.tmpdir()
     finally(function() os.execute("rm -rf " .. tmp) end)
@@ -165,7 +230,9 @@ describe("the kustomize manifests (deploy/)", function()
       for _, doc in pairs(docs) do
         if doc.kind == "Deployment" then
           deployments = deployments + 1
-          for _, c in ipairs(doc.spec.template.spec.containers) do assert.equals("dconn:" .. VERSION, c.image, d) end
+          for _, c in ipairs(doc.spec.template.spec.containers) do
+            assert.equals("dconn:" .. VERSION, c.image, d)
+          end
           -- an overlay adds the policy the Deployment mounts, and dconn accepts it
           local volume = doc.spec.template.spec.volumes[1].configMap.name
           local cm = docs["ConfigMap/" .. doc.metadata.namespace .. "/" .. volume]

@@ -30,7 +30,8 @@ local make_ca = servers.make_ca
 
 local function kubeconfig_text(opts)
   opts = opts or {}
-  return string.format([[
+  return string.format(
+    [[
 apiVersion: v1
 kind: Config
 current-context: %s
@@ -50,22 +51,31 @@ users:
     %s
 - name: reader
   user: {token: %s}
-]], opts.current or "test", opts.port or port, opts.ca or "certificate-authority: ca.pem",
-    opts.user or ("token: " .. TOKEN), READER)
+]],
+    opts.current or "test",
+    opts.port or port,
+    opts.ca or "certificate-authority: ca.pem",
+    opts.user or ("token: " .. TOKEN),
+    READER
+  )
 end
 
 -- Test controls on the server.
 local function control(path, body)
-  local status, text = http.request { method = body and "POST" or "GET", url = "https://127.0.0.1:" .. port .. path,
+  local status, text = http.request {
+    method = body and "POST" or "GET",
+    url = "https://127.0.0.1:" .. port .. path,
     body = body and json.encode(body) or (path ~= "/_test/requests" and "" or nil),
-    auth = { bearer = TOKEN }, tls = { ca_file = dir .. "/ca.pem" }, retries = 0 }
+    auth = { bearer = TOKEN },
+    tls = { ca_file = dir .. "/ca.pem" },
+    retries = 0,
+  }
   assert(status == 200, tostring(text))
   return json.decode(text)
 end
 
 -- $KUBECTL, else the one `make test` links or unpacks under build/kubectl, else PATH's.
-local KUBECTL = os.getenv("KUBECTL") or (io.open("build/kubectl/kubectl", "r") and "build/kubectl/kubectl")
-  or "kubectl"
+local KUBECTL = os.getenv("KUBECTL") or (io.open("build/kubectl/kubectl", "r") and "build/kubectl/kubectl") or "kubectl"
 
 local function kubectl(args)
   return sh(string.format("HOME=%s/home KUBECONFIG=%s %s %s", dir, kubeconfig, KUBECTL, args))
@@ -80,8 +90,12 @@ end
 
 local function client(extra)
   local opts = { kubeconfig = kubeconfig }
-  for k, v in pairs(FAST) do opts[k] = v end
-  for k, v in pairs(extra or {}) do opts[k] = v end
+  for k, v in pairs(FAST) do
+    opts[k] = v
+  end
+  for k, v in pairs(extra or {}) do
+    opts[k] = v
+  end
   return assert(k8s.client(opts))
 end
 
@@ -134,8 +148,13 @@ describe("dconn.k8s", function()
     it("decodes certificate-authority-data and rereads a rotated tokenFile after a 401", function()
       local ca_b64 = sh("base64 -w0 " .. dir .. "/ca.pem")
       local token_file = h.write(dir .. "/token", TOKEN .. "\n")
-      local path = h.write(dir .. "/config-data", kubeconfig_text {
-        ca = "certificate-authority-data: " .. ca_b64, user = "tokenFile: token" })
+      local path = h.write(
+        dir .. "/config-data",
+        kubeconfig_text {
+          ca = "certificate-authority-data: " .. ca_b64,
+          user = "tokenFile: token",
+        }
+      )
       local c = client { kubeconfig = path }
       local dep = assert(c:get_deployment("apps", "web"))
       assert.equals("web", dep.metadata.name)
@@ -147,9 +166,13 @@ describe("dconn.k8s", function()
       control("/_test/reset", {}) -- back to the first token, which the old file no longer has
       -- client certificate and key as base64 data, no token: for dconn and for kubectl
       local function b64(name) return sh("base64 -w0 " .. dir .. "/" .. name) end
-      local cert_config = h.write(dir .. "/config-cert", kubeconfig_text { ca = "certificate-authority-data: "
-        .. ca_b64, user = "client-certificate-data: " .. b64("client.pem") .. "\n    client-key-data: "
-        .. b64("client.key") })
+      local cert_config = h.write(
+        dir .. "/config-cert",
+        kubeconfig_text {
+          ca = "certificate-authority-data: " .. ca_b64,
+          user = "client-certificate-data: " .. b64("client.pem") .. "\n    client-key-data: " .. b64("client.key"),
+        }
+      )
       local cc = client { kubeconfig = cert_config }
       assert.equals("web", assert(cc:get_deployment("apps", "web")).metadata.name)
       assert.truthy(cc:patch_deployment("apps", "web", { spec = { replicas = 3 } }))
@@ -157,8 +180,11 @@ describe("dconn.k8s", function()
       assert.equals(0, code, out)
       assert.equals("3", out)
       cc:close()
-      local _, err = client({ kubeconfig = h.write(dir .. "/config-none", kubeconfig_text { user = "{}" }) })
-        :get_deployment("apps", "web")
+      local _, err =
+        client({ kubeconfig = h.write(dir .. "/config-none", kubeconfig_text { user = "{}" }) }):get_deployment(
+          "apps",
+          "web"
+        )
       assert.equals(401, err.code)
     end)
 
@@ -167,24 +193,33 @@ describe("dconn.k8s", function()
       os.execute("mkdir -p " .. sub)
       -- the plugin answers with the token in its directory's file "token", counts its runs and
       -- records what it got in KUBERNETES_EXEC_INFO and its env list
-      h.write(sub .. "/plugin.sh", [[#!/bin/sh
+      h.write(
+        sub .. "/plugin.sh",
+        [[#!/bin/sh
 d=$(dirname "$0")
 echo run >> "$d/runs"
 printf '%s' "$KUBERNETES_EXEC_INFO" > "$d/info"
 printf '%s' "$GREETING" > "$d/env"
 printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":'
 printf '{"token":"%s","expirationTimestamp":"%s"}}' "$(cat "$d/token")" "$(cat "$d/expires")"
-]])
+]]
+      )
       os.execute("chmod +x " .. sub .. "/plugin.sh")
       h.write(sub .. "/token", TOKEN)
       h.write(sub .. "/expires", "2099-01-01T00:00:00Z")
-      local path = h.write(sub .. "/config", kubeconfig_text { ca = "certificate-authority: ../ca.pem", user = [==[
+      local path = h.write(
+        sub .. "/config",
+        kubeconfig_text {
+          ca = "certificate-authority: ../ca.pem",
+          user = [==[
 exec:
       apiVersion: client.authentication.k8s.io/v1
       command: ./plugin.sh
       interactiveMode: Never
       provideClusterInfo: true
-      env: [{name: GREETING, value: hello}]]==] })
+      env: [{name: GREETING, value: hello}]]==],
+        }
+      )
       local function runs() return h.count(h.read(sub .. "/runs"), "run") end
       local c = client { kubeconfig = path }
       assert.truthy(c:get_deployment("apps", "web"))
@@ -250,7 +285,8 @@ exec:
       local out, code = kubectl("--kubeconfig " .. path .. " get deployment web -o name")
       assert.equals(0, code, out)
       assert.matches("deployment.apps/web", out)
-      local wrong = h.write(dir .. "/config-basic-wrong", kubeconfig_text { user = "username: admin\n    password: wrong" })
+      local wrong =
+        h.write(dir .. "/config-basic-wrong", kubeconfig_text { user = "username: admin\n    password: wrong" })
       local _, err = client({ kubeconfig = wrong }):get_deployment("apps", "web")
       assert.equals(401, err.code)
       local both = h.write(dir .. "/config-basic-both", kubeconfig_text { user = "username: admin\n    token: x" })
@@ -260,8 +296,10 @@ exec:
 
     it("checks the certificate against tls-server-name, like kubectl", function()
       local function cfg(name, sni)
-        return h.write(dir .. "/config-sni-" .. name, kubeconfig_text { ca = "certificate-authority: ca.pem\n"
-          .. "    tls-server-name: " .. sni })
+        return h.write(
+          dir .. "/config-sni-" .. name,
+          kubeconfig_text { ca = "certificate-authority: ca.pem\n" .. "    tls-server-name: " .. sni }
+        )
       end
       local good, bad = cfg("good", "localhost"), cfg("bad", "wrong.example")
       assert.equals("web", assert(client({ kubeconfig = good }):get_deployment("apps", "web")).metadata.name)
@@ -319,14 +357,25 @@ exec:
 
     it("patches with strategic merge (null deletes), merge and JSON patch; bumps generation", function()
       local c = client()
-      local dep = assert(c:patch_deployment("apps", "web",
-        { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-a" } } } } }))
+      local dep = assert(
+        c:patch_deployment(
+          "apps",
+          "web",
+          { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-a" } } } } }
+        )
+      )
       assert.same({ disk = "ssd", [k8s.HOSTNAME_LABEL] = "node-a" }, selector(dep))
       assert.equals(2, dep.metadata.generation)
       assert.equals("dconn", dep.metadata.managedFields[1].manager)
       local rv = dep.metadata.resourceVersion
-      dep = assert(c:patch_deployment("apps", "web",
-        { spec = { template = { spec = { nodeSelector = { disk = json.null } } } } }, { type = "merge" }))
+      dep = assert(
+        c:patch_deployment(
+          "apps",
+          "web",
+          { spec = { template = { spec = { nodeSelector = { disk = json.null } } } } },
+          { type = "merge" }
+        )
+      )
       assert.same({ [k8s.HOSTNAME_LABEL] = "node-a" }, selector(dep))
       assert.not_equals(rv, dep.metadata.resourceVersion)
       dep = assert(c:patch_deployment("apps", "web", {
@@ -335,8 +384,13 @@ exec:
       assert.same({ [k8s.HOSTNAME_LABEL] = "node-f" }, selector(dep))
       assert.equals(4, dep.metadata.generation)
       -- an unchanged result keeps resourceVersion and generation
-      local same = assert(c:patch_deployment("apps", "web",
-        { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-f" } } } } }))
+      local same = assert(
+        c:patch_deployment(
+          "apps",
+          "web",
+          { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-f" } } } } }
+        )
+      )
       assert.equals(dep.metadata.resourceVersion, same.metadata.resourceVersion)
       local reqs = control("/_test/requests").requests
       assert.equals("application/strategic-merge-patch+json", reqs[1].content_type)
@@ -356,8 +410,16 @@ exec:
     it("leaves the same object as kubectl patch for the same patch (strategic, merge, json)", function()
       local c = client()
       local cases = {
-        { "strategic", { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example",
-          disk = json.null } } } } } },
+        {
+          "strategic",
+          {
+            spec = {
+              template = {
+                spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example", disk = json.null } },
+              },
+            },
+          },
+        },
         { "merge", { spec = { replicas = 4, template = { spec = { nodeSelector = json.null } } } } },
         { "json", { { op = "add", path = "/spec/template/spec/nodeSelector/zone", value = "z1" } } },
       }
@@ -393,8 +455,12 @@ exec:
 
     it("reports answers of the wrong shape as BadResponse errors, not as objects", function()
       local c = client { retries = 0 }
-      local bodies = { { "", "the answer is empty" }, { "[1, 2]", "not a JSON object" }, { '"web"', "not a JSON object" },
-        { "{\"kind\": \"Deploy", "not JSON" } }
+      local bodies = {
+        { "", "the answer is empty" },
+        { "[1, 2]", "not a JSON object" },
+        { '"web"', "not a JSON object" },
+        { '{"kind": "Deploy', "not JSON" },
+      }
       for _, case in ipairs(bodies) do
         control("/_test/fail", { status = 200, times = 1, body = case[1], path = "/deployments/web" })
         local dep, err = c:get_deployment("apps", "web")
@@ -402,15 +468,27 @@ exec:
         assert.equals("BadResponse", err.reason, case[1])
         assert.matches(case[2], err.message, 1, true)
       end
-      control("/_test/fail", { status = 200, times = 1, body = '{"kind": "Deployment", "spec": {"x": 1}}',
-        truncate = true, path = "/deployments/web" })
+      control("/_test/fail", {
+        status = 200,
+        times = 1,
+        body = '{"kind": "Deployment", "spec": {"x": 1}}',
+        truncate = true,
+        path = "/deployments/web",
+      })
       assert.is_nil(c:get_deployment("apps", "web"))
       -- a Deployment without spec.template: place fails with the reason, and patches nothing
-      control("/_test/fail", { status = 200, times = 1, path = "/deployments/web", method = "GET",
-        body = '{"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "1"}, "spec": {}}' })
+      control("/_test/fail", {
+        status = 200,
+        times = 1,
+        path = "/deployments/web",
+        method = "GET",
+        body = '{"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "1"}, "spec": {}}',
+      })
       local function patches()
         local n = 0
-        for _, r in ipairs(control("/_test/requests").requests) do n = n + (r.method == "PATCH" and 1 or 0) end
+        for _, r in ipairs(control("/_test/requests").requests) do
+          n = n + (r.method == "PATCH" and 1 or 0)
+        end
         return n
       end
       local before = patches()
@@ -422,7 +500,9 @@ exec:
     end)
 
     it("reports an unreachable API and a TLS mismatch as Transport errors", function()
-      local q = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']])
+      local q = io.popen(
+        [[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()']]
+      )
       local free = tonumber(q:read("l"))
       q:close()
       local c = client { kubeconfig = h.write(dir .. "/config-down", kubeconfig_text { port = free }), retries = 1 }
@@ -430,40 +510,54 @@ exec:
       assert.is_nil(dep)
       assert.equals("Transport", err.reason)
       assert.equals("connect", err.kind)
-      local wrong = client { kubeconfig = h.write(dir .. "/config-wrongca",
-        kubeconfig_text { ca = "certificate-authority: other/ca.pem" }) }
+      local wrong = client {
+        kubeconfig = h.write(dir .. "/config-wrongca", kubeconfig_text { ca = "certificate-authority: other/ca.pem" }),
+      }
       dep, err = wrong:get_deployment("apps", "web")
       assert.is_nil(dep)
       assert.equals("tls", err.kind)
       local out, code = kubectl("--kubeconfig " .. dir .. "/config-wrongca get deployment web")
       assert.not_equals(0, code)
       assert.matches("certificate", out)
-      local insecure = client { kubeconfig = h.write(dir .. "/config-insecure",
-        kubeconfig_text { ca = "insecure-skip-tls-verify: true" }) }
+      local insecure = client {
+        kubeconfig = h.write(dir .. "/config-insecure", kubeconfig_text { ca = "insecure-skip-tls-verify: true" }),
+      }
       assert.truthy(insecure:get_deployment("apps", "web"))
     end)
 
     it("limits itself to 5 requests a second with bursts of 10", function()
       local c = client { qps = 5, burst = 10 }
       local t0 = timer.now()
-      for _ = 1, 10 do assert.truthy(c:get_node("node-a")) end
+      for _ = 1, 10 do
+        assert.truthy(c:get_node("node-a"))
+      end
       assert.is_true(timer.now() - t0 < 0.8)
-      for _ = 1, 5 do assert.truthy(c:get_node("node-a")) end
+      for _ = 1, 5 do
+        assert.truthy(c:get_node("node-a"))
+      end
       local elapsed = timer.now() - t0
       assert.is_true(elapsed >= 0.9, "15 requests took " .. elapsed .. " s")
     end)
 
     it("creates Events and gets, creates and updates Leases with resourceVersion checks", function()
       local c = client()
-      local ev = assert(c:create_event("apps", { metadata = { generateName = "web." }, reason = "Test",
-        message = "hello", involvedObject = { kind = "Deployment", name = "web", namespace = "apps" } }))
+      local ev = assert(c:create_event("apps", {
+        metadata = { generateName = "web." },
+        reason = "Test",
+        message = "hello",
+        involvedObject = { kind = "Deployment", name = "web", namespace = "apps" },
+      }))
       assert.equals("Event", ev.kind)
       local lease, err = c:get_lease("apps", "dconn")
       assert.is_nil(lease)
       assert.equals(404, err.code)
       local spec = { holderIdentity = "a", leaseDurationSeconds = 15 }
-      lease = assert(c:create_lease("apps", { apiVersion = "coordination.k8s.io/v1", kind = "Lease",
-        metadata = { name = "dconn" }, spec = spec }))
+      lease = assert(
+        c:create_lease(
+          "apps",
+          { apiVersion = "coordination.k8s.io/v1", kind = "Lease", metadata = { name = "dconn" }, spec = spec }
+        )
+      )
       _, err = c:create_lease("apps", { metadata = { name = "dconn" }, spec = spec })
       assert.equals("AlreadyExists", err.reason)
       assert.equals(409, err.code)
@@ -485,8 +579,11 @@ exec:
     -- a state file holding the server's own objects, so both can be patched alike
     local function sim_state(path)
       local c = client()
-      local state = { resourceVersion = 1, nodes = assert(c:list_nodes()).items,
-        deployments = assert(c:request { path = "/apis/apps/v1/namespaces/apps/deployments" }).items }
+      local state = {
+        resourceVersion = 1,
+        nodes = assert(c:list_nodes()).items,
+        deployments = assert(c:request { path = "/apis/apps/v1/namespaces/apps/deployments" }).items,
+      }
       return h.write(path, assert(json.encode(state)))
     end
 
@@ -499,13 +596,29 @@ exec:
     it("applies strategic, merge and JSON patches like the API server", function()
       local c = client()
       local patches = {
-        { "strategic", { spec = { template = { spec = { nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example",
-          disk = json.null }, containers = { { name = "app", image = "nginx:1.27" } } } } } } },
+        {
+          "strategic",
+          {
+            spec = {
+              template = {
+                spec = {
+                  nodeSelector = { [k8s.HOSTNAME_LABEL] = "node-b.example", disk = json.null },
+                  containers = { { name = "app", image = "nginx:1.27" } },
+                },
+              },
+            },
+          },
+        },
         { "strategic", { spec = { template = { spec = { nodeSelector = { ["$patch"] = "replace", zone = "z" } } } } } },
         { "merge", { spec = { replicas = 4, template = { spec = { nodeSelector = json.null } } } } },
-        { "json", { { op = "add", path = "/spec/template/spec/nodeSelector/zone", value = "z1" },
-          { op = "test", path = "/spec/replicas", value = 2 },
-          { op = "remove", path = "/spec/template/spec/nodeSelector/disk" } } },
+        {
+          "json",
+          {
+            { op = "add", path = "/spec/template/spec/nodeSelector/zone", value = "z1" },
+            { op = "test", path = "/spec/replicas", value = 2 },
+            { op = "remove", path = "/spec/template/spec/nodeSelector/disk" },
+          },
+        },
       }
       for i, p in ipairs(patches) do
         control("/_test/reset", {})
@@ -522,7 +635,8 @@ exec:
       assert.equals(404, err.code)
       _, err = sim:patch_deployment("apps", "web", { metadata = { resourceVersion = "999" }, spec = { replicas = 1 } })
       assert.equals("Conflict", err.reason)
-      _, err = sim:patch_deployment("apps", "web", { spec = { template = { spec = { nodeSelector = { x = "a b" } } } } })
+      _, err =
+        sim:patch_deployment("apps", "web", { spec = { template = { spec = { nodeSelector = { x = "a b" } } } } })
       assert.equals("Invalid", err.reason)
     end)
 
@@ -534,7 +648,8 @@ exec:
       local reopened = assert(k8s.client { simulate = path })
       assert.equals("already-there", reopened:place("apps", "web", "node-b").result)
       assert.equals(2, #assert(reopened:request { path = "/api/v1/namespaces/apps/events" }).items)
-      local lease = assert(reopened:create_lease("apps", { metadata = { name = "l" }, spec = { holderIdentity = "x" } }))
+      local lease =
+        assert(reopened:create_lease("apps", { metadata = { name = "l" }, spec = { holderIdentity = "x" } }))
       local _, err = reopened:create_lease("apps", { metadata = { name = "l" } })
       assert.equals("AlreadyExists", err.reason)
       assert.truthy(reopened:update_lease("apps", lease))
@@ -555,12 +670,21 @@ exec:
   describe("leader election", function()
     it("one candidate holds the Lease; the other takes over after it expires, or at once on release", function()
       local c = client()
-      local timings = { name = "dconn", namespace = "apps", lease_duration = 1, renew_deadline = 0.6,
-        retry_period = 0.2 }
+      local timings =
+        { name = "dconn", namespace = "apps", lease_duration = 1, renew_deadline = 0.6, retry_period = 0.2 }
       local o = { identity = "a" }
-      for k, v in pairs(timings) do o[k] = v end
-      local a, b = leader.new(c, o), c:leader { name = "dconn", namespace = "apps", identity = "b", lease_duration = 1,
-        renew_deadline = 0.6, retry_period = 0.2 }
+      for k, v in pairs(timings) do
+        o[k] = v
+      end
+      local a, b =
+        leader.new(c, o), c:leader {
+          name = "dconn",
+          namespace = "apps",
+          identity = "b",
+          lease_duration = 1,
+          renew_deadline = 0.6,
+          retry_period = 0.2,
+        }
       assert.is_true(a:try())
       assert.is_false(b:try())
       assert.is_true(a:try())
@@ -582,18 +706,29 @@ exec:
       assert.equals("", assert(c:get_lease("apps", "dconn")).spec.holderIdentity)
       -- run(): acquires at once (released), calls back, stops when asked
       local started = false
-      local e = leader.new(c, { name = "dconn", namespace = "apps", identity = "c", lease_duration = 1,
-        renew_deadline = 0.6, retry_period = 0.2, on_started_leading = function() started = true end })
+      local e = leader.new(c, {
+        name = "dconn",
+        namespace = "apps",
+        identity = "c",
+        lease_duration = 1,
+        renew_deadline = 0.6,
+        retry_period = 0.2,
+        on_started_leading = function() started = true end,
+      })
       e:run(function() return started end)
       assert.is_true(started)
       assert.equals(2, assert(c:get_lease("apps", "dconn")).spec.leaseTransitions)
       assert.has_error(function() leader.new(c, { name = "x", lease_duration = 10, renew_deadline = 10 }) end)
     end)
 
-    it("dconn run with `leader`: one of two agents acts; after kill -9 the other takes over; SIGTERM releases",
+    it(
+      "dconn run with `leader`: one of two agents acts; after kill -9 the other takes over; SIGTERM releases",
       function()
-      local function policy(id)
-        return h.write(string.format("%s/elect-%s.lua", dir, id), string.format([[
+        local function policy(id)
+          return h.write(
+            string.format("%s/elect-%s.lua", dir, id),
+            string.format(
+              [[
 local log = require "dconn.log"
 return {
   name = "elect-%s",
@@ -604,43 +739,53 @@ return {
     watch = { every = 0.5, run = function() log.info("watching") end },
   },
 }
-]], id, kubeconfig, id, id))
+]],
+              id,
+              kubeconfig,
+              id,
+              id
+            )
+          )
+        end
+        local function acts(child) return h.count(child.err() .. child.out(), "ACTING as") end
+        local a = h.spawn("run --listen off " .. policy("a"))
+        local b
+        local ok, err = pcall(function()
+          -- a starts first and gets the Lease; b then competes for it
+          assert.truthy(h.wait_for(function() return acts(a) > 0 end, 10), a.err())
+          b = h.spawn("run --listen off " .. policy("b"))
+          assert.truthy(h.wait_for(function() return h.count(b.err() .. b.out(), "watching") >= 3 end, 10), b.err())
+          local lease = assert(client():get_lease("apps", "agents"))
+          assert.equals("a", lease.spec.holderIdentity)
+          assert.equals(0, acts(b))
+          assert.matches('Job "act" skipped: not the leader %(lease apps/agents held by a%)', b.err() .. b.out())
+          -- kill -9 the leader: b takes over within the lease duration plus a retry period or two
+          a.kill("KILL")
+          local t0 = timer.now()
+          assert.truthy(h.wait_for(function() return acts(b) > 0 end, 8), b.err())
+          local took = timer.now() - t0
+          assert.is_true(took >= 1.5 and took < 2 + 3 * 0.4 + 1, "took over after " .. took .. "s")
+          lease = assert(client():get_lease("apps", "agents"))
+          assert.equals("b", lease.spec.holderIdentity)
+          assert.equals(1, lease.spec.leaseTransitions)
+          assert.matches("b became leader %(lease apps/agents%)", b.err() .. b.out())
+          -- a graceful stop releases the Lease
+          b.kill("TERM")
+          assert.truthy(h.wait_for(function() return b.rc() end, 10), b.err())
+          assert.matches("Released the lease apps/agents", b.err())
+          assert.equals("", assert(client():get_lease("apps", "agents")).spec.holderIdentity)
+        end)
+        a.cleanup()
+        if b then b.cleanup() end
+        assert(ok, err)
       end
-      local function acts(child) return h.count(child.err() .. child.out(), "ACTING as") end
-      local a = h.spawn("run --listen off " .. policy("a"))
-      local b
-      local ok, err = pcall(function()
-        -- a starts first and gets the Lease; b then competes for it
-        assert.truthy(h.wait_for(function() return acts(a) > 0 end, 10), a.err())
-        b = h.spawn("run --listen off " .. policy("b"))
-        assert.truthy(h.wait_for(function() return h.count(b.err() .. b.out(), "watching") >= 3 end, 10), b.err())
-        local lease = assert(client():get_lease("apps", "agents"))
-        assert.equals("a", lease.spec.holderIdentity)
-        assert.equals(0, acts(b))
-        assert.matches('Job "act" skipped: not the leader %(lease apps/agents held by a%)', b.err() .. b.out())
-        -- kill -9 the leader: b takes over within the lease duration plus a retry period or two
-        a.kill("KILL")
-        local t0 = timer.now()
-        assert.truthy(h.wait_for(function() return acts(b) > 0 end, 8), b.err())
-        local took = timer.now() - t0
-        assert.is_true(took >= 1.5 and took < 2 + 3 * 0.4 + 1, "took over after " .. took .. "s")
-        lease = assert(client():get_lease("apps", "agents"))
-        assert.equals("b", lease.spec.holderIdentity)
-        assert.equals(1, lease.spec.leaseTransitions)
-        assert.matches("b became leader %(lease apps/agents%)", b.err() .. b.out())
-        -- a graceful stop releases the Lease
-        b.kill("TERM")
-        assert.truthy(h.wait_for(function() return b.rc() end, 10), b.err())
-        assert.matches("Released the lease apps/agents", b.err())
-        assert.equals("", assert(client():get_lease("apps", "agents")).spec.holderIdentity)
-      end)
-      a.cleanup()
-      if b then b.cleanup() end
-      assert(ok, err)
-    end)
+    )
 
     it("loses the lease mid-job: the actuating job stops at its next API call, the loss is logged", function()
-      local pol = h.write(dir .. "/elect-lose.lua", string.format([[
+      local pol = h.write(
+        dir .. "/elect-lose.lua",
+        string.format(
+          [[
 local log = require "dconn.log"
 local k8s = require "dconn.k8s"
 local timer = require "dconn.timer"
@@ -659,7 +804,11 @@ return {
     end },
   },
 }
-]], kubeconfig, kubeconfig))
+]],
+          kubeconfig,
+          kubeconfig
+        )
+      )
       local child = h.spawn("run --listen off " .. pol)
       local ok, err = pcall(function()
         assert.truthy(h.wait_for(function() return child.err():match("STEP 2") end, 10), child.err())
@@ -669,8 +818,10 @@ return {
         lease.spec.holderIdentity = "other"
         lease.spec.renewTime = leader.micro_time(timer.now())
         assert(c:update_lease("apps", lease))
-        assert.truthy(h.wait_for(function() return child.err():match("lost the lease apps/lose: actuating job stopped") end,
-          5), child.err())
+        assert.truthy(
+          h.wait_for(function() return child.err():match("lost the lease apps/lose: actuating job stopped") end, 5),
+          child.err()
+        )
         local log_text = child.err()
         assert.matches("me lost the lease apps/lose", log_text)
         assert.matches("Leadership lost", log_text)
@@ -688,8 +839,11 @@ return {
       assert.matches("^[^_]+_%d+$", e.identity)
       assert.is_true(e:try())
       assert.equals(e.identity, assert(client():get_lease("apps", "l")).spec.holderIdentity)
-      local bad = h.write(dir .. "/bad-leader.lua", [[return { leader = { namespace = "apps", lease_duration = 1 },
-        jobs = { x = { every = 1, actuating = "yes", run = function() end } } }]])
+      local bad = h.write(
+        dir .. "/bad-leader.lua",
+        [[return { leader = { namespace = "apps", lease_duration = 1 },
+        jobs = { x = { every = 1, actuating = "yes", run = function() end } } }]]
+      )
       local code, _, stderr = h.run("check " .. bad)
       assert.equals(2, code)
       assert.matches("bad%-leader%.lua:2: jobs%.x%.actuating: true or false", stderr)
@@ -724,52 +878,75 @@ return {
         local r = assert(all[key], key)
         return r.rules
       end
-      assert.same({ { apiGroups = { "apps" }, resources = { "deployments" }, verbs = { "get", "patch" } },
-        { apiGroups = { "" }, resources = { "events" }, verbs = { "create" } } }, rules("Role/apps/dconn-placer"))
-      assert.same({ { apiGroups = { "" }, resources = { "nodes" }, verbs = { "get", "list" } } },
-        rules("ClusterRole//dconn-node-reader"))
-      assert.same({ { apiGroups = { "coordination.k8s.io" }, resources = { "leases" },
-        verbs = { "get", "create", "update" } } }, rules("Role/dconn/dconn-leader-election"))
-      for key, role in pairs { ["RoleBinding/apps/dconn-placer"] = { "Role", "dconn-placer" },
+      assert.same({
+        { apiGroups = { "apps" }, resources = { "deployments" }, verbs = { "get", "patch" } },
+        { apiGroups = { "" }, resources = { "events" }, verbs = { "create" } },
+      }, rules("Role/apps/dconn-placer"))
+      assert.same(
+        { { apiGroups = { "" }, resources = { "nodes" }, verbs = { "get", "list" } } },
+        rules("ClusterRole//dconn-node-reader")
+      )
+      assert.same(
+        { { apiGroups = { "coordination.k8s.io" }, resources = { "leases" }, verbs = { "get", "create", "update" } } },
+        rules("Role/dconn/dconn-leader-election")
+      )
+      for key, role in pairs {
+        ["RoleBinding/apps/dconn-placer"] = { "Role", "dconn-placer" },
         ["ClusterRoleBinding//dconn-node-reader"] = { "ClusterRole", "dconn-node-reader" },
-        ["RoleBinding/dconn/dconn-leader-election"] = { "Role", "dconn-leader-election" } } do
+        ["RoleBinding/dconn/dconn-leader-election"] = { "Role", "dconn-leader-election" },
+      } do
         local b = assert(all[key], key)
         assert.same({ apiGroup = "rbac.authorization.k8s.io", kind = role[1], name = role[2] }, b.roleRef)
         assert.same(sa, b.subjects)
       end
       local kinds = {}
-      for key in pairs(all) do kinds[#kinds + 1] = key end
+      for key in pairs(all) do
+        kinds[#kinds + 1] = key
+      end
       table.sort(kinds)
-      assert.same({ "ClusterRole//dconn-node-reader", "ClusterRoleBinding//dconn-node-reader",
-        "ConfigMap/dconn/dconn-policy", "Deployment/dconn/dconn", "Namespace//dconn", "Role/apps/dconn-placer",
-        "Role/dconn/dconn-leader-election", "RoleBinding/apps/dconn-placer", "RoleBinding/dconn/dconn-leader-election",
-        "ServiceAccount/dconn/dconn" }, kinds)
+      assert.same({
+        "ClusterRole//dconn-node-reader",
+        "ClusterRoleBinding//dconn-node-reader",
+        "ConfigMap/dconn/dconn-policy",
+        "Deployment/dconn/dconn",
+        "Namespace//dconn",
+        "Role/apps/dconn-placer",
+        "Role/dconn/dconn-leader-election",
+        "RoleBinding/apps/dconn-placer",
+        "RoleBinding/dconn/dconn-leader-election",
+        "ServiceAccount/dconn/dconn",
+      }, kinds)
     end)
 
-    it("run the agent hardened, probed, limited, on the policy from the ConfigMap (which dconn check accepts)", function()
-      local all = docs()
-      local dep = all["Deployment/dconn/dconn"]
-      local pod = dep.spec.template.spec
-      assert.equals("dconn", pod.serviceAccountName)
-      assert.is_true(pod.securityContext.runAsNonRoot)
-      local c = pod.containers[1]
-      assert.same({ "dconn", "run", "--listen", "0.0.0.0:8080", "/etc/dconn/policy.lua" }, c.command)
-      assert.same({ path = "/healthz", port = 8080 }, c.livenessProbe.httpGet)
-      assert.same({ path = "/readyz", port = 8080 }, c.readinessProbe.httpGet)
-      assert.truthy(c.resources.requests.cpu and c.resources.requests.memory)
-      assert.truthy(c.resources.limits.cpu and c.resources.limits.memory)
-      assert.is_true(c.securityContext.readOnlyRootFilesystem)
-      assert.is_true(c.securityContext.runAsNonRoot)
-      assert.is_false(c.securityContext.allowPrivilegeEscalation)
-      local mounts = {}
-      for _, m in ipairs(c.volumeMounts) do mounts[m.name] = m.mountPath end
-      assert.same({ policy = "/etc/dconn", tmp = "/tmp" }, mounts)
-      assert.equals("dconn-policy", pod.volumes[1].configMap.name)
-      local policy = h.write(dir .. "/cm-policy.lua", all["ConfigMap/dconn/dconn-policy"].data["policy.lua"])
-      local code, out, err = h.run("check " .. policy)
-      assert.equals(0, code, err)
-      assert.matches("ok, policy 'placer' with 1 job", out)
-    end)
+    it(
+      "run the agent hardened, probed, limited, on the policy from the ConfigMap (which dconn check accepts)",
+      function()
+        local all = docs()
+        local dep = all["Deployment/dconn/dconn"]
+        local pod = dep.spec.template.spec
+        assert.equals("dconn", pod.serviceAccountName)
+        assert.is_true(pod.securityContext.runAsNonRoot)
+        local c = pod.containers[1]
+        assert.same({ "dconn", "run", "--listen", "0.0.0.0:8080", "/etc/dconn/policy.lua" }, c.command)
+        assert.same({ path = "/healthz", port = 8080 }, c.livenessProbe.httpGet)
+        assert.same({ path = "/readyz", port = 8080 }, c.readinessProbe.httpGet)
+        assert.truthy(c.resources.requests.cpu and c.resources.requests.memory)
+        assert.truthy(c.resources.limits.cpu and c.resources.limits.memory)
+        assert.is_true(c.securityContext.readOnlyRootFilesystem)
+        assert.is_true(c.securityContext.runAsNonRoot)
+        assert.is_false(c.securityContext.allowPrivilegeEscalation)
+        local mounts = {}
+        for _, m in ipairs(c.volumeMounts) do
+          mounts[m.name] = m.mountPath
+        end
+        assert.same({ policy = "/etc/dconn", tmp = "/tmp" }, mounts)
+        assert.equals("dconn-policy", pod.volumes[1].configMap.name)
+        local policy = h.write(dir .. "/cm-policy.lua", all["ConfigMap/dconn/dconn-policy"].data["policy.lua"])
+        local code, out, err = h.run("check " .. policy)
+        assert.equals(0, code, err)
+        assert.matches("ok, policy 'placer' with 1 job", out)
+      end
+    )
   end)
 
   describe("rollout", function()
@@ -783,18 +960,26 @@ return {
       assert.equals(dep.metadata.generation, dep.status.observedGeneration)
       assert.equals("done", (k8s.rollout_verdict(dep)))
       -- the verdict on each stage of a rollout
-      local d = { metadata = { name = "w", generation = 3 }, spec = { replicas = 2 },
-        status = { observedGeneration = 2, replicas = 2, updatedReplicas = 2, availableReplicas = 2 } }
+      local d = {
+        metadata = { name = "w", generation = 3 },
+        spec = { replicas = 2 },
+        status = { observedGeneration = 2, replicas = 2, updatedReplicas = 2, availableReplicas = 2 },
+      }
       for _, case in ipairs {
         { {}, "waiting", "spec update to be observed" },
         { { observedGeneration = 3, updatedReplicas = 1, replicas = 3 }, "waiting", "1 out of 2 new replicas" },
         { { observedGeneration = 3, updatedReplicas = 2, replicas = 3 }, "waiting", "1 old replicas are pending" },
         { { observedGeneration = 3, replicas = 2, availableReplicas = 1 }, "waiting", "1 of 2 updated replicas" },
-        { { availableReplicas = 2, conditions = { { type = "Progressing", reason = "ProgressDeadlineExceeded" } } },
-          "failed", "exceeded its progress deadline" },
+        {
+          { availableReplicas = 2, conditions = { { type = "Progressing", reason = "ProgressDeadlineExceeded" } } },
+          "failed",
+          "exceeded its progress deadline",
+        },
         { { conditions = {} }, "done", "successfully rolled out" },
       } do
-        for k, v in pairs(case[1]) do d.status[k] = v end
+        for k, v in pairs(case[1]) do
+          d.status[k] = v
+        end
         local verdict, message = k8s.rollout_verdict(d)
         assert.equals(case[2], verdict, message)
         assert.matches(case[3], message)
@@ -828,8 +1013,12 @@ return {
       -- the command
       control("/_test/reset", {})
       control("/_test/rollout", { seconds = 1, stuck = true })
-      local cmd = string.format("HOME=%s/home %s place --kubeconfig %s --deployment web --node node-a --wait "
-        .. "--timeout 10", dir, h.DCONN, kubeconfig)
+      local cmd = string.format(
+        "HOME=%s/home %s place --kubeconfig %s --deployment web --node node-a --wait " .. "--timeout 10",
+        dir,
+        h.DCONN,
+        kubeconfig
+      )
       text, code = sh(cmd)
       assert.equals(1, code, text)
       assert.matches("failed: apps/web: ProgressDeadlineExceeded", text)
@@ -871,8 +1060,9 @@ return {
       assert.equals("node-a", out.previous)
       local spec = assert(c:get_deployment("apps", "pinned")).spec.template.spec
       assert.is_nil((spec.nodeSelector or {})[k8s.HOSTNAME_LABEL])
-      local terms = { { matchExpressions = { { key = k8s.HOSTNAME_LABEL, operator = "In",
-        values = { "node-b.example" } } } } }
+      local terms = {
+        { matchExpressions = { { key = k8s.HOSTNAME_LABEL, operator = "In", values = { "node-b.example" } } } },
+      }
       assert.same(terms, spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms)
       assert.equals("already-there", c:place("apps", "pinned", "node-b", { form = "affinity" }).result)
       out = c:place("apps", "pinned", "node-a", { form = "affinity" })
@@ -885,9 +1075,12 @@ return {
       for _, ev in ipairs(assert(c:request { path = "/api/v1/namespaces/apps/events" }).items) do
         messages[#messages + 1] = ev.message
       end
-      assert.same({ "dconn moved the pod template from node-a to node node-b (required node affinity "
-        .. "kubernetes.io/hostname=node-b.example); predicted gain 1.5", "dconn moved the pod template from "
-        .. "node-b.example to node node-a (required node affinity kubernetes.io/hostname=node-a)" }, messages)
+      assert.same({
+        "dconn moved the pod template from node-a to node node-b (required node affinity "
+          .. "kubernetes.io/hostname=node-b.example); predicted gain 1.5",
+        "dconn moved the pod template from "
+          .. "node-b.example to node node-a (required node affinity kubernetes.io/hostname=node-a)",
+      }, messages)
       -- another label: the node's value of it goes into the selector
       out = c:place("apps", "web", "node-a", { label = "kubernetes.io/os" })
       assert.equals("patched", out.result)
@@ -898,8 +1091,11 @@ return {
     it("refuses missing, NotReady, cordoned and tainted nodes; honours tolerations", function()
       local c = client()
       local cases = {
-        { "nope", "does not exist" }, { "node-c", "NotReady" }, { "node-d", "cordoned" },
-        { "node-e", "taint gpu=true:NoSchedule" }, { "node-f", "taint dedicated=batch:NoExecute" },
+        { "nope", "does not exist" },
+        { "node-c", "NotReady" },
+        { "node-d", "cordoned" },
+        { "node-e", "taint gpu=true:NoSchedule" },
+        { "node-f", "taint dedicated=batch:NoExecute" },
       }
       for _, case in ipairs(cases) do
         local out = c:place("apps", "web", case[1])
@@ -948,13 +1144,19 @@ return {
 
     it("an unreachable API server fails the job, not the agent: the next ticks run", function()
       -- a free port: bind one, note it, close it
-      local p = io.popen("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-        .. "print(s.getsockname()[1])'")
+      local p = io.popen(
+        'python3 -c \'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); ' .. "print(s.getsockname()[1])'"
+      )
       local free = tonumber(p:read("l"))
       p:close()
-      local cfg = h.write(dir .. "/config-down", kubeconfig_text { port = free, ca = "certificate-authority: " .. dir
-        .. "/ca.pem" })
-      local pol = h.write(dir .. "/down.lua", string.format([[
+      local cfg = h.write(
+        dir .. "/config-down",
+        kubeconfig_text { port = free, ca = "certificate-authority: " .. dir .. "/ca.pem" }
+      )
+      local pol = h.write(
+        dir .. "/down.lua",
+        string.format(
+          [[
 local k8s = require "dconn.k8s"
 local log = require "dconn.log"
 return {
@@ -966,7 +1168,10 @@ return {
     assert(out.result ~= "failed", "place: " .. tostring(out.error))
   end } },
 }
-]], cfg))
+]],
+          cfg
+        )
+      )
       local child = h.spawn("run --listen off " .. pol)
       local ok, err = pcall(function()
         assert.truthy(h.wait_for(function() return h.count(child.err(), "TICK") >= 4 end, 10), child.err())
@@ -1008,13 +1213,23 @@ return {
       os.execute("mkdir -p " .. sa .. " && cp " .. dir .. "/ca.pem " .. sa .. "/ca.crt")
       h.write(sa .. "/token", TOKEN .. "\n")
       h.write(sa .. "/namespace", "apps\n")
-      local env = string.format("env -u KUBECONFIG HOME=%s/home KUBERNETES_SERVICE_HOST=127.0.0.1 "
-        .. "KUBERNETES_SERVICE_PORT=%d DCONN_K8S_SERVICEACCOUNT_DIR=%s ", dir, port, sa)
+      local env = string.format(
+        "env -u KUBECONFIG HOME=%s/home KUBERNETES_SERVICE_HOST=127.0.0.1 "
+          .. "KUBERNETES_SERVICE_PORT=%d DCONN_K8S_SERVICEACCOUNT_DIR=%s ",
+        dir,
+        port,
+        sa
+      )
       local out, code = sh(env .. h.DCONN .. " place --deployment web --node node-b")
       assert.equals(0, code, out)
       assert.matches("patched: apps/web", out)
-      out, code = sh(string.format("env -u KUBECONFIG -u KUBERNETES_SERVICE_HOST HOME=%s/home %s place "
-        .. "--deployment web --node node-b", dir, h.DCONN))
+      out, code = sh(
+        string.format(
+          "env -u KUBECONFIG -u KUBERNETES_SERVICE_HOST HOME=%s/home %s place " .. "--deployment web --node node-b",
+          dir,
+          h.DCONN
+        )
+      )
       assert.equals(1, code)
       assert.matches("SIMULATED cluster %(in memory, empty%)", out)
       assert.matches('failed: default/web: NotFound %(404%): deployments.apps "web" not found', out)

@@ -9,17 +9,31 @@ local NODES = { "node-0", "node-1", "node-2", "node-3", "node-4", "node-5" }
 local function cluster_state(path, nodes, deployments)
   local state = { resourceVersion = 10, nodes = {}, deployments = {}, events = json.array {}, leases = json.array {} }
   for i, n in ipairs(nodes) do
-    state.nodes[i] = { apiVersion = "v1", kind = "Node", metadata = { name = n, resourceVersion = tostring(i),
-      labels = { ["kubernetes.io/hostname"] = n } }, spec = {},
-      status = { conditions = { { type = "Ready", status = "True" } } } }
+    state.nodes[i] = {
+      apiVersion = "v1",
+      kind = "Node",
+      metadata = { name = n, resourceVersion = tostring(i), labels = { ["kubernetes.io/hostname"] = n } },
+      spec = {},
+      status = { conditions = { { type = "Ready", status = "True" } } },
+    }
   end
   for i, d in ipairs(deployments) do
-    state.deployments[i] = { apiVersion = "apps/v1", kind = "Deployment",
+    state.deployments[i] = {
+      apiVersion = "apps/v1",
+      kind = "Deployment",
       metadata = { name = d[2], namespace = d[1], resourceVersion = "5", generation = 1, uid = "uid-" .. i },
-      spec = { replicas = 1, selector = { matchLabels = { app = d[2] } }, template = {
-        metadata = { labels = { app = d[2] } },
-        spec = { nodeSelector = { ["kubernetes.io/hostname"] = d[3] },
-          containers = { { name = "app", image = "nginx" } } } } } }
+      spec = {
+        replicas = 1,
+        selector = { matchLabels = { app = d[2] } },
+        template = {
+          metadata = { labels = { app = d[2] } },
+          spec = {
+            nodeSelector = { ["kubernetes.io/hostname"] = d[3] },
+            containers = { { name = "app", image = "nginx" } },
+          },
+        },
+      },
+    }
   end
   h.write(path, assert(json.encode(state)))
   return path
@@ -40,7 +54,7 @@ describe("dconn check on placement policies", function()
   after_each(function() os.execute("rm -rf " .. dir) end)
 
   local function check(text, args)
-    local path = h.write(dir .. "/policy.lua", (text))
+    local path = h.write(dir .. "/policy.lua", text)
     return h.run("check " .. (args or "") .. " " .. path)
   end
 
@@ -71,7 +85,7 @@ return {
   end)
 
   it("names a misspelt setting and its line", function()
-    local rc, _, err = check((GOOD:gsub("  namespace = ", "  colldown = \"1h\",\n  namespace = ")))
+    local rc, _, err = check((GOOD:gsub("  namespace = ", '  colldown = "1h",\n  namespace = ')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:6: unknown setting 'colldown'", err)
     rc, _, err = check((GOOD:gsub("deployment =", "deploymnet =")))
@@ -87,23 +101,25 @@ return {
     local rc, _, err = check((GOOD:gsub("consecutive = 3", "consecutiv = 3")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:10: safety%.consecutiv: unknown setting %(did you mean 'consecutive'%?%)", err)
-    rc, _, err = check((GOOD:gsub("sla = 0.5", "sla = \"high\"")))
+    rc, _, err = check((GOOD:gsub("sla = 0.5", 'sla = "high"')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:5: rule%.sla: a number", err)
     rc, _, err = check((GOOD:gsub("sla = 0.5", "sal = 0.5")))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:5: rule%.sal: unknown setting %(did you mean 'sla'%?%); max_qos takes sla, degraded",
-      err)
+    assert.matches(
+      "policy%.lua:5: rule%.sal: unknown setting %(did you mean 'sla'%?%); max_qos takes sla, degraded",
+      err
+    )
     rc, _, err = check((GOOD:gsub("sla = 0.5", "edge_threshold = 0.5")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:5: rule%.edge_threshold: unknown setting; max_qos takes sla, degraded", err)
-    rc, _, err = check((GOOD:gsub("recommender = \"5m\"", "recommender = \"5 minutes\"")))
+    rc, _, err = check((GOOD:gsub('recommender = "5m"', 'recommender = "5 minutes"')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:3: schedule%.recommender: invalid duration", err)
-    rc, _, err = check((GOOD:gsub("\"max_qos\"", "\"maxqos\"")))
+    rc, _, err = check((GOOD:gsub('"max_qos"', '"maxqos"')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:5: rule%[1%]: unknown rule 'maxqos' %(known: max_qos, reactive%)", err)
-    rc, _, err = check((GOOD:gsub("rule = [^\n]*", "rule = \"maxqos\",")))
+    rc, _, err = check((GOOD:gsub("rule = [^\n]*", 'rule = "maxqos",')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:5: rule: unknown rule 'maxqos' %(known: max_qos, reactive%)", err)
     rc, _, err = check((GOOD:gsub("dry_run = true", "dryrun = true")))
@@ -112,7 +128,7 @@ return {
     rc, _, err = check((GOOD:gsub("experiment =", "experimnt =")))
     assert.equals(2, rc)
     assert.matches("policy%.lua:12: tracker%.experimnt: unknown setting %(did you mean 'experiment'%?%)", err)
-    rc, _, err = check((GOOD:gsub("model = \"select\"", "model = { spec = \"m.json\" }")))
+    rc, _, err = check((GOOD:gsub('model = "select"', 'model = { spec = "m.json" }')))
     assert.equals(2, rc)
     assert.matches("policy%.lua:4: model%.weights: a file path is required", err)
   end)
@@ -136,8 +152,12 @@ return {
   end)
 
   it("accepts the shipped policies and the example", function()
-    for _, path in ipairs { "policies/max_qos.lua", "policies/reactive.lua", "policies/forecast.lua",
-      "examples/cloudedge/policy.lua" } do
+    for _, path in ipairs {
+      "policies/max_qos.lua",
+      "policies/reactive.lua",
+      "policies/forecast.lua",
+      "examples/cloudedge/policy.lua",
+    } do
       -- the shipped policies read the example's node list next door
       local rc, out, err = h.run("check " .. path, { env = "DCONN_POLICY_READ=examples/cloudedge" })
       assert.equals(0, rc, path .. ": " .. err)
@@ -146,13 +166,19 @@ return {
   end)
 
   it("refuses a model that cannot predict what the rule reads", function()
-    local rc, _, err = check((GOOD:gsub("rule = [^\n]*", "rule = \"reactive\",")))
+    local rc, _, err = check((GOOD:gsub("rule = [^\n]*", 'rule = "reactive",')))
     assert.equals(2, rc)
-    assert.matches("policy%.lua:4: model: \"select\" forecasts each node's QoS, but the rule reads latency "
-      .. "predictions", err)
+    assert.matches(
+      'policy%.lua:4: model: "select" forecasts each node\'s QoS, but the rule reads latency ' .. "predictions",
+      err
+    )
     local out
-    rc, out, err = check((GOOD:gsub("model = [^\n]*", "model = function(rows) return 0.1 end,")
-      :gsub("rule = [^\n]*", "rule = { \"reactive\", edge_threshold = 0.3 },")))
+    rc, out, err = check(
+      (
+        GOOD:gsub("model = [^\n]*", "model = function(rows) return 0.1 end,")
+          :gsub("rule = [^\n]*", 'rule = { "reactive", edge_threshold = 0.3 },')
+      )
+    )
     assert.equals(0, rc, err)
     assert.matches("rule: reactive %(cloud_threshold 0%.045, edge_threshold 0%.3%), on latency predictions", out)
   end)
@@ -180,7 +206,9 @@ return {
     assert.matches("sla %-> rule%.sla", out)
     assert.matches("kubeconfig %-> cluster%.kubeconfig", out)
     assert.matches("experiment %-> tracker%.experiment", out)
-    for line in out:gmatch("[^\n]+") do assert.is_true(#line <= 100, line) end
+    for line in out:gmatch("[^\n]+") do
+      assert.is_true(#line <= 100, line)
+    end
   end)
 end)
 
@@ -195,28 +223,47 @@ describe("one schema for every key", function()
 
   it("checks jobs, leader and routes like the placement settings: path, line, closest key", function()
     for _, case in ipairs {
-      { "return {\n  jobs = {\n    a = { evry = 5,\n      run = print },\n  },\n}\n",
-        "policy%.lua:3: jobs%.a%.evry: unknown setting %(did you mean 'every'%?%)" },
-      { "return {\n  jobs = {\n    a = { every = 5 },\n  },\n}\n",
-        "policy%.lua:3: jobs%.a%.run: required" },
-      { "return {\n  jobs = {\n    a = { every = 5,\n      jitter = 'soon', run = print },\n  },\n}\n",
-        "policy%.lua:4: jobs%.a%.jitter: invalid duration" },
-      { "return {\n  jobs = {\n    { every = 5, run = print },\n  },\n}\n",
-        "policy%.lua:2: jobs%[1%]: a job in a list needs name = " },
-      { "return {\n  jobs = { a = { every = 5, at = '2024-04-12', run = print } },\n}\n",
-        "policy%.lua:2: jobs%.a: give exactly one trigger: every, cron or at" },
-      { "return {\n  name = 'x',\n  leader = { name = 'l', namespce = 'apps' },\n}\n",
-        "policy%.lua:3: leader%.namespce: unknown setting %(did you mean 'namespace'%?%)" },
-      { "return {\n  leader = { name = 'l', retry_period = -1 },\n}\n",
-        "policy%.lua:2: leader%.retry_period: a positive number" },
-      { "return {\n  routes = {\n    ['GET /x'] = { handlr = function() end },\n  },\n}\n",
-        "policy%.lua:3: routes%[\"GET /x\"%]%.handlr: unknown setting %(did you mean 'handler'%?%)" },
-      { "return {\n  routes = {\n    ['GET /x'] = { handler = print, request = 'json' },\n  },\n}\n",
-        "policy%.lua:3: routes%[\"GET /x\"%]%.request: a table" },
-      { "return {\n  routes = {\n    ['GET /a/{x}'] = print,\n    ['GET /a/b'] = print,\n  },\n}\n",
-        "policy%.lua:3: routes%[\"GET /a/{x}\"%]: overlaps 'GET /a/b'" },
-      { "return { leader = { name = 'l' },\n  jobs = { ['leader-election'] = { every = 1, run = print } } }",
-        "policy%.lua:2: jobs%[\"leader%-election\"%]: 'leader%-election' is the agent's own job" },
+      {
+        "return {\n  jobs = {\n    a = { evry = 5,\n      run = print },\n  },\n}\n",
+        "policy%.lua:3: jobs%.a%.evry: unknown setting %(did you mean 'every'%?%)",
+      },
+      { "return {\n  jobs = {\n    a = { every = 5 },\n  },\n}\n", "policy%.lua:3: jobs%.a%.run: required" },
+      {
+        "return {\n  jobs = {\n    a = { every = 5,\n      jitter = 'soon', run = print },\n  },\n}\n",
+        "policy%.lua:4: jobs%.a%.jitter: invalid duration",
+      },
+      {
+        "return {\n  jobs = {\n    { every = 5, run = print },\n  },\n}\n",
+        "policy%.lua:2: jobs%[1%]: a job in a list needs name = ",
+      },
+      {
+        "return {\n  jobs = { a = { every = 5, at = '2024-04-12', run = print } },\n}\n",
+        "policy%.lua:2: jobs%.a: give exactly one trigger: every, cron or at",
+      },
+      {
+        "return {\n  name = 'x',\n  leader = { name = 'l', namespce = 'apps' },\n}\n",
+        "policy%.lua:3: leader%.namespce: unknown setting %(did you mean 'namespace'%?%)",
+      },
+      {
+        "return {\n  leader = { name = 'l', retry_period = -1 },\n}\n",
+        "policy%.lua:2: leader%.retry_period: a positive number",
+      },
+      {
+        "return {\n  routes = {\n    ['GET /x'] = { handlr = function() end },\n  },\n}\n",
+        "policy%.lua:3: routes%[\"GET /x\"%]%.handlr: unknown setting %(did you mean 'handler'%?%)",
+      },
+      {
+        "return {\n  routes = {\n    ['GET /x'] = { handler = print, request = 'json' },\n  },\n}\n",
+        'policy%.lua:3: routes%["GET /x"%]%.request: a table',
+      },
+      {
+        "return {\n  routes = {\n    ['GET /a/{x}'] = print,\n    ['GET /a/b'] = print,\n  },\n}\n",
+        "policy%.lua:3: routes%[\"GET /a/{x}\"%]: overlaps 'GET /a/b'",
+      },
+      {
+        "return { leader = { name = 'l' },\n  jobs = { ['leader-election'] = { every = 1, run = print } } }",
+        "policy%.lua:2: jobs%[\"leader%-election\"%]: 'leader%-election' is the agent's own job",
+      },
     } do
       local rc, out, err = check(case[1])
       assert.equals(2, rc, case[1] .. out)
@@ -245,9 +292,12 @@ return {
     assert.equals(0, rc, err)
     assert.matches("rule: max_qos %(sla 0%.3%)", out)
     assert.equals(1, h.count(err, "WARNING"), err)
-    assert.matches("WARNING %- [^\n]*policy%.lua: deprecated flat settings, still accepted: sla %-> rule%.sla "
-      .. "%(line 5%), dry_run %-> cluster%.dry_run %(line 8%), experiment %-> tracker%.experiment %(line 9%); "
-      .. "see dconn help policy\n", err)
+    assert.matches(
+      "WARNING %- [^\n]*policy%.lua: deprecated flat settings, still accepted: sla %-> rule%.sla "
+        .. "%(line 5%), dry_run %-> cluster%.dry_run %(line 8%), experiment %-> tracker%.experiment %(line 9%); "
+        .. "see dconn help policy\n",
+      err
+    )
     -- they mean what they meant: a dry run (nothing patched), predictions in the experiment named
     rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, out .. err)
@@ -258,7 +308,9 @@ return {
     local t = assert(require("dconn.tracker").connect("file:" .. dir .. "/mlruns"))
     assert.truthy(t:latest_run("flat-predictions"))
     -- in process: the grouped settings, one warning per policy table
-    local script = h.write(dir .. "/settings.lua", [[
+    local script = h.write(
+      dir .. "/settings.lua",
+      [[
 local policy = require "dconn.policy"
 local flat = { deployment = "web", candidates = { "n" }, source = { replay = "x.csv" }, sla = 0.7,
   kubeconfig = "k.yaml", context = "c", agent = "placer", rule = function() end }
@@ -269,14 +321,21 @@ print(s.rule.sla, s.rule.metric, type(s.rule[1]), s.cluster.kubeconfig, s.cluste
   s.tracker.agent, s.tracker.experiment)
 print(policy.check({ deployment = "web", candidates = { "n" }, source = { replay = "x.csv" }, sla = 0.7,
   rule = { "max_qos", sla = 0.6 } }, "twice.lua"))
-]])
+]]
+    )
     rc, out, err = h.run(script)
     assert.equals(0, rc, err)
-    assert.equals("0.7\tqos\tfunction\tk.yaml\tc\tkubernetes.io/hostname\tplacer\tpredictor\n"
-      .. "nil\ttwice.lua: sla: given twice, as sla and rule.sla (keep rule.sla)\n", out)
+    assert.equals(
+      "0.7\tqos\tfunction\tk.yaml\tc\tkubernetes.io/hostname\tplacer\tpredictor\n"
+        .. "nil\ttwice.lua: sla: given twice, as sla and rule.sla (keep rule.sla)\n",
+      out
+    )
     assert.equals(1, h.count(err, "deprecated flat settings"), err)
-    assert.matches("sla %-> rule%.sla, kubeconfig %-> cluster%.kubeconfig, context %-> cluster%.context, "
-      .. "agent %-> tracker%.agent", err)
+    assert.matches(
+      "sla %-> rule%.sla, kubeconfig %-> cluster%.kubeconfig, context %-> cluster%.context, "
+        .. "agent %-> tracker%.agent",
+      err
+    )
   end)
 
   it("names predictions for what they hold: latency is not logged, kept or decided as QoS", function()
@@ -305,10 +364,13 @@ print(d.action, d.reason)
 ]])
     local rc, out, err = h.run(script, { env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, err)
-    assert.equals("latency\t0.31\t0.31\tnil\n"
-      .. "move\tnode-1\tlatency\t0.31\tnil\tnil\n"
-      .. "latency\t0.31\t0.31\n"
-      .. "hold\tthe predictions are latency, the rule reads qos: refused\n", out)
+    assert.equals(
+      "latency\t0.31\t0.31\tnil\n"
+        .. "move\tnode-1\tlatency\t0.31\tnil\tnil\n"
+        .. "latency\t0.31\t0.31\n"
+        .. "hold\tthe predictions are latency, the rule reads qos: refused\n",
+      out
+    )
     assert.matches("predictions a/web: latency %[0%.31, 0%.08%], max_latency 0%.31, index 0", err)
     assert.matches("max_latency 0%.31, index 0", err)
     assert.not_matches("max_qos", err)
@@ -328,10 +390,11 @@ local source = { window = function(_, c, now) return { { t = now, f = { 0, 0, 0,
 ]]
 
   it("places several apps, each among its own candidates", function()
-    local state = cluster_state(dir .. "/cluster.json", NODES,
-      { { "a", "web", "node-0" }, { "b", "db", "node-5" } })
-    local path = h.write(dir .. "/policy.lua", SOURCE:format(
-      '{ ["node-0"] = 0.4, ["node-1"] = 0.9, ["node-2"] = 0.7, ["node-5"] = 0.3 }') .. [[
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" }, { "b", "db", "node-5" } })
+    local path = h.write(
+      dir .. "/policy.lua",
+      SOURCE:format('{ ["node-0"] = 0.4, ["node-1"] = 0.9, ["node-2"] = 0.7, ["node-5"] = 0.3 }')
+        .. [[
 return {
   model = function(rows) return rows[#rows].qos, "last" end,
   targets = {
@@ -340,7 +403,8 @@ return {
   },
   source = source, tracker = false, safety = { consecutive = 1 },
 }
-]])
+]]
+    )
     local rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, out .. err)
     assert.equals("node-1", selector_of(state, "a", "web"))
@@ -357,8 +421,8 @@ return {
       n.metadata.labels.zone = "zone-" .. (i - 1)
     end
     h.write(state, json.encode(doc))
-    local path = h.write(dir .. "/policy.lua", SOURCE:format(
-      '{ ["zone-1"] = 0.99, ["zone-2"] = 0.6, ["zone-3"] = 0.7 }') .. [[
+    local path =
+      h.write(dir .. "/policy.lua", SOURCE:format('{ ["zone-1"] = 0.99, ["zone-2"] = 0.6, ["zone-3"] = 0.7 }') .. [[
 return {
   model = function(rows) return rows[#rows].qos end,
   deployment = "web", namespace = "a", source = source, tracker = false, safety = { consecutive = 1 },
@@ -375,11 +439,14 @@ return {
 
   it("counts a move recorded in the tracker before a restart in the cooldown", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    local text = SOURCE:format('%s') .. [[
+    local text = SOURCE:format("%s")
+      .. [[
 return {
   model = function(rows) return rows[#rows].qos end,
   deployment = "web", namespace = "a", candidates = { "node-0", "node-1" }, source = source,
-  tracker = "file:]] .. dir .. [[/mlruns", safety = { consecutive = 1, cooldown = "1h" },
+  tracker = "file:]]
+      .. dir
+      .. [[/mlruns", safety = { consecutive = 1, cooldown = "1h" },
 }
 ]]
     local path = h.write(dir .. "/policy.lua", text:format('{ ["node-0"] = 0.5, ["node-1"] = 0.9 }'))
@@ -398,7 +465,8 @@ return {
 
   it("holds when a rule fails or moves to a node that is not a candidate", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    local text = SOURCE:format('{ ["node-0"] = 0.2, ["node-1"] = 0.9 }') .. [[
+    local text = SOURCE:format('{ ["node-0"] = 0.2, ["node-1"] = 0.9 }')
+      .. [[
 return {
   model = function(rows) return rows[#rows].qos end, rule = %s,
   deployment = "web", namespace = "a", candidates = { "node-0", "node-1" }, source = source, tracker = false,
@@ -407,8 +475,7 @@ return {
 ]]
     for rule, said in pairs {
       ['function() error("no rule today") end'] = "hold %- the rule failed: [^\n]*no rule today",
-      ['function() return { action = "move", to = "node-9", reason = "x" } end'] =
-        "hold %- the rule chose node%-9, which is not a candidate with a prediction",
+      ['function() return { action = "move", to = "node-9", reason = "x" } end'] = "hold %- the rule chose node%-9, which is not a candidate with a prediction",
       ['function() return { action = "jump" } end'] = "hold %- the rule failed: returned table",
     } do
       local path = h.write(dir .. "/policy.lua", text:format(rule))
@@ -421,7 +488,9 @@ return {
 
   it("decides once per predictions: a recommender running more often than the pipeline waits", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    local script = h.write(dir .. "/twice.lua", [[
+    local script = h.write(
+      dir .. "/twice.lua",
+      [[
 local policy = require "dconn.policy"
 local decisions = require "dconn.placement.decisions"
 local qos = { ["node-0"] = 0.6, ["node-1"] = 0.9 }
@@ -435,7 +504,8 @@ local again = agent:recommend()["a/web"]
 print(first.action, again == first, decisions.total())
 agent:pipeline()
 print(agent:recommend()["a/web"].action, decisions.total())
-]])
+]]
+    )
     local rc, out, err = h.run(script, { env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, err)
     -- held by the streak (1 of 2), the same predictions decide nothing more, new ones move it
@@ -445,12 +515,15 @@ print(agent:recommend()["a/web"].action, decisions.total())
 
   it("holds and says so when the source fails, and patches nothing", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    local path = h.write(dir .. "/policy.lua", [[
+    local path = h.write(
+      dir .. "/policy.lua",
+      [[
 return {
   deployment = "web", namespace = "a", candidates = { "node-0", "node-1" },
   source = { replay = "missing.csv" }, tracker = false,
 }
-]])
+]]
+    )
     local rc, _, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc)
     assert.matches("telemetry source unavailable: replay: cannot open", err)
@@ -462,7 +535,8 @@ return {
 
   it("reloads the policy when its file changes, and keeps the old one when the new one is broken", function()
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    local text = SOURCE:format('{ ["node-0"] = 0.8, ["node-1"] = 0.6 }') .. [[
+    local text = SOURCE:format('{ ["node-0"] = 0.8, ["node-1"] = 0.6 }')
+      .. [[
 return {
   name = "%s",
   model = function(rows) return rows[#rows].qos end,
@@ -480,9 +554,15 @@ return {
     assert.matches("Policy file changed: reloading the policy", child.err())
     os.execute("sleep 1.1")
     h.write(path, "return { deployment = 'web', candidates = {}, source = 42 }")
-    assert.truthy(h.wait_for(function()
-      return child.err():match("Reload failed, the previous policy keeps running: [^\n]*policy%.lua")
-    end, 15), child.err())
+    assert.truthy(
+      h.wait_for(
+        function()
+          return child.err():match("Reload failed, the previous policy keeps running: [^\n]*policy%.lua")
+        end,
+        15
+      ),
+      child.err()
+    )
     local before = h.count(child.err(), "decision a/web")
     assert.truthy(h.wait_for(function() return h.count(child.err(), "decision a/web") >= before + 2 end, 15))
     child.kill("TERM")
@@ -512,7 +592,9 @@ return {
     end
     local decisions = json.decode(get("/decisions"))
     local actions = {}
-    for _, d in ipairs(decisions.decisions) do actions[#actions + 1] = d.action end
+    for _, d in ipairs(decisions.decisions) do
+      actions[#actions + 1] = d.action
+    end
     assert.equals("move", actions[#actions]) -- the oldest kept: the move
     assert.equals("stay", actions[1])
     local last = decisions.decisions[#decisions.decisions]
@@ -587,11 +669,15 @@ describe("the anti-flap gates on the original dummy QoS", function()
   local function day(base, seed, gated, degrade)
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "pipelines", "app", "node-5" } })
     local path = h.write(dir .. "/flap.lua", (FLAP:gsub("BASE", base)))
-    local rc, out, err = h.run(path .. " " .. seed .. " " .. (gated and "gated" or "plain") .. " " .. (degrade or -1),
-      { env = "DCONN_K8S_SIM_STATE=" .. state })
+    local rc, out, err = h.run(
+      path .. " " .. seed .. " " .. (gated and "gated" or "plain") .. " " .. (degrade or -1),
+      { env = "DCONN_K8S_SIM_STATE=" .. state }
+    )
     assert.equals(0, rc, err)
     local moves = {}
-    for t in out:match("moves%s*([%d ]*)"):gmatch("%d+") do moves[#moves + 1] = tonumber(t) end
+    for t in out:match("moves%s*([%d ]*)"):gmatch("%d+") do
+      moves[#moves + 1] = tonumber(t)
+    end
     return moves, out:match("degraded%s+(%S+)"), tonumber(out:match("changes%s+(%d+)"))
   end
 
@@ -642,11 +728,19 @@ describe("model selection", function()
 
   it("runs the shipped max-QoS policy on its per-node trained models", function()
     os.execute("cp examples/cloudedge/cluster.json " .. dir .. "/cluster.json")
-    local rc, out, err = h.run("run --once --listen off policies/max_qos.lua", { env = "DCONN_K8S_SIM_STATE=" .. dir
-      .. "/cluster.json DCONN_POLICY_READ=examples/cloudedge MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" })
+    local rc, out, err = h.run("run --once --listen off policies/max_qos.lua", {
+      env = "DCONN_K8S_SIM_STATE="
+        .. dir
+        .. "/cluster.json DCONN_POLICY_READ=examples/cloudedge MLFLOW_TRACKING_URI=file:"
+        .. dir
+        .. "/mlruns",
+    })
     assert.equals(0, rc, out .. err)
-    assert.matches("predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d%.]+, [%d%.]+, [%d%.]+, [%d%.]+, "
-      .. "[%d%.]+, [%d%.]+%]", err)
+    assert.matches(
+      "predictions scanflow%-cloudedge%-dataengineer/nginx: qos %[[%d%.]+, [%d%.]+, [%d%.]+, [%d%.]+, "
+        .. "[%d%.]+, [%d%.]+%]",
+      err
+    )
     assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to ", err)
     -- which model predicted each node is a param of the predictor run
     local find = io.popen("find " .. dir .. "/mlruns -path '*/params/model_3'")
@@ -717,7 +811,10 @@ describe("the README's policy", function()
     -- at the top of the repository, as the README says, under a name of its own
     local path = ".readme-policy-" .. os.time() .. ".lua"
     local dir = h.tmpdir()
-    finally(function() os.remove(path); os.execute("rm -rf " .. dir) end)
+    finally(function()
+      os.remove(path)
+      os.execute("rm -rf " .. dir)
+    end)
     h.write(path, code)
     local rc, out, err = h.run("check " .. path)
     assert.equals(0, rc, err)
@@ -728,8 +825,10 @@ describe("the README's policy", function()
     assert.equals(typo:gsub("policy%.lua", path) .. "\n", err)
     h.write(path, code)
     os.execute("cp examples/cloudedge/cluster.json " .. dir .. "/cluster.json")
-    rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. dir .. "/cluster.json "
-      .. "MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" })
+    rc, out, err = h.run(
+      "run --once --listen off " .. path,
+      { env = "DCONN_K8S_SIM_STATE=" .. dir .. "/cluster.json " .. "MLFLOW_TRACKING_URI=file:" .. dir .. "/mlruns" }
+    )
     assert.equals(0, rc, out .. err)
     assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to cloudskin%-k8s%-worker%-%d", err)
   end)
@@ -740,7 +839,9 @@ describe("the REPL as a lab", function()
     local dir = h.tmpdir()
     finally(function() os.execute("rm -rf " .. dir) end)
     local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" } })
-    h.write(dir .. "/policy.lua", [[
+    h.write(
+      dir .. "/policy.lua",
+      [[
 local qos = { ["node-0"] = 0.3, ["node-1"] = 0.8 }
 return {
   model = function(rows) return rows[#rows].qos end,
@@ -748,17 +849,19 @@ return {
   source = { window = function(_, c, now) return { { t = now, f = {}, qos = qos[c.node] } } end },
   safety = { consecutive = 1 },
 }
-]])
+]]
+    )
     local input = h.write(dir .. "/input", table.concat({
       'p = agent:run("pipeline")["a/web"]',
-      'p.max, p.candidates[p.max_index + 1].node, p.metric',
+      "p.max, p.candidates[p.max_index + 1].node, p.metric",
       'agent:place("a/web", "node-1", { dry_run = true }).result',
       'agent.rule = function(p) return { action = "none", reason = "not today" } end',
       'agent:run("recommender")["a/web"].reason',
       'agent.rule = require("dconn.placement.rules").max_qos',
       'agent:run("pipeline") and agent:run("recommender")["a/web"].action',
     }, "\n") .. "\n")
-    local rc, out, err = h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })
+    local rc, out, err =
+      h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, err)
     assert.equals('0.8\t"node-1"\t"qos"\n"patched"\n"not today"\n"move"\n', out)
     assert.equals("node-1", selector_of(state, "a", "web"))

@@ -19,7 +19,7 @@ end
 ---- the generated telemetry ----
 
 local T1 = math.floor(os.time() / 15) * 15 - 600 -- the last sample (on the 15 s grid)
-local T0 = T1 - 1800                                -- the first
+local T0 = T1 - 1800 -- the first
 local telemetry = servers.prom_telemetry(T0, T1)
 local CLUSTERS, CPU_RATE, SRV_RATE = telemetry.clusters, telemetry.cpu_rate, telemetry.srv_rate
 -- The six features of cluster k at sample time t, as the default queries must compute them.
@@ -78,7 +78,9 @@ local function start_stub()
 end
 
 local function cluster_of(name) -- index in CLUSTERS
-  for k, c in ipairs(CLUSTERS) do if c == name then return k end end
+  for k, c in ipairs(CLUSTERS) do
+    if c == name then return k end
+  end
 end
 
 -- rows must be the generated truth at t = first, first + 15, ..., last
@@ -89,8 +91,10 @@ local function assert_rows(rows, k, first, last)
     assert.are.equal(t, row.t)
     local want = truth(k, t)
     for i = 1, 6 do
-      assert(near(row.f[i], want[i]), format("cluster %d at %d: %s = %s, want %s", k, t, features.NAMES[i],
-        tostring(row.f[i]), tostring(want[i])))
+      assert(
+        near(row.f[i], want[i]),
+        format("cluster %d at %d: %s = %s, want %s", k, t, features.NAMES[i], tostring(row.f[i]), tostring(want[i]))
+      )
     end
     assert(near(row.qos, features.qos(want[6], want[5])), format("qos at %d: %s", t, tostring(row.qos)))
   end
@@ -154,11 +158,14 @@ describe("dconn.prom", function()
       assert.are.equal(1, #r)
       local want = {}
       for i = 0, 11 do
-        if i % 3 == 1 then want[#want + 1] = { T0 + 5 * i, math.huge }
-        elseif i % 3 == 2 then want[#want + 1] = { T0 + 5 * i, i } end
+        if i % 3 == 1 then
+          want[#want + 1] = { T0 + 5 * i, math.huge }
+        elseif i % 3 == 2 then
+          want[#want + 1] = { T0 + 5 * i, i }
+        end
       end
       assert.are.same(want, r[1].values)
-      assert.are.same({}, (c:query("nan_probe", T0)))           -- NaN: no sample
+      assert.are.same({}, (c:query("nan_probe", T0))) -- NaN: no sample
       assert.are.same({ T0 + 5, math.huge }, c:query("nan_probe", T0 + 5)[1].value)
       assert.are.same({ { metric = {}, value = { T0, -math.huge } } }, (c:query("-1/0", T0)))
       local s, kind = c:query("0/0", T0)
@@ -199,8 +206,13 @@ describe("dconn.prom", function()
       end
       local r, err, detail = ask("/html")
       assert.is_nil(r)
-      assert.are.equal("prometheus " .. stub.url .. "/html/api/v1/query: the answer is not JSON (HTTP 200, text/html): "
-        .. "<html><body>Prometheus is not here</body></html>", tostring(err))
+      assert.are.equal(
+        "prometheus "
+          .. stub.url
+          .. "/html/api/v1/query: the answer is not JSON (HTTP 200, text/html): "
+          .. "<html><body>Prometheus is not here</body></html>",
+        tostring(err)
+      )
       assert.are.same({ kind = "format", status = 200 }, detail)
       r, err = ask("/bad-gateway")
       assert.is_nil(r)
@@ -237,21 +249,30 @@ describe("dconn.prom", function()
       local s = prom.source { url = server.url }
       local now = T1 + 7 -- rows end at the last step boundary at or before now
       for k, c in ipairs(CLUSTERS) do
-        local rows, err = s:window({ node = "node-" .. k, cluster = c, index = k - 1 }, now,
-          { steps = 10, history = 40, step = 15 })
+        local rows, err = s:window(
+          { node = "node-" .. k, cluster = c, index = k - 1 },
+          now,
+          { steps = 10, history = 40, step = 15 }
+        )
         assert.is_table(rows, err)
         assert_rows(rows, k, T1 - 39 * 15, T1)
       end
       assert.are.same({ CLUSTERS[1], CLUSTERS[2], CLUSTERS[3] }, s.clusters)
-      assert.matches("^prometheus http://127%.0%.0%.1:%d+ %(6 queries by cluster, 300s of history at 15s steps%)$",
-        s:describe())
+      assert.matches(
+        "^prometheus http://127%.0%.0%.1:%d+ %(6 queries by cluster, 300s of history at 15s steps%)$",
+        s:describe()
+      )
     end)
 
     it("covers good and failing QoS on the cluster that leaves the ranges", function()
       local rows = assert(prom.source { url = server.url }:window({ cluster = CLUSTERS[3] }, T1))
       local zero, positive = 0, 0
       for _, row in ipairs(rows) do
-        if row.qos == 0 then zero = zero + 1 elseif row.qos > 0 then positive = positive + 1 end
+        if row.qos == 0 then
+          zero = zero + 1
+        elseif row.qos > 0 then
+          positive = positive + 1
+        end
       end
       assert.is_true(zero > 5 and positive > 5, zero .. " zero, " .. positive .. " positive")
     end)
@@ -313,20 +334,26 @@ describe("dconn.prom", function()
       -- every default query with its cluster copied into a "site" label
       local queries = {}
       for name, q in pairs(prom.default_queries()) do
-        queries[name] = 'label_replace(' .. q .. ', "site", "site-$1", "cluster", "(.*)")'
+        queries[name] = "label_replace(" .. q .. ', "site", "site-$1", "cluster", "(.*)")'
       end
       local s = prom.source { url = server.url, label = "site", queries = queries }
       assert_rows(assert(s:window({ node = "site-edge-3" }, T1, { history = 5 })), 3, T1 - 4 * 15, T1)
       assert.are.same({ "site-" .. CLUSTERS[1], "site-" .. CLUSTERS[2], "site-edge-3" }, s.clusters)
       -- one query replaced: the others keep the defaults
-      s = prom.source { url = server.url, queries = {
-        pipelines_server_mem_usage = 'sum by (cluster) (container_memory_working_set_bytes{container="sidecar"})' } }
+      s = prom.source {
+        url = server.url,
+        queries = {
+          pipelines_server_mem_usage = 'sum by (cluster) (container_memory_working_set_bytes{container="sidecar"})',
+        },
+      }
       local rows = assert(s:window({ cluster = CLUSTERS[2] }, T1, { history = 3 }))
       assert.are.equal(3, #rows)
       for j, row in ipairs(rows) do
         local want = truth(2, T1 - (3 - j) * 15)
         want[4] = 3e7
-        for i = 1, 6 do assert(near(row.f[i], want[i]), features.NAMES[i]) end
+        for i = 1, 6 do
+          assert(near(row.f[i], want[i]), features.NAMES[i])
+        end
       end
     end)
 
@@ -335,8 +362,17 @@ describe("dconn.prom", function()
       local rows, err, detail = s:window({ node = "n", cluster = "nope" }, T1)
       assert.is_nil(rows)
       assert.are.equal("no_data", detail.kind)
-      assert.is_truthy(tostring(err):find("prometheus: no samples for cluster nope (query " ..
-        prom.default_queries().node_cpu_usage .. ") at " .. server.url, 1, true), err)
+      assert.is_truthy(
+        tostring(err):find(
+          "prometheus: no samples for cluster nope (query "
+            .. prom.default_queries().node_cpu_usage
+            .. ") at "
+            .. server.url,
+          1,
+          true
+        ),
+        err
+      )
       -- before the history begins: nothing
       rows, err = s:window({ cluster = CLUSTERS[1] }, T0 - 3600)
       assert.is_nil(rows)
@@ -347,8 +383,10 @@ describe("dconn.prom", function()
       local s = prom.source { url = server.url, queries = { pipelines_status_idelta_fps = "irate(frames[1m]" } }
       local rows, err, detail = s:window({ cluster = CLUSTERS[1] }, T1)
       assert.is_nil(rows)
-      assert.matches("/api/v1/query_range: bad_data: .* %(feature pipelines_status_idelta_fps, query irate%(frames%[1m%]%)$",
-        err)
+      assert.matches(
+        "/api/v1/query_range: bad_data: .* %(feature pipelines_status_idelta_fps, query irate%(frames%[1m%]%)$",
+        err
+      )
       assert.are.equal("bad_data", detail.error_type)
     end)
 

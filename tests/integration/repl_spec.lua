@@ -29,8 +29,10 @@ describe("dconn repl through a pipe", function()
   end)
 
   it("runs waiting calls at the prompt and has the runtime modules loaded", function()
-    local _, out = repl_pipe("t0 = dconn.timer.now()\ndconn.timer.sleep(0.1)\ndconn.timer.now() - t0 >= 0.1\ndconn.json.encode({1})\n")
-    assert.equals("true\n\"[1]\"\n", out)
+    local _, out = repl_pipe(
+      "t0 = dconn.timer.now()\ndconn.timer.sleep(0.1)\ndconn.timer.now() - t0 >= 0.1\ndconn.json.encode({1})\n"
+    )
+    assert.equals('true\n"[1]"\n', out)
   end)
 
   it("reports errors and goes on", function()
@@ -44,7 +46,8 @@ describe("dconn repl through a pipe", function()
   it("loads a policy with its jobs held", function()
     local dir = h.tmpdir()
     local policy = h.write(dir .. "/p.lua", "return { name = 'p', jobs = { a = { every = 1, run = function() end } } }")
-    local _, out = repl_pipe("policy.name\ndconn.timer.job('a').runs\ndconn.timer.run_now('a')\ndconn.timer.job('a').runs\n", policy)
+    local _, out =
+      repl_pipe("policy.name\ndconn.timer.job('a').runs\ndconn.timer.run_now('a')\ndconn.timer.job('a').runs\n", policy)
     os.execute("rm -rf " .. dir)
     assert.equals('"p"\n0\ntrue\n1\n', out)
   end)

@@ -42,13 +42,23 @@ describe("the training script", function()
       local w = assert(src:window({ node = m.node, cluster = m.cluster }, now, { steps = 10, history = 10 }))
       assert.are.equal(10, #w)
       local x = {}
-      for i, r in ipairs(w) do x[i] = r.f end
+      for i, r in ipairs(w) do
+        x[i] = r.f
+      end
       local y = assert(nn:predict({ x }))
       local q = y[1][1]
       assert.is_true(q == q and q > -0.5 and q < 1.5, m.node .. ": " .. tostring(q))
       assert.is_true(m.mae == m.mae and m.mae < 0.1, m.node .. " MAE " .. tostring(m.mae))
-      print(string.format("# %s: predicted %.4f (last %.4f); held-out MAE %.4f vs persistence %.4f", m.node, q,
-        w[10].qos, m.mae, m.persistence_mae))
+      print(
+        string.format(
+          "# %s: predicted %.4f (last %.4f); held-out MAE %.4f vs persistence %.4f",
+          m.node,
+          q,
+          w[10].qos,
+          m.mae,
+          m.persistence_mae
+        )
+      )
     end
   end)
 end)

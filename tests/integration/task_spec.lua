@@ -17,7 +17,9 @@ local function in_job(fn, opts)
   seq = seq + 1
   local name = "task-spec-" .. seq
   local spec = { name = name, every = 3600, immediate = false, quiet = true, run = fn }
-  for k, v in pairs(opts or {}) do spec[k] = v end
+  for k, v in pairs(opts or {}) do
+    spec[k] = v
+  end
   timer.add(spec)
   local ok, err = timer.run_now(name)
   timer.remove(name)
@@ -106,8 +108,11 @@ describe("dconn.task", function()
       local results = task.all(list)
       local took = timer.now() - t0
       assert.same({
-        { true, 1, 1, n = 3 }, { true, 2, 4, n = 3 }, { false, "three failed", n = 2 },
-        { true, 4, 16, n = 3 }, { true, 5, 25, n = 3 },
+        { true, 1, 1, n = 3 },
+        { true, 2, 4, n = 3 },
+        { false, "three failed", n = 2 },
+        { true, 4, 16, n = 3 },
+        { true, 5, 25, n = 3 },
       }, results)
       assert.is_true(took < 0.5, "took " .. took) -- 0.25 s at once, 0.75 s one after the other
 
@@ -131,8 +136,10 @@ describe("dconn.task", function()
       local t0 = timer.now()
       assert.same({ 3, true, "winner 3" }, { task.race(list) })
       assert.is_true(timer.now() - t0 < 1)
-      assert.same({ "cancelled", "cancelled", "done", "cancelled" },
-        { list[1]:status(), list[2]:status(), list[3]:status(), list[4]:status() })
+      assert.same(
+        { "cancelled", "cancelled", "done", "cancelled" },
+        { list[1]:status(), list[2]:status(), list[3]:status(), list[4]:status() }
+      )
       assert.same({ false, "cancelled: another task won the race" }, { list[1]:wait() })
 
       -- one that has ended already wins at once; a failure wins like a result
@@ -175,11 +182,15 @@ describe("dconn.task", function()
     local kept = {}
     -- a job that returns while its children still sleep or wait on HTTP
     assert(in_job(function()
-      for i = 1, 3 do kept[i] = task.spawn(timer.sleep, 30) end
+      for i = 1, 3 do
+        kept[i] = task.spawn(timer.sleep, 30)
+      end
       kept[4] = task.spawn(http.get, peer.url .. "/slow?s=30", { retries = 0 })
       assert.equals(baseline + 1 + 4, runtime.tasks())
     end))
-    for i = 1, 4 do assert.equals("cancelled", kept[i]:status()) end
+    for i = 1, 4 do
+      assert.equals("cancelled", kept[i]:status())
+    end
     assert.same({ false, "cancelled: the task that spawned it ended" }, { kept[4]:wait() })
     assert.equals(baseline, runtime.tasks())
     assert.is_truthy(h.wait_for(function() return httpc.in_flight() == 0 end, 2))
@@ -256,7 +267,9 @@ describe("dconn.task", function()
         return task.spawn(timer.sleep, 30) -- the grandchild is one too many
       end)
       assert.same({ true, nil, "too many tasks" }, { last:wait() })
-      for _, t in ipairs(list) do t:cancel() end
+      for _, t in ipairs(list) do
+        t:cancel()
+      end
       assert.truthy(task.spawn(timer.sleep, 0)) -- room again
     end))
     assert(in_job(function()
@@ -272,7 +285,9 @@ describe("dconn.task", function()
   it("counts children against the job's instruction budget", function()
     local function spin()
       local x = 0
-      for i = 1, 250000 do x = x + i end -- about a million instructions
+      for i = 1, 250000 do
+        x = x + i
+      end -- about a million instructions
       return x
     end
     -- five children of about a million each: fine on their own, too many for one budget
@@ -282,11 +297,17 @@ describe("dconn.task", function()
     local child_errors = {}
     local ok, err = in_job(function()
       local list = {}
-      for i = 1, 5 do list[i] = task.spawn(function() timer.sleep(0) return spin() end) end
+      for i = 1, 5 do
+        list[i] = task.spawn(function()
+          timer.sleep(0)
+          return spin()
+        end)
+      end
       for _, r in ipairs(task.all(list)) do
         if not r[1] then child_errors[#child_errors + 1] = r[2] end
       end
-      for _ = 1, 100000 do end -- the job itself is over the budget too, whatever it caught
+      for _ = 1, 100000 do
+      end -- the job itself is over the budget too, whatever it caught
     end, { budget = 2000000 })
     assert.is_nil(ok)
     assert.is_true(#child_errors >= 1)
@@ -311,9 +332,12 @@ return { jobs = { a = { every = "1h", run = function() end } } }]])
     assert.equals(2, rc)
     assert.matches("dconn.task.spawn: not allowed while checking a policy", stderr)
     -- spawning from a job is fine for `dconn check`, which runs no job
-    h.write(path, [[
+    h.write(
+      path,
+      [[
 local task = require "dconn.task"
-return { jobs = { a = { every = "1h", run = function() task.spawn(function() end) end } } }]])
+return { jobs = { a = { every = "1h", run = function() task.spawn(function() end) end } } }]]
+    )
     rc, _, stderr = h.run("check " .. path)
     assert.equals(0, rc, stderr)
     os.execute("rm -rf " .. dir)
@@ -366,14 +390,23 @@ print(ok, err, timer.now() - t0)
       local list = {}
       local t0 = timer.now()
       for i = 1, N do
-        list[i] = assert(task.spawn(http.get, peer.url .. "/slow?s=" .. DELAY .. "&key=" .. key .. "&i=" .. i,
-          { retries = 0, timeout = 30 }))
+        list[i] = assert(
+          task.spawn(
+            http.get,
+            peer.url .. "/slow?s=" .. DELAY .. "&key=" .. key .. "&i=" .. i,
+            { retries = 0, timeout = 30 }
+          )
+        )
       end
       statuses = {}
-      for i, r in ipairs(task.all(list)) do statuses[i] = r[1] and r[2] end
+      for i, r in ipairs(task.all(list)) do
+        statuses[i] = r[1] and r[2]
+      end
       took = timer.now() - t0
     end))
-    for i = 1, N do assert.equals(200, statuses[i], "request " .. i) end
+    for i = 1, N do
+      assert.equals(200, statuses[i], "request " .. i)
+    end
     local most = max_active(key)
     -- one after the other: 50 x 0.3 = 15 s and never more than one at the server
     assert.is_true(most >= 10, "at most " .. most .. " requests were in flight at once")
@@ -382,7 +415,8 @@ print(ok, err, timer.now() - t0)
 
   it("a policy job uses dconn.task under `dconn run --once`", function()
     local key = "policy-" .. os.time() .. "-" .. math.random(1e6)
-    local path, dir = policy_file(string.format([[
+    local path, dir = policy_file(string.format(
+      [[
 local task = require "dconn.task"
 local http = require "dconn.http"
 local log = require "dconn.log"
@@ -400,7 +434,10 @@ return { jobs = { fetch = { every = "1h", run = function()
   end
   log.info("fetched %%d of %%d", good, #list)
   if good ~= #list then error("some failed") end
-end } } }]], peer.url, key))
+end } } }]],
+      peer.url,
+      key
+    ))
     local t0 = timer.now()
     local rc, _, err = h.run("run --once " .. path)
     local took = timer.now() - t0
@@ -413,14 +450,17 @@ end } } }]], peer.url, key))
   end)
 
   it("stopping the agent cancels the children of running jobs and their transfers", function()
-    local path, dir = policy_file(string.format([[
+    local path, dir = policy_file(string.format(
+      [[
 local task = require "dconn.task"
 local http = require "dconn.http"
 return { jobs = { stuck = { every = "1h", run = function()
   local t = task.spawn(http.get, "%s/slow?s=60", { retries = 0 })
   require("dconn.log").info("child waiting")
   return t:wait()
-end } } }]], peer.url))
+end } } }]],
+      peer.url
+    ))
     local t0 = timer.now()
     local rc, _, err = h.run("run --listen off --stop-after 1s --grace 0.5s " .. path, { limit = 30 })
     os.execute("rm -rf " .. dir)

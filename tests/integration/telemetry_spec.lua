@@ -8,13 +8,17 @@ local HOURS = 5
 
 local function lines(text)
   local out = {}
-  for line in text:gmatch("[^\n]+") do out[#out + 1] = line end
+  for line in text:gmatch("[^\n]+") do
+    out[#out + 1] = line
+  end
   return out
 end
 
 local function split(line, sep)
   local out = {}
-  for field in (line .. sep):gmatch("([^" .. sep .. "]*)" .. sep) do out[#out + 1] = field end
+  for field in (line .. sep):gmatch("([^" .. sep .. "]*)" .. sep) do
+    out[#out + 1] = field
+  end
   return out
 end
 
@@ -26,7 +30,9 @@ local function parse(text)
     local f = split(all[i], ",")
     local key = f[1] .. "," .. f[2]
     local v = {}
-    for k = 3, #f do v[#v + 1] = assert(tonumber(f[k]), all[i]) end
+    for k = 3, #f do
+      v[#v + 1] = assert(tonumber(f[k]), all[i])
+    end
     rows[key] = v
     keys[#keys + 1] = key
   end
@@ -75,7 +81,9 @@ describe("the generated hourly export", function()
       end
     end
     local n = 0
-    for _ in pairs(ids) do n = n + 1 end
+    for _ in pairs(ids) do
+      n = n + 1
+    end
     assert.is_true(n >= 8, "pipeline ids: " .. n) -- six clusters, restarts on top
     assert.is_true(node_only > 0, "slots without a pipeline row")
     assert.is_true(spikes > 0, "latencies of minutes")
@@ -123,7 +131,8 @@ describe("dconn telemetry --csv", function()
 
   it("gives one cluster with --cluster, a summary without --csv, and usage errors", function()
     local _
-    local rc, out, err = h.run("telemetry " .. h.quote(export) .. " --csv --cluster d60b3983-2331-46d2-91bc-c00f68c90d49")
+    local rc, out, err =
+      h.run("telemetry " .. h.quote(export) .. " --csv --cluster d60b3983-2331-46d2-91bc-c00f68c90d49")
     assert.are.equal(0, rc, err)
     local all = lines(out)
     -- 5 hours and the last timestamp's bucket, less the 3 buckets of the 60 s gap
@@ -138,8 +147,12 @@ describe("dconn telemetry --csv", function()
     assert.matches("no telemetry for cluster nope", err)
     rc, _, err = h.run("telemetry")
     assert.are.equal(2, rc)
-    assert.matches("dconn telemetry: missing an export file or a directory of them (DIR|FILE); usage: dconn telemetry", err, 1,
-      true)
+    assert.matches(
+      "dconn telemetry: missing an export file or a directory of them (DIR|FILE); usage: dconn telemetry",
+      err,
+      1,
+      true
+    )
     rc, _, err = h.run("telemetry " .. h.quote(dir))
     assert.are.equal(1, rc)
     assert.matches("is a directory without %.csv files", err)

@@ -70,21 +70,31 @@ describe("dconn.tracker", function()
     it("logs a run that the MLflow Python client reads back with the same values", function()
       local t = assert(tracker.connect(URI, { deadline = 10 }))
       local exp = assert(t:get_or_create_experiment("interop"))
-      local run = assert(t:create_run { experiment_id = exp.experiment_id, run_name = "sensor - j1",
-        start_time = 1700000000123, tags = { team = "qos" } })
+      local run = assert(t:create_run {
+        experiment_id = exp.experiment_id,
+        run_name = "sensor - j1",
+        start_time = 1700000000123,
+        tags = { team = "qos" },
+      })
       assert.equals("RUNNING", run.status)
       assert.equals(32, #run.run_id)
       assert(t:log_batch(run.run_id, {
-        metrics = { { key = "max_qos", value = 30.5, timestamp = 1700000000200, step = 3 },
+        metrics = {
+          { key = "max_qos", value = 30.5, timestamp = 1700000000200, step = 3 },
           { key = "max_qos", value = 12, timestamp = 1700000000100, step = 1 },
           { key = "count", value = 7, timestamp = 1700000000300, step = 0 },
-          { key = "bad", value = 0 / 0, timestamp = 1700000000300, step = 0 } },
-        params = { max_qos_index = 2, mode = "fast" }, tags = { k = "v" } }))
-      assert.same({ run_id = run.run_id, status = "FINISHED", end_time = 1700000009999 },
+          { key = "bad", value = 0 / 0, timestamp = 1700000000300, step = 0 },
+        },
+        params = { max_qos_index = 2, mode = "fast" },
+        tags = { k = "v" },
+      }))
+      assert.same(
+        { run_id = run.run_id, status = "FINISHED", end_time = 1700000009999 },
         (function()
           local info = assert(t:update_run(run.run_id, { status = "FINISHED", end_time = 1700000009999 }))
           return { run_id = info.run_id, status = info.status, end_time = info.end_time }
-        end)())
+        end)()
+      )
       local got = py(URI, "read-run " .. run.run_id)
       assert.equals("sensor - j1", got.name)
       assert.equals("FINISHED", got.status)
@@ -109,8 +119,11 @@ describe("dconn.tracker", function()
     it("finds and reads runs logged by the Python client in the original shape", function()
       local logged = py(URI, "log-original orig 4")
       local t = assert(tracker.connect(URI, { deadline = 10 }))
-      local runs = assert(t:search_runs { experiment_names = { "orig" }, filter = "metrics.max_qos > 25",
-        order_by = { "metrics.max_qos DESC" } })
+      local runs = assert(t:search_runs {
+        experiment_names = { "orig" },
+        filter = "metrics.max_qos > 25",
+        order_by = { "metrics.max_qos DESC" },
+      })
       assert.equals(1, #runs) -- max_qos is 5, 15, 25, 35
       assert.equals(logged[4].run_id, runs[1].run_id)
       assert.equals(35, runs[1].metrics.max_qos)
@@ -127,15 +140,23 @@ describe("dconn.tracker", function()
       local exp = assert(t:get_or_create_experiment("big"))
       local run = assert(t:create_run { experiment_id = exp.experiment_id, run_name = "big" })
       local metrics, params = {}, {}
-      for i = 1, 1200 do metrics[i] = { key = "loss", value = i / 8, timestamp = 1700000000000 + i, step = i } end
-      for i = 1, 150 do params["p" .. i] = i end
+      for i = 1, 1200 do
+        metrics[i] = { key = "loss", value = i / 8, timestamp = 1700000000000 + i, step = i }
+      end
+      for i = 1, 150 do
+        params["p" .. i] = i
+      end
       assert(t:log_batch(run.run_id, { metrics = metrics, params = params }))
       local got = py(URI, "read-run " .. run.run_id)
       assert.equals(1200, #got.history.loss)
       local n = 0
-      for _ in pairs(got.params) do n = n + 1 end
+      for _ in pairs(got.params) do
+        n = n + 1
+      end
       assert.equals(150, n)
-      for i = 2, 12 do assert(t:create_run { experiment_id = exp.experiment_id, run_name = "r" .. i }) end
+      for i = 2, 12 do
+        assert(t:create_run { experiment_id = exp.experiment_id, run_name = "r" .. i })
+      end
       local all = assert(t:search_runs { experiment_ids = { exp.experiment_id }, all = true, page_size = 5 })
       assert.equals(12, #all)
       local first, token = assert(t:search_runs { experiment_ids = { exp.experiment_id }, max_results = 5 })
@@ -165,15 +186,22 @@ describe("dconn.tracker", function()
 
     it("uploads and downloads JSON artifacts through the artifact proxy, both ways", function()
       local t = assert(tracker.connect(URI, { deadline = 10 }))
-      local run = assert(t:log_decision("edge", "job7", { type = "placement", ["function"] = "place",
-        nodes = { "n1", "n2" }, value = 0.75 }))
+      local run = assert(
+        t:log_decision(
+          "edge",
+          "job7",
+          { type = "placement", ["function"] = "place", nodes = { "n1", "n2" }, value = 0.75 }
+        )
+      )
       local exp = assert(t:get_experiment_by_name("edge-agent"))
       assert.equals(exp.experiment_id, run.experiment_id)
       local got = py(URI, "read-run " .. run.run_id)
       assert.equals("sensor - job7", got.name)
       assert.equals("FINISHED", got.status)
-      assert.same({ type = "placement", ["function"] = "place", nodes = { "n1", "n2" }, value = 0.75 },
-        py(URI, "load-dict " .. run.run_id .. " log.json"))
+      assert.same(
+        { type = "placement", ["function"] = "place", nodes = { "n1", "n2" }, value = 0.75 },
+        py(URI, "load-dict " .. run.run_id .. " log.json")
+      )
       local pyrun = py(URI, "log-dict pyart")
       local text = assert(t:download_artifact(pyrun, "d/x.json"))
       assert.same({ a = 1, b = { 1, 2 } }, json.decode(text))
@@ -204,7 +232,7 @@ describe("dconn.tracker", function()
       local list = json.decode(out)
       assert.equals(2, #list)
       assert.equals(35, list[1].metrics.max_qos)
-      code, out = h.run("runs --tracker " .. URI .. " --experiment orig --filter \"metrics.max_qos > 30\"")
+      code, out = h.run("runs --tracker " .. URI .. ' --experiment orig --filter "metrics.max_qos > 30"')
       assert.equals(0, code)
       assert.matches("sensor %- job3", out)
       assert.matches("max_qos=35", out)
@@ -251,8 +279,9 @@ describe("dconn.tracker", function()
       -- credentials from the environment, as the MLflow client takes them
       local function runs_with(env)
         local errfile = tmp .. "/runs.err"
-        local ok, _, code = os.execute(env .. " " .. h.DCONN .. " runs --tracker " .. stub.url ..
-          "/auth --experiment x > /dev/null 2> " .. errfile)
+        local ok, _, code = os.execute(
+          env .. " " .. h.DCONN .. " runs --tracker " .. stub.url .. "/auth --experiment x > /dev/null 2> " .. errfile
+        )
         return ok and 0 or code, h.read(errfile)
       end
       local code, msg = runs_with("MLFLOW_TRACKING_USERNAME=u MLFLOW_TRACKING_PASSWORD=wrong")
@@ -293,16 +322,23 @@ describe("dconn.tracker", function()
       local t = assert(tracker.connect("file:" .. dir .. "/mlruns"))
       local exp = assert(t:get_or_create_experiment("fs"))
       assert.matches("^%d+$", exp.experiment_id)
-      local run = assert(t:create_run { experiment_id = exp.experiment_id, run_name = "sensor - a: b",
-        start_time = 1700000000000 })
+      local run = assert(
+        t:create_run { experiment_id = exp.experiment_id, run_name = "sensor - a: b", start_time = 1700000000000 }
+      )
       assert(t:log_batch(run.run_id, {
-        metrics = { { key = "max_qos", value = 30.25, timestamp = 1700000000500, step = 2 },
-          { key = "train/loss", value = 1e-05, timestamp = 1700000000600, step = 0 } },
-        params = { x = "y" }, tags = { k = "v" } }))
+        metrics = {
+          { key = "max_qos", value = 30.25, timestamp = 1700000000500, step = 2 },
+          { key = "train/loss", value = 1e-05, timestamp = 1700000000600, step = 0 },
+        },
+        params = { x = "y" },
+        tags = { k = "v" },
+      }))
       assert(t:log_dict(run.run_id, { type = "t", value = 3 }, "log.json"))
       assert(t:update_run(run.run_id, { status = "FINISHED", end_time = 1700000001000 }))
-      assert.equals("1700000000500 30.25 2\n", h.read(dir .. "/mlruns/" .. exp.experiment_id .. "/" ..
-        run.run_id .. "/metrics/max_qos"))
+      assert.equals(
+        "1700000000500 30.25 2\n",
+        h.read(dir .. "/mlruns/" .. exp.experiment_id .. "/" .. run.run_id .. "/metrics/max_qos")
+      )
       local got = py("file:" .. dir .. "/mlruns", "read-run " .. run.run_id)
       assert.equals("sensor - a: b", got.name)
       assert.equals("FINISHED", got.status)
@@ -319,14 +355,19 @@ describe("dconn.tracker", function()
       local uri = "file:" .. dir .. "/mlruns"
       local logged = py(uri, "log-original orig 4")
       local t = assert(tracker.connect(uri))
-      local runs = assert(t:search_runs { experiment_names = { "orig" }, filter = "metrics.max_qos > 25",
-        order_by = { "metrics.max_qos DESC" } })
+      local runs = assert(t:search_runs {
+        experiment_names = { "orig" },
+        filter = "metrics.max_qos > 25",
+        order_by = { "metrics.max_qos DESC" },
+      })
       assert.equals(1, #runs)
       assert.equals(logged[4].run_id, runs[1].run_id)
       assert.equals(35, runs[1].metrics.max_qos)
       assert.equals("5", runs[1].params.max_qos_index)
-      runs = assert(t:search_runs { experiment_names = { "orig" },
-        filter = "attributes.start_time > 0 AND params.max_qos_index = '5' and tags.`mlflow.runName` LIKE 'sensor%'" })
+      runs = assert(t:search_runs {
+        experiment_names = { "orig" },
+        filter = "attributes.start_time > 0 AND params.max_qos_index = '5' and tags.`mlflow.runName` LIKE 'sensor%'",
+      })
       assert.equals(4, #runs)
       assert.equals(logged[4].run_id, runs[1].run_id) -- default order: newest first
       local page, token = assert(t:search_runs { experiment_names = { "orig" }, max_results = 3 })
@@ -342,8 +383,15 @@ describe("dconn.tracker", function()
     it("reports bad filters and bad batches, leaving nothing half-written", function()
       local t = assert(tracker.connect("file:" .. dir .. "/mlruns"))
       local exp = assert(t:get_or_create_experiment("e"))
-      for _, f in ipairs { "metrics.x >>> 3", "metrics.x > 'a'", "params.x > 'a'", "params.x = 3",
-        "metrics.x > 1 OR metrics.y > 1", "attributes.nope = 'x'", "metrics.x" } do
+      for _, f in ipairs {
+        "metrics.x >>> 3",
+        "metrics.x > 'a'",
+        "params.x > 'a'",
+        "params.x = 3",
+        "metrics.x > 1 OR metrics.y > 1",
+        "attributes.nope = 'x'",
+        "metrics.x",
+      } do
         local runs, err = t:search_runs { experiment_ids = { exp.experiment_id }, filter = f }
         assert.is_nil(runs, f)
         assert.equals("INVALID_PARAMETER_VALUE", err.error_code, f)
@@ -366,14 +414,21 @@ describe("dconn.tracker", function()
 
     it("leaves a decision's run complete or absent when killed (-9) while writing it", function()
       local uri = "file:" .. dir .. "/mlruns"
-      local script = h.write(dir .. "/decide.lua", [[
+      local script = h.write(
+        dir .. "/decide.lua",
+        [[
         local t = assert(require("dconn.tracker").connect(arg[1]))
         for n = 1, math.huge do
           assert(t:log_decision("crash", "recommender", { type = "move", ["function"] = "max_qos", value = n },
             { metrics = { max_qos = n }, params = { deployment = "nginx" } }))
-        end]])
+        end]]
+      )
       local function run_dirs()
-        return sh("find " .. dir .. "/mlruns -mindepth 2 -maxdepth 2 -type d -regextype egrep -regex '.*/[0-9a-f]{32}' 2>/dev/null")
+        return sh(
+          "find "
+            .. dir
+            .. "/mlruns -mindepth 2 -maxdepth 2 -type d -regextype egrep -regex '.*/[0-9a-f]{32}' 2>/dev/null"
+        )
       end
       for round = 1, 4 do
         local before = h.count(run_dirs(), "\n")
@@ -404,8 +459,10 @@ describe("dconn.tracker", function()
     end)
 
     it("reads back the meta.yaml subset it writes", function()
-      local text = tfile.encode_yaml({ a = "x y", b = "0", c = 5, d = nil, e = {}, f = "it's: odd" },
-        { "f", "e", "d", "c", "b", "a" })
+      local text = tfile.encode_yaml(
+        { a = "x y", b = "0", c = 5, d = nil, e = {}, f = "it's: odd" },
+        { "f", "e", "d", "c", "b", "a" }
+      )
       assert.equals("a: x y\nb: '0'\nc: 5\nd: null\ne: []\nf: 'it''s: odd'\n", text)
       assert.same({ a = "x y", b = "0", c = 5, e = {}, f = "it's: odd" }, tfile.decode_yaml(text))
     end)

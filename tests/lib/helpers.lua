@@ -39,8 +39,8 @@ function _M.run(args, opts)
   opts = opts or {}
   local dir = _M.tmpdir()
   local env = opts.env and ("env " .. opts.env .. " ") or ""
-  local cmd = string.format("%stimeout -k 5 %d %s %s > %s/out 2> %s/err", env, opts.limit or 120, _M.DCONN, args,
-    dir, dir)
+  local cmd =
+    string.format("%stimeout -k 5 %d %s %s > %s/out 2> %s/err", env, opts.limit or 120, _M.DCONN, args, dir, dir)
   if opts.stdin then cmd = cmd .. " < " .. shell_quote(opts.stdin) end
   local ok, how, code = os.execute(cmd)
   if how == "signal" then code = 128 + code end
@@ -54,8 +54,15 @@ end
 function _M.spawn(args, opts)
   opts = opts or {}
   local dir = _M.tmpdir()
-  local script = string.format("(%s%s %s > %s/out 2> %s/err; echo $? > %s/rc) & echo $!",
-    opts.env and ("env " .. opts.env .. " ") or "", _M.DCONN, args, dir, dir, dir)
+  local script = string.format(
+    "(%s%s %s > %s/out 2> %s/err; echo $? > %s/rc) & echo $!",
+    opts.env and ("env " .. opts.env .. " ") or "",
+    _M.DCONN,
+    args,
+    dir,
+    dir,
+    dir
+  )
   local p = io.popen("sh -c " .. shell_quote(script))
   local pid = tonumber(p:read("*l"))
   p:close()
@@ -89,11 +96,15 @@ function _M.wait_for(pred, seconds)
 end
 
 --- kubectl: $KUBECTL, else the one `make test` links or unpacks under build/kubectl, else PATH's.
-_M.KUBECTL = os.getenv("KUBECTL") or (function()
-  local f = io.open("build/kubectl/kubectl", "r")
-  if f then f:close() return "build/kubectl/kubectl" end
-  return "kubectl"
-end)()
+_M.KUBECTL = os.getenv("KUBECTL")
+  or (function()
+    local f = io.open("build/kubectl/kubectl", "r")
+    if f then
+      f:close()
+      return "build/kubectl/kubectl"
+    end
+    return "kubectl"
+  end)()
 
 --- What `kubectl kustomize DIR` renders: the documents keyed "Kind/namespace/name", kustomize's
 --- warnings (stderr) and the text. A failed render fails the spec.
@@ -112,7 +123,9 @@ end
 
 function _M.count(text, pattern)
   local n = 0
-  for _ in text:gmatch(pattern) do n = n + 1 end
+  for _ in text:gmatch(pattern) do
+    n = n + 1
+  end
   return n
 end
 

@@ -18,8 +18,12 @@ end
 local sh = _M.sh
 
 function _M.free_port()
-  return tonumber(sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); ]]
-    .. [[print(s.getsockname()[1]); s.close()']]))
+  return tonumber(
+    sh(
+      [[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); ]]
+        .. [[print(s.getsockname()[1]); s.close()']]
+    )
+  )
 end
 
 -- Gone, or a zombie nobody reaps (this container's init does not).
@@ -39,10 +43,14 @@ function _M.stub(script_and_args)
   local pipe = assert(io.popen("exec python3 " .. script_and_args))
   local port, pid = tonumber(pipe:read("l")), tonumber(pipe:read("l"))
   assert(port and pid, "the stub " .. script_and_args .. " did not start")
-  return { pid = pid, url = "http://127.0.0.1:" .. port, stop = function()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    pipe:close()
-  end }
+  return {
+    pid = pid,
+    url = "http://127.0.0.1:" .. port,
+    stop = function()
+      os.execute("kill " .. pid .. " 2>/dev/null")
+      pipe:close()
+    end,
+  }
 end
 
 ---- MLflow ----
@@ -50,8 +58,14 @@ end
 --- `mlflow server` with its store in dir; returns { pid =, url =, stop = fn }.
 function _M.mlflow(dir)
   local port = _M.free_port()
-  local cmd = format("%smlflow server --backend-store-uri sqlite:///%s/mlflow.db --serve-artifacts " ..
-    "--artifacts-destination %s/artifacts --host 127.0.0.1 --port %d --workers 1", _M.VENV, dir, dir, port)
+  local cmd = format(
+    "%smlflow server --backend-store-uri sqlite:///%s/mlflow.db --serve-artifacts "
+      .. "--artifacts-destination %s/artifacts --host 127.0.0.1 --port %d --workers 1",
+    _M.VENV,
+    dir,
+    dir,
+    port
+  )
   local p = io.popen("sh -c " .. h.quote("cd " .. dir .. " && exec " .. cmd .. " > server.log 2>&1 & echo $!"))
   local pid = tonumber(p:read("l"))
   p:close()
@@ -96,9 +110,15 @@ end
 --- Returns { pipe =, pid =, port =, url =, stop = fn }.
 function _M.kube(dir, opts)
   opts = opts or {}
-  local cmd = format("exec python3 tests/servers/kube_apiserver.py --lifetime %d --cert %s/server.pem "
-    .. "--key %s/server.key --client-ca %s/ca.pem --token %s", opts.lifetime or 120, dir, dir, dir,
-    opts.token or "test-token")
+  local cmd = format(
+    "exec python3 tests/servers/kube_apiserver.py --lifetime %d --cert %s/server.pem "
+      .. "--key %s/server.key --client-ca %s/ca.pem --token %s",
+    opts.lifetime or 120,
+    dir,
+    dir,
+    dir,
+    opts.token or "test-token"
+  )
   if opts.state then cmd = cmd .. " --state " .. h.quote(opts.state) end
   local pipe = assert(io.popen(cmd))
   local port = tonumber(pipe:read("l"))
@@ -122,10 +142,11 @@ function _M.prom_telemetry(t0, t1, opts)
   opts = opts or {}
   local tm = {
     clusters = { "a6050a48-03a9-4d02-927a-878317624b52", "c2313dca-f464-4fe3-96c6-cdbe530fe89e", "edge-3" },
-    cpu_rate = { 4.1, 5.1, 2.5 },   -- node cores in user mode
-    srv_rate = { 3.1, 4.8, 1.25 },  -- the app container's cores
-    interval = 5,                   -- seconds between samples, as in the original export
-    t0 = t0, t1 = t1,
+    cpu_rate = { 4.1, 5.1, 2.5 }, -- node cores in user mode
+    srv_rate = { 3.1, 4.8, 1.25 }, -- the app container's cores
+    interval = 5, -- seconds between samples, as in the original export
+    t0 = t0,
+    t1 = t1,
   }
   local CLUSTERS, CPU_RATE, SRV_RATE, INTERVAL = tm.clusters, tm.cpu_rate, tm.srv_rate, tm.interval
 
@@ -144,7 +165,11 @@ function _M.prom_telemetry(t0, t1, opts)
   local truth = tm.truth
 
   local function num(v)
-    if v ~= v then return "NaN" elseif v == math.huge then return "+Inf" end
+    if v ~= v then
+      return "NaN"
+    elseif v == math.huge then
+      return "+Inf"
+    end
     return format("%.17g", v)
   end
 
@@ -154,41 +179,69 @@ function _M.prom_telemetry(t0, t1, opts)
     local function line(name, labels, v, t) out[#out + 1] = format("%s{%s} %s %d", name, labels, num(v), t) end
     local function each(fn)
       for k, c in ipairs(CLUSTERS) do
-        for t = t0, t1, INTERVAL do fn(k, c, t, (t - t0) // INTERVAL) end
+        for t = t0, t1, INTERVAL do
+          fn(k, c, t, (t - t0) // INTERVAL)
+        end
       end
     end
     out[#out + 1] = "# TYPE node_cpu_seconds counter"
-    each(function(k, c, t, i)
-      line("node_cpu_seconds_total", format('cluster="%s",cpu="0",mode="user"', c), 1000 + CPU_RATE[k] * INTERVAL * i,
-        t)
-    end)
+    each(
+      function(k, c, t, i)
+        line(
+          "node_cpu_seconds_total",
+          format('cluster="%s",cpu="0",mode="user"', c),
+          1000 + CPU_RATE[k] * INTERVAL * i,
+          t
+        )
+      end
+    )
     each(function(_, c, t, i) -- not user mode: the query must leave it out
       line("node_cpu_seconds_total", format('cluster="%s",cpu="0",mode="system"', c), 500 + 0.7 * INTERVAL * i, t)
     end)
     out[#out + 1] = "# TYPE node_memory_MemTotal_bytes gauge"
     each(function(_, c, t) line("node_memory_MemTotal_bytes", format('cluster="%s"', c), 16e9, t) end)
     out[#out + 1] = "# TYPE node_memory_MemAvailable_bytes gauge"
-    each(function(k, c, t)
-      line("node_memory_MemAvailable_bytes", format('cluster="%s"', c), 16e9 - truth(k, t)[2], t)
-    end)
+    each(
+      function(k, c, t)
+        line("node_memory_MemAvailable_bytes", format('cluster="%s"', c), 16e9 - truth(k, t)[2], t)
+      end
+    )
     out[#out + 1] = "# TYPE container_cpu_usage_seconds counter"
     each(function(k, c, t, i)
-      line("container_cpu_usage_seconds_total", format('cluster="%s",container="pipeline-server"', c),
-        50 + SRV_RATE[k] * INTERVAL * i, t)
-      line("container_cpu_usage_seconds_total", format('cluster="%s",container="sidecar"', c),
-        9 + 0.3 * INTERVAL * i, t)
+      line(
+        "container_cpu_usage_seconds_total",
+        format('cluster="%s",container="pipeline-server"', c),
+        50 + SRV_RATE[k] * INTERVAL * i,
+        t
+      )
+      line(
+        "container_cpu_usage_seconds_total",
+        format('cluster="%s",container="sidecar"', c),
+        9 + 0.3 * INTERVAL * i,
+        t
+      )
     end)
     out[#out + 1] = "# TYPE container_memory_working_set_bytes gauge"
     each(function(k, c, t)
-      line("container_memory_working_set_bytes", format('cluster="%s",container="pipeline-server"', c),
-        truth(k, t)[4], t)
+      line(
+        "container_memory_working_set_bytes",
+        format('cluster="%s",container="pipeline-server"', c),
+        truth(k, t)[4],
+        t
+      )
       line("container_memory_working_set_bytes", format('cluster="%s",container="sidecar"', c), 3e7, t)
     end)
     out[#out + 1] = "# TYPE pipelines_status_realtime_pipeline_latency gauge"
-    each(function(k, c, t)
-      line("pipelines_status_realtime_pipeline_latency", format('cluster="%s",pipeline_id="p%d"', c, k),
-        truth(k, t)[5], t)
-    end)
+    each(
+      function(k, c, t)
+        line(
+          "pipelines_status_realtime_pipeline_latency",
+          format('cluster="%s",pipeline_id="p%d"', c, k),
+          truth(k, t)[5],
+          t
+        )
+      end
+    )
     -- frames counted since the start: the increment over each interval is fps * INTERVAL
     out[#out + 1] = "# TYPE pipelines_status_frame_count gauge"
     for k, c in ipairs(CLUSTERS) do
@@ -218,8 +271,13 @@ function _M.prometheus(dir, openmetrics)
   h.write(dir .. "/prometheus.yml", "scrape_configs: []\n")
   local port = _M.free_port()
   -- timeout: a crashed spec does not leave the server behind
-  local cmd = format("timeout -k 5 120 prometheus --storage.tsdb.path=%s/tsdb --config.file=%s/prometheus.yml " ..
-    "--web.listen-address=127.0.0.1:%d --storage.tsdb.retention.time=30d", dir, dir, port)
+  local cmd = format(
+    "timeout -k 5 120 prometheus --storage.tsdb.path=%s/tsdb --config.file=%s/prometheus.yml "
+      .. "--web.listen-address=127.0.0.1:%d --storage.tsdb.retention.time=30d",
+    dir,
+    dir,
+    port
+  )
   local p = io.popen("sh -c " .. h.quote("exec " .. cmd .. " > " .. dir .. "/prometheus.log 2>&1 & echo $!"))
   local pid = tonumber(p:read("l"))
   p:close()

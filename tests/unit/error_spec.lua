@@ -68,10 +68,15 @@ describe("dconn._options", function()
       options.check(opts, SPEC, "x.new") -- not a tail call: the caller's frame is the level blamed
       return opts
     end
-    assert.matches("^.*" .. HERE .. "x%.new: unknown option 'timout' %(did you mean 'timeout'%?%)$",
-      raised(function() new { timout = 1 } end))
+    assert.matches(
+      "^.*" .. HERE .. "x%.new: unknown option 'timout' %(did you mean 'timeout'%?%)$",
+      raised(function() new { timout = 1 } end)
+    )
     assert.matches("x%.new: unknown option 'colour'$", raised(function() new { colour = 1 } end))
-    assert.matches(HERE .. "x%.new: 'retries' must be a number, got string", raised(function() new { retries = "2" } end))
+    assert.matches(
+      HERE .. "x%.new: 'retries' must be a number, got string",
+      raised(function() new { retries = "2" } end)
+    )
     assert.matches("'simulate' must be a boolean or a string, got number", raised(function() new { simulate = 1 } end))
     assert.matches("x%.new: expected a table of options, got string", raised(function() new("fast") end))
   end)
@@ -86,8 +91,10 @@ end)
 describe("every constructor rejects a misspelt option with a suggestion", function()
   local function rejects(fn, where, typo, right)
     local err = raised(fn)
-    assert.matches(HERE .. where:gsub("%.", "%%.") .. ": unknown option '" .. typo .. "' %(did you mean '" .. right
-      .. "'%?%)", err)
+    assert.matches(
+      HERE .. where:gsub("%.", "%%.") .. ": unknown option '" .. typo .. "' %(did you mean '" .. right .. "'%?%)",
+      err
+    )
   end
 
   it("k8s.client, k8s.connect, k8s.load_config, k8s.lease_lock, leader.new, client:place", function()
@@ -96,10 +103,16 @@ describe("every constructor rejects a misspelt option with a suggestion", functi
     rejects(function() k8s.client { server = "http://127.0.0.1:1", tokn = "t" } end, "k8s.connect", "tokn", "token")
     rejects(function() k8s.load_config { contxt = "x" } end, "k8s.load_config", "contxt", "context")
     rejects(function() k8s.lease_lock { nme = "l", kubeconfig = "x" } end, "k8s.lease_lock", "nme", "name")
-    rejects(function() leader.new({}, { name = "l", retry_perod = 1 }) end, "k8s_leader.new", "retry_perod",
-      "retry_period")
-    assert.matches(HERE .. "k8s%.connect: 'qps' must be a number, got string",
-      raised(function() k8s.client { qps = "5" } end))
+    rejects(
+      function() leader.new({}, { name = "l", retry_perod = 1 }) end,
+      "k8s_leader.new",
+      "retry_perod",
+      "retry_period"
+    )
+    assert.matches(
+      HERE .. "k8s%.connect: 'qps' must be a number, got string",
+      raised(function() k8s.client { qps = "5" } end)
+    )
     local c = assert(k8s.connect { simulate = true })
     rejects(function() c:place("apps", "web", "node-a", { dryrun = true }) end, "k8s.place", "dryrun", "dry_run")
     rejects(function() c:rollout_status("apps", "web", { timout = 1 }) end, "k8s.rollout_status", "timout", "timeout")
@@ -114,9 +127,18 @@ describe("every constructor rejects a misspelt option with a suggestion", functi
   end)
 
   it("model.select and metrics.histogram", function()
-    rejects(function() model.select({ 1, 2, 3, 4, 5, 6 }, nil, { metrc = "mae" }) end, "model.select", "metrc", "metric")
-    rejects(function() metrics.histogram("dconn_error_spec_seconds", "x", { bucket = { 1 } }) end,
-      "metrics.histogram", "bucket", "buckets")
+    rejects(
+      function() model.select({ 1, 2, 3, 4, 5, 6 }, nil, { metrc = "mae" }) end,
+      "model.select",
+      "metrc",
+      "metric"
+    )
+    rejects(
+      function() metrics.histogram("dconn_error_spec_seconds", "x", { bucket = { 1 } }) end,
+      "metrics.histogram",
+      "bucket",
+      "buckets"
+    )
   end)
 end)
 

@@ -70,17 +70,22 @@ describe("dconn.fs", function()
   -- permissions; SIGXFSZ ignored so write() reports it), in a dconn of its own.
   it("leaves the old file intact, and no temporary file, when a write fails", function()
     h.write(dir .. "/state.json", "old state")
-    local script = h.write(dir .. "/write.lua", string.format([[
+    local script = h.write(
+      dir .. "/write.lua",
+      string.format(
+        [[
       local fs = require "dconn.fs"
       local ok, err = fs.write_atomic(%q, string.rep("x", 1 << 20))
       print(ok, err and err.kind, err and err.errno, err)
-    ]], dir .. "/state.json"))
-    local p = io.popen(string.format("sh -c %s 2>&1", h.quote("trap '' XFSZ; ulimit -f 16; exec " .. h.DCONN
-      .. " " .. script)))
+    ]],
+        dir .. "/state.json"
+      )
+    )
+    local p =
+      io.popen(string.format("sh -c %s 2>&1", h.quote("trap '' XFSZ; ulimit -f 16; exec " .. h.DCONN .. " " .. script)))
     local out = p:read("a")
     p:close()
-    assert.are.equal(string.format("nil\tio\tEFBIG\tcannot write %s/state.json: File too large (EFBIG)\n", dir),
-      out)
+    assert.are.equal(string.format("nil\tio\tEFBIG\tcannot write %s/state.json: File too large (EFBIG)\n", dir), out)
     assert.are.equal("old state", fs.read_file(dir .. "/state.json"))
     assert.are.same({ "state.json", "write.lua" }, fs.list(dir))
   end)
@@ -114,9 +119,16 @@ end)
 describe("without a shell", function()
   it("the file tracker, the CSV export and the simulated cluster still work", function()
     local dir = h.tmpdir()
-    os.execute("mkdir " .. h.quote(dir .. "/export") .. " && cp tests/fixtures/telemetry-sample.csv "
-      .. h.quote(dir .. "/export/a.csv"))
-    local script = h.write(dir .. "/noshell.lua", string.format([[
+    os.execute(
+      "mkdir "
+        .. h.quote(dir .. "/export")
+        .. " && cp tests/fixtures/telemetry-sample.csv "
+        .. h.quote(dir .. "/export/a.csv")
+    )
+    local script = h.write(
+      dir .. "/noshell.lua",
+      string.format(
+        [[
       local dir = %q
       assert(io.popen("find . -maxdepth 0 2>/dev/null"):read("a") == "", "a program could still run")
       local store = assert(require("dconn.tracker.file").open("file:" .. dir .. "/mlruns"))
@@ -128,7 +140,10 @@ describe("without a shell", function()
       local sim = assert(require("dconn.k8s.sim").open(dir .. "/cluster.json"))
       sim:save()
       print(#runs, runs[1].params.p, #data.clusters > 0, require("dconn.fs").stat(dir .. "/cluster.json").type)
-    ]], dir))
+    ]],
+        dir
+      )
+    )
     local p = io.popen(string.format("timeout 60 env PATH= %s %s 2>&1", h.DCONN, h.quote(script)))
     local out = p:read("a")
     p:close()

@@ -10,18 +10,24 @@ local MIN, HOUR = 60, 3600
 -- predictions(current, {node, predicted QoS}, ...)
 local function predictions(current, ...)
   local candidates = {}
-  for i, c in ipairs { ... } do candidates[i] = { node = c[1], cluster = c[1], index = i - 1, value = c[2] } end
+  for i, c in ipairs { ... } do
+    candidates[i] = { node = c[1], cluster = c[1], index = i - 1, value = c[2] }
+  end
   return { metric = "qos", candidates = candidates, current = current }
 end
 
-local function move(to, urgent) return { action = "move", to = to, urgent = urgent or false, rule = "test", reason = "" } end
+local function move(to, urgent)
+  return { action = "move", to = to, urgent = urgent or false, rule = "test", reason = "" }
+end
 local STAY = { action = "stay", rule = "test", reason = "" }
 local NONE = { action = "none", rule = "test", reason = "" }
 
 -- Only the named gates on (the others off), so each can be seen alone.
 local function only(settings)
   local t = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0 }
-  for k, v in pairs(settings) do t[k] = v end
+  for k, v in pairs(settings) do
+    t[k] = v
+  end
   return gates.new(t)
 end
 
@@ -29,16 +35,29 @@ local AB = predictions("node-a", { "node-a", 0.611 }, { "node-b", 0.742 })
 
 describe("gates settings", function()
   it("has the documented defaults", function()
-    assert.same({ margin = 0, margin_relative = 0.05, consecutive = 3, cooldown = 3600, budget = 30,
-      namespace_budget = 10 }, gates.DEFAULTS)
-    assert.equals("margin 0 (and 5% of the current node's score), 3 consecutive ticks, cooldown 1h, "
-      .. "budget 30 moves/hour, 10 moves/hour per namespace", gates.describe())
+    assert.same(
+      { margin = 0, margin_relative = 0.05, consecutive = 3, cooldown = 3600, budget = 30, namespace_budget = 10 },
+      gates.DEFAULTS
+    )
+    assert.equals(
+      "margin 0 (and 5% of the current node's score), 3 consecutive ticks, cooldown 1h, "
+        .. "budget 30 moves/hour, 10 moves/hour per namespace",
+      gates.describe()
+    )
   end)
 
   it("describes gates that are off", function()
-    assert.equals("margin off, consecutive off, cooldown off, budget off, namespace budget off",
-      gates.describe { margin = false, margin_relative = 0, consecutive = 1, cooldown = 0, budget = false,
-        namespace_budget = 0 })
+    assert.equals(
+      "margin off, consecutive off, cooldown off, budget off, namespace budget off",
+      gates.describe {
+        margin = false,
+        margin_relative = 0,
+        consecutive = 1,
+        cooldown = 0,
+        budget = false,
+        namespace_budget = 0,
+      }
+    )
     assert.matches("cooldown 1h30m", gates.describe { cooldown = "90m" })
     assert.matches("^invalid: safety%.budget", gates.describe { budget = -1 })
   end)
@@ -46,8 +65,14 @@ describe("gates settings", function()
   it("accepts numbers >= 0, false, and durations for the cooldown", function()
     assert.is_true(gates.check_settings(nil))
     assert.is_true(gates.check_settings {})
-    assert.is_true(gates.check_settings { margin = 0.02, margin_relative = 0, consecutive = 5, cooldown = "30m",
-      budget = false, namespace_budget = 3 })
+    assert.is_true(gates.check_settings {
+      margin = 0.02,
+      margin_relative = 0,
+      consecutive = 5,
+      cooldown = "30m",
+      budget = false,
+      namespace_budget = 3,
+    })
     for _, c in ipairs { "1h", "30m", "90s", "1h30m", "500ms", 0, 120 } do
       assert.is_true(gates.check_settings { cooldown = c })
     end
@@ -55,13 +80,16 @@ describe("gates settings", function()
 
   it("names the key and the problem", function()
     local cases = {
-      { { foo = 1 }, "^safety%.foo: unknown setting %(known: budget, consecutive, cooldown, margin, margin_relative, " },
+      {
+        { foo = 1 },
+        "^safety%.foo: unknown setting %(known: budget, consecutive, cooldown, margin, margin_relative, ",
+      },
       { { margin = -0.1 }, "^safety%.margin: expected a finite number >= 0, got %-0%.1$" },
       { { budget = "many" }, "^safety%.budget: expected a number, got string$" },
       { { consecutive = 0 }, "^safety%.consecutive: expected an integer >= 1, got 0$" },
       { { consecutive = 2.5 }, "^safety%.consecutive: expected an integer >= 1, got 2%.5$" },
       { { cooldown = "soon" }, "^safety%.cooldown: invalid duration" },
-      { { cooldown = "5x" }, "^safety%.cooldown: invalid duration \"5x\": unknown unit" },
+      { { cooldown = "5x" }, '^safety%.cooldown: invalid duration "5x": unknown unit' },
       { { cooldown = -5 }, "^safety%.cooldown: " },
       { { namespace_budget = 0 / 0 }, "^safety%.namespace_budget: expected a finite number" },
     }
@@ -131,8 +159,12 @@ describe("the margin gate", function()
   it("passes when the app's node is unknown or has no prediction", function()
     local g = only { margin = 10 }
     assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions(nil, { "node-a", 0.6 }, { "node-b", 0.7 }))))
-    assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions("node-a", { "node-a", nil }, { "node-b", 0.7 }))))
-    assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), predictions("node-z", { "node-a", 0.6 }, { "node-b", 0.7 }))))
+    assert.is_true(
+      (g:evaluate("k", "ns", T0, move("node-b"), predictions("node-a", { "node-a", nil }, { "node-b", 0.7 })))
+    )
+    assert.is_true(
+      (g:evaluate("k", "ns", T0, move("node-b"), predictions("node-z", { "node-a", 0.6 }, { "node-b", 0.7 })))
+    )
   end)
 
   it("applies to QoS predictions only: a latency's gain means nothing", function()
@@ -146,10 +178,14 @@ describe("the margin gate", function()
 
   it("is off when both margins are 0, but for a loss (no gain)", function()
     local g = only {}
-    assert.same({ false, "margin", "no gain: node-a predicts 0.1, node-b 0.9" },
-      { g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 })) })
+    assert.same(
+      { false, "margin", "no gain: node-a predicts 0.1, node-b 0.9" },
+      { g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 })) }
+    )
     g = only { margin = 0.001 }
-    assert.is_false((g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 }))))
+    assert.is_false(
+      (g:evaluate("k", "ns", T0, move("node-a"), predictions("node-b", { "node-a", 0.1 }, { "node-b", 0.9 })))
+    )
   end)
 end)
 
@@ -244,8 +280,10 @@ describe("the budgets", function()
     g:moved("a/one", "a", T0)
     g:moved("a/two", "a", T0 + MIN)
     local ok, gate, reason = g:evaluate("a/three", "a", T0 + 2 * MIN, move("node-b"), AB)
-    assert.same({ false, "namespace_budget",
-      "namespace_budget: 2 moves in namespace a in the last hour (limit 2)" }, { ok, gate, reason })
+    assert.same(
+      { false, "namespace_budget", "namespace_budget: 2 moves in namespace a in the last hour (limit 2)" },
+      { ok, gate, reason }
+    )
     assert.is_true((g:evaluate("b/one", "b", T0 + 2 * MIN, move("node-b"), AB)))
     assert.is_true((g:evaluate("a/three", "a", T0 + HOUR, move("node-b"), AB)))
   end)
@@ -259,7 +297,9 @@ describe("the budgets", function()
 
   it("keep only the last hour of moves", function()
     local g = gates.new()
-    for i = 0, 24 * 12 - 1 do g:moved("ns/app" .. i % 7, "ns", T0 + i * 5 * MIN) end
+    for i = 0, 24 * 12 - 1 do
+      g:moved("ns/app" .. i % 7, "ns", T0 + i * 5 * MIN)
+    end
     assert.equals(12, #g.history)
   end)
 end)
@@ -367,7 +407,9 @@ local function day(opts)
       end
     end
     local candidates = {}
-    for i = 1, #base do candidates[i] = { node = "node-" .. (i - 1), index = i - 1, value = base[i] + 5 * rand() } end
+    for i = 1, #base do
+      candidates[i] = { node = "node-" .. (i - 1), index = i - 1, value = base[i] + 5 * rand() }
+    end
     local p = { metric = "qos", candidates = candidates, current = current }
     local d = rules.max_qos(p, { settings = { sla = opts.sla or SLA } })
     local allowed = d.action == "move"
@@ -453,7 +495,9 @@ describe("the original flapping scenario", function()
         end
       end
       assert.is_not_nil(gone, "seed " .. seed .. ": still on " .. degraded .. " two ticks after the degrade")
-      for k = gone, TICKS - 1 do assert.are_not.equal(degraded, trace[k].node) end
+      for k = gone, TICKS - 1 do
+        assert.are_not.equal(degraded, trace[k].node)
+      end
     end
   end)
 end)

@@ -11,7 +11,7 @@ describe("dconn.metrics", function()
     c:inc({ target = 'we"ird\n', outcome = "error" })
     metrics.gauge("dconn_test_gauge", "A level."):set(nil, 1.5)
     local text = metrics.render()
-    assert.matches('# HELP dconn_test_total Things counted%.\n# TYPE dconn_test_total counter\n', text)
+    assert.matches("# HELP dconn_test_total Things counted%.\n# TYPE dconn_test_total counter\n", text)
     assert.matches('dconn_test_total{outcome="2xx",target="http://a"} 3\n', text, 1, true)
     assert.matches('dconn_test_total{outcome="error",target="we\\"ird\\n"} 1\n', text, 1, true)
     assert.matches("dconn_test_gauge 1.5\n", text, 1, true)
@@ -21,17 +21,25 @@ describe("dconn.metrics", function()
     local jobs = { { "a", 3 }, { "b", 1 } }
     metrics.collected("counter", "dconn_test_runs_total", "Runs.", function()
       local out = {}
-      for _, j in ipairs(jobs) do out[#out + 1] = { { job = j[1] }, j[2] } end
+      for _, j in ipairs(jobs) do
+        out[#out + 1] = { { job = j[1] }, j[2] }
+      end
       return out
     end)
     local text = metrics.render()
-    assert.matches('# TYPE dconn_test_runs_total counter\ndconn_test_runs_total{job="a"} 3\n'
-      .. 'dconn_test_runs_total{job="b"} 1\n', text, 1, true)
+    assert.matches(
+      '# TYPE dconn_test_runs_total counter\ndconn_test_runs_total{job="a"} 3\n' .. 'dconn_test_runs_total{job="b"} 1\n',
+      text,
+      1,
+      true
+    )
     jobs = { { "b", 2 } }
     text = metrics.render()
     assert.is_nil(text:find('job="a"', 1, true))
     assert.matches('dconn_test_runs_total{job="b"} 2\n', text, 1, true)
-    assert.has_error(function() metrics.collected("histogram", "dconn_x", "x", function() end) end)
+    assert.has_error(function()
+      metrics.collected("histogram", "dconn_x", "x", function() end)
+    end)
   end)
 
   it("renders histograms with cumulative buckets, sum and count", function()

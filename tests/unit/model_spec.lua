@@ -25,22 +25,30 @@ end
 
 local function f32s(...)
   local out = {}
-  for i, v in ipairs { ... } do out[i] = string.pack("<f", v) end
+  for i, v in ipairs { ... } do
+    out[i] = string.pack("<f", v)
+  end
   return table.concat(out)
 end
 
-local GRU_SPEC = { layers = {
-  { type = "GRU", weights = "gru", input_size = 6, hidden_size = 32, num_layers = 2, output = "sequence" },
-  { type = "Tanh" }, { type = "Linear", weights = "head", in_features = 32, out_features = 3 }, { type = "Sigmoid" },
-} }
+local GRU_SPEC = {
+  layers = {
+    { type = "GRU", weights = "gru", input_size = 6, hidden_size = 32, num_layers = 2, output = "sequence" },
+    { type = "Tanh" },
+    { type = "Linear", weights = "head", in_features = 32, out_features = 3 },
+    { type = "Sigmoid" },
+  },
+}
 
-local SMALL_SPEC = { layers = {
-  { type = "MinMax", weights = "scaler.x" },
-  { type = "LSTM", weights = "lstm", input_size = 3, hidden_size = 8 },
-  { type = "ReLU" },
-  { type = "Linear", weights = "fc" },
-  { type = "MinMax", weights = "scaler.y", inverse = true },
-} }
+local SMALL_SPEC = {
+  layers = {
+    { type = "MinMax", weights = "scaler.x" },
+    { type = "LSTM", weights = "lstm", input_size = 3, hidden_size = 8 },
+    { type = "ReLU" },
+    { type = "Linear", weights = "fc" },
+    { type = "MinMax", weights = "scaler.y", inverse = true },
+  },
+}
 
 describe("dconn.model tensors", function()
   it("builds from nested tables and indexes 1-based", function()
@@ -65,9 +73,15 @@ describe("dconn.model tensors", function()
   end)
 
   it("raises on misuse with a clear message", function()
-    assert.has_error(function() model.tensor { { 1, 2 }, { 3 } } end, "tensor: ragged table: a row at depth 2 has 1 elements, expected 2")
+    assert.has_error(
+      function() model.tensor { { 1, 2 }, { 3 } } end,
+      "tensor: ragged table: a row at depth 2 has 1 elements, expected 2"
+    )
     assert.has_error(function() model.tensor { 1, "x" } end, "tensor: expected a number, got string")
-    assert.error_matches(function() return model.tensor({ 1, 2, 3 })[4] end, "index 4 out of range for dimension 1 of size 3")
+    assert.error_matches(
+      function() return model.tensor({ 1, 2, 3 })[4] end,
+      "index 4 out of range for dimension 1 of size 3"
+    )
     assert.error_matches(function() model.tensor({ 1 }, { 2 }) end, "product of the shape")
     assert.error_matches(function() model.tensor({ { 1 } })[1] = 2 end, "needs a 1%-D tensor")
   end)
@@ -141,22 +155,49 @@ describe("dconn.model safetensors files", function()
     local good_header = '{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
     local cases = {
       { "empty", "", nil, "file too short %(0 bytes%)" },
-      { "truncated", good_header, f32s(1), "tensor 'w': data_offsets %[0, 8%] out of range %(the data holds 4 bytes%)" },
+      {
+        "truncated",
+        good_header,
+        f32s(1),
+        "tensor 'w': data_offsets %[0, 8%] out of range %(the data holds 4 bytes%)",
+      },
       { "past EOF", good_header, f32s(1, 2), "header length 99 runs past the end of the file", 99 },
       { "4 GB header", good_header, f32s(1, 2), "header length 4294967296 runs past the end", 4294967296 },
-      { "overlap", '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
-        f32s(1, 2), "tensors 'a' and 'b' overlap" },
+      {
+        "overlap",
+        '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+        f32s(1, 2),
+        "tensors 'a' and 'b' overlap",
+      },
       { "out of range", '{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}', f32s(1, 2), "out of range" },
-      { "unknown dtype", '{"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}', f32s(1, 2), "tensor 'w': unknown dtype 'Q4'" },
-      { "size", '{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', f32s(1, 2), "but F32 with 3 elements needs 12" },
+      {
+        "unknown dtype",
+        '{"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}',
+        f32s(1, 2),
+        "tensor 'w': unknown dtype 'Q4'",
+      },
+      {
+        "size",
+        '{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}',
+        f32s(1, 2),
+        "but F32 with 3 elements needs 12",
+      },
       { "trailing garbage", good_header, f32s(1, 2) .. "junk", "4 bytes of trailing data after the last tensor" },
       { "not JSON", "<html>", "", "must be a JSON object" },
-      { "duplicate", '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
-        f32s(1, 2), "tensor 'w' appears twice" },
+      {
+        "duplicate",
+        '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+        f32s(1, 2),
+        "tensor 'w' appears twice",
+      },
     }
     for _, case in ipairs(cases) do
       local path = dir .. "/bad.safetensors"
-      if case[1] == "empty" then h.write(path, "") else write_raw(path, case[2], case[3], case[5]) end
+      if case[1] == "empty" then
+        h.write(path, "")
+      else
+        write_raw(path, case[2], case[3], case[5])
+      end
       local f, err = model.open(path)
       assert.is_nil(f, case[1])
       assert.matches(case[4], err, 1, false, case[1])
@@ -180,10 +221,14 @@ describe("dconn.model specs", function()
   local function weights_with(name, tensor, extra)
     local src = assert(model.open(FIX .. "lstm.safetensors"))
     local all = {}
-    for _, n in ipairs(src:names()) do all[n] = src:get(n) end
+    for _, n in ipairs(src:names()) do
+      all[n] = src:get(n)
+    end
     src:close()
     all[name] = tensor or nil
-    for k, v in pairs(extra or {}) do all[k] = v end
+    for k, v in pairs(extra or {}) do
+      all[k] = v
+    end
     local path = dir .. "/w.safetensors"
     assert(model.save(path, all))
     return path
@@ -205,8 +250,11 @@ describe("dconn.model specs", function()
     local path = weights_with("lstm.weight_ih_l0", model.zeros({ 512, 7 }))
     local m, err = model.load(SPEC, path)
     assert.is_nil(m)
-    assert.equals("tensor 'lstm.weight_ih_l0' has shape [512, 7], but layer 1 (LSTM 'lstm') (input_size=6, "
-      .. "hidden_size=128, num_layers=2) needs [512, 6]", tostring(err))
+    assert.equals(
+      "tensor 'lstm.weight_ih_l0' has shape [512, 7], but layer 1 (LSTM 'lstm') (input_size=6, "
+        .. "hidden_size=128, num_layers=2) needs [512, 6]",
+      tostring(err)
+    )
 
     path = weights_with("fc_1.bias", model.zeros({ 64 }))
     m, err = model.load(SPEC, path)
@@ -236,13 +284,25 @@ describe("dconn.model specs", function()
       return err
     end
     assert.matches("unknown type 'Conv2d'", err_of { layers = { { type = "Conv2d" } } })
-    assert.matches("layer 1 %(LSTM 'lstm'%): unknown field 'hiden_size'", err_of { layers = { { type = "LSTM", weights = "lstm", hiden_size = 3 } } })
+    assert.matches(
+      "layer 1 %(LSTM 'lstm'%): unknown field 'hiden_size'",
+      err_of { layers = { { type = "LSTM", weights = "lstm", hiden_size = 3 } } }
+    )
     assert.matches("spec: unknown field 'layer'", err_of { layer = {} })
     assert.matches("'layers' must be a non%-empty list", err_of { layers = {} })
-    assert.matches("batch_first = false is not supported", err_of { layers = { { type = "LSTM", weights = "lstm", batch_first = false } } })
+    assert.matches(
+      "batch_first = false is not supported",
+      err_of { layers = { { type = "LSTM", weights = "lstm", batch_first = false } } }
+    )
     assert.matches("output must be", err_of { layers = { { type = "LSTM", weights = "lstm", output = "all" } } })
-    assert.matches("layer 2 %(Linear 'fc_2'%) takes 128 features, but layer 1 gives 6", err_of { strict = false,
-      input = { features = 6 }, layers = { { type = "ReLU" }, { type = "Linear", weights = "fc_2" } } })
+    assert.matches(
+      "layer 2 %(Linear 'fc_2'%) takes 128 features, but layer 1 gives 6",
+      err_of {
+        strict = false,
+        input = { features = 6 },
+        layers = { { type = "ReLU" }, { type = "Linear", weights = "fc_2" } },
+      }
+    )
     local _, err = model.load(dir .. "/missing.lua", w)
     assert.matches("missing.lua", err)
     h.write(dir .. "/bad.json", "{")
@@ -288,15 +348,22 @@ describe("dconn.model parity with PyTorch's equations", function()
   end)
 
   it("runs feed-forward models on [batch, features] and applies inline scalers", function()
-    local ff = assert(model.load({ strict = false, layers = {
-      { type = "Linear", weights = "fc_1" }, { type = "ReLU" }, { type = "Linear", weights = "fc_2" } } },
-      FIX .. "lstm.safetensors"))
+    local ff = assert(model.load({
+      strict = false,
+      layers = {
+        { type = "Linear", weights = "fc_1" },
+        { type = "ReLU" },
+        { type = "Linear", weights = "fc_2" },
+      },
+    }, FIX .. "lstm.safetensors"))
     local f = assert(model.open(FIX .. "lstm.safetensors"))
     local w1, b1, w2, b2 = f:get("fc_1.weight"), f:get("fc_1.bias"), f:get("fc_2.weight"), f:get("fc_2.bias")
     f:close()
     local x = model.zeros({ 3, 128 })
     for i = 1, 3 do
-      for j = 1, 128 do x:set(i, j, math.sin(i * j)) end
+      for j = 1, 128 do
+        x:set(i, j, math.sin(i * j))
+      end
     end
     local y = assert(ff:predict(x))
     assert.same({ 3, 1 }, y:shape())
@@ -304,7 +371,9 @@ describe("dconn.model parity with PyTorch's equations", function()
       local out = b2[1]
       for k = 1, 128 do
         local z = b1[k]
-        for j = 1, 128 do z = z + w1:get(k, j) * x:get(i, j) end
+        for j = 1, 128 do
+          z = z + w1:get(k, j) * x:get(i, j)
+        end
         out = out + w2:get(1, k) * math.max(z, 0)
       end
       assert.near(out, y[i][1], TOL)
@@ -314,7 +383,9 @@ describe("dconn.model parity with PyTorch's equations", function()
     local w, b = model.zeros({ 5, 7 }), model.zeros({ 5 })
     for i = 1, 5 do
       b[i] = i / 10
-      for j = 1, 7 do w:set(i, j, math.cos(i + 2 * j)) end
+      for j = 1, 7 do
+        w:set(i, j, math.cos(i + 2 * j))
+      end
     end
     assert(model.save(dir .. "/odd.safetensors", { ["l.weight"] = w, ["l.bias"] = b }))
     local odd = assert(model.load({ layers = { { type = "Linear", weights = "l" } } }, dir .. "/odd.safetensors"))
@@ -322,25 +393,34 @@ describe("dconn.model parity with PyTorch's equations", function()
     for _, rows in ipairs { 1, 3, 70 } do
       local xs = model.zeros({ rows, 7 })
       for r = 1, rows do
-        for j = 1, 7 do xs:set(r, j, math.sin(r * 3 + j)) end
+        for j = 1, 7 do
+          xs:set(r, j, math.sin(r * 3 + j))
+        end
       end
       local ys = assert(odd:predict(xs))
       for r = 1, rows do
         for i = 1, 5 do
           local want = b[i]
-          for j = 1, 7 do want = want + w:get(i, j) * xs:get(r, j) end
+          for j = 1, 7 do
+            want = want + w:get(i, j) * xs:get(r, j)
+          end
           assert.near(want, ys:get(r, i), 1e-6)
         end
       end
     end
-    local sc = assert(model.load({ strict = false, layers = {
-      { type = "Standard", mean = { 1, 2 }, scale = { 2, 4 } },
-      { type = "Standard", mean = { 1, 2 }, scale = { 2, 4 }, inverse = true },
-      { type = "MinMax", min = { 0.5, 0 }, scale = { 2, 1 } },
-    } }, FIX .. "small_f64.safetensors"))
+    local sc = assert(model.load({
+      strict = false,
+      layers = {
+        { type = "Standard", mean = { 1, 2 }, scale = { 2, 4 } },
+        { type = "Standard", mean = { 1, 2 }, scale = { 2, 4 }, inverse = true },
+        { type = "MinMax", min = { 0.5, 0 }, scale = { 2, 1 } },
+      },
+    }, FIX .. "small_f64.safetensors"))
     assert.same({ { 6.5, 6 } }, sc:predict({ { 3, 6 } }):totable())
-    local _, err = model.load({ strict = false, layers = { { type = "MinMax", min = { 0 }, scale = { 0 } } } },
-      FIX .. "small_f64.safetensors")
+    local _, err = model.load(
+      { strict = false, layers = { { type = "MinMax", min = { 0 }, scale = { 0 } } } },
+      FIX .. "small_f64.safetensors"
+    )
     assert.matches("scale%[1%] is 0", err)
   end)
 
@@ -371,12 +451,16 @@ describe("dconn.model predict", function()
     big = model.zeros({ 640, 10, 6 })
     for b = 1, 640 do
       for t = 1, 10 do
-        for f = 1, 6 do big:set(b, t, f, x:get((b - 1) % 64 + 1, t, f) + (b // 64) * 0.01) end
+        for f = 1, 6 do
+          big:set(b, t, f, x:get((b - 1) % 64 + 1, t, f) + (b // 64) * 0.01)
+        end
       end
     end
   end)
   after_each(function()
-    for _, job in ipairs(timer.jobs()) do timer.remove(job.name) end
+    for _, job in ipairs(timer.jobs()) do
+      timer.remove(job.name)
+    end
   end)
 
   it("gives identical results on the thread pool and inline", function()
@@ -401,10 +485,16 @@ describe("dconn.model predict", function()
     local ref = assert(m:predict(big, { pool = false }))
     local done, worst = 0, 0
     for j = 1, 3 do
-      timer.add { name = "p" .. j, every = 3600, run = function()
-        for _ = 1, 2 do worst = math.max(worst, assert(m:predict(big, { pool = true })):max_diff(ref)) end
-        done = done + 1
-      end }
+      timer.add {
+        name = "p" .. j,
+        every = 3600,
+        run = function()
+          for _ = 1, 2 do
+            worst = math.max(worst, assert(m:predict(big, { pool = true })):max_diff(ref))
+          end
+          done = done + 1
+        end,
+      }
     end
     assert.is_truthy(h.wait_for(function() return done == 3 end, 20))
     assert.equals(0, worst)
@@ -436,7 +526,10 @@ describe("dconn.model predict", function()
   end)
 
   it("checks its input", function()
-    assert.error_matches(function() m:predict(model.zeros({ 2, 10, 5 })) end, "predict: layer 1 takes 6 features, its input has 5")
+    assert.error_matches(
+      function() m:predict(model.zeros({ 2, 10, 5 })) end,
+      "predict: layer 1 takes 6 features, its input has 5"
+    )
     assert.error_matches(function() m:predict(model.zeros({ 2, 6 })) end, "needs %[batch, seq, features%] input")
     assert.error_matches(function() m:predict(model.zeros({ 6 })) end, "expected %[batch, seq, features%]")
     local x = model.zeros({ 2, 10, 6 })
@@ -483,7 +576,10 @@ describe("dconn.model forecasters", function()
     assert.near(4.75, ridge:predict(), 1e-9)
     assert.near(0.5, ridge:params().weights[1], 1e-12)
     assert.near(2.25, ridge:params().intercept, 1e-12)
-    assert.equals(4.75, model.forecaster("ridge", { lags = 1, lambda = 5 }):fit(model.tensor { 1, 2, 3, 4, 5 }):predict())
+    assert.equals(
+      4.75,
+      model.forecaster("ridge", { lags = 1, lambda = 5 }):fit(model.tensor { 1, 2, 3, 4, 5 }):predict()
+    )
   end)
 
   it("fits smoothing constants when they are not given", function()
@@ -527,7 +623,9 @@ describe("dconn.model forecasters", function()
     assert.equals(1.5, r.mae)
     assert.near(math.sqrt(4.5), r.rmse, 1e-12)
     local line = {}
-    for i = 1, 30 do line[i] = 2 * i + 1 end
+    for i = 1, 30 do
+      line[i] = 2 * i + 1
+    end
     assert.near(0, model.backtest({ kind = "holt", alpha = 0.3, beta = 0.2 }, line).mae, 1e-9)
     assert.near(0, model.backtest({ kind = "ridge", lags = 1, lambda = 0 }, line, { window = 8 }).rmse, 1e-6)
     assert.matches("collinear", select(2, model.backtest({ kind = "ridge", lags = 2, lambda = 0 }, line)))
@@ -543,9 +641,14 @@ describe("dconn.model forecasters", function()
     assert.equals(4, #results)
     assert.is_true(results[1].mae <= results[2].mae)
     local line = {}
-    for i = 1, 40 do line[i] = 0.5 * i end
-    best = model.select(line, { "persistence", "ewma", { kind = "ridge", lags = 1, lambda = 0, name = "ar1" } },
-      { metric = "rmse", last = 10 })
+    for i = 1, 40 do
+      line[i] = 0.5 * i
+    end
+    best = model.select(
+      line,
+      { "persistence", "ewma", { kind = "ridge", lags = 1, lambda = 0, name = "ar1" } },
+      { metric = "rmse", last = 10 }
+    )
     assert.equals("ar1", best)
   end)
 end)
@@ -558,8 +661,16 @@ describe("dconn predict", function()
   it("runs a batch end to end", function()
     local x = fixture("lstm_io.safetensors", "x")
     assert(model.save(dir .. "/in.safetensors", { x = x, other = model.zeros({ 1 }) }))
-    local rc, out, err = h.run(table.concat({ "predict --spec", SPEC, "--weights", FIX .. "lstm.safetensors",
-      "--input", dir .. "/in.safetensors:x", "--output", dir .. "/out.safetensors" }, " "))
+    local rc, out, err = h.run(table.concat({
+      "predict --spec",
+      SPEC,
+      "--weights",
+      FIX .. "lstm.safetensors",
+      "--input",
+      dir .. "/in.safetensors:x",
+      "--output",
+      dir .. "/out.safetensors",
+    }, " "))
     assert.equals(0, rc, err)
     assert.matches("output %[64, 1%] %-> ", out)
     local y = fixture("lstm_io.safetensors", "expected")
@@ -571,15 +682,23 @@ describe("dconn predict", function()
 
   it("exits 2 with one message on bad input", function()
     assert(model.save(dir .. "/two.safetensors", { a = model.zeros({ 1, 10, 6 }), b = model.zeros({ 1 }) }))
-    local base = "predict --spec " .. SPEC .. " --weights " .. FIX .. "lstm.safetensors --output " .. dir .. "/o.safetensors"
+    local base = "predict --spec "
+      .. SPEC
+      .. " --weights "
+      .. FIX
+      .. "lstm.safetensors --output "
+      .. dir
+      .. "/o.safetensors"
     local cases = {
       { base .. " --input " .. dir .. "/two.safetensors", "holds 2 tensors %(a, b%): name one as" },
       { base .. " --input " .. dir .. "/two.safetensors:zz", "no tensor named 'zz'" },
       { base .. " --input " .. dir .. "/two.safetensors:b", "input %[1%]: expected %[batch, seq, features%]" },
       { base, "missing %-%-input" },
       { base .. " --input x --bogus 1", "unknown option '%-%-bogus'" },
-      { "predict --spec " .. SPEC .. " --weights " .. FIX .. "lstm_io.safetensors --input x --output y",
-        "tensor 'lstm.weight_ih_l0' is missing" },
+      {
+        "predict --spec " .. SPEC .. " --weights " .. FIX .. "lstm_io.safetensors --input x --output y",
+        "tensor 'lstm.weight_ih_l0' is missing",
+      },
     }
     for _, case in ipairs(cases) do
       local rc, _, err = h.run(case[1])

@@ -12,25 +12,33 @@ local FIRST = 1715762700 -- the sample's and the generator's first timestamp
 
 local function split(line)
   local out = {}
-  for field in (line .. ";"):gmatch("([^;]*);") do out[#out + 1] = field end
+  for field in (line .. ";"):gmatch("([^;]*);") do
+    out[#out + 1] = field
+  end
   return out
 end
 
 local function lines(text)
   local out = {}
-  for line in text:gmatch("[^\n]+") do out[#out + 1] = line end
+  for line in text:gmatch("[^\n]+") do
+    out[#out + 1] = line
+  end
   return out
 end
 
 local function mean(...)
   local s, n = 0, select("#", ...)
-  for i = 1, n do s = s + select(i, ...) end
+  for i = 1, n do
+    s = s + select(i, ...)
+  end
   return s / n
 end
 
 local function near(expected, actual, tol)
-  assert(math.abs(expected - actual) <= (tol or 1e-9) * math.max(1, math.abs(expected)),
-    string.format("expected %.17g, got %.17g", expected, actual))
+  assert(
+    math.abs(expected - actual) <= (tol or 1e-9) * math.max(1, math.abs(expected)),
+    string.format("expected %.17g, got %.17g", expected, actual)
+  )
 end
 
 local dir
@@ -84,8 +92,12 @@ describe("the telemetry generator", function()
       seen[f[2]] = true
       if i % 2 == 0 then -- node row: no pipeline, the four node columns
         assert.are.equal("", f[3])
-        for k = 4, 12 do assert.are.equal("", f[k]) end
-        for k = 13, 16 do assert.is_number(tonumber(f[k])) end
+        for k = 4, 12 do
+          assert.are.equal("", f[k])
+        end
+        for k = 13, 16 do
+          assert.is_number(tonumber(f[k]))
+        end
         local cpu, mem, smem = tonumber(f[13]), tonumber(f[14]), tonumber(f[16])
         assert.is_true(cpu > 3 and cpu < 7, "node cpu " .. cpu)
         assert.is_true(mem > 6e9 and mem < 14e9, "node mem " .. mem)
@@ -93,15 +105,21 @@ describe("the telemetry generator", function()
       else -- pipeline row: an id, the pipeline columns, no node columns
         assert.is_truthy(f[3]:match("^%x+$"))
         assert.are.equal(32, #f[3])
-        for k = 4, 12 do assert.is_number(tonumber(f[k])) end
-        for k = 13, 16 do assert.are.equal("", f[k]) end
+        for k = 4, 12 do
+          assert.is_number(tonumber(f[k]))
+        end
+        for k = 13, 16 do
+          assert.are.equal("", f[k])
+        end
         local fps, latency = tonumber(f[12]), tonumber(f[9])
         assert.is_true(fps > 20 and fps < 30)
         assert.is_true(latency > 0.02 and latency < 0.2)
       end
     end
     local n = 0
-    for _ in pairs(seen) do n = n + 1 end
+    for _ in pairs(seen) do
+      n = n + 1
+    end
     assert.are.equal(6, n)
     assert.are.equal(FIRST + 5, tonumber(split(rows[14])[1]))
   end)
@@ -222,7 +240,9 @@ describe("time mapping", function()
     assert.are.equal(first, src:window({ node = "other", cluster = cand.cluster }, 100, opts))
     assert.are_not.equal(first, src:window(cand, 101, opts))
     local t0 = os.clock()
-    for _ = 1, 100000 do src:window(cand, 200, opts) end
+    for _ = 1, 100000 do
+      src:window(cand, 200, opts)
+    end
     local took = os.clock() - t0
     print(string.format("# 100000 window() calls at one time: %.3f s", took))
     assert.is_true(took < 2, took)
@@ -240,14 +260,24 @@ describe("bad input", function()
       f[1], f[13] = tostring(t), v or f[13]
       return table.concat(f, ";")
     end
-    local path = h.write(dir .. "/bad.csv", table.concat({ HEADER, row(FIRST), pipeline,
-      row(FIRST + 5, "abc"), row(FIRST + 10),
-      row(FIRST + 15) .. ";extra", "oops;" .. A .. ";;;;;;;;;;;1;2;3;4", row(FIRST + 20) }, "\n") .. "\n")
-    local script = h.write(dir .. "/open.lua", [[
+    local path = h.write(dir .. "/bad.csv", table.concat({
+      HEADER,
+      row(FIRST),
+      pipeline,
+      row(FIRST + 5, "abc"),
+      row(FIRST + 10),
+      row(FIRST + 15) .. ";extra",
+      "oops;" .. A .. ";;;;;;;;;;;1;2;3;4",
+      row(FIRST + 20),
+    }, "\n") .. "\n")
+    local script = h.write(
+      dir .. "/open.lua",
+      [[
       local src, err = require("dconn.replay").open { path = arg[1] }
       if not src then print("ERR", err) return end
       print("ROWS", #src:rows(src.clusters[1]), src.skipped)
-    ]])
+    ]]
+    )
     local rc, out, err = h.run(script .. " " .. path)
     assert.are.equal(0, rc, err)
     assert.matches("ROWS\t2\t3", out)
@@ -259,8 +289,11 @@ describe("bad input", function()
     local path = h.write(dir .. "/cols.csv", "timestamp;cluster;node_cpu_usage;pipelines_server_cpu_usage\n1;a;2;3\n")
     local src, err = replay.open { path = path }
     assert.is_nil(src)
-    assert.matches("lacks the columns pipeline_id, node_mem_usage, pipelines_server_mem_usage, "
-      .. "pipelines_status_realtime_pipeline_latency, pipelines_status_elapsed_time, pipelines_status_frame_count", err)
+    assert.matches(
+      "lacks the columns pipeline_id, node_mem_usage, pipelines_server_mem_usage, "
+        .. "pipelines_status_realtime_pipeline_latency, pipelines_status_elapsed_time, pipelines_status_frame_count",
+      err
+    )
   end)
 
   it("says when the file is missing, empty or has no rows", function()
@@ -292,7 +325,10 @@ describe("bad input", function()
     local src = assert(replay.open { path = SAMPLE })
     local rows, err = src:window({ node = "worker-9", cluster = "nope" }, 100, { history = 10 })
     assert.is_nil(rows)
-    assert.are.equal("replay: no telemetry for cluster nope in " .. SAMPLE .. " (known: " .. A .. ", " .. C .. ")", tostring(err))
+    assert.are.equal(
+      "replay: no telemetry for cluster nope in " .. SAMPLE .. " (known: " .. A .. ", " .. C .. ")",
+      tostring(err)
+    )
     rows, err = src:window({ node = "worker-9" }, 100)
     assert.is_nil(rows)
     assert.matches("no telemetry for cluster worker%-9", err)

@@ -6,12 +6,26 @@ local rules = require "dconn.placement.rules"
 local function predictions(current, ...)
   local candidates, max, max_index = {}, nil, nil
   for i, c in ipairs { ... } do
-    candidates[i] = { node = c[1], value = c[2], cluster = c[3] or c[1], index = i - 1, model = "test",
-      error = c[2] == nil and "prediction failed" or nil }
-    if c[2] ~= nil and (max == nil or c[2] > max) then max, max_index = c[2], i - 1 end
+    candidates[i] = {
+      node = c[1],
+      value = c[2],
+      cluster = c[3] or c[1],
+      index = i - 1,
+      model = "test",
+      error = c[2] == nil and "prediction failed" or nil,
+    }
+    if c[2] ~= nil and (max == nil or c[2] > max) then
+      max, max_index = c[2], i - 1
+    end
   end
-  return { target = "ns/app", time = 0, candidates = candidates, max = max, max_index = max_index,
-    current = current }
+  return {
+    target = "ns/app",
+    time = 0,
+    candidates = candidates,
+    max = max,
+    max_index = max_index,
+    current = current,
+  }
 end
 
 local function ctx(settings)
@@ -21,8 +35,13 @@ end
 describe("rules.max_qos", function()
   it("moves to the best node when it clears the SLA, naming both scores", function()
     local d = rules.max_qos(predictions("node-a", { "node-a", 0.611 }, { "node-b", 0.742 }), ctx { sla = 0.5 })
-    assert.same({ action = "move", to = "node-b", rule = "max_qos", urgent = false,
-      reason = "max_qos 0.742 on node-b clears SLA 0.5; app is on node-a (0.611)" }, d)
+    assert.same({
+      action = "move",
+      to = "node-b",
+      rule = "max_qos",
+      urgent = false,
+      reason = "max_qos 0.742 on node-b clears SLA 0.5; app is on node-a (0.611)",
+    }, d)
   end)
 
   it("takes the SLA from DEFAULTS when the settings have none", function()
@@ -46,9 +65,15 @@ describe("rules.max_qos", function()
   end)
 
   it("moves an app off a degraded node to a better one even when none clears the SLA", function()
-    local d = rules.max_qos(predictions("node-a", { "node-a", 5 }, { "node-b", 24 }, { "node-c", 20 }), ctx { sla = 25 })
-    assert.same({ action = "move", to = "node-b", rule = "max_qos", urgent = true,
-      reason = "app's node node-a is degraded (5, below 12.5); best node-b (24) does not clear SLA 25 but is better" }, d)
+    local d =
+      rules.max_qos(predictions("node-a", { "node-a", 5 }, { "node-b", 24 }, { "node-c", 20 }), ctx { sla = 25 })
+    assert.same({
+      action = "move",
+      to = "node-b",
+      rule = "max_qos",
+      urgent = true,
+      reason = "app's node node-a is degraded (5, below 12.5); best node-b (24) does not clear SLA 25 but is better",
+    }, d)
     -- the app's node being the best of the bad ones: nothing to do
     d = rules.max_qos(predictions("node-b", { "node-a", 5 }, { "node-b", 24 }), ctx { sla = 25 })
     assert.equals("none", d.action)
@@ -62,8 +87,12 @@ describe("rules.max_qos", function()
 
   it("stays when the best node is the app's", function()
     local d = rules.max_qos(predictions("node-b", { "node-a", 0.611 }, { "node-b", 0.742 }), ctx())
-    assert.same({ action = "stay", rule = "max_qos", urgent = false,
-      reason = "max_qos 0.742 on node-b clears SLA 0.5; app is already there" }, d)
+    assert.same({
+      action = "stay",
+      rule = "max_qos",
+      urgent = false,
+      reason = "max_qos 0.742 on node-b clears SLA 0.5; app is already there",
+    }, d)
   end)
 
   it("marks an SLA breach when the app's node fails the SLA and the best clears it", function()
@@ -113,8 +142,10 @@ describe("rules.max_qos", function()
 
   it("says none when every prediction failed", function()
     local d = rules.max_qos(predictions("node-a", { "node-a", nil }, { "node-b", nil }, { "node-c", nil }), ctx())
-    assert.same({ action = "none", rule = "max_qos", urgent = false,
-      reason = "no candidate has a prediction (3 failed)" }, d)
+    assert.same(
+      { action = "none", rule = "max_qos", urgent = false, reason = "no candidate has a prediction (3 failed)" },
+      d
+    )
     d = rules.max_qos({ candidates = {}, current = "node-a" }, ctx())
     assert.equals("none", d.action)
     assert.equals("no candidates to choose from", d.reason)
@@ -144,8 +175,14 @@ describe("rules.reactive", function()
   it("moves off an edge node when its value is above the edge threshold, to the best cloud node", function()
     local p = predictions("edge-1", { "edge-1", 0.231 }, { "edge-2", 0.9 }, { "cloud-1", 0.118 }, { "cloud-2", 0.05 })
     local d = rules.reactive(p, ctx { cluster_types = types })
-    assert.same({ action = "move", to = "cloud-1", rule = "reactive", urgent = false, ignore_margin = true,
-      reason = "edge edge-1 at 0.231 above edge_threshold 0.2; best cloud candidate cloud-1 (0.118)" }, d)
+    assert.same({
+      action = "move",
+      to = "cloud-1",
+      rule = "reactive",
+      urgent = false,
+      ignore_margin = true,
+      reason = "edge edge-1 at 0.231 above edge_threshold 0.2; best cloud candidate cloud-1 (0.118)",
+    }, d)
   end)
 
   it("stays on an edge node at or below the edge threshold", function()
@@ -192,14 +229,17 @@ describe("rules.reactive", function()
   end)
 
   it("says none without a prediction for the app's node or without a destination", function()
-    local d = rules.reactive(predictions("edge-1", { "edge-1", nil }, { "cloud-1", 0.1 }), ctx { cluster_types = types })
+    local d =
+      rules.reactive(predictions("edge-1", { "edge-1", nil }, { "cloud-1", 0.1 }), ctx { cluster_types = types })
     assert.equals("none", d.action)
     assert.equals("no prediction for edge edge-1 (prediction failed): never move", d.reason)
     d = rules.reactive(predictions(nil, { "edge-1", 0.9 }), ctx { cluster_types = types })
     assert.equals("none", d.action)
     -- above the threshold, but the only cloud candidate's prediction failed
-    d = rules.reactive(predictions("edge-1", { "edge-1", 0.9 }, { "cloud-1", nil }, { "edge-2", 0.1 }),
-      ctx { cluster_types = types })
+    d = rules.reactive(
+      predictions("edge-1", { "edge-1", 0.9 }, { "cloud-1", nil }, { "edge-2", 0.1 }),
+      ctx { cluster_types = types }
+    )
     assert.equals("none", d.action)
     assert.equals("edge edge-1 at 0.9 above edge_threshold 0.2 but no cloud candidate has a prediction", d.reason)
   end)
@@ -247,13 +287,19 @@ describe("what a rule reads", function()
   it("never moves on predictions of another metric", function()
     local p = predictions("node-a", { "node-a", 0.1 }, { "node-b", 0.9 })
     p.metric = "latency"
-    assert.same({ action = "none", rule = "max_qos", urgent = false,
-      reason = "max_qos reads qos predictions, these are latency: never move" }, rules.max_qos(p, ctx()))
+    assert.same({
+      action = "none",
+      rule = "max_qos",
+      urgent = false,
+      reason = "max_qos reads qos predictions, these are latency: never move",
+    }, rules.max_qos(p, ctx()))
     p.metric = "qos"
     assert.equals("move", rules.max_qos(p, ctx()).action)
     p = predictions("edge-1", { "edge-1", 0.9 }, { "cloud-1", 0.1 })
     p.metric = "qos"
-    assert.equals("reactive reads latency predictions, these are qos: never move",
-      rules.reactive(p, ctx { cluster_types = { ["edge-1"] = "edge", ["cloud-1"] = "cloud" } }).reason)
+    assert.equals(
+      "reactive reads latency predictions, these are qos: never move",
+      rules.reactive(p, ctx { cluster_types = { ["edge-1"] = "edge", ["cloud-1"] = "cloud" } }).reason
+    )
   end)
 end)

@@ -12,10 +12,13 @@ local function check(source)
 end
 
 local function try_require(name)
-  return check(string.format([[
+  return check(string.format(
+    [[
 local ok, err = pcall(require, %q)
 io.stderr:write("REQUIRE ", tostring(ok), " ", tostring(err), "\n")
-return { jobs = { a = { every = "1h", run = function() end } } }]], name))
+return { jobs = { a = { every = "1h", run = function() end } } }]],
+    name
+  ))
 end
 
 describe("the policy sandbox", function()
@@ -28,10 +31,26 @@ describe("the policy sandbox", function()
   end)
 
   it("refuses internal, private and native modules by exact name", function()
-    local refused = { "dconn.agent", "dconn.agent.sandbox", "dconn.agent.repl", "dconn.agent.api",
-      "dconn.agent.openapi", "dconn.cli.place", "dconn.cli.runs", "dconn.k8s._exec", "dconn.httpc",
-      "dconn.cjson", "dconn.nn", "dconn.server", "dconn..agent", "dconn.k8s..sim", "dconn./agent",
-      "dconn.agent.", "dconn.runtime.x", "dconn.nonexistent" }
+    local refused = {
+      "dconn.agent",
+      "dconn.agent.sandbox",
+      "dconn.agent.repl",
+      "dconn.agent.api",
+      "dconn.agent.openapi",
+      "dconn.cli.place",
+      "dconn.cli.runs",
+      "dconn.k8s._exec",
+      "dconn.httpc",
+      "dconn.cjson",
+      "dconn.nn",
+      "dconn.server",
+      "dconn..agent",
+      "dconn.k8s..sim",
+      "dconn./agent",
+      "dconn.agent.",
+      "dconn.runtime.x",
+      "dconn.nonexistent",
+    }
     for _, name in ipairs(refused) do
       local rc, _, err = try_require(name)
       assert.equals(0, rc)
@@ -43,9 +62,12 @@ describe("the policy sandbox", function()
   it("still loads modules that sit next to the policy", function()
     local dir = h.tmpdir()
     h.write(dir .. "/helper.lua", "return { answer = 42 }")
-    local path = h.write(dir .. "/policy.lua", [[
+    local path = h.write(
+      dir .. "/policy.lua",
+      [[
 io.stderr:write("ANSWER ", require("helper").answer, "\n")
-return { jobs = { a = { every = "1h", run = function() end } } }]])
+return { jobs = { a = { every = "1h", run = function() end } } }]]
+    )
     local rc, _, err = h.run("check " .. path)
     os.execute("rm -rf " .. dir)
     assert.equals(0, rc)

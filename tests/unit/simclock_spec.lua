@@ -55,7 +55,10 @@ print(runs)
     assert.equals(0, rc)
     -- 10:00:00, then one coalesced run at 10:00:40 for 10:00:10..40, then 10:00:50 and 10:01:00
     assert.equals("4\n", out)
-    assert.matches('Run time of job "t %(trigger: interval%[0:00:10%], next run at: 2024%-04%-12 10:00:50 UTC%)" was missed by 0:00:30: 3 missed runs coalesced into one', err)
+    assert.matches(
+      'Run time of job "t %(trigger: interval%[0:00:10%], next run at: 2024%-04%-12 10:00:50 UTC%)" was missed by 0:00:30: 3 missed runs coalesced into one',
+      err
+    )
     assert.matches("\n12%-Apr%-24 10:00:40 %-  INFO %- Running job", err)
   end)
 

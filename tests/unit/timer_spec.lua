@@ -4,7 +4,9 @@ local h = require "helpers"
 
 describe("dconn.timer", function()
   after_each(function()
-    for _, job in ipairs(timer.jobs()) do timer.remove(job.name) end
+    for _, job in ipairs(timer.jobs()) do
+      timer.remove(job.name)
+    end
   end)
 
   it("sleep waits at least the time asked and lets other jobs run meanwhile", function()
@@ -63,7 +65,9 @@ describe("dconn.timer", function()
     assert.is_true(timer.resume("p"))
     assert.is_truthy(h.wait_for(function() return runs > paused_at end, 2))
     local names = {}
-    for _, job in ipairs(timer.jobs()) do names[#names + 1] = job.name end
+    for _, job in ipairs(timer.jobs()) do
+      names[#names + 1] = job.name
+    end
     assert.same({ "p" }, names)
     assert.is_true(timer.remove("p"))
     assert.is_nil(timer.job("p"))
@@ -126,9 +130,11 @@ describe("dconn.timer", function()
 
   it("tells an observer about every run", function()
     local seen = {}
-    timer.observe(function(name, ok, duration, err)
-      seen[#seen + 1] = { name = name, ok = ok, duration = duration, err = err }
-    end)
+    timer.observe(
+      function(name, ok, duration, err)
+        seen[#seen + 1] = { name = name, ok = ok, duration = duration, err = err }
+      end
+    )
     timer.add { name = "obs_ok", every = 3600, immediate = false, run = function() timer.sleep(0.02) end }
     timer.add { name = "obs_bad", every = 3600, immediate = false, run = function() error("observed") end }
     timer.run_now("obs_ok")

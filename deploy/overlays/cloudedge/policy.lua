@@ -6,8 +6,8 @@
 return {
   name = "cloudedge",
   schedule = { pipeline = "5m", recommender = "5m" },
-  model = "select",   -- the forecaster with the lowest recent backtest error, per node
-  rule = { "max_qos", sla = 0.5 },   -- move to the best node when its predicted QoS clears 0.5
+  model = "select", -- the forecaster with the lowest recent backtest error, per node
+  rule = { "max_qos", sla = 0.5 }, -- move to the best node when its predicted QoS clears 0.5
   namespace = "scanflow-cloudedge-dataengineer",
   deployment = "nginx",
   candidates = {

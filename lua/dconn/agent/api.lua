@@ -51,11 +51,22 @@ local METHOD_ORDER = { "GET", "POST", "PUT", "PATCH", "DELETE" }
 local JSON_TYPE = "application/json"
 local METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 -- keys whose values never leave the agent (describe)
-local SECRET_KEY = { "password", "passwd", "secret", "token", "api_?key", "apikey", "credential", "private_?key",
-  "authorization", "cookie", "session" }
+local SECRET_KEY = {
+  "password",
+  "passwd",
+  "secret",
+  "token",
+  "api_?key",
+  "apikey",
+  "credential",
+  "private_?key",
+  "authorization",
+  "cookie",
+  "session",
+}
 
-local srv          -- the dconn.server while started
-local auth_token   -- the bearer token, or nil (never logged, never served)
+local srv -- the dconn.server while started
+local auth_token -- the bearer token, or nil (never logged, never served)
 local started_at
 local compiled = { policy = false } -- policy routes compiled for one policy table
 local observed = false
@@ -150,34 +161,78 @@ local nullable, ref = openapi_lib.nullable, openapi_lib.ref
 local is_list, finite, check = openapi_lib.is_list, openapi_lib.finite, openapi_lib.check
 
 local SCHEMAS = {
-  Error = { type = "object", required = array { "error", "message" }, properties = {
-    error = { type = "string", description = "A stable code: not_found, bad_request, unauthorized, ..." },
-    message = { type = "string" } } },
-  Status = { type = "object", required = array { "status" }, properties = {
-    status = { type = "string" }, policy = { type = "string" } } },
-  Job = { type = "object", required = array { "name", "trigger", "running", "paused", "runs", "failures" },
+  Error = {
+    type = "object",
+    required = array { "error", "message" },
     properties = {
-      name = { type = "string" }, trigger = { type = "string" },
+      error = { type = "string", description = "A stable code: not_found, bad_request, unauthorized, ..." },
+      message = { type = "string" },
+    },
+  },
+  Status = {
+    type = "object",
+    required = array { "status" },
+    properties = {
+      status = { type = "string" },
+      policy = { type = "string" },
+    },
+  },
+  Job = {
+    type = "object",
+    required = array { "name", "trigger", "running", "paused", "runs", "failures" },
+    properties = {
+      name = { type = "string" },
+      trigger = { type = "string" },
       next_run = nullable { type = "string", format = "date-time" },
       last_run = nullable { type = "string", format = "date-time" },
       last_duration = nullable { type = "number", minimum = 0 },
       last_outcome = nullable { type = "string", enum = array { "ok", "failed" } },
       last_error = nullable { type = "string" },
-      running = { type = "boolean" }, paused = { type = "boolean" }, finished = { type = "boolean" },
-      runs = { type = "integer", minimum = 0 }, failures = { type = "integer", minimum = 0 },
-      skipped = { type = "integer", minimum = 0 } } },
-  JobList = { type = "object", required = array { "jobs" }, properties = {
-    jobs = { type = "array", items = { ["$ref"] = "#/components/schemas/Job" } } } },
-  RunResult = { type = "object", required = array { "ok" }, properties = {
-    ok = { type = "boolean" }, error = { type = "string" } } },
-  Describe = { type = "object", required = array { "name", "file", "jobs", "api" }, properties = {
-    name = { type = "string" }, file = { type = "string" }, description = nullable { type = "string" },
-    version = { type = "string" }, started_at = { type = "string", format = "date-time" },
-    jobs = { type = "array", items = { type = "object" } },
-    placement = { type = "object", description = "A placement policy's model, rule, gates and targets" },
-    api = { type = "object", properties = { listen = { type = "string" }, auth = { type = "string" } } } } },
-  Decisions = { type = "object", required = array { "decisions" }, properties = {
-    decisions = { type = "array", items = { type = "object" } }, total = { type = "integer", minimum = 0 } } },
+      running = { type = "boolean" },
+      paused = { type = "boolean" },
+      finished = { type = "boolean" },
+      runs = { type = "integer", minimum = 0 },
+      failures = { type = "integer", minimum = 0 },
+      skipped = { type = "integer", minimum = 0 },
+    },
+  },
+  JobList = {
+    type = "object",
+    required = array { "jobs" },
+    properties = {
+      jobs = { type = "array", items = { ["$ref"] = "#/components/schemas/Job" } },
+    },
+  },
+  RunResult = {
+    type = "object",
+    required = array { "ok" },
+    properties = {
+      ok = { type = "boolean" },
+      error = { type = "string" },
+    },
+  },
+  Describe = {
+    type = "object",
+    required = array { "name", "file", "jobs", "api" },
+    properties = {
+      name = { type = "string" },
+      file = { type = "string" },
+      description = nullable { type = "string" },
+      version = { type = "string" },
+      started_at = { type = "string", format = "date-time" },
+      jobs = { type = "array", items = { type = "object" } },
+      placement = { type = "object", description = "A placement policy's model, rule, gates and targets" },
+      api = { type = "object", properties = { listen = { type = "string" }, auth = { type = "string" } } },
+    },
+  },
+  Decisions = {
+    type = "object",
+    required = array { "decisions" },
+    properties = {
+      decisions = { type = "array", items = { type = "object" } },
+      total = { type = "integer", minimum = 0 },
+    },
+  },
 }
 
 ---------------------------------------------------------------------------------------------
@@ -185,8 +240,8 @@ local SCHEMAS = {
 
 local build_info = metrics.gauge("dconn_build_info", "Build of the running agent (always 1).")
 local job_duration = metrics.histogram("dconn_job_duration_seconds", "Duration of job runs, by job.")
-local api_requests = metrics.counter("dconn_api_requests_total",
-  "Requests served by the agent API, by route and status.")
+local api_requests =
+  metrics.counter("dconn_api_requests_total", "Requests served by the agent API, by route and status.")
 local tasks_gauge = metrics.gauge("dconn_tasks", "Tasks alive (jobs, API requests, waits).")
 local memory_gauge = metrics.gauge("dconn_lua_memory_bytes", "Bytes the Lua heap holds.")
 
@@ -229,12 +284,19 @@ end
 
 local function job_view(info)
   return {
-    name = info.name, trigger = info.trigger,
-    next_run = iso8601(info.next_run), last_run = iso8601(info.last_run),
-    last_duration = info.last_duration or json.null, last_outcome = info.last_outcome or json.null,
+    name = info.name,
+    trigger = info.trigger,
+    next_run = iso8601(info.next_run),
+    last_run = iso8601(info.last_run),
+    last_duration = info.last_duration or json.null,
+    last_outcome = info.last_outcome or json.null,
     last_error = info.last_error or json.null,
-    running = info.running == true, paused = info.paused == true, finished = info.finished == true,
-    runs = info.runs or 0, failures = info.failures or 0, skipped = info.skipped or 0,
+    running = info.running == true,
+    paused = info.paused == true,
+    finished = info.finished == true,
+    runs = info.runs or 0,
+    failures = info.failures or 0,
+    skipped = info.skipped or 0,
   }
 end
 
@@ -255,10 +317,12 @@ end
 
 local function strip_url(s)
   s = s:gsub("^(%a[%w+.-]*://)[^/@?#]*@", "%1")
-  return (s:gsub("([?&])([^=&#]+)=([^&#]*)", function(sep, k, v)
-    if is_secret_key(k) then return sep .. k .. "=REDACTED" end
-    return sep .. k .. "=" .. v
-  end))
+  return (
+    s:gsub("([?&])([^=&#]+)=([^&#]*)", function(sep, k, v)
+      if is_secret_key(k) then return sep .. k .. "=REDACTED" end
+      return sep .. k .. "=" .. v
+    end)
+  )
 end
 
 local function sanitize(v, depth, seen)
@@ -270,13 +334,19 @@ local function sanitize(v, depth, seen)
   seen[v] = true
   local out = {}
   if next(v) ~= nil and is_list(v) then
-    for i = 1, #v do out[i] = sanitize(v[i], depth + 1, seen) or json.null end
+    for i = 1, #v do
+      out[i] = sanitize(v[i], depth + 1, seen) or json.null
+    end
     seen[v] = nil
     return array(out)
   end
   for k, item in pairs(v) do
     if type(k) == "string" then
-      if is_secret_key(k) then out[k] = "REDACTED" else out[k] = sanitize(item, depth + 1, seen) end
+      if is_secret_key(k) then
+        out[k] = "REDACTED"
+      else
+        out[k] = sanitize(item, depth + 1, seen)
+      end
     end
   end
   seen[v] = nil
@@ -308,8 +378,13 @@ end
 
 local openapi -- defined below; the built-in route table refers to it
 
-local NAME_PARAM = { name = "name", ["in"] = "path", required = true, description = "The job's name",
-  schema = { type = "string", minLength = 1 } }
+local NAME_PARAM = {
+  name = "name",
+  ["in"] = "path",
+  required = true,
+  description = "The job's name",
+  schema = { type = "string", minLength = 1 },
+}
 local JOB_LINKS = {
   GetJob = { operationId = "getJob", parameters = { name = "$response.body#/name" } },
   RunJob = { operationId = "runJob", parameters = { name = "$response.body#/name" } },
@@ -332,42 +407,82 @@ end
 -- Each route: method, path template, id (operationId), public (no token needed), summary,
 -- query (parameters), responses (status -> {description, schema | type}), run(ctx).
 local BUILTIN = {
-  { method = "GET", path = "/healthz", id = "getHealthz", public = true, tag = "health",
+  {
+    method = "GET",
+    path = "/healthz",
+    id = "getHealthz",
+    public = true,
+    tag = "health",
     summary = "Liveness: the agent's loop answers",
     responses = { [200] = { "Alive", ref("Status") } },
-    run = function() return reply(200, { status = "ok" }) end },
-  { method = "GET", path = "/readyz", id = "getReadyz", public = true, tag = "health",
+    run = function() return reply(200, { status = "ok" }) end,
+  },
+  {
+    method = "GET",
+    path = "/readyz",
+    id = "getReadyz",
+    public = true,
+    tag = "health",
     summary = "Readiness: a policy is loaded",
     responses = { [200] = { "Ready", ref("Status") }, [503] = { "No policy loaded", ref("Status") } },
     run = function()
       local path, policy = agent_policy()
       if not policy then return reply(503, { status = "not ready" }) end
       return reply(200, { status = "ready", policy = policy.name or path })
-    end },
-  { method = "GET", path = "/metrics", id = "getMetrics", tag = "health",
+    end,
+  },
+  {
+    method = "GET",
+    path = "/metrics",
+    id = "getMetrics",
+    tag = "health",
     summary = "Prometheus metrics (text format 0.0.4)",
     responses = { [200] = { "Metrics", { type = "string" }, "text/plain" } },
-    run = function() return reply(200, render_metrics(), { ["content-type"] = METRICS_TYPE }) end },
-  { method = "GET", path = "/jobs", id = "listJobs", tag = "jobs", summary = "Every job and its state",
+    run = function() return reply(200, render_metrics(), { ["content-type"] = METRICS_TYPE }) end,
+  },
+  {
+    method = "GET",
+    path = "/jobs",
+    id = "listJobs",
+    tag = "jobs",
+    summary = "Every job and its state",
     responses = { [200] = { "The jobs", ref("JobList"), links = FIRST_JOB_LINKS } },
     run = function()
       local jobs = {}
-      for _, info in ipairs(timer.jobs()) do jobs[#jobs + 1] = job_view(info) end
+      for _, info in ipairs(timer.jobs()) do
+        jobs[#jobs + 1] = job_view(info)
+      end
       return reply(200, { jobs = array(jobs) })
-    end },
-  { method = "GET", path = "/jobs/{name}", id = "getJob", tag = "jobs", summary = "One job's state",
+    end,
+  },
+  {
+    method = "GET",
+    path = "/jobs/{name}",
+    id = "getJob",
+    tag = "jobs",
+    summary = "One job's state",
     params = { NAME_PARAM },
     responses = { [200] = { "The job", ref("Job"), links = JOB_LINKS }, [404] = { "No such job", ref("Error") } },
     run = function(ctx)
       local info, s, h, b = job_or_404(ctx.params.name)
       if not info then return s, h, b end
       return reply(200, job_view(info))
-    end },
-  { method = "POST", path = "/jobs/{name}/run", id = "runJob", tag = "jobs",
-    summary = "Runs the job now and waits for its outcome", params = { NAME_PARAM },
-    responses = { [200] = { "The run succeeded", ref("RunResult") }, [404] = { "No such job", ref("Error") },
-      [409] = { "The job is running already", ref("Error") }, [500] = { "The run failed", ref("RunResult") },
-      [503] = { "The agent is stopping", ref("Error") } },
+    end,
+  },
+  {
+    method = "POST",
+    path = "/jobs/{name}/run",
+    id = "runJob",
+    tag = "jobs",
+    summary = "Runs the job now and waits for its outcome",
+    params = { NAME_PARAM },
+    responses = {
+      [200] = { "The run succeeded", ref("RunResult") },
+      [404] = { "No such job", ref("Error") },
+      [409] = { "The job is running already", ref("Error") },
+      [500] = { "The run failed", ref("RunResult") },
+      [503] = { "The agent is stopping", ref("Error") },
+    },
     run = function(ctx)
       local name = ctx.params.name
       local info, s, h, b = job_or_404(name)
@@ -380,23 +495,52 @@ local BUILTIN = {
       if err:find("stopping", 1, true) then return fail(503, "unavailable", err) end
       if err:find("no job named", 1, true) then return fail(404, "not_found", err) end
       return reply(500, { ok = false, error = (err:gsub("\nstack traceback:.*$", "")) })
-    end },
-  { method = "POST", path = "/jobs/{name}/pause", id = "pauseJob", tag = "jobs",
-    summary = "Pauses the job: its ticks are skipped until resumed", params = { NAME_PARAM },
+    end,
+  },
+  {
+    method = "POST",
+    path = "/jobs/{name}/pause",
+    id = "pauseJob",
+    tag = "jobs",
+    summary = "Pauses the job: its ticks are skipped until resumed",
+    params = { NAME_PARAM },
     responses = { [200] = { "The job, paused", ref("Job") }, [404] = { "No such job", ref("Error") } },
-    run = pause_or_resume("pause") },
-  { method = "POST", path = "/jobs/{name}/resume", id = "resumeJob", tag = "jobs",
-    summary = "Resumes a paused job", params = { NAME_PARAM },
+    run = pause_or_resume("pause"),
+  },
+  {
+    method = "POST",
+    path = "/jobs/{name}/resume",
+    id = "resumeJob",
+    tag = "jobs",
+    summary = "Resumes a paused job",
+    params = { NAME_PARAM },
     responses = { [200] = { "The job, resumed", ref("Job") }, [404] = { "No such job", ref("Error") } },
-    run = pause_or_resume("resume") },
-  { method = "GET", path = "/describe", id = "describe", tag = "agent",
+    run = pause_or_resume("resume"),
+  },
+  {
+    method = "GET",
+    path = "/describe",
+    id = "describe",
+    tag = "agent",
     summary = "The policy: name, file, jobs, API address and what the policy's `describe` declares",
     responses = { [200] = { "The description (secrets stripped)", ref("Describe") } },
-    run = function() return reply(200, describe()) end },
-  { method = "GET", path = "/decisions", id = "listDecisions", tag = "agent",
+    run = function() return reply(200, describe()) end,
+  },
+  {
+    method = "GET",
+    path = "/decisions",
+    id = "listDecisions",
+    tag = "agent",
     summary = "Recent placement decisions, newest first",
-    query = { { name = "limit", ["in"] = "query", required = false, description = "How many (default 100)",
-      schema = { type = "integer", minimum = 1, maximum = MAX_DECISIONS, default = 100 } } },
+    query = {
+      {
+        name = "limit",
+        ["in"] = "query",
+        required = false,
+        description = "How many (default 100)",
+        schema = { type = "integer", minimum = 1, maximum = MAX_DECISIONS, default = 100 },
+      },
+    },
     responses = { [200] = { "The decisions", ref("Decisions") }, [400] = { "Bad limit", ref("Error") } },
     run = function(ctx)
       local limit = ctx.query.limit or "100"
@@ -405,11 +549,17 @@ local BUILTIN = {
         return fail(400, "bad_request", "limit must be a whole number from 1 to " .. MAX_DECISIONS)
       end
       return reply(200, { decisions = decisions.recent(floor(n)), total = decisions.total() })
-    end },
-  { method = "GET", path = "/openapi.json", id = "getOpenapi", tag = "agent",
+    end,
+  },
+  {
+    method = "GET",
+    path = "/openapi.json",
+    id = "getOpenapi",
+    tag = "agent",
     summary = "This document: OpenAPI 3.0, generated from the router's own table",
     responses = { [200] = { "The OpenAPI document", { type = "object" } } },
-    run = function() return reply(200, openapi()) end },
+    run = function() return reply(200, openapi()) end,
+  },
 }
 
 ---------------------------------------------------------------------------------------------
@@ -433,7 +583,9 @@ local function parse_template(path)
   return segments
 end
 
-for _, route in ipairs(BUILTIN) do route.segments = assert(parse_template(route.path)) end
+for _, route in ipairs(BUILTIN) do
+  route.segments = assert(parse_template(route.path))
+end
 
 local function overlaps(a, b)
   if #a.segments ~= #b.segments then return false end
@@ -453,7 +605,7 @@ local function compile_routes(routes, path)
   if routes == nil then return out end
   local keys = {}
   for key in pairs(routes) do
-    if type(key) ~= "string" then return nil, path .. ": keys are strings like \"POST /analyze\"" end
+    if type(key) ~= "string" then return nil, path .. ': keys are strings like "POST /analyze"' end
     keys[#keys + 1] = key
   end
   sort(keys)
@@ -463,16 +615,23 @@ local function compile_routes(routes, path)
     local at = string.format("%s[%q]", path, key)
     local method, template = key:match("^(%u+) +(/%S*)$")
     if not method or not METHODS[method] then
-      return nil, at .. ": expected \"METHOD /path\" with GET, POST, PUT, PATCH or DELETE"
+      return nil, at .. ': expected "METHOD /path" with GET, POST, PUT, PATCH or DELETE'
     end
     if type(spec) ~= "table" or type(spec.handler) ~= "function" then
       return nil, at .. ": a function, or a table with a handler function"
     end
     local segments, err = parse_template(template)
     if not segments then return nil, at .. ": " .. err end
-    local route = { method = method, path = template, segments = segments, policy = true, spec = spec,
-      id = "policy" .. (method .. template):gsub("[^%w]+", "_"), tag = "policy",
-      summary = type(spec.summary) == "string" and spec.summary or ("Policy route " .. key) }
+    local route = {
+      method = method,
+      path = template,
+      segments = segments,
+      policy = true,
+      spec = spec,
+      id = "policy" .. (method .. template):gsub("[^%w]+", "_"),
+      tag = "policy",
+      summary = type(spec.summary) == "string" and spec.summary or ("Policy route " .. key),
+    }
     for _, other in ipairs(BUILTIN) do
       if other.method == method and overlaps(route, other) then
         return nil, at .. ": conflicts with the built-in " .. other.method .. " " .. other.path
@@ -513,8 +672,12 @@ local function routes()
       list = {}
     end
     compiled = { policy = policy, list = list, all = {} }
-    for _, r in ipairs(BUILTIN) do compiled.all[#compiled.all + 1] = r end
-    for _, r in ipairs(list) do compiled.all[#compiled.all + 1] = r end
+    for _, r in ipairs(BUILTIN) do
+      compiled.all[#compiled.all + 1] = r
+    end
+    for _, r in ipairs(list) do
+      compiled.all[#compiled.all + 1] = r
+    end
   end
   return compiled.all
 end
@@ -537,8 +700,11 @@ end
 function openapi()
   local _, policy = agent_policy()
   return openapi_lib.document {
-    routes = routes(), schemas = SCHEMAS, bearer = auth_token ~= nil,
-    title = "dconn agent API", version = runtime.version,
+    routes = routes(),
+    schemas = SCHEMAS,
+    bearer = auth_token ~= nil,
+    title = "dconn agent API",
+    version = runtime.version,
     description = "The agent's own API: health, metrics, jobs, decisions"
       .. (policy and policy.name and (" and the routes of policy '" .. tostring(policy.name) .. "'") or ""),
   }
@@ -564,10 +730,20 @@ local function call_policy_route(route, req, params)
   if not query then return fail(400, "bad_request", qerr) end
   local spec = route.spec
   local headers = {}
-  for k, v in pairs(req.headers) do headers[k] = v end
+  for k, v in pairs(req.headers) do
+    headers[k] = v
+  end
   headers.authorization = nil -- the API's token is not the policy's business
-  local preq = { method = req.method, path = req.path, params = params, query = query, raw_query = req.query,
-    headers = headers, body = req.body, remote = req.remote }
+  local preq = {
+    method = req.method,
+    path = req.path,
+    params = params,
+    query = query,
+    raw_query = req.query,
+    headers = headers,
+    body = req.body,
+    remote = req.remote,
+  }
   local content_type = lower(req.headers["content-type"] or "")
   if spec.request then
     local value, first = body_json(req)
@@ -586,8 +762,12 @@ local function call_policy_route(route, req, params)
   end
   local status, body, extra = spec.handler(preq)
   if math_type(status) ~= "integer" or status < 200 or status > 599 then
-    log.error("API: policy route %s %s returned status %s (expected an integer from 200 to 599)",
-      route.method, route.path, tostring(status))
+    log.error(
+      "API: policy route %s %s returned status %s (expected an integer from 200 to 599)",
+      route.method,
+      route.path,
+      tostring(status)
+    )
     return fail(500, "internal", "the policy's handler returned an invalid status")
   end
   local out = {}
@@ -601,8 +781,13 @@ local function call_policy_route(route, req, params)
   local text
   status, out, text = reply(status, body, out)
   if #text > MAX_RESPONSE then
-    log.error("API: policy route %s %s answered %d bytes, more than the %d a response may hold", route.method,
-      route.path, #text, MAX_RESPONSE)
+    log.error(
+      "API: policy route %s %s answered %d bytes, more than the %d a response may hold",
+      route.method,
+      route.path,
+      #text,
+      MAX_RESPONSE
+    )
     return fail(500, "internal", format("the policy's response is larger than %d bytes", MAX_RESPONSE))
   end
   return status, out, text
@@ -624,8 +809,8 @@ local function handle(req)
   if auth_token and not public then
     local given = (req.headers.authorization or ""):match("^[Bb][Ee][Aa][Rr][Ee][Rr] +(%S+) *$")
     if not given or not token_matches(given, auth_token) then
-      return "unauthorized", fail(401, "unauthorized", "a valid bearer token is required",
-        { ["www-authenticate"] = 'Bearer realm="dconn"' })
+      return "unauthorized",
+        fail(401, "unauthorized", "a valid bearer token is required", { ["www-authenticate"] = 'Bearer realm="dconn"' })
     end
   end
   if next(allowed) == nil then
@@ -633,10 +818,17 @@ local function handle(req)
   end
   if not found then
     local list = {}
-    for _, m in ipairs(METHOD_ORDER) do if allowed[m] then list[#list + 1] = m end end
+    for _, m in ipairs(METHOD_ORDER) do
+      if allowed[m] then list[#list + 1] = m end
+    end
     local allow = concat(list, ", ")
-    return "unmatched", fail(405, "method_not_allowed", req.method .. " is not allowed here (allowed: " .. allow .. ")",
-      { allow = allow })
+    return "unmatched",
+      fail(
+        405,
+        "method_not_allowed",
+        req.method .. " is not allowed here (allowed: " .. allow .. ")",
+        { allow = allow }
+      )
   end
   local route = found.route
   if route.policy then return route.path, call_policy_route(route, req, found.params) end
@@ -661,7 +853,9 @@ end
 -- "host:port" / "[v6]:port" -> host, port | nil, err
 local function parse_listen(text)
   local host, port = text:match("^%[([^%]]+)%]:(%d+)$")
-  if not host then host, port = text:match("^([^:]+):(%d+)$") end
+  if not host then
+    host, port = text:match("^([^:]+):(%d+)$")
+  end
   port = tonumber(port)
   if not host or not port or port > 65535 then
     return nil, "--listen: expected HOST:PORT or off, got '" .. text .. "'"
@@ -695,7 +889,11 @@ function _M.start(opts)
     if not token then return nil, err end
   end
   local s, err = server.listen {
-    host = host, port = port, handler = dispatch, max_body = MAX_BODY, timeout = TIMEOUT,
+    host = host,
+    port = port,
+    handler = dispatch,
+    max_body = MAX_BODY,
+    timeout = TIMEOUT,
   }
   if not s then return nil, "API: " .. err end
   srv, auth_token, started_at = s, token, timer.now()

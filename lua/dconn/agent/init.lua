@@ -42,16 +42,22 @@ end
 -- ours, not dconn.timer's).
 local function job_specs(jobs, first)
   local specs = {}
-  for key, spec in pairs(jobs or {}) do specs[#specs + 1] = { key = key, spec = spec } end
+  for key, spec in pairs(jobs or {}) do
+    specs[#specs + 1] = { key = key, spec = spec }
+  end
   sort(specs, function(a, b)
     if type(a.key) == type(b.key) then return a.key < b.key end
     return type(a.key) == "number"
   end)
   local list = { actuating = {} }
-  for _, spec in ipairs(first or {}) do list[#list + 1] = spec end
+  for _, spec in ipairs(first or {}) do
+    list[#list + 1] = spec
+  end
   for _, entry in ipairs(specs) do
     local copy = {}
-    for k, v in pairs(entry.spec) do copy[k] = v end
+    for k, v in pairs(entry.spec) do
+      copy[k] = v
+    end
     if type(entry.key) == "string" then copy.name = entry.key end
     list[#list + 1] = copy
   end
@@ -84,8 +90,11 @@ function _M.load(path, with)
   local placement
   if policy_mod.is_placement(policy) then
     with = with or {}
-    local made, new_err = pcall(policy_mod.new, policy, { path = path, text = text, tracker = with.tracker,
-      cluster = with.cluster, source = with.source })
+    local made, new_err = pcall(
+      policy_mod.new,
+      policy,
+      { path = path, text = text, tracker = with.tracker, cluster = with.cluster, source = with.source }
+    )
     if not made then return nil, tostring(new_err) end
     placement = new_err
   end
@@ -105,8 +114,18 @@ end
 -- The key an elector is reused under across reloads: the same Lease, cluster and timings.
 local function leader_key(path, leader)
   local parts = { path }
-  for _, k in ipairs { "name", "namespace", "kubeconfig", "context", "identity", "lease_duration", "renew_deadline",
-    "retry_period" } do parts[#parts + 1] = tostring(leader[k]) end
+  for _, k in ipairs {
+    "name",
+    "namespace",
+    "kubeconfig",
+    "context",
+    "identity",
+    "lease_duration",
+    "renew_deadline",
+    "retry_period",
+  } do
+    parts[#parts + 1] = tostring(leader[k])
+  end
   return concat(parts, "\0")
 end
 
@@ -137,14 +156,24 @@ local function prepare_leader(path, policy, specs)
     local kubeconfig = leader.kubeconfig
     if kubeconfig then kubeconfig = fs.join(fs.dirname(path), kubeconfig) end
     local ns, name = leader.namespace, leader.name
-    local elector, err = k8s.lease_lock { name = name, namespace = ns, identity = leader.identity,
-      kubeconfig = kubeconfig, context = leader.context, simulate = false,
-      lease_duration = leader.lease_duration, renew_deadline = leader.renew_deadline,
+    local elector, err = k8s.lease_lock {
+      name = name,
+      namespace = ns,
+      identity = leader.identity,
+      kubeconfig = kubeconfig,
+      context = leader.context,
+      simulate = false,
+      lease_duration = leader.lease_duration,
+      renew_deadline = leader.renew_deadline,
       retry_period = leader.retry_period,
       on_stopped_leading = function()
-        log.warning("Leadership lost (lease %s/%s): actuating jobs stop at their next API call and are skipped",
-          ns or "-", name)
-      end }
+        log.warning(
+          "Leadership lost (lease %s/%s): actuating jobs stop at their next API call and are skipped",
+          ns or "-",
+          name
+        )
+      end,
+    }
     if not elector then return nil, path .. ": leader: " .. tostring(err) end
     election = { key = key, elector = elector }
     k8s.set_guard(function()
@@ -157,16 +186,23 @@ local function prepare_leader(path, policy, specs)
     log.info("Leader election on lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
   end
   local elector = election.elector
-  local out = { { name = ELECTION_JOB, every = elector.retry_period, quiet = true,
-    run = function() elector:step() end } }
+  local out =
+    { { name = ELECTION_JOB, every = elector.retry_period, quiet = true, run = function() elector:step() end } }
   for _, spec in ipairs(specs) do
     if specs.actuating[spec.name] then
       local copy, fn, job = {}, spec.run, spec.name
-      for k, v in pairs(spec) do copy[k] = v end
+      for k, v in pairs(spec) do
+        copy[k] = v
+      end
       copy.run = function(...)
         if not elector:is_leader() then
-          log.info('Job "%s" skipped: not the leader (lease %s/%s held by %s)', job, elector.namespace, elector.name,
-            tostring(elector:holder() or "nobody yet"))
+          log.info(
+            'Job "%s" skipped: not the leader (lease %s/%s held by %s)',
+            job,
+            elector.namespace,
+            elector.name,
+            tostring(elector:holder() or "nobody yet")
+          )
           return
         end
         local co = coroutine.running()
@@ -205,8 +241,16 @@ function _M.run(path, mode)
   log.info("Policy '%s' loaded from %s", policy_name(path, policy), path)
   if placement then
     local d = placement:describe()
-    log.info("Placing %d app%s: telemetry from %s, %s, rule %s on %s predictions, tracker %s", #d.targets,
-      #d.targets == 1 and "" or "s", d.source, d.model, d.rule, d.metric, d.tracker)
+    log.info(
+      "Placing %d app%s: telemetry from %s, %s, rule %s on %s predictions, tracker %s",
+      #d.targets,
+      #d.targets == 1 and "" or "s",
+      d.source,
+      d.model,
+      d.rule,
+      d.metric,
+      d.tracker
+    )
   end
   -- one election step before the first tick, so that a leader's actuating jobs run at once
   if election then election.elector:step() end
@@ -216,7 +260,8 @@ function _M.run(path, mode)
     local options = runtime.options()
     if options.listen and options.listen ~= "off" then
       local api_ok, api_err = require("dconn.agent.api").start {
-        listen = options.listen, token_file = options.api_token_file,
+        listen = options.listen,
+        token_file = options.api_token_file,
       }
       if not api_ok then
         fail(api_err)
@@ -266,7 +311,9 @@ function _M.reload()
   local leader_err
   specs, leader_err = prepare_leader(current.path, policy, specs)
   if not specs then error(leader_err, 0) end
-  for _, name in ipairs(current.job_names) do timer.remove(name) end
+  for _, name in ipairs(current.job_names) do
+    timer.remove(name)
+  end
   current.policy, current.placement = policy, placement
   current.job_names = add_jobs(specs)
   log.info("Policy '%s' reloaded from %s", policy_name(current.path, policy), current.path)
@@ -282,16 +329,25 @@ function _M.check(path)
   end
   add_jobs(specs, true)
   local lines = {}
-  for _, job in ipairs(timer.jobs()) do lines[#lines + 1] = "  " .. job.name .. ": " .. job.trigger end
+  for _, job in ipairs(timer.jobs()) do
+    lines[#lines + 1] = "  " .. job.name .. ": " .. job.trigger
+  end
   if placement then
     local d = placement:describe()
     lines[#lines + 1] = "  source: " .. d.source
     lines[#lines + 1] = "  model: " .. d.model
     local params = {}
-    for k, v in pairs(d.rule_parameters) do params[#params + 1] = k .. " " .. tostring(v) end
+    for k, v in pairs(d.rule_parameters) do
+      params[#params + 1] = k .. " " .. tostring(v)
+    end
     sort(params)
-    lines[#lines + 1] = format("  rule: %s%s, on %s predictions up to %gs old", d.rule,
-      #params > 0 and (" (" .. concat(params, ", ") .. ")") or "", d.metric, d.max_age)
+    lines[#lines + 1] = format(
+      "  rule: %s%s, on %s predictions up to %gs old",
+      d.rule,
+      #params > 0 and (" (" .. concat(params, ", ") .. ")") or "",
+      d.metric,
+      d.max_age
+    )
     lines[#lines + 1] = "  safety: " .. d.safety
     for _, t in ipairs(d.targets) do
       local c = t.candidates
@@ -299,8 +355,18 @@ function _M.check(path)
     end
   end
   local jobs = #timer.jobs()
-  stdout:write(path, ": ok, policy '", policy_name(path, policy), "' with ", jobs, " job",
-    jobs == 1 and "" or "s", #lines > 0 and ":\n" or "\n", concat(lines, "\n"), #lines > 0 and "\n" or "")
+  stdout:write(
+    path,
+    ": ok, policy '",
+    policy_name(path, policy),
+    "' with ",
+    jobs,
+    " job",
+    jobs == 1 and "" or "s",
+    #lines > 0 and ":\n" or "\n",
+    concat(lines, "\n"),
+    #lines > 0 and "\n" or ""
+  )
   return EXIT_OK
 end
 
@@ -324,7 +390,9 @@ end
 --- dconn repl [POLICY]: globals for the prompt, and the policy held if one is given.
 function _M.repl_setup(path)
   _G.dconn = require "dconn"
-  for _, name in ipairs(_G.dconn.modules) do local _ = _G.dconn[name] end
+  for _, name in ipairs(_G.dconn.modules) do
+    local _ = _G.dconn[name]
+  end
   if not path then return true end
   timer.hold(true)
   local policy, specs, placement = _M.load(path)
@@ -334,6 +402,5 @@ function _M.repl_setup(path)
   _G.agent = placement
   return true
 end
-
 
 return _M

@@ -25,7 +25,9 @@ local ref = _M.ref
 --- A copy of schema s that also admits null.
 function _M.nullable(s)
   local c = {}
-  for k, v in pairs(s) do c[k] = v end
+  for k, v in pairs(s) do
+    c[k] = v
+  end
   c.nullable = true
   return c
 end
@@ -54,7 +56,8 @@ local function check(value, schema, where)
   end
   local t, tv = schema.type, type(value)
   if t then
-    local ok = (t == "string" and tv == "string") or (t == "boolean" and tv == "boolean")
+    local ok = (t == "string" and tv == "string")
+      or (t == "boolean" and tv == "boolean")
       or (t == "number" and tv == "number" and finite(value))
       or (t == "integer" and tv == "number" and finite(value) and floor(value) == value)
       or (t == "object" and tv == "table" and is_object(value))
@@ -63,7 +66,9 @@ local function check(value, schema, where)
   end
   if schema.enum then
     local found = false
-    for _, allowed in ipairs(schema.enum) do found = found or allowed == value end
+    for _, allowed in ipairs(schema.enum) do
+      found = found or allowed == value
+    end
     if not found then return nil, where .. ": not one of the allowed values" end
   end
   if tv == "number" then
@@ -128,7 +133,9 @@ end
 
 local function operation(route, bearer)
   local responses = {}
-  for status, entry in pairs(route.responses or {}) do responses[tostring(status)] = entry end
+  for status, entry in pairs(route.responses or {}) do
+    responses[tostring(status)] = entry
+  end
   if route.policy then
     local spec = route.spec
     responses["200"] = responses["200"] or { "Success", spec.response or {} }
@@ -147,10 +154,16 @@ local function operation(route, bearer)
     responses["401"] = { "Missing or wrong bearer token", ref("Error") }
   end
   local op = { operationId = route.id, summary = route.summary, tags = array { route.tag }, responses = {} }
-  for status, entry in pairs(responses) do op.responses[status] = response_object(status, entry) end
+  for status, entry in pairs(responses) do
+    op.responses[status] = response_object(status, entry)
+  end
   local params = {}
-  for _, p in ipairs(route.params or {}) do params[#params + 1] = p end
-  for _, p in ipairs(route.query or {}) do params[#params + 1] = p end
+  for _, p in ipairs(route.params or {}) do
+    params[#params + 1] = p
+  end
+  for _, p in ipairs(route.query or {}) do
+    params[#params + 1] = p
+  end
   if #params > 0 then op.parameters = params end
   if route.policy and route.spec.request then
     op.requestBody = { required = true, content = { [JSON_TYPE] = { schema = route.spec.request } } }

@@ -27,7 +27,9 @@ function _M.format(...)
   local n = select("#", ...)
   if n == 0 then return nil end
   local parts = {}
-  for i = 1, n do parts[i] = pretty.format((select(i, ...))) end
+  for i = 1, n do
+    parts[i] = pretty.format((select(i, ...)))
+  end
   return concat(parts, "\t")
 end
 

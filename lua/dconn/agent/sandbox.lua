@@ -17,11 +17,28 @@ local _M = { _VERSION = "0.1.0" }
 -- A private copy: dconn.public is reachable (read-only) from policies, but the sandbox never
 -- trusts a table a policy can reach.
 local public = {}
-for name in pairs(dconn.public) do public[name] = true end
+for name in pairs(dconn.public) do
+  public[name] = true
+end
 
 local SAFE_GLOBALS = {
-  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "print", "rawequal",
-  "rawget", "rawlen", "rawset", "select", "tonumber", "tostring", "type", "_VERSION",
+  "assert",
+  "error",
+  "ipairs",
+  "next",
+  "pairs",
+  "pcall",
+  "xpcall",
+  "print",
+  "rawequal",
+  "rawget",
+  "rawlen",
+  "rawset",
+  "select",
+  "tonumber",
+  "tostring",
+  "type",
+  "_VERSION",
 }
 local SAFE_LIBRARIES = { "string", "table", "math", "utf8", "coroutine" }
 local SAFE_OS = { "clock", "date", "difftime", "time" }
@@ -29,8 +46,13 @@ local SAFE_IO = { "read", "write", "type", "stdout", "stderr", "stdin" }
 local SAFE_COLLECT = { count = true, collect = true, step = true }
 -- The variables dconn.policy's settings document (their `env`), and PROMETHEUS_URL that the
 -- shipped policies read. Credentials (tokens, passwords, kubeconfig) are never readable.
-local SAFE_ENV = { MLFLOW_TRACKING_URI = true, SCANFLOW_TRACKER_URI = true, AGENT_NAME = true,
-  NAMESPACE = true, PROMETHEUS_URL = true }
+local SAFE_ENV = {
+  MLFLOW_TRACKING_URI = true,
+  SCANFLOW_TRACKER_URI = true,
+  AGENT_NAME = true,
+  NAMESPACE = true,
+  PROMETHEUS_URL = true,
+}
 -- string.dump makes binary chunks, the one thing load's text mode exists to refuse.
 local UNSAFE_STRING = { dump = true }
 
@@ -86,12 +108,16 @@ local function readonly(t)
     __pairs = function()
       return function(_, k)
         local nk, nv = next(t, k)
-        while nk ~= nil and hidden[nk] do nk, nv = next(t, nk) end
+        while nk ~= nil and hidden[nk] do
+          nk, nv = next(t, nk)
+        end
         if type(nv) == "table" and (getmetatable(nv) == nil or is_module(nv)) then
           nv = readonly(nv)
         end
         return nk, nv
-      end, t, nil
+      end,
+        t,
+        nil
     end,
     __len = function() return #t end,
     __metatable = false,
@@ -111,7 +137,9 @@ local function reader(dir)
   local roots = {}
   if dir then roots[1] = realpath(dir) end
   -- More directories from the operator (DCONN_POLICY_READ, ':'-separated), never from the policy.
-  for extra in (getenv("DCONN_POLICY_READ") or ""):gmatch("[^:]+") do roots[#roots + 1] = realpath(extra) end
+  for extra in (getenv("DCONN_POLICY_READ") or ""):gmatch("[^:]+") do
+    roots[#roots + 1] = realpath(extra)
+  end
   return function(path)
     if type(path) ~= "string" then return nil, "path must be a string" end
     if path:sub(1, 1) ~= "/" and dir then path = dir .. "/" .. path end
@@ -120,25 +148,36 @@ local function reader(dir)
     for _, root in pairs(roots) do
       if real == root or real:sub(1, #root + 1) == root .. "/" or root == "/" then return real end
     end
-    return nil, path .. ": outside the policy's directory (" .. tostring(roots[1] or "none")
-      .. ") or DCONN_POLICY_READ's; a policy reads files only there (--unsafe lifts this)"
+    return nil,
+      path
+        .. ": outside the policy's directory ("
+        .. tostring(roots[1] or "none")
+        .. ") or DCONN_POLICY_READ's; a policy reads files only there (--unsafe lifts this)"
   end
 end
 
 local function copy(t, names)
   local out = {}
   if names then
-    for _, name in pairs(names) do out[name] = t[name] end
+    for _, name in pairs(names) do
+      out[name] = t[name]
+    end
   else
-    for k, v in pairs(t) do out[k] = v end
+    for k, v in pairs(t) do
+      out[k] = v
+    end
   end
   return out
 end
 
 local function restricted_base(env, dir)
   local base = copy(_G, SAFE_GLOBALS)
-  for _, name in pairs(SAFE_LIBRARIES) do base[name] = copy(_G[name]) end
-  for name in pairs(UNSAFE_STRING) do base.string[name] = nil end
+  for _, name in pairs(SAFE_LIBRARIES) do
+    base[name] = copy(_G[name])
+  end
+  for name in pairs(UNSAFE_STRING) do
+    base.string[name] = nil
+  end
   base.os = copy(_G.os, SAFE_OS)
   base.os.getenv = function(name)
     if type(name) ~= "string" then error("bad argument #1 to 'getenv' (string expected)", 2) end
@@ -200,7 +239,9 @@ local function restricted_base(env, dir)
     return fn()
   end
   local loaded = {}
-  for _, name in pairs(SAFE_LIBRARIES) do loaded[name] = base[name] end
+  for _, name in pairs(SAFE_LIBRARIES) do
+    loaded[name] = base[name]
+  end
   base.require = function(name)
     if type(name) ~= "string" then error("require: module name must be a string", 2) end
     if loaded[name] ~= nil then return loaded[name] end
@@ -217,8 +258,13 @@ local function restricted_base(env, dir)
     local path = dir and name:match("^[%w_]+[%w_.]*$") and searchpath(name, dir .. "/?.lua")
     path = path and readable(path)
     if not path then
-      error("module '" .. name .. "' is not available to policies (allowed: the public dconn modules, the "
-        .. "safe standard libraries, and .lua files next to the policy; --unsafe lifts this)", 2)
+      error(
+        "module '"
+          .. name
+          .. "' is not available to policies (allowed: the public dconn modules, the "
+          .. "safe standard libraries, and .lua files next to the policy; --unsafe lifts this)",
+        2
+      )
     end
     local fn, err = loadfile(path, "t", env)
     if not fn then error(err, 2) end

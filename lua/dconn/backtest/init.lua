@@ -38,12 +38,16 @@ end
 -- The candidates the data can answer for.
 local function candidates_in(list, src)
   local known, out = {}, {}
-  for _, c in ipairs(src.clusters) do known[c] = true end
+  for _, c in ipairs(src.clusters) do
+    known[c] = true
+  end
   for _, c in ipairs(list.selector and {} or list) do
     if known[c.cluster] then out[#out + 1] = { node = c.node, cluster = c.cluster, type = c.type, index = #out } end
   end
   if #out == 0 then
-    for i, c in ipairs(src.clusters) do out[i] = { node = c, cluster = c, index = i - 1 } end
+    for i, c in ipairs(src.clusters) do
+      out[i] = { node = c, cluster = c, index = i - 1 }
+    end
   end
   return out
 end
@@ -52,16 +56,34 @@ end
 local function cluster_of(target, candidates, start)
   local sim = assert(sim_mod.open(nil))
   for i, c in ipairs(candidates) do
-    sim.nodes[c.node] = { apiVersion = "v1", kind = "Node", metadata = { name = c.node, resourceVersion = tostring(i),
-      labels = { ["kubernetes.io/hostname"] = c.node } }, spec = {},
-      status = { conditions = { { type = "Ready", status = "True" } } } }
+    sim.nodes[c.node] = {
+      apiVersion = "v1",
+      kind = "Node",
+      metadata = {
+        name = c.node,
+        resourceVersion = tostring(i),
+        labels = { ["kubernetes.io/hostname"] = c.node },
+      },
+      spec = {},
+      status = { conditions = { { type = "Ready", status = "True" } } },
+    }
   end
-  sim.deployments[target.key] = { apiVersion = "apps/v1", kind = "Deployment",
+  sim.deployments[target.key] = {
+    apiVersion = "apps/v1",
+    kind = "Deployment",
     metadata = { name = target.deployment, namespace = target.namespace, resourceVersion = "1", generation = 1 },
-    spec = { replicas = 1, selector = { matchLabels = { app = target.deployment } }, template = {
-      metadata = { labels = { app = target.deployment } },
-      spec = { nodeSelector = { ["kubernetes.io/hostname"] = start },
-        containers = { { name = "app", image = "app" } } } } } }
+    spec = {
+      replicas = 1,
+      selector = { matchLabels = { app = target.deployment } },
+      template = {
+        metadata = { labels = { app = target.deployment } },
+        spec = {
+          nodeSelector = { ["kubernetes.io/hostname"] = start },
+          containers = { { name = "app", image = "app" } },
+        },
+      },
+    },
+  }
   return require("dconn.k8s").connect { sim = sim, namespace = target.namespace }
 end
 
@@ -83,10 +105,18 @@ function _M.run(opts)
   local from, to = opts.from or begin, opts.to or src.last
   from, to = max(from, begin), min(to, src.last)
   if to <= from then
-    return fail("no_data", format("no telemetry to replay between %s and %s UTC (the data: %s..%s, the first %d s "
-      .. "being the models' history)", timer.format_time(opts.from or begin, "utc"),
-      timer.format_time(opts.to or src.last, "utc"), timer.format_time(src.first, "utc"),
-      timer.format_time(src.last, "utc"), src.lead))
+    return fail(
+      "no_data",
+      format(
+        "no telemetry to replay between %s and %s UTC (the data: %s..%s, the first %d s "
+          .. "being the models' history)",
+        timer.format_time(opts.from or begin, "utc"),
+        timer.format_time(opts.to or src.last, "utc"),
+        timer.format_time(src.first, "utc"),
+        timer.format_time(src.last, "utc"),
+        src.lead
+      )
+    )
   end
 
   -- the policy, loaded as `dconn run` loads it, with the backtest's source and no tracker
@@ -102,9 +132,13 @@ function _M.run(opts)
   target.candidates = candidates
   local start = opts.start or candidates[1].node
   local names = {}
-  for i, c in ipairs(candidates) do names[i] = c.node end
+  for i, c in ipairs(candidates) do
+    names[i] = c.node
+  end
   local found = false
-  for _, n in ipairs(names) do found = found or n == start end
+  for _, n in ipairs(names) do
+    found = found or n == start
+  end
   if not found then return fail("config", format("--start %s is not a candidate (%s)", start, concat(names, ", "))) end
   -- a backtest moves nothing real and waits for no rollout: the move cost stands for the restart
   agent.settings.cluster.dry_run, agent.settings.cluster.wait = false, false
@@ -116,10 +150,23 @@ function _M.run(opts)
   agent.cluster_override = cluster
 
   local rows = {}
-  for _, c in ipairs(candidates) do rows[c.cluster] = assert(src:rows(c.cluster)) end
-  local out = { policy = agent.settings.name, target = target.key, candidates = candidates, start = start,
-    from = from, to = to, sla = target.rule_settings.sla or DEFAULT_SLA, metric = agent.metric, rows = rows,
-    ticks = {}, forecasts = {}, interval = src.interval }
+  for _, c in ipairs(candidates) do
+    rows[c.cluster] = assert(src:rows(c.cluster))
+  end
+  local out = {
+    policy = agent.settings.name,
+    target = target.key,
+    candidates = candidates,
+    start = start,
+    from = from,
+    to = to,
+    sla = target.rule_settings.sla or DEFAULT_SLA,
+    metric = agent.metric,
+    rows = rows,
+    ticks = {},
+    forecasts = {},
+    interval = src.interval,
+  }
 
   timer.simulate(from)
   local jobs = agent:jobs()
@@ -138,10 +185,11 @@ function _M.run(opts)
       spec.run = function()
         local ok, res = pcall(run)
         local now = timer.now()
-        local d = ok and res[target.key]
-          or { action = "hold", reason = "the recommender failed: " .. tostring(res) }
-        out.ticks[#out.ticks + 1] = { t = now,
-          decision = { action = d.action, from = d.from, to = d.to, reason = d.reason, gate = d.gate } }
+        local d = ok and res[target.key] or { action = "hold", reason = "the recommender failed: " .. tostring(res) }
+        out.ticks[#out.ticks + 1] = {
+          t = now,
+          decision = { action = d.action, from = d.from, to = d.to, reason = d.reason, gate = d.gate },
+        }
         if opts.progress then opts.progress((now - from) / (to - from), now) end
       end
     end
@@ -150,7 +198,9 @@ function _M.run(opts)
   if quiet then log.level("critical") end
   timer.sleep(to - from + 1)
   if quiet then log.level(level) end
-  for _, spec in ipairs(jobs) do timer.remove(spec.name) end
+  for _, spec in ipairs(jobs) do
+    timer.remove(spec.name)
+  end
   return out
 end
 

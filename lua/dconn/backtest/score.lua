@@ -38,7 +38,9 @@ local function index_rows(run)
   local by = {}
   for cluster, rows in pairs(run.rows) do
     local m = {}
-    for _, r in ipairs(rows) do m[r.t] = r end
+    for _, r in ipairs(rows) do
+      m[r.t] = r
+    end
     by[cluster] = m
   end
   return by
@@ -50,7 +52,11 @@ local function newest(rows, t, interval)
   local limit = t - STEP + interval
   while lo < hi do
     local mid = (lo + hi + 1) // 2
-    if rows[mid].t <= limit then lo = mid else hi = mid - 1 end
+    if rows[mid].t <= limit then
+      lo = mid
+    else
+      hi = mid - 1
+    end
   end
   return rows[lo]
 end
@@ -96,7 +102,9 @@ local function model_errors(run, interval)
       end
     end
     local e = {}
-    for name, a in pairs(errs) do e[name] = { mae = a.sum / a.n, n = a.n } end
+    for name, a in pairs(errs) do
+      e[name] = { mae = a.sum / a.n, n = a.n }
+    end
     out[c.node] = e
   end
   return out
@@ -114,7 +122,9 @@ local function original_moves(run, interval)
       else
         v = value_of(newest(run.rows[c.cluster], f.t, interval), "qos")
       end
-      if v and (not best or v > best) then top, best = c.node, v end
+      if v and (not best or v > best) then
+        top, best = c.node, v
+      end
     end
     if top and top ~= here and best > run.sla then
       moves[#moves + 1] = { t = f.t, from = here, to = top }
@@ -141,14 +151,18 @@ function _M.compute(run, opts)
   local interval = run.interval or 5
   local by = index_rows(run)
   local nodes, cluster_of = {}, {}
-  for i, c in ipairs(run.candidates) do nodes[i], cluster_of[c.node] = c.node, c.cluster end
+  for i, c in ipairs(run.candidates) do
+    nodes[i], cluster_of[c.node] = c.node, c.cluster
+  end
 
   -- the buckets every candidate has, in [from, to)
   local grid = {}
   for _, r in ipairs(run.rows[run.candidates[1].cluster]) do
     if r.t >= run.from and r.t < run.to then
       local all = true
-      for _, c in ipairs(run.candidates) do all = all and by[c.cluster][r.t] ~= nil end
+      for _, c in ipairs(run.candidates) do
+        all = all and by[c.cluster][r.t] ~= nil
+      end
       if all then grid[#grid + 1] = r.t end
     end
   end
@@ -192,7 +206,9 @@ function _M.compute(run, opts)
   for k, tick in ipairs(run.ticks) do
     local stop = run.ticks[k + 1] and run.ticks[k + 1].t or run.to
     local s, s0, m = 0, 0, 0
-    while grid[j] and grid[j] < tick.t do j = j + 1 end
+    while grid[j] and grid[j] < tick.t do
+      j = j + 1
+    end
     local i = j
     while grid[i] and grid[i] < stop do
       s, s0, m = s + got[i], s0 + by[start_cluster][grid[i]].qos, m + 1
@@ -207,14 +223,36 @@ function _M.compute(run, opts)
     if moves[i].to == moves[i - 1].from and moves[i].t - moves[i - 1].t < FLAP_WINDOW then flaps = flaps + 1 end
   end
 
-  for _, node in ipairs(nodes) do stay[node] = n > 0 and stay[node] / n or 0 end
+  for _, node in ipairs(nodes) do
+    stay[node] = n > 0 and stay[node] / n or 0
+  end
   return {
-    policy = run.policy, target = run.target, start = run.start, from = run.from, to = run.to, sla = run.sla,
-    metric = run.metric, move_cost = cost, candidates = nodes, hours = (run.to - run.from) / 3600,
-    ticks = #run.ticks, buckets = n, moves = #moves, flaps = flaps, move_list = moves, decisions = decisions,
-    mean_qos = n > 0 and sum / n or 0, stay_qos = stay[run.start], stay = stay, best_qos = n > 0 and best / n or 0,
-    original_qos = n > 0 and orig_sum / n or 0, original_moves = #orig, sla_violations = violations,
-    stay_sla_violations = stay_violations, model_errors = model_errors(run, interval), series = series,
+    policy = run.policy,
+    target = run.target,
+    start = run.start,
+    from = run.from,
+    to = run.to,
+    sla = run.sla,
+    metric = run.metric,
+    move_cost = cost,
+    candidates = nodes,
+    hours = (run.to - run.from) / 3600,
+    ticks = #run.ticks,
+    buckets = n,
+    moves = #moves,
+    flaps = flaps,
+    move_list = moves,
+    decisions = decisions,
+    mean_qos = n > 0 and sum / n or 0,
+    stay_qos = stay[run.start],
+    stay = stay,
+    best_qos = n > 0 and best / n or 0,
+    original_qos = n > 0 and orig_sum / n or 0,
+    original_moves = #orig,
+    sla_violations = violations,
+    stay_sla_violations = stay_violations,
+    model_errors = model_errors(run, interval),
+    series = series,
   }
 end
 

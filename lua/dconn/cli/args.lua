@@ -49,7 +49,9 @@ function _M.suggest(word, candidates)
   for _, c in ipairs(candidates) do
     local d = edit_distance(word, c)
     if #word >= 3 and c:sub(1, #word) == word then d = min(d, 1) end
-    if d <= limit and (not best_d or d < best_d) then best, best_d = c, d end
+    if d <= limit and (not best_d or d < best_d) then
+      best, best_d = c, d
+    end
   end
   return best
 end
@@ -141,8 +143,9 @@ local CONVERT = {
   number = function(v, o)
     local n = tonumber(v)
     if not n or n ~= n or n == math.huge or (o.min and n < o.min) or (o.positive and n <= 0) then
-      return nil, o.positive and "expected a positive number" or
-        ("expected a number" .. (o.min and format(" >= %g", o.min) or ""))
+      return nil,
+        o.positive and "expected a positive number"
+          or ("expected a number" .. (o.min and format(" >= %g", o.min) or ""))
     end
     return n
   end,
@@ -167,7 +170,9 @@ local CONVERT = {
 local function convert(o, text, name)
   local kind = kind_of(o)
   local value, expected = CONVERT[kind](text, o)
-  if value ~= nil and o.check then value, expected = o.check(value, o) end
+  if value ~= nil and o.check then
+    value, expected = o.check(value, o)
+  end
   if value == nil then
     if kind == "duration" and not o.positive then return nil, format("%s: %s", name, expected) end
     return nil, format("%s: %s, got '%s'", name, expected, text)
@@ -199,7 +204,11 @@ function _M.synopsis(cmd)
   local parts = { "dconn", cmd.name }
   local optional = false
   for _, o in ipairs(cmd.options or {}) do
-    if o.required then parts[#parts + 1] = option_synopsis(o) else optional = true end
+    if o.required then
+      parts[#parts + 1] = option_synopsis(o)
+    else
+      optional = true
+    end
   end
   if optional then parts[#parts + 1] = "[options]" end
   local a = args_synopsis(cmd)
@@ -252,7 +261,9 @@ end
 --- A command's help: usage, description, arguments, options, the global options' names, epilog.
 function _M.help(cmd, registry)
   local out = { "Usage: " .. _M.synopsis(cmd) }
-  for _, alt in ipairs(cmd.also or {}) do out[#out + 1] = "       dconn " .. alt end
+  for _, alt in ipairs(cmd.also or {}) do
+    out[#out + 1] = "       dconn " .. alt
+  end
   if cmd.description then
     out[#out + 1] = ""
     out[#out + 1] = _M.wrap(cmd.description)
@@ -265,7 +276,9 @@ function _M.help(cmd, registry)
     out[#out + 1] = ""
     out[#out + 1] = "Arguments:"
     local column = 0
-    for _, a in ipairs(described) do column = max(column, #a.name) end
+    for _, a in ipairs(described) do
+      column = max(column, #a.name)
+    end
     for _, a in ipairs(described) do
       out[#out + 1] = "  " .. a.name .. rep(" ", column + 3 - #a.name) .. _M.wrap(a.help, WIDTH, column + 5, column + 5)
     end
@@ -277,8 +290,9 @@ function _M.help(cmd, registry)
   end
   if registry then
     out[#out + 1] = ""
-    out[#out + 1] = _M.wrap("Global options (before or after the command's name; dconn --help): "
-      .. concat(global_names(registry), ", "))
+    out[#out + 1] = _M.wrap(
+      "Global options (before or after the command's name; dconn --help): " .. concat(global_names(registry), ", ")
+    )
   end
   local e = epilog(cmd)
   if e then
@@ -291,11 +305,15 @@ end
 --- `dconn --help` and `dconn help`: what dconn is, its commands, the global options.
 function _M.main_help(registry)
   local out = { registry.title, "", "Usage:" }
-  for _, line in ipairs(registry.usage) do out[#out + 1] = "  " .. line end
+  for _, line in ipairs(registry.usage) do
+    out[#out + 1] = "  " .. line
+  end
   out[#out + 1] = ""
   out[#out + 1] = "Commands:"
   local column = 0
-  for _, name in ipairs(registry.order) do column = max(column, #name) end
+  for _, name in ipairs(registry.order) do
+    column = max(column, #name)
+  end
   for _, name in ipairs(registry.order) do
     local cmd = registry.commands[name]
     out[#out + 1] = "  " .. name .. rep(" ", column + 3 - #name) .. _M.wrap(cmd.summary, WIDTH, column + 5, column + 5)
@@ -321,7 +339,9 @@ end
 local function option_names(cmd, registry)
   local names = {}
   for _, list in ipairs { cmd and cmd.options or {}, registry.globals } do
-    for _, o in ipairs(list) do names[#names + 1] = "--" .. o.name end
+    for _, o in ipairs(list) do
+      names[#names + 1] = "--" .. o.name
+    end
   end
   return names
 end
@@ -356,7 +376,11 @@ function _M.parse(argv, registry)
         return { command = cmd, [o.action] = true, opts = opts, globals = globals }
       elseif kind_of(o) == "flag" then
         if inline then return fail(canonical .. " takes no value") end
-        if is_global then globals[key_of(o)] = true else opts[key_of(o)] = true end
+        if is_global then
+          globals[key_of(o)] = true
+        else
+          opts[key_of(o)] = true
+        end
       else
         local text = inline
         if not text then
@@ -367,7 +391,11 @@ function _M.parse(argv, registry)
         if text == "" then return fail(format("option '%s' needs a value", name)) end
         local value, err = convert(o, text, canonical)
         if value == nil then return fail(err) end
-        if is_global then globals[key_of(o)] = value else opts[key_of(o)] = value end
+        if is_global then
+          globals[key_of(o)] = value
+        else
+          opts[key_of(o)] = value
+        end
       end
       seen[o] = true
     elseif not cmd and not only_args and registry.commands[a] then
@@ -388,17 +416,22 @@ function _M.parse(argv, registry)
       nargs = nargs + 1
       if spec.rest then
         local rest = {}
-        for j = i, n do rest[#rest + 1] = argv[j] end
+        for j = i, n do
+          rest[#rest + 1] = argv[j]
+        end
         opts[spec.key] = rest
         break
       end
       local value = a
       if spec.choices then
         local ok = false
-        for _, c in ipairs(spec.choices) do ok = ok or c == a end
+        for _, c in ipairs(spec.choices) do
+          ok = ok or c == a
+        end
         if not ok then
-          return fail(format("%s: expected %s, got '%s'%s", spec.name, or_list(spec.choices), a,
-            did_you_mean(a, spec.choices)))
+          return fail(
+            format("%s: expected %s, got '%s'%s", spec.name, or_list(spec.choices), a, did_you_mean(a, spec.choices))
+          )
         end
       end
       if spec.check then
@@ -410,7 +443,9 @@ function _M.parse(argv, registry)
       local after = cmd.args[nargs + 1]
       if after and after.rest then -- FILE.lua args...: what follows is the script's, options too
         local rest = {}
-        for j = i + 1, n do rest[#rest + 1] = argv[j] end
+        for j = i + 1, n do
+          rest[#rest + 1] = argv[j]
+        end
         opts[after.key] = rest
         break
       end

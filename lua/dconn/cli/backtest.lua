@@ -33,8 +33,18 @@ end
 
 local function write_text(r)
   local w = stdout
-  w:write(format("policy %s, app %s: %s to %s UTC (%.1f h), %d recommender ticks, start on %s\n", r.policy, r.target,
-    utc(r.from), utc(r.to), r.hours, r.ticks, r.start))
+  w:write(
+    format(
+      "policy %s, app %s: %s to %s UTC (%.1f h), %d recommender ticks, start on %s\n",
+      r.policy,
+      r.target,
+      utc(r.from),
+      utc(r.to),
+      r.hours,
+      r.ticks,
+      r.start
+    )
+  )
   w:write(format("\n%-62s %8s %6s %6s\n", "realized mean QoS", "qos", "moves", "SLA<"))
   local function line(name, q, moves, viol)
     w:write(format("%-62s %8.4f %6s %6s\n", name, q, moves or "", viol or ""))
@@ -46,8 +56,16 @@ local function write_text(r)
   for _, node in ipairs(r.candidates) do
     if node ~= r.start then line("  never moving from " .. node, r.stay[node], 0) end
   end
-  w:write(format("(SLA %g; SLA<: recommender ticks whose realized QoS was below it; a move costs %g s of zero "
-    .. "QoS; %d flap%s)\n", r.sla, r.move_cost, r.flaps, r.flaps == 1 and "" or "s"))
+  w:write(
+    format(
+      "(SLA %g; SLA<: recommender ticks whose realized QoS was below it; a move costs %g s of zero "
+        .. "QoS; %d flap%s)\n",
+      r.sla,
+      r.move_cost,
+      r.flaps,
+      r.flaps == 1 and "" or "s"
+    )
+  )
   w:write(format("\n%-42s %-34s %8s %6s\n", "prediction error (" .. r.metric .. ", next tick)", "model", "mae", "n"))
   for _, node in ipairs(r.candidates) do
     local e = r.model_errors[node]
@@ -65,9 +83,13 @@ local function write_text(r)
     end
   end
   w:write(format("\nmoves (%d):\n", r.moves))
-  for _, m in ipairs(r.move_list) do w:write(format("  %s  %s -> %s\n", utc(m.t), m.from, m.to)) end
+  for _, m in ipairs(r.move_list) do
+    w:write(format("  %s  %s -> %s\n", utc(m.t), m.from, m.to))
+  end
   local count = {}
-  for _, d in ipairs(r.decisions) do count[d.action] = (count[d.action] or 0) + 1 end
+  for _, d in ipairs(r.decisions) do
+    count[d.action] = (count[d.action] or 0) + 1
+  end
   local parts = {}
   for _, a in ipairs { "move", "stay", "held", "none", "hold" } do
     if count[a] then parts[#parts + 1] = a .. " " .. count[a] end
@@ -83,7 +105,9 @@ local function as_json(r)
   end
   out.from_time, out.to_time = timer.format_time(r.from, "iso_seconds"), timer.format_time(r.to, "iso_seconds")
   for _, list in ipairs { out.decisions, out.move_list } do
-    for _, d in ipairs(list) do d.time = timer.format_time(d.t, "iso_seconds") end
+    for _, d in ipairs(list) do
+      d.time = timer.format_time(d.t, "iso_seconds")
+    end
     json.array(list)
   end
   json.array(out.candidates)
@@ -94,8 +118,14 @@ local function run(opts)
   local backtest = require "dconn.backtest"
   local score = require "dconn.backtest.score"
   local progress = progress_bar()
-  local result, err = backtest.run { policy = opts.policy, telemetry = opts.telemetry, from = opts.from, to = opts.to,
-    start = opts.start, progress = progress }
+  local result, err = backtest.run {
+    policy = opts.policy,
+    telemetry = opts.telemetry,
+    from = opts.from,
+    to = opts.to,
+    start = opts.start,
+    progress = progress,
+  }
   if progress then stderr:write("\r", rep(" ", 70), "\r") end
   if not result then
     stderr:write("dconn backtest: ", tostring(err), "\n")
@@ -109,7 +139,11 @@ local function run(opts)
       return 1
     end
   end
-  if opts.json then stdout:write(as_json(r), "\n") else write_text(r) end
+  if opts.json then
+    stdout:write(as_json(r), "\n")
+  else
+    write_text(r)
+  end
   return 0
 end
 
@@ -127,18 +161,39 @@ without its gates on the same predictions, and the hindsight-best node (an upper
 move, flaps (A -> B -> A within an hour), SLA violations, and each candidate's prediction errors
 (MAE against the value at the next tick) per model and for persistence.]],
   options = {
-    { name = "telemetry", type = "file", metavar = "DIR|FILE", required = true,
-      help = "the recorded telemetry: an export file or a directory of hourly ones" },
-    { name = "from", metavar = "T", check = when, help = "start there (unix seconds or a date; default: once the "
-      .. "models have 10 minutes of history)" },
+    {
+      name = "telemetry",
+      type = "file",
+      metavar = "DIR|FILE",
+      required = true,
+      help = "the recorded telemetry: an export file or a directory of hourly ones",
+    },
+    {
+      name = "from",
+      metavar = "T",
+      check = when,
+      help = "start there (unix seconds or a date; default: once the " .. "models have 10 minutes of history)",
+    },
     { name = "to", metavar = "T", check = when, help = "stop there (default: the data's end)" },
     { name = "start", metavar = "NODE", help = "the node the app starts on (default: the first candidate)" },
-    { name = "move-cost", type = "number", min = 0, metavar = "SECONDS", default = "30",
-      help = "seconds of zero QoS a move costs (the pods restarting)" },
-    { name = "json", help = "one JSON object: moves, ticks, hours, mean_qos, stay_qos, best_qos, original_qos, "
-      .. "model_errors, decisions, ..." },
-    { name = "report", metavar = "FILE.svg", help = "also draw the run: QoS per candidate, where the app was, "
-      .. "the moves, the SLA" },
+    {
+      name = "move-cost",
+      type = "number",
+      min = 0,
+      metavar = "SECONDS",
+      default = "30",
+      help = "seconds of zero QoS a move costs (the pods restarting)",
+    },
+    {
+      name = "json",
+      help = "one JSON object: moves, ticks, hours, mean_qos, stay_qos, best_qos, original_qos, "
+        .. "model_errors, decisions, ...",
+    },
+    {
+      name = "report",
+      metavar = "FILE.svg",
+      help = "also draw the run: QoS per candidate, where the app was, " .. "the moves, the SLA",
+    },
   },
   args = { { name = "POLICY.lua", key = "policy", type = "file", required = true, help = "the policy file" } },
   epilog = "Exit status: 0 ok; 2 usage error or a policy that cannot be backtested; 1 the data could not be read.",

@@ -9,8 +9,13 @@ Loads the policy in its restricted environment with the scheduler held, validate
 a summary when it is valid, 2 and one message naming the file, line and problem when it is not.
 Nothing waits and no I/O is done: natives that would wait fail.]],
   options = {
-    { name = "every", type = "duration", positive = true, metavar = "DURATION",
-      help = "check with the schedule override `dconn run --every` would use" },
+    {
+      name = "every",
+      type = "duration",
+      positive = true,
+      metavar = "DURATION",
+      help = "check with the schedule override `dconn run --every` would use",
+    },
   },
   args = { { name = "POLICY.lua", key = "file", type = "file", required = true, help = "the policy file" } },
 }

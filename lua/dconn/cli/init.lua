@@ -20,24 +20,71 @@ local EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _M.EXIT_OK, _M.EXIT_FAILURE, _M.EXIT_USAGE = EXIT_OK, EXIT_FAILURE, EXIT_USAGE
 
 -- In `dconn --help`'s order.
-local ORDER = { "run", "check", "repl", "script", "predict", "place", "runs", "telemetry", "backtest", "policy", "help",
-  "completion" }
+local ORDER = {
+  "run",
+  "check",
+  "repl",
+  "script",
+  "predict",
+  "place",
+  "runs",
+  "telemetry",
+  "backtest",
+  "policy",
+  "help",
+  "completion",
+}
 
 -- Before or after any command's name. runtime/cli/main.c applies them (keys with _).
 local GLOBALS = {
-  { name = "log-format", type = "choice", choices = { "text", "json" }, default = "text",
-    help = "text is the original agent's format; json: one object a line" },
-  { name = "log-level", type = "choice", metavar = "LEVEL", choices = { "debug", "info", "warning", "error",
-    "critical" }, aliases = { warn = "warning" }, ignore_case = true, default = "info",
-    help = "the least severe messages logged: debug, info, warning, error, critical" },
-  { name = "timezone", type = "choice", choices = { "utc", "local" }, ignore_case = true, default = "utc",
-    help = "for log times, cron and dates" },
-  { name = "memory-limit", type = "size", metavar = "SIZE", min = 1024 * 1024, default = "1G",
-    help = "cap on the Lua heap, e.g. 512M, 2G; 0 = none" },
-  { name = "max-instructions", type = "integer", metavar = "N", min = 0, default = "1000000000",
-    help = "per job run, stops runaway loops; 0 = none" },
-  { name = "max-run-time", type = "duration", metavar = "DURATION", default = "10s",
-    help = "time a job run may spend running (not waiting), also in C calls; 0 = none" },
+  {
+    name = "log-format",
+    type = "choice",
+    choices = { "text", "json" },
+    default = "text",
+    help = "text is the original agent's format; json: one object a line",
+  },
+  {
+    name = "log-level",
+    type = "choice",
+    metavar = "LEVEL",
+    choices = { "debug", "info", "warning", "error", "critical" },
+    aliases = { warn = "warning" },
+    ignore_case = true,
+    default = "info",
+    help = "the least severe messages logged: debug, info, warning, error, critical",
+  },
+  {
+    name = "timezone",
+    type = "choice",
+    choices = { "utc", "local" },
+    ignore_case = true,
+    default = "utc",
+    help = "for log times, cron and dates",
+  },
+  {
+    name = "memory-limit",
+    type = "size",
+    metavar = "SIZE",
+    min = 1024 * 1024,
+    default = "1G",
+    help = "cap on the Lua heap, e.g. 512M, 2G; 0 = none",
+  },
+  {
+    name = "max-instructions",
+    type = "integer",
+    metavar = "N",
+    min = 0,
+    default = "1000000000",
+    help = "per job run, stops runaway loops; 0 = none",
+  },
+  {
+    name = "max-run-time",
+    type = "duration",
+    metavar = "DURATION",
+    default = "10s",
+    help = "time a job run may spend running (not waiting), also in C calls; 0 = none",
+  },
   { name = "unsafe", help = "give policies the full standard library (os.execute, io.popen, ...)" },
   { name = "help", short = "h", action = "help", help = "this help, or a command's (dconn COMMAND --help)" },
   { name = "version", short = "v", action = "version", help = "versions of dconn and its libraries" },
@@ -50,11 +97,18 @@ local registry
 function _M.registry()
   if registry then return registry end
   local commands = {}
-  for _, name in ipairs(ORDER) do commands[name] = args.validate(require("dconn.cli." .. name)) end
+  for _, name in ipairs(ORDER) do
+    commands[name] = args.validate(require("dconn.cli." .. name))
+  end
   registry = {
-    commands = commands, order = ORDER, globals = GLOBALS, default = "script",
-    title = format("dconn %s: QoS-driven placement agent for Kubernetes, scripted in Lua.",
-      require("dconn.runtime").version),
+    commands = commands,
+    order = ORDER,
+    globals = GLOBALS,
+    default = "script",
+    title = format(
+      "dconn %s: QoS-driven placement agent for Kubernetes, scripted in Lua.",
+      require("dconn.runtime").version
+    ),
     usage = {
       "dconn COMMAND [options] [args...]",
       "dconn [options] FILE.lua [args...]       (the script command)",
@@ -91,7 +145,9 @@ end
 -- { name =, native = bool, opts = {...}, globals = {...} }.
 function _M.start(...)
   local argv = { ... }
-  for i = 1, select("#", ...) do argv[i] = tostring(argv[i]) end
+  for i = 1, select("#", ...) do
+    argv[i] = tostring(argv[i])
+  end
   local parsed, err, cmd = _M.parse(argv)
   if not parsed then
     stderr:write(args.usage_error(cmd, err), "\n")

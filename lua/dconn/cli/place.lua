@@ -5,20 +5,37 @@ local stdout, stderr = io.stdout, io.stderr
 --- 0 patched or already there, 1 refused or failed.
 local function run(opts)
   local k8s = require "dconn.k8s"
-  local client, err = k8s.connect { kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
-    simulate = opts.simulate }
+  local client, err = k8s.connect {
+    kubeconfig = opts.kubeconfig,
+    context = opts.context,
+    namespace = opts.namespace,
+    simulate = opts.simulate,
+  }
   if not client then
     stderr:write("dconn place: ", tostring(err), "\n")
     return 1
   end
-  local out = client:place(client.namespace, opts.deployment, opts.node, { dry_run = opts.dry_run, wait = opts.wait,
-    timeout = opts.timeout })
+  local out = client:place(
+    client.namespace,
+    opts.deployment,
+    opts.node,
+    { dry_run = opts.dry_run, wait = opts.wait, timeout = opts.timeout }
+  )
   client:close()
   local target = client.namespace .. "/" .. opts.deployment
   local suffix = opts.dry_run and " (dry run)" or ""
   if out.result == "patched" then
-    stdout:write(format("patched: %s now pinned to node %s (%s=%s)%s%s\n", target, opts.node, k8s.HOSTNAME_LABEL,
-      out.hostname, suffix, out.rollout == "done" and "; rolled out" or ""))
+    stdout:write(
+      format(
+        "patched: %s now pinned to node %s (%s=%s)%s%s\n",
+        target,
+        opts.node,
+        k8s.HOSTNAME_LABEL,
+        out.hostname,
+        suffix,
+        out.rollout == "done" and "; rolled out" or ""
+      )
+    )
     return 0
   elseif out.result == "already-there" then
     stdout:write(format("already-there: %s is pinned to node %s\n", target, opts.node))
@@ -27,8 +44,14 @@ local function run(opts)
     stderr:write(format("refused: %s: %s\n", target, out.reason))
     return 1
   end
-  stderr:write(format("failed: %s: %s%s\n", target, tostring(out.error),
-    out.rollout == "failed" and " (the patch was applied; its rollout did not complete)" or ""))
+  stderr:write(
+    format(
+      "failed: %s: %s%s\n",
+      target,
+      tostring(out.error),
+      out.rollout == "failed" and " (the patch was applied; its rollout did not complete)" or ""
+    )
+  )
   return 1
 end
 
@@ -48,16 +71,30 @@ in-cluster service account, else (loudly) a simulated cluster kept in the JSON f
   options = {
     { name = "deployment", metavar = "NAME", required = true, help = "the Deployment to pin" },
     { name = "node", metavar = "NODE", required = true, help = "the node to pin it to" },
-    { name = "namespace", short = "n", metavar = "NS",
-      help = "the Deployment's namespace (default: the kubeconfig context's, else default)" },
+    {
+      name = "namespace",
+      short = "n",
+      metavar = "NS",
+      help = "the Deployment's namespace (default: the kubeconfig context's, else default)",
+    },
     { name = "kubeconfig", type = "file", metavar = "FILE", help = "the kubeconfig file to use" },
     { name = "context", metavar = "NAME", help = "the kubeconfig context to use" },
-    { name = "simulate", type = "file", metavar = "STATE.json",
-      help = "no cluster: a simulated one kept in this JSON file" },
+    {
+      name = "simulate",
+      type = "file",
+      metavar = "STATE.json",
+      help = "no cluster: a simulated one kept in this JSON file",
+    },
     { name = "dry-run", help = "send the patch with dryRun=All: checked by the server, not applied" },
     { name = "wait", help = "then follow the rollout, as `kubectl rollout status` does" },
-    { name = "timeout", type = "number", positive = true, metavar = "SECONDS", default = "300",
-      help = "with --wait, give up on the rollout after this long" },
+    {
+      name = "timeout",
+      type = "number",
+      positive = true,
+      metavar = "SECONDS",
+      default = "300",
+      help = "with --wait, give up on the rollout after this long",
+    },
   },
   epilog = "Exit status: 0 patched or already there; 1 refused or failed (reason on stderr); 2 usage.",
   run = run,

@@ -15,7 +15,9 @@ local function read_input(model, arg)
   local path, name = arg, nil
   if not file_exists(arg) then
     local p, n = arg:match("^(.*):([^:]*)$")
-    if p and p ~= "" and n ~= "" then path, name = p, n end
+    if p and p ~= "" and n ~= "" then
+      path, name = p, n
+    end
   end
   local file, err = model.open(path)
   if not file then return nil, err end
@@ -66,12 +68,27 @@ recurrent layers; TENSOR may be left out when IN holds one tensor) and writes th
 the float32 tensor `output`.]],
   options = {
     { name = "spec", type = "file", metavar = "SPEC", required = true, help = "the model's spec (.lua or .json)" },
-    { name = "weights", type = "file", metavar = "W.safetensors", required = true,
-      help = "the state_dict the spec's layers read" },
-    { name = "input", type = "file", metavar = "IN.safetensors[:TENSOR]", required = true,
-      help = "the input tensor, and its name when the file holds several" },
-    { name = "output", type = "file", metavar = "OUT.safetensors", required = true,
-      help = "where the result goes (tensor `output`)" },
+    {
+      name = "weights",
+      type = "file",
+      metavar = "W.safetensors",
+      required = true,
+      help = "the state_dict the spec's layers read",
+    },
+    {
+      name = "input",
+      type = "file",
+      metavar = "IN.safetensors[:TENSOR]",
+      required = true,
+      help = "the input tensor, and its name when the file holds several",
+    },
+    {
+      name = "output",
+      type = "file",
+      metavar = "OUT.safetensors",
+      required = true,
+      help = "where the result goes (tensor `output`)",
+    },
   },
   epilog = [[
 Exit status: 0 ok; 2 bad arguments, spec, weights or input (one message on stderr); 1 the output

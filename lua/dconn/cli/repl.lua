@@ -14,8 +14,13 @@ dconn.timer.hold(false) or run one with dconn.timer.run_now(name). A placement p
 agent.rule = function ... Ctrl-C interrupts a running chunk; Ctrl-D exits. Reads from a pipe as well
 as from a terminal.]],
   options = {
-    { name = "every", type = "duration", positive = true, metavar = "DURATION",
-      help = "the placement jobs' interval, as for dconn run" },
+    {
+      name = "every",
+      type = "duration",
+      positive = true,
+      metavar = "DURATION",
+      help = "the placement jobs' interval, as for dconn run",
+    },
   },
   args = { { name = "POLICY.lua", key = "file", type = "file", help = "a policy to load" } },
 }

@@ -19,20 +19,45 @@ new file fails to load, the old one keeps running and the error is logged. A fai
 with its traceback and runs again next tick.]],
   options = {
     { name = "once", help = "run every job one time, in order, and exit (1 if any failed)" },
-    { name = "every", type = "duration", positive = true, metavar = "DURATION",
+    {
+      name = "every",
+      type = "duration",
+      positive = true,
+      metavar = "DURATION",
       help = "run the policy's pipeline and recommender this often instead of on their schedule, e.g. 5s "
-        .. "for a demo" },
+        .. "for a demo",
+    },
     { name = "no-watch", help = "reload only on SIGHUP, not when the file changes" },
-    { name = "grace", type = "duration", metavar = "DURATION", default = "10s",
-      help = "time running jobs get to finish when stopping" },
-    { name = "stop-after", type = "duration", positive = true, example = "30s", metavar = "DURATION",
-      help = "stop gracefully after this long, e.g. 30s, 5m" },
-    { name = "listen", metavar = "HOST:PORT", default = "127.0.0.1:8080", check = valid_listen,
+    {
+      name = "grace",
+      type = "duration",
+      metavar = "DURATION",
+      default = "10s",
+      help = "time running jobs get to finish when stopping",
+    },
+    {
+      name = "stop-after",
+      type = "duration",
+      positive = true,
+      example = "30s",
+      metavar = "DURATION",
+      help = "stop gracefully after this long, e.g. 30s, 5m",
+    },
+    {
+      name = "listen",
+      metavar = "HOST:PORT",
+      default = "127.0.0.1:8080",
+      check = valid_listen,
       help = "serve the agent's HTTP API (health, readiness, metrics, jobs, decisions, /openapi.json) "
-        .. "there; port 0 takes any free port (logged); `off` disables the API" },
-    { name = "api-token-file", type = "file", metavar = "FILE",
+        .. "there; port 0 takes any free port (logged); `off` disables the API",
+    },
+    {
+      name = "api-token-file",
+      type = "file",
+      metavar = "FILE",
       help = "the API then requires `Authorization: Bearer TOKEN`, TOKEN being the file's first line "
-        .. "(/healthz and /readyz stay open)" },
+        .. "(/healthz and /readyz stay open)",
+    },
   },
   args = { { name = "POLICY.lua", key = "file", type = "file", required = true, help = "the policy file" } },
 }

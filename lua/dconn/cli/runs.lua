@@ -6,7 +6,9 @@ local timer = require "dconn.timer"
 
 local function sorted_pairs_text(map)
   local keys = {}
-  for k in pairs(map) do keys[#keys + 1] = k end
+  for k in pairs(map) do
+    keys[#keys + 1] = k
+  end
   sort(keys)
   local parts = {}
   for _, k in ipairs(keys) do
@@ -23,8 +25,16 @@ end
 
 -- The parts of a run worth printing, as JSON.
 local function run_json(run)
-  return { run_id = run.run_id, run_name = run.run_name, status = run.status, start_time = run.start_time,
-    end_time = run.end_time, experiment_id = run.experiment_id, metrics = run.metrics, params = run.params }
+  return {
+    run_id = run.run_id,
+    run_name = run.run_name,
+    status = run.status,
+    start_time = run.start_time,
+    end_time = run.end_time,
+    experiment_id = run.experiment_id,
+    metrics = run.metrics,
+    params = run.params,
+  }
 end
 
 local function list_runs(opts)
@@ -35,15 +45,21 @@ local function list_runs(opts)
     stderr:write("dconn runs: ", tostring(err), "\n")
     return 1
   end
-  local runs, serr = t:search_runs({ experiment_names = { opts.experiment }, filter = opts.filter,
-    order_by = { "attributes.start_time DESC" }, max_results = opts.limit })
+  local runs, serr = t:search_runs({
+    experiment_names = { opts.experiment },
+    filter = opts.filter,
+    order_by = { "attributes.start_time DESC" },
+    max_results = opts.limit,
+  })
   if not runs then
     stderr:write("dconn runs: ", tostring(serr), "\n")
     return 1
   end
   if opts.json then
     local list = json.array({})
-    for _, run in ipairs(runs) do list[#list + 1] = run_json(run) end
+    for _, run in ipairs(runs) do
+      list[#list + 1] = run_json(run)
+    end
     stdout:write(json.encode(list), "\n")
     return 0
   end
@@ -52,8 +68,9 @@ local function list_runs(opts)
     return 0
   end
   for _, run in ipairs(runs) do
-    stdout:write(format("%s  %-24s %-9s %s\n", run.run_id or "?", run.run_name or "", run.status or "",
-      time_text(run.start_time)))
+    stdout:write(
+      format("%s  %-24s %-9s %s\n", run.run_id or "?", run.run_name or "", run.status or "", time_text(run.start_time))
+    )
     if next(run.metrics) then stdout:write("    metrics: ", sorted_pairs_text(run.metrics), "\n") end
     if next(run.params) then stdout:write("    params:  ", sorted_pairs_text(run.params), "\n") end
   end
@@ -69,11 +86,17 @@ Credentials, TLS and retries come from the MLFLOW_TRACKING_* and MLFLOW_HTTP_REQ
 as for the MLflow Python client.]],
   options = {
     { name = "experiment", metavar = "NAME", required = true, help = "the experiment" },
-    { name = "tracker", metavar = "URI",
+    {
+      name = "tracker",
+      metavar = "URI",
       help = "http(s)://host:port of an MLflow server, or file:PATH of an MLflow file store (default: "
-        .. "$MLFLOW_TRACKING_URI, $SCANFLOW_TRACKER_URI, file:./mlruns)" },
-    { name = "filter", metavar = "F",
-      help = "an MLflow search filter, e.g. \"metrics.max_qos > 25 AND params.x = 'y'\"" },
+        .. "$MLFLOW_TRACKING_URI, $SCANFLOW_TRACKER_URI, file:./mlruns)",
+    },
+    {
+      name = "filter",
+      metavar = "F",
+      help = "an MLflow search filter, e.g. \"metrics.max_qos > 25 AND params.x = 'y'\"",
+    },
     { name = "limit", type = "integer", metavar = "N", min = 1, max = 50000, default = "10", help = "at most N runs" },
     { name = "json", help = "one JSON array of runs instead of text" },
   },

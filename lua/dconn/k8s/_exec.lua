@@ -32,9 +32,15 @@ function _M.parse(body, file, where, is_null)
     return nil, format("kubeconfig %s: %s.exec.", file, where) .. format(fmt, ...)
   end
   if type(body) ~= "table" then return bad("%s", "must be a mapping") end
-  local spec = { api_version = body.apiVersion, command = body.command, args = {}, env = {},
-    interactive_mode = body.interactiveMode, provide_cluster_info = body.provideClusterInfo == true,
-    install_hint = type(body.installHint) == "string" and body.installHint or nil }
+  local spec = {
+    api_version = body.apiVersion,
+    command = body.command,
+    args = {},
+    env = {},
+    interactive_mode = body.interactiveMode,
+    provide_cluster_info = body.provideClusterInfo == true,
+    install_hint = type(body.installHint) == "string" and body.installHint or nil,
+  }
   if not API_VERSIONS[spec.api_version] then
     return bad("apiVersion must be client.authentication.k8s.io/v1 or /v1beta1, got %s", tostring(spec.api_version))
   end
@@ -86,12 +92,19 @@ end
 
 --- Runs the plugin; cluster (for provideClusterInfo) is {server=, ["certificate-authority-data"]=, ...}.
 function _M.run(spec, cluster)
-  local info = { kind = "ExecCredential", apiVersion = spec.api_version,
-    spec = { interactive = false, cluster = spec.provide_cluster_info and cluster or nil } }
+  local info = {
+    kind = "ExecCredential",
+    apiVersion = spec.api_version,
+    spec = { interactive = false, cluster = spec.provide_cluster_info and cluster or nil },
+  }
   local parts = { "env", "KUBERNETES_EXEC_INFO=" .. quote(json.encode(info)) }
-  for _, e in ipairs(spec.env) do parts[#parts + 1] = e.name .. "=" .. quote(e.value) end
+  for _, e in ipairs(spec.env) do
+    parts[#parts + 1] = e.name .. "=" .. quote(e.value)
+  end
   parts[#parts + 1] = quote(spec.command)
-  for _, a in ipairs(spec.args) do parts[#parts + 1] = quote(a) end
+  for _, a in ipairs(spec.args) do
+    parts[#parts + 1] = quote(a)
+  end
   local pipe = io.popen(concat(parts, " ") .. " </dev/null")
   local out = pipe:read("a")
   local ok, how, code = pipe:close()
@@ -104,14 +117,16 @@ function _M.run(spec, cluster)
     return nil, format("exec plugin %s: the output is not an ExecCredential JSON object", spec.command)
   end
   if doc.apiVersion ~= spec.api_version then
-    return nil, format("exec plugin %s: apiVersion %s, expected %s", spec.command, tostring(doc.apiVersion),
-      spec.api_version)
+    return nil,
+      format("exec plugin %s: apiVersion %s, expected %s", spec.command, tostring(doc.apiVersion), spec.api_version)
   end
   local status = doc.status
   if type(status) ~= "table" then return nil, format("exec plugin %s: no status in the output", spec.command) end
-  local cred = { token = type(status.token) == "string" and status.token ~= "" and status.token or nil,
+  local cred = {
+    token = type(status.token) == "string" and status.token ~= "" and status.token or nil,
     cert_pem = type(status.clientCertificateData) == "string" and status.clientCertificateData or nil,
-    key_pem = type(status.clientKeyData) == "string" and status.clientKeyData or nil }
+    key_pem = type(status.clientKeyData) == "string" and status.clientKeyData or nil,
+  }
   if (cred.cert_pem == nil) ~= (cred.key_pem == nil) then
     return nil, format("exec plugin %s: clientCertificateData and clientKeyData must come together", spec.command)
   end

@@ -31,8 +31,16 @@ local _M = { _VERSION = "0.1.0" }
 
 local TOKEN_FILE_TTL = 60 - 10 -- client-go: cached 1 minute with a 10 s leeway
 local EXEC_MARGIN = 10 -- rerun an exec plugin this many seconds before its credential expires
-local DEFAULTS = { qps = 5, burst = 10, retries = 5, backoff_base = 0.2, backoff_max = 10,
-  timeout = 30, connect_timeout = 5, field_manager = "dconn" }
+local DEFAULTS = {
+  qps = 5,
+  burst = 10,
+  retries = 5,
+  backoff_base = 0.2,
+  backoff_max = 10,
+  timeout = 30,
+  connect_timeout = 5,
+  field_manager = "dconn",
+}
 local MAX_RETRY_AFTER = 32 -- apiserver's largest Retry-After
 local PATCH_TYPES = {
   strategic = "application/strategic-merge-patch+json",
@@ -43,20 +51,39 @@ local PATCH_TYPES = {
 local function union(...)
   local out = {}
   for _, t in ipairs { ... } do
-    for k, v in pairs(t) do out[k] = v end
+    for k, v in pairs(t) do
+      out[k] = v
+    end
   end
   return out
 end
 
 -- k8s.client's options: load_config's, the client's own, and with `server` a whole configuration
 -- (load_config's result); k8s.lease_lock's: the elector's and a client's (or the client).
-local OWN_OPTIONS = { qps = "number", burst = "number", retries = "number", backoff_base = "number",
-  backoff_max = "number", timeout = "number", connect_timeout = "number", field_manager = "string",
-  simulate = "boolean|string", sim = "table" }
+local OWN_OPTIONS = {
+  qps = "number",
+  burst = "number",
+  retries = "number",
+  backoff_base = "number",
+  backoff_max = "number",
+  timeout = "number",
+  connect_timeout = "number",
+  field_manager = "string",
+  simulate = "boolean|string",
+  sim = "table",
+}
 local CLIENT_OPTIONS = union(config.LOAD_OPTIONS, OWN_OPTIONS)
 local CONFIGURED_OPTIONS = union(config.CONFIG_FIELDS, OWN_OPTIONS)
-local LEADER_KEYS = { "name", "identity", "lease_duration", "renew_deadline", "retry_period", "on_started_leading",
-  "on_stopped_leading", "on_new_leader" }
+local LEADER_KEYS = {
+  "name",
+  "identity",
+  "lease_duration",
+  "renew_deadline",
+  "retry_period",
+  "on_started_leading",
+  "on_stopped_leading",
+  "on_new_leader",
+}
 local PATCH_OPTIONS = { type = "string", dry_run = "boolean", field_manager = "string" }
 local ROLLOUT_OPTIONS = { timeout = "number", interval = "number" }
 local LEASE_OPTIONS = union(CLIENT_OPTIONS, k8s_leader.OPTIONS, { client = "table" })
@@ -71,8 +98,11 @@ _M.Client = Client
 
 --- Creates a client from a configuration (k8s.load_config's result) or from load options.
 function _M.client(opts)
-  options.check(opts, type(opts) == "table" and opts.server ~= nil and CONFIGURED_OPTIONS or CLIENT_OPTIONS,
-    "k8s.connect")
+  options.check(
+    opts,
+    type(opts) == "table" and opts.server ~= nil and CONFIGURED_OPTIONS or CLIENT_OPTIONS,
+    "k8s.connect"
+  )
   opts = opts or {}
   local cfg, err = opts
   if opts.sim then -- a simulated cluster the caller made (a backtest's, in memory): nothing to warn about
@@ -92,12 +122,16 @@ function _M.client(opts)
     local path = type(opts.simulate) == "string" and opts.simulate or getenv("DCONN_K8S_SIM_STATE")
     sim, err = k8s_sim.open(path ~= "" and path or nil)
     if not sim then return nil, new_error("config", "Config", nil, err) end
-    log.error("k8s: NO KUBERNETES CONFIGURATION IN USE: talking to a SIMULATED cluster (%s); nothing real "
-      .. "will move", path and ("state file " .. path) or "in memory, empty")
+    log.error(
+      "k8s: NO KUBERNETES CONFIGURATION IN USE: talking to a SIMULATED cluster (%s); nothing real " .. "will move",
+      path and ("state file " .. path) or "in memory, empty"
+    )
     cfg.server = "simulated:" .. (path or "memory")
   end
   local self = setmetatable({ cfg = cfg, namespace = cfg.namespace or "default", sim = sim }, Client)
-  for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
+  for k, v in pairs(DEFAULTS) do
+    self[k] = opts[k] or v
+  end
   self.tokens, self.last_fill = self.burst, now()
   self.token = cfg.token
   log.info("k8s: using %s at %s (namespace %s)", cfg.source or "configuration", cfg.server, self.namespace)
@@ -119,16 +153,26 @@ function _M.lease_lock(opts)
   if not c then
     local err
     local copts = {}
-    for k, v in pairs(opts) do copts[k] = v end
-    for _, k in ipairs(LEADER_KEYS) do copts[k] = nil end
+    for k, v in pairs(opts) do
+      copts[k] = v
+    end
+    for _, k in ipairs(LEADER_KEYS) do
+      copts[k] = nil
+    end
     c, err = _M.client(copts)
     if not c then return nil, err end
   end
-  return k8s_leader.new(c, { name = opts.name, namespace = opts.namespace or c.namespace,
-    identity = opts.identity or k8s_leader.default_identity(), lease_duration = opts.lease_duration,
-    renew_deadline = opts.renew_deadline, retry_period = opts.retry_period,
-    on_started_leading = opts.on_started_leading, on_stopped_leading = opts.on_stopped_leading,
-    on_new_leader = opts.on_new_leader })
+  return k8s_leader.new(c, {
+    name = opts.name,
+    namespace = opts.namespace or c.namespace,
+    identity = opts.identity or k8s_leader.default_identity(),
+    lease_duration = opts.lease_duration,
+    renew_deadline = opts.renew_deadline,
+    retry_period = opts.retry_period,
+    on_started_leading = opts.on_started_leading,
+    on_stopped_leading = opts.on_stopped_leading,
+    on_new_leader = opts.on_new_leader,
+  })
 end
 
 --- Sets (or clears, with nil) a check run before every API call but the Lease calls:
@@ -136,7 +180,9 @@ end
 function _M.set_guard(fn) _M.guard = fn end
 
 function Client:close()
-  for _, path in ipairs(self.cfg.temp_files or {}) do os.remove(path) end
+  for _, path in ipairs(self.cfg.temp_files or {}) do
+    os.remove(path)
+  end
   self.cfg.temp_files = {}
 end
 
@@ -185,14 +231,35 @@ local function status_error(status, body)
   local kind = status == 404 and "not_found" or "http"
   local ok, doc = pcall(json.decode, body or "")
   if ok and type(doc) == "table" and doc.kind == "Status" then
-    return new_error(kind, doc.reason or "Unknown", math.tointeger(doc.code) or status, doc.message or "",
-      { details = doc.details, status = status })
+    return new_error(
+      kind,
+      doc.reason or "Unknown",
+      math.tointeger(doc.code) or status,
+      doc.message or "",
+      { details = doc.details, status = status }
+    )
   end
-  local reasons = { [400] = "BadRequest", [401] = "Unauthorized", [403] = "Forbidden", [404] = "NotFound",
-    [405] = "MethodNotAllowed", [409] = "Conflict", [415] = "UnsupportedMediaType", [422] = "Invalid",
-    [429] = "TooManyRequests", [500] = "InternalError", [503] = "ServiceUnavailable", [504] = "Timeout" }
-  return new_error(kind, reasons[status] or "Unknown", status, format("status %d: %s", status,
-    tostring(body):sub(1, 200)), { status = status })
+  local reasons = {
+    [400] = "BadRequest",
+    [401] = "Unauthorized",
+    [403] = "Forbidden",
+    [404] = "NotFound",
+    [405] = "MethodNotAllowed",
+    [409] = "Conflict",
+    [415] = "UnsupportedMediaType",
+    [422] = "Invalid",
+    [429] = "TooManyRequests",
+    [500] = "InternalError",
+    [503] = "ServiceUnavailable",
+    [504] = "Timeout",
+  }
+  return new_error(
+    kind,
+    reasons[status] or "Unknown",
+    status,
+    format("status %d: %s", status, tostring(body):sub(1, 200)),
+    { status = status }
+  )
 end
 
 --- One API call: path below the server URL, body a Lua value sent as JSON. Returns the
@@ -229,18 +296,31 @@ function Client:request(req)
   local https = cfg.server:match("^https:") ~= nil
   local reauth, reauthed = false, false
   local status, text = http.request {
-    method = method, url = (cfg.url_base or cfg.server) .. req.path, query = req.query, headers = headers,
-    body = body, timeout = self.timeout, connect_timeout = self.connect_timeout,
-    retries = self.retries, backoff_factor = self.backoff_base, backoff_max = self.backoff_max,
+    method = method,
+    url = (cfg.url_base or cfg.server) .. req.path,
+    query = req.query,
+    headers = headers,
+    body = body,
+    timeout = self.timeout,
+    connect_timeout = self.connect_timeout,
+    retries = self.retries,
+    backoff_factor = self.backoff_base,
+    backoff_max = self.backoff_max,
     before = function(r)
       self:throttle()
       if not https then return true end
       local token, berr = self:bearer(reauth)
       reauth = false
       if berr then return nil, berr end
-      r.tls = { ca_file = cfg.ca_file, cert_file = self.exec_cert_file or cfg.cert_file,
-        key_file = self.exec_key_file or cfg.key_file, insecure = cfg.insecure or nil, connect_to = cfg.connect_to }
-      r.auth = token and { bearer = token } or (cfg.username and { user = cfg.username, password = cfg.password or "" })
+      r.tls = {
+        ca_file = cfg.ca_file,
+        cert_file = self.exec_cert_file or cfg.cert_file,
+        key_file = self.exec_key_file or cfg.key_file,
+        insecure = cfg.insecure or nil,
+        connect_to = cfg.connect_to,
+      }
+      r.auth = token and { bearer = token }
+        or (cfg.username and { user = cfg.username, password = cfg.password or "" })
         or nil
       return true
     end,
@@ -306,9 +386,11 @@ function Client:patch_deployment(ns, name, patch, opts)
   if type(patch) ~= "table" then error("k8s.patch_deployment: patch must be a table", 2) end
   if opts.type == "json" then patch = json.array(patch) end
   return self:request {
-    method = "PATCH", path = format("/apis/apps/v1/namespaces/%s/deployments/%s", enc(ns), enc(name)),
+    method = "PATCH",
+    path = format("/apis/apps/v1/namespaces/%s/deployments/%s", enc(ns), enc(name)),
     query = { fieldManager = opts.field_manager or self.field_manager, dryRun = opts.dry_run and "All" or nil },
-    body = patch, content_type = ctype,
+    body = patch,
+    content_type = ctype,
   }
 end
 
@@ -319,8 +401,10 @@ end
 
 function Client:list_nodes(opts)
   opts = opts or {}
-  return self:request { path = "/api/v1/nodes",
-    query = { labelSelector = opts.label_selector, fieldSelector = opts.field_selector } }
+  return self:request {
+    path = "/api/v1/nodes",
+    query = { labelSelector = opts.label_selector, fieldSelector = opts.field_selector },
+  }
 end
 
 function Client:create_event(ns, event)
@@ -336,16 +420,22 @@ end
 
 function Client:create_lease(ns, lease)
   check_name("create_lease", "namespace", ns)
-  return self:request { method = "POST", path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases", enc(ns)),
-    body = lease }
+  return self:request {
+    method = "POST",
+    path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases", enc(ns)),
+    body = lease,
+  }
 end
 
 function Client:update_lease(ns, lease)
   check_name("update_lease", "namespace", ns)
   local name = type(lease) == "table" and type(lease.metadata) == "table" and lease.metadata.name
   check_name("update_lease", "lease.metadata.name", name)
-  return self:request { method = "PUT",
-    path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", enc(ns), enc(name)), body = lease }
+  return self:request {
+    method = "PUT",
+    path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", enc(ns), enc(name)),
+    body = lease,
+  }
 end
 
 ---- rollout ----
@@ -392,13 +482,17 @@ function Client:rollout_status(ns, name, opts)
     if verdict == "done" then return true, message end
     if verdict == "failed" then return false, new_error("rollout", "ProgressDeadlineExceeded", nil, message) end
     if now() + interval > deadline then
-      return false, new_error("rollout", "Timeout", nil, format("rollout of %s/%s not done after %gs: %s", ns, name,
-        timeout, message))
+      return false,
+        new_error(
+          "rollout",
+          "Timeout",
+          nil,
+          format("rollout of %s/%s not done after %gs: %s", ns, name, timeout, message)
+        )
     end
     sleep(interval)
   end
 end
-
 
 _M.check_name = check_name
 

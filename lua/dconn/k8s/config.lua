@@ -31,10 +31,27 @@ local SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 -- load_config's options, and the fields of the configuration it returns (which k8s.client
 -- takes as well).
 _M.LOAD_OPTIONS = { kubeconfig = "string", context = "string", namespace = "string", serviceaccount_dir = "string" }
-_M.CONFIG_FIELDS = { source = "string", context = "string", files = "table", temp_files = "table",
-  namespace = "string", server = "string", url_base = "string", ca_file = "string", insecure = "boolean",
-  tls_server_name = "string", connect_to = "string", cert_file = "string", key_file = "string", token = "string",
-  token_file = "string", username = "string", password = "string", exec = "table", exec_cluster = "table" }
+_M.CONFIG_FIELDS = {
+  source = "string",
+  context = "string",
+  files = "table",
+  temp_files = "table",
+  namespace = "string",
+  server = "string",
+  url_base = "string",
+  ca_file = "string",
+  insecure = "boolean",
+  tls_server_name = "string",
+  connect_to = "string",
+  cert_file = "string",
+  key_file = "string",
+  token = "string",
+  token_file = "string",
+  username = "string",
+  password = "string",
+  exec = "table",
+  exec_cluster = "table",
+}
 
 ---- errors ----
 
@@ -57,7 +74,9 @@ local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 local B64_INDEX = {}
-for i = 1, 64 do B64_INDEX[B64:sub(i, i)] = i - 1 end
+for i = 1, 64 do
+  B64_INDEX[B64:sub(i, i)] = i - 1
+end
 
 function _M.base64_encode(s)
   local out = {}
@@ -215,7 +234,7 @@ local function load_kubeconfig(opts, temp_files)
   end
   local ctx = merged.contexts[context_name]
   if not ctx then
-    return config_error("kubeconfig: context \"%s\" not found in %s", context_name, concat(files, ":"))
+    return config_error('kubeconfig: context "%s" not found in %s', context_name, concat(files, ":"))
   end
   local cluster_name, err = field(ctx, "cluster")
   if err then return config_error("%s", err) end
@@ -224,12 +243,16 @@ local function load_kubeconfig(opts, temp_files)
   if err then return config_error("%s", err) end
   local cluster = merged.clusters[cluster_name or ""]
   if not cluster then
-    return config_error("kubeconfig %s: %s.cluster: cluster \"%s\" not found", ctx.file, ctx.where,
-      tostring(cluster_name))
+    return config_error(
+      'kubeconfig %s: %s.cluster: cluster "%s" not found',
+      ctx.file,
+      ctx.where,
+      tostring(cluster_name)
+    )
   end
   local user = user_name and merged.users[user_name]
   if user_name and not user then
-    return config_error("kubeconfig %s: %s.user: user \"%s\" not found", ctx.file, ctx.where, user_name)
+    return config_error('kubeconfig %s: %s.user: user "%s" not found', ctx.file, ctx.where, user_name)
   end
   local cfg = { source = "kubeconfig", context = context_name, files = files, temp_files = temp_files }
   local v
@@ -238,8 +261,12 @@ local function load_kubeconfig(opts, temp_files)
   cfg.server, err = field(cluster, "server")
   if err then return config_error("%s", err) end
   if not cfg.server or not cfg.server:match("^https?://[^/]") then
-    return config_error("kubeconfig %s: %s.server must be an http(s) URL, got %s", cluster.file, cluster.where,
-      tostring(cfg.server))
+    return config_error(
+      "kubeconfig %s: %s.server must be an http(s) URL, got %s",
+      cluster.file,
+      cluster.where,
+      tostring(cfg.server)
+    )
   end
   cfg.server = cfg.server:gsub("[?#].*$", ""):gsub("/+$", "")
   -- each *-data field beats its file field; its PEM goes to a private temporary file
@@ -269,19 +296,29 @@ local function load_kubeconfig(opts, temp_files)
   cfg.insecure, err = field(cluster, "insecure-skip-tls-verify", "boolean")
   if err then return config_error("%s", err) end
   if cfg.insecure and cfg.ca_file then
-    return config_error("kubeconfig %s: %s: specifying a root certificates file with the insecure flag is not allowed",
-      cluster.file, cluster.where)
+    return config_error(
+      "kubeconfig %s: %s: specifying a root certificates file with the insecure flag is not allowed",
+      cluster.file,
+      cluster.where
+    )
   end
   v, err = field(cluster, "tls-server-name")
   if err then return config_error("%s", err) end
   if v and cfg.server:match("^https:") then
     -- the certificate is checked against v: the URL names v, the connection goes to the server's host
     local host, port = cfg.server:match("^https://(%[[^%]]+%])(:?%d*)")
-    if not host then host, port = cfg.server:match("^https://([^/:]+)(:?%d*)") end
+    if not host then
+      host, port = cfg.server:match("^https://([^/:]+)(:?%d*)")
+    end
     port = port ~= "" and port:sub(2) or "443"
     if not host or not v:match("^[%w%.%-]+$") then
-      return config_error("kubeconfig %s: %s.tls-server-name: cannot use %s with server %s", cluster.file,
-        cluster.where, v, cfg.server)
+      return config_error(
+        "kubeconfig %s: %s.tls-server-name: cannot use %s with server %s",
+        cluster.file,
+        cluster.where,
+        v,
+        cfg.server
+      )
     end
     cfg.tls_server_name = v
     cfg.connect_to = format("%s:%s:%s:%s", v, port, host, port)
@@ -298,8 +335,11 @@ local function load_kubeconfig(opts, temp_files)
     cfg.key_file, err = pem(user, "client-key", "client-key-data")
     if err then return config_error("%s", err) end
     if (cfg.cert_file == nil) ~= (cfg.key_file == nil) then
-      return config_error("kubeconfig %s: %s: client-certificate and client-key must be given together",
-        user.file, user.where)
+      return config_error(
+        "kubeconfig %s: %s: client-certificate and client-key must be given together",
+        user.file,
+        user.where
+      )
     end
     cfg.token, err = field(user, "token")
     if err then return config_error("%s", err) end
@@ -310,8 +350,11 @@ local function load_kubeconfig(opts, temp_files)
     cfg.password, err = field(user, "password")
     if err then return config_error("%s", err) end
     if (cfg.username or cfg.password) and (cfg.token or cfg.token_file) then
-      return config_error("kubeconfig %s: %s: username/password or bearer token may be set, but not both",
-        user.file, user.where)
+      return config_error(
+        "kubeconfig %s: %s: username/password or bearer token may be set, but not both",
+        user.file,
+        user.where
+      )
     end
     if not is_null(user.body.exec) then
       cfg.exec, err = k8s_exec.parse(user.body.exec, user.file, user.where, is_null)
@@ -321,8 +364,11 @@ local function load_kubeconfig(opts, temp_files)
         local pem_text = fs.read_file(cfg.ca_file)
         ca_data = pem_text and _M.base64_encode(pem_text)
       end
-      cfg.exec_cluster = { server = cfg.server, ["certificate-authority-data"] = ca_data,
-        ["insecure-skip-tls-verify"] = cfg.insecure or nil }
+      cfg.exec_cluster = {
+        server = cfg.server,
+        ["certificate-authority-data"] = ca_data,
+        ["insecure-skip-tls-verify"] = cfg.insecure or nil,
+      }
     end
     if not is_null(user.body["auth-provider"]) then
       return config_error("kubeconfig %s: %s.auth-provider is not supported", user.file, user.where)
@@ -331,8 +377,7 @@ local function load_kubeconfig(opts, temp_files)
     username, err = field(user, "username")
     if err then return config_error("%s", err) end
     if username and (cfg.token or cfg.token_file) then
-      return config_error("kubeconfig %s: %s: username/password cannot be combined with a token",
-        user.file, user.where)
+      return config_error("kubeconfig %s: %s: username/password cannot be combined with a token", user.file, user.where)
     end
   end
   return cfg
@@ -348,8 +393,8 @@ local function load_in_cluster(opts)
     return config_error("in-cluster: KUBERNETES_SERVICE_HOST is set but %s cannot be read", token_file)
   end
   if host:find(":", 1, true) and host:sub(1, 1) ~= "[" then host = "[" .. host .. "]" end
-  local cfg = { source = "in-cluster", server = "https://" .. host .. ":" .. port, token_file = token_file,
-    temp_files = {} }
+  local cfg =
+    { source = "in-cluster", server = "https://" .. host .. ":" .. port, token_file = token_file, temp_files = {} }
   if io.open(dir .. "/ca.crt", "r") then cfg.ca_file = dir .. "/ca.crt" end
   local ns = getenv("POD_NAMESPACE")
   if not ns or ns == "" then
@@ -365,12 +410,18 @@ function _M.load(opts)
   local temp_files = {}
   local cfg, err = load_kubeconfig(opts, temp_files)
   if err then -- a field that failed after a *-data field was written: no one else will remove its file
-    for _, path in ipairs(temp_files) do fs.remove(path) end
+    for _, path in ipairs(temp_files) do
+      fs.remove(path)
+    end
   end
-  if not cfg and not err and not opts.context then cfg, err = load_in_cluster(opts) end
+  if not cfg and not err and not opts.context then
+    cfg, err = load_in_cluster(opts)
+  end
   if not cfg and not err then
-    local _, e = config_error("no Kubernetes configuration: no kubeconfig (--kubeconfig, KUBECONFIG, "
-      .. "~/.kube/config) and not in a cluster (KUBERNETES_SERVICE_HOST/PORT)")
+    local _, e = config_error(
+      "no Kubernetes configuration: no kubeconfig (--kubeconfig, KUBECONFIG, "
+        .. "~/.kube/config) and not in a cluster (KUBERNETES_SERVICE_HOST/PORT)"
+    )
     e.no_config = true
     return nil, e
   end

@@ -30,9 +30,17 @@ local _M = { _VERSION = "0.1.0" }
 
 local JITTER = 1.2 -- client-go's JitterFactor
 local DEFAULTS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 }
-_M.OPTIONS = { name = "string", namespace = "string", identity = "string", lease_duration = "number",
-  renew_deadline = "number", retry_period = "number", on_started_leading = "function",
-  on_stopped_leading = "function", on_new_leader = "function" }
+_M.OPTIONS = {
+  name = "string",
+  namespace = "string",
+  identity = "string",
+  lease_duration = "number",
+  renew_deadline = "number",
+  retry_period = "number",
+  on_started_leading = "function",
+  on_stopped_leading = "function",
+  on_new_leader = "function",
+}
 
 local Elector = {}
 Elector.__index = Elector
@@ -63,11 +71,19 @@ function _M.new(client, opts)
   options.check(opts, _M.OPTIONS, "k8s_leader.new")
   opts = opts or {}
   if type(opts.name) ~= "string" or opts.name == "" then error("k8s_leader.new: 'name' is required", 2) end
-  local self = setmetatable({ client = client, name = opts.name, namespace = opts.namespace or client.namespace,
+  local self = setmetatable({
+    client = client,
+    name = opts.name,
+    namespace = opts.namespace or client.namespace,
     identity = opts.identity or _M.default_identity(),
-    on_started_leading = opts.on_started_leading, on_stopped_leading = opts.on_stopped_leading,
-    on_new_leader = opts.on_new_leader, leading = false }, Elector)
-  for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
+    on_started_leading = opts.on_started_leading,
+    on_stopped_leading = opts.on_stopped_leading,
+    on_new_leader = opts.on_new_leader,
+    leading = false,
+  }, Elector)
+  for k, v in pairs(DEFAULTS) do
+    self[k] = opts[k] or v
+  end
   if not (self.lease_duration > self.renew_deadline and self.renew_deadline > JITTER * self.retry_period) then
     error("k8s_leader.new: need lease_duration > renew_deadline > 1.2 * retry_period", 2)
   end
@@ -99,10 +115,18 @@ function Elector:try()
   if not lease then
     if err.code ~= 404 then return false, err end
     local created
-    created, err = c:create_lease(ns, { apiVersion = "coordination.k8s.io/v1", kind = "Lease",
+    created, err = c:create_lease(ns, {
+      apiVersion = "coordination.k8s.io/v1",
+      kind = "Lease",
       metadata = { name = self.name, namespace = ns },
-      spec = { holderIdentity = self.identity, leaseDurationSeconds = math.ceil(self.lease_duration),
-        acquireTime = micro_time(t), renewTime = micro_time(t), leaseTransitions = 0 } })
+      spec = {
+        holderIdentity = self.identity,
+        leaseDurationSeconds = math.ceil(self.lease_duration),
+        acquireTime = micro_time(t),
+        renewTime = micro_time(t),
+        leaseTransitions = 0,
+      },
+    })
     if not created then return false, err end
     self:observe(created, t)
     self.renewed_at = t
@@ -116,10 +140,18 @@ function Elector:try()
     return false -- held by another candidate and not expired by our clock
   end
   local ours = holder == self.identity
-  local new = { apiVersion = "coordination.k8s.io/v1", kind = "Lease", metadata = lease.metadata,
-    spec = { holderIdentity = self.identity, leaseDurationSeconds = math.ceil(self.lease_duration),
-      acquireTime = ours and spec.acquireTime or micro_time(t), renewTime = micro_time(t),
-      leaseTransitions = floor(tonumber(spec.leaseTransitions) or 0) + (ours and 0 or 1) } }
+  local new = {
+    apiVersion = "coordination.k8s.io/v1",
+    kind = "Lease",
+    metadata = lease.metadata,
+    spec = {
+      holderIdentity = self.identity,
+      leaseDurationSeconds = math.ceil(self.lease_duration),
+      acquireTime = ours and spec.acquireTime or micro_time(t),
+      renewTime = micro_time(t),
+      leaseTransitions = floor(tonumber(spec.leaseTransitions) or 0) + (ours and 0 or 1),
+    },
+  }
   local updated
   updated, err = self.client:update_lease(ns, new)
   if not updated then return false, err end
@@ -129,8 +161,10 @@ function Elector:try()
 end
 
 function Elector:is_leader()
-  return self.renewed_at ~= nil and now() < self.renewed_at + self.renew_deadline
-    and self.observed ~= nil and (self.observed.spec or {}).holderIdentity == self.identity
+  return self.renewed_at ~= nil
+    and now() < self.renewed_at + self.renew_deadline
+    and self.observed ~= nil
+    and (self.observed.spec or {}).holderIdentity == self.identity
 end
 
 function Elector:stop() self.stopped = true end
@@ -172,9 +206,18 @@ function Elector:release()
   local lease = self.observed
   if not (lease and (lease.spec or {}).holderIdentity == self.identity) then return false end
   local spec = lease.spec
-  local released, err = self.client:update_lease(self.namespace, { apiVersion = "coordination.k8s.io/v1",
-    kind = "Lease", metadata = lease.metadata, spec = { holderIdentity = "", leaseDurationSeconds = 1,
-      acquireTime = spec.acquireTime, renewTime = micro_time(now()), leaseTransitions = spec.leaseTransitions } })
+  local released, err = self.client:update_lease(self.namespace, {
+    apiVersion = "coordination.k8s.io/v1",
+    kind = "Lease",
+    metadata = lease.metadata,
+    spec = {
+      holderIdentity = "",
+      leaseDurationSeconds = 1,
+      acquireTime = spec.acquireTime,
+      renewTime = micro_time(now()),
+      leaseTransitions = spec.leaseTransitions,
+    },
+  })
   if not released then return false, err end
   self:observe(released, now())
   self.renewed_at, self.leading = nil, false

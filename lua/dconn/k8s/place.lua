@@ -18,8 +18,15 @@ local _M = { _VERSION = "0.1.0" }
 
 local HOSTNAME_LABEL = "kubernetes.io/hostname"
 _M.HOSTNAME_LABEL = HOSTNAME_LABEL
-local PLACE_OPTIONS = { dry_run = "boolean", wait = "boolean", timeout = "number", interval = "number",
-  label = "string", form = "string", gain = "number" }
+local PLACE_OPTIONS = {
+  dry_run = "boolean",
+  wait = "boolean",
+  timeout = "number",
+  interval = "number",
+  label = "string",
+  form = "string",
+  gain = "number",
+}
 
 -- Kubernetes' Toleration.ToleratesTaint.
 local function tolerates(toleration, taint)
@@ -46,11 +53,18 @@ function _M.unschedulable_reason(node, pod_spec)
     if taint.effect == "NoSchedule" or taint.effect == "NoExecute" then
       local ok = false
       for _, t in ipairs(tolerations) do
-        if tolerates(t, taint) then ok = true break end
+        if tolerates(t, taint) then
+          ok = true
+          break
+        end
       end
       if not ok then
-        return format("node has taint %s%s:%s not tolerated by the pod template", tostring(taint.key),
-          taint.value and taint.value ~= "" and ("=" .. taint.value) or "", taint.effect)
+        return format(
+          "node has taint %s%s:%s not tolerated by the pod template",
+          tostring(taint.key),
+          taint.value and taint.value ~= "" and ("=" .. taint.value) or "",
+          taint.effect
+        )
       end
     end
   end
@@ -66,12 +80,25 @@ function Client:record_event(dep, event_type, reason, message)
   local md = dep.metadata or {}
   local t = iso_now()
   local ev, err = self:create_event(md.namespace, {
-    apiVersion = "v1", kind = "Event",
+    apiVersion = "v1",
+    kind = "Event",
     metadata = { generateName = md.name .. ".", namespace = md.namespace },
-    involvedObject = { apiVersion = "apps/v1", kind = "Deployment", name = md.name, namespace = md.namespace,
-      uid = md.uid, resourceVersion = md.resourceVersion },
-    type = event_type, reason = reason, message = message, count = 1,
-    firstTimestamp = t, lastTimestamp = t, source = { component = "dconn" }, reportingComponent = "dconn",
+    involvedObject = {
+      apiVersion = "apps/v1",
+      kind = "Deployment",
+      name = md.name,
+      namespace = md.namespace,
+      uid = md.uid,
+      resourceVersion = md.resourceVersion,
+    },
+    type = event_type,
+    reason = reason,
+    message = message,
+    count = 1,
+    firstTimestamp = t,
+    lastTimestamp = t,
+    source = { component = "dconn" },
+    reportingComponent = "dconn",
   })
   if not ev then log.warning("k8s: could not record the event on %s/%s: %s", md.namespace, md.name, tostring(err)) end
 end
@@ -84,8 +111,16 @@ local function required_in(pod_spec, label)
   if type(terms) ~= "table" or #terms ~= 1 or type(terms[1].matchExpressions) ~= "table" then return nil end
   local exprs = terms[1].matchExpressions
   local e = exprs[1]
-  if #exprs ~= 1 or type(e) ~= "table" or e.key ~= label or e.operator ~= "In" or type(e.values) ~= "table"
-    or #e.values ~= 1 then return nil end
+  if
+    #exprs ~= 1
+    or type(e) ~= "table"
+    or e.key ~= label
+    or e.operator ~= "In"
+    or type(e.values) ~= "table"
+    or #e.values ~= 1
+  then
+    return nil
+  end
   return e.values[1]
 end
 
@@ -110,7 +145,7 @@ function Client:place(ns, name, node_name, opts)
   opts = opts or {}
   local label, form = opts.label or HOSTNAME_LABEL, opts.form or "selector"
   check_name("place", "opts.label", label)
-  if form ~= "selector" and form ~= "affinity" then error("k8s.place: form must be \"selector\" or \"affinity\"", 2) end
+  if form ~= "selector" and form ~= "affinity" then error('k8s.place: form must be "selector" or "affinity"', 2) end
   if opts.gain ~= nil and type(opts.gain) ~= "number" then error("k8s.place: gain must be a number", 2) end
   local out = { namespace = ns, deployment_name = name, node = node_name, dry_run = opts.dry_run or false }
   local attempts = 0
@@ -123,8 +158,9 @@ function Client:place(ns, name, node_name, opts)
     end
     out.deployment = dep
     if type(dep.metadata) ~= "table" or type(dep.spec) ~= "table" or type(dep.spec.template) ~= "table" then
-      out.result, out.error = "failed", new_error("json", "BadResponse", nil,
-        format("deployment %s/%s has no metadata or spec.template", ns, name))
+      out.result, out.error =
+        "failed",
+        new_error("json", "BadResponse", nil, format("deployment %s/%s has no metadata or spec.template", ns, name))
       return out
     end
     local pod_spec = dep.spec.template.spec or {}
@@ -162,10 +198,22 @@ function Client:place(ns, name, node_name, opts)
     if form == "selector" then
       template = { nodeSelector = { [label] = hostname } }
     else -- a required node affinity replaces the whole term list; a selector on the label would fight it
-      template = { affinity = { nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = {
-        nodeSelectorTerms = json.array { { matchExpressions = json.array { { key = label, operator = "In",
-          values = json.array { hostname } } } } } } } },
-        nodeSelector = selected ~= nil and { [label] = json.null } or nil }
+      template = {
+        affinity = {
+          nodeAffinity = {
+            requiredDuringSchedulingIgnoredDuringExecution = {
+              nodeSelectorTerms = json.array {
+                {
+                  matchExpressions = json.array {
+                    { key = label, operator = "In", values = json.array { hostname } },
+                  },
+                },
+              },
+            },
+          },
+        },
+        nodeSelector = selected ~= nil and { [label] = json.null } or nil,
+      }
     end
     local patched
     patched, err = self:patch_deployment(ns, name, {
@@ -175,14 +223,26 @@ function Client:place(ns, name, node_name, opts)
     if patched then
       out.result, out.deployment = "patched", patched
       if not opts.dry_run then
-        self:record_event(patched, "Normal", "Placed", format("dconn moved the pod template %s to node %s (%s %s=%s)%s",
-          out.previous and ("from " .. out.previous) or "from anywhere", node_name,
-          form == "selector" and "nodeSelector" or "required node affinity", label, hostname,
-          opts.gain and format("; predicted gain %.6g", opts.gain) or ""))
+        self:record_event(
+          patched,
+          "Normal",
+          "Placed",
+          format(
+            "dconn moved the pod template %s to node %s (%s %s=%s)%s",
+            out.previous and ("from " .. out.previous) or "from anywhere",
+            node_name,
+            form == "selector" and "nodeSelector" or "required node affinity",
+            label,
+            hostname,
+            opts.gain and format("; predicted gain %.6g", opts.gain) or ""
+          )
+        )
         if opts.wait then
           local done, message = self:rollout_status(ns, name, { timeout = opts.timeout, interval = opts.interval })
           out.rollout = done and "done" or "failed"
-          if not done then out.result, out.error = "failed", message end
+          if not done then
+            out.result, out.error = "failed", message
+          end
         end
       end
       return out

@@ -26,8 +26,15 @@ local _M = { _VERSION = "0.1.0" }
 local Sim = {}
 Sim.__index = Sim
 
-local MERGE_KEYS = { containers = "name", initContainers = "name", volumes = "name", env = "name",
-  volumeMounts = "mountPath", ports = "containerPort", imagePullSecrets = "name" }
+local MERGE_KEYS = {
+  containers = "name",
+  initContainers = "name",
+  volumes = "name",
+  env = "name",
+  volumeMounts = "mountPath",
+  ports = "containerPort",
+  imagePullSecrets = "name",
+}
 
 local function is_list(v) return type(v) == "table" and (v[1] ~= nil or getmetatable(v) ~= nil) end
 local function is_map(v) return type(v) == "table" and not is_list(v) end
@@ -35,31 +42,59 @@ local function is_map(v) return type(v) == "table" and not is_list(v) end
 local function copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
-  for k, x in pairs(v) do out[k] = copy(x) end
+  for k, x in pairs(v) do
+    out[k] = copy(x)
+  end
   return setmetatable(out, getmetatable(v))
 end
 
 local function equal(a, b)
   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not equal(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
+  for k, v in pairs(a) do
+    if not equal(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
   return true
 end
 
 local function status(code, reason, message, details)
-  return code, { kind = "Status", apiVersion = "v1", metadata = {}, status = "Failure", message = message,
-    reason = reason, details = details or {}, code = code }
+  return code,
+    {
+      kind = "Status",
+      apiVersion = "v1",
+      metadata = {},
+      status = "Failure",
+      message = message,
+      reason = reason,
+      details = details or {},
+      code = code,
+    }
 end
 
 local function not_found(resource, name, group)
-  return status(404, "NotFound", format('%s%s "%s" not found', resource, group and ("." .. group) or "", name),
-    { name = name, group = group, kind = resource })
+  return status(
+    404,
+    "NotFound",
+    format('%s%s "%s" not found', resource, group and ("." .. group) or "", name),
+    { name = name, group = group, kind = resource }
+  )
 end
 
 local function conflict(resource, name, group)
-  return status(409, "Conflict", format('Operation cannot be fulfilled on %s.%s "%s": the object has been modified; '
-    .. "please apply your changes to the latest version and try again", resource, group, name),
-    { name = name, group = group, kind = resource })
+  return status(
+    409,
+    "Conflict",
+    format(
+      'Operation cannot be fulfilled on %s.%s "%s": the object has been modified; '
+        .. "please apply your changes to the latest version and try again",
+      resource,
+      group,
+      name
+    ),
+    { name = name, group = group, kind = resource }
+  )
 end
 
 ---- patches ----
@@ -68,7 +103,11 @@ function _M.merge_patch(target, patch)
   if not is_map(patch) then return copy(patch) end
   local out = is_map(target) and copy(target) or {}
   for k, v in pairs(patch) do
-    if v == json.null then out[k] = nil else out[k] = _M.merge_patch(out[k], v) end
+    if v == json.null then
+      out[k] = nil
+    else
+      out[k] = _M.merge_patch(out[k], v)
+    end
   end
   return out
 end
@@ -89,8 +128,10 @@ function _M.strategic_merge(target, patch)
   end
   local out = is_map(target) and copy(target) or {}
   for k, v in pairs(patch) do
-    if type(k) == "string" and (k:find("^%$setElementOrder/") or k:find("^%$retainKeys")
-        or k:find("^%$deleteFromPrimitiveList/")) then -- luacheck: ignore 542
+    if
+      type(k) == "string"
+      and (k:find("^%$setElementOrder/") or k:find("^%$retainKeys") or k:find("^%$deleteFromPrimitiveList/"))
+    then -- luacheck: ignore 542
       -- ordering/retain directives do not change the result for the fields served here
     elseif v == json.null then
       out[k] = nil
@@ -99,7 +140,10 @@ function _M.strategic_merge(target, patch)
       for _, item in ipairs(v) do
         local idx
         for i, x in ipairs(merged) do
-          if is_map(item) and is_map(x) and x[key] == item[key] then idx = i break end
+          if is_map(item) and is_map(x) and x[key] == item[key] then
+            idx = i
+            break
+          end
         end
         if is_map(item) and item["$patch"] == "delete" then
           if idx then table.remove(merged, idx) end
@@ -123,7 +167,9 @@ local function pointer(path)
     error({ 422, "Invalid", "invalid JSON pointer: " .. tostring(path) })
   end
   local parts = {}
-  for p in (path:sub(2) .. "/"):gmatch("([^/]*)/") do parts[#parts + 1] = (p:gsub("~1", "/"):gsub("~0", "~")) end
+  for p in (path:sub(2) .. "/"):gmatch("([^/]*)/") do
+    parts[#parts + 1] = (p:gsub("~1", "/"):gsub("~0", "~"))
+  end
   return parts
 end
 
@@ -164,7 +210,11 @@ end
 local function ptr_remove(doc, path)
   local v = ptr_get(doc, path)
   local parent, last = parent_of(doc, pointer(path), path)
-  if is_list(parent) then table.remove(parent, index(parent, last, path)) else parent[last] = nil end
+  if is_list(parent) then
+    table.remove(parent, index(parent, last, path))
+  else
+    parent[last] = nil
+  end
   return v
 end
 
@@ -173,8 +223,11 @@ local function ptr_add(doc, path, value, replace)
   if #parts == 0 then return value end
   local parent, last = parent_of(doc, parts, path)
   if is_list(parent) then
-    if replace then parent[index(parent, last, path)] = value
-    else table.insert(parent, index(parent, last, path, true), value) end
+    if replace then
+      parent[index(parent, last, path)] = value
+    else
+      table.insert(parent, index(parent, last, path, true), value)
+    end
   elseif type(parent) == "table" then
     if replace and parent[last] == nil then error({ 422, "Invalid", "doc is missing key: " .. path }) end
     parent[last] = value
@@ -189,9 +242,12 @@ function _M.json_patch(doc, ops)
   doc = copy(doc)
   for _, op in ipairs(ops) do
     local kind, path = op.op, op.path or ""
-    if kind == "add" then doc = ptr_add(doc, path, copy(op.value))
-    elseif kind == "remove" then ptr_remove(doc, path)
-    elseif kind == "replace" then doc = ptr_add(doc, path, copy(op.value), true)
+    if kind == "add" then
+      doc = ptr_add(doc, path, copy(op.value))
+    elseif kind == "remove" then
+      ptr_remove(doc, path)
+    elseif kind == "replace" then
+      doc = ptr_add(doc, path, copy(op.value), true)
     elseif kind == "test" then
       if not equal(ptr_get(doc, path), op.value) then
         error({ 422, "Invalid", "testing value " .. path .. " failed" })
@@ -217,11 +273,15 @@ function _M.open(path)
       local doc, err = json.decode(text)
       if type(doc) ~= "table" then return nil, format("k8s simulator: %s: %s", path, err or "not a JSON object") end
       self.rv = tonumber(doc.resourceVersion) or 1
-      for _, n in ipairs(doc.nodes or {}) do self.nodes[n.metadata.name] = n end
+      for _, n in ipairs(doc.nodes or {}) do
+        self.nodes[n.metadata.name] = n
+      end
       for _, d in ipairs(doc.deployments or {}) do
         self.deployments[(d.metadata.namespace or "default") .. "/" .. d.metadata.name] = d
       end
-      for _, l in ipairs(doc.leases or {}) do self.leases[l.metadata.namespace .. "/" .. l.metadata.name] = l end
+      for _, l in ipairs(doc.leases or {}) do
+        self.leases[l.metadata.namespace .. "/" .. l.metadata.name] = l
+      end
       self.events = doc.events or {}
     end
   end
@@ -230,17 +290,25 @@ end
 
 local function sorted_values(t)
   local keys, out = {}, {}
-  for k in pairs(t) do keys[#keys + 1] = k end
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
   table.sort(keys)
-  for _, k in ipairs(keys) do out[#out + 1] = t[k] end
+  for _, k in ipairs(keys) do
+    out[#out + 1] = t[k]
+  end
   return json.array(out)
 end
 
 function Sim:save()
   if not self.path then return end
-  local text = assert(json.encode { resourceVersion = self.rv, nodes = sorted_values(self.nodes),
-    deployments = sorted_values(self.deployments), events = json.array(self.events),
-    leases = sorted_values(self.leases) })
+  local text = assert(json.encode {
+    resourceVersion = self.rv,
+    nodes = sorted_values(self.nodes),
+    deployments = sorted_values(self.deployments),
+    events = json.array(self.events),
+    leases = sorted_values(self.leases),
+  })
   local ok, err = fs.write_atomic(self.path, text)
   if not ok then error({ 500, "InternalError", "k8s simulator: " .. tostring(err) }) end
 end
@@ -286,8 +354,16 @@ function Sim:patch_deployment(ns, name, ctype, body, query)
   local selector = (((new.spec or {}).template or {}).spec or {}).nodeSelector
   for k, v in pairs(is_map(selector) and selector or {}) do
     if not label_value_ok(v) then
-      return status(422, "Invalid", format('Deployment.apps "%s" is invalid: spec.template.spec.nodeSelector: '
-        .. "Invalid value: %s for %s", name, json.encode(v), k))
+      return status(
+        422,
+        "Invalid",
+        format(
+          'Deployment.apps "%s" is invalid: spec.template.spec.nodeSelector: ' .. "Invalid value: %s for %s",
+          name,
+          json.encode(v),
+          k
+        )
+      )
     end
   end
   if not equal(new, cur) then
@@ -297,8 +373,12 @@ function Sim:patch_deployment(ns, name, ctype, body, query)
     for _, f in ipairs(new.metadata.managedFields or {}) do
       if f.manager ~= manager then fields[#fields + 1] = f end
     end
-    fields[#fields + 1] = { manager = manager, operation = "Update", apiVersion = "apps/v1",
-      time = timer.format_time(os.time(), "iso_seconds") }
+    fields[#fields + 1] = {
+      manager = manager,
+      operation = "Update",
+      apiVersion = "apps/v1",
+      time = timer.format_time(os.time(), "iso_seconds"),
+    }
     new.metadata.managedFields = json.array(fields)
     if query.dryRun ~= "All" then
       new.metadata.resourceVersion = self:next_rv()
@@ -328,7 +408,9 @@ end
 
 local function parse_query(q)
   local out = {}
-  for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do out[urldecode(k)] = urldecode(v) end
+  for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do
+    out[urldecode(k)] = urldecode(v)
+  end
   return out
 end
 
@@ -373,7 +455,9 @@ function Sim:route(method, path, query, body, ctype)
     return 201, ev
   elseif ns and method == "GET" then
     local items = {}
-    for _, e in ipairs(self.events) do if e.metadata.namespace == ns then items[#items + 1] = e end end
+    for _, e in ipairs(self.events) do
+      if e.metadata.namespace == ns then items[#items + 1] = e end
+    end
     return 200, { apiVersion = "v1", kind = "EventList", metadata = {}, items = json.array(items) }
   end
   ns, name = path:match("^/apis/coordination%.k8s%.io/v1/namespaces/([^/]+)/leases/?([^/]*)$")
@@ -383,8 +467,12 @@ function Sim:route(method, path, query, body, ctype)
       local lname = is_map(lease) and is_map(lease.metadata) and lease.metadata.name
       if type(lname) ~= "string" then return status(422, "Invalid", "metadata.name: Required value") end
       if self.leases[ns .. "/" .. lname] then
-        return status(409, "AlreadyExists", format('leases.coordination.k8s.io "%s" already exists', lname),
-          { name = lname, group = "coordination.k8s.io", kind = "leases" })
+        return status(
+          409,
+          "AlreadyExists",
+          format('leases.coordination.k8s.io "%s" already exists', lname),
+          { name = lname, group = "coordination.k8s.io", kind = "leases" }
+        )
       end
       lease.apiVersion, lease.kind = "coordination.k8s.io/v1", "Lease"
       lease.metadata.namespace, lease.metadata.resourceVersion = ns, self:next_rv()
@@ -400,8 +488,15 @@ function Sim:route(method, path, query, body, ctype)
       if not cur then return not_found("leases", name, "coordination.k8s.io") end
       local rv = is_map(lease) and is_map(lease.metadata) and lease.metadata.resourceVersion
       if type(rv) ~= "string" or rv == "" then
-        return status(422, "Invalid", format('Lease.coordination.k8s.io "%s" is invalid: metadata.resourceVersion: '
-          .. "Invalid value: 0x0: must be specified for an update", name))
+        return status(
+          422,
+          "Invalid",
+          format(
+            'Lease.coordination.k8s.io "%s" is invalid: metadata.resourceVersion: '
+              .. "Invalid value: 0x0: must be specified for an update",
+            name
+          )
+        )
       end
       if rv ~= cur.metadata.resourceVersion then return conflict("leases", name, "coordination.k8s.io") end
       lease.apiVersion, lease.kind = "coordination.k8s.io/v1", "Lease"

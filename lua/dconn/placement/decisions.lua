@@ -25,9 +25,10 @@ _M.CAPACITY = CAPACITY
 local ring, head, kept, total = {}, 0, 0, 0
 
 local decisions_total = metrics.counter("dconn_decisions_total", "Decisions recorded, by app and action.")
-local last_decision = metrics.gauge("dconn_last_decision_timestamp_seconds",
-  "When the last decision for an app was recorded (unix seconds).")
-
+local last_decision = metrics.gauge(
+  "dconn_last_decision_timestamp_seconds",
+  "When the last decision for an app was recorded (unix seconds)."
+)
 
 local function is_sequence(t)
   local n = #t

@@ -47,12 +47,19 @@ local _M = { _VERSION = "0.1.0" }
 
 local HOUR = 3600
 local DEFAULTS = {
-  margin = 0, margin_relative = 0.05, consecutive = 3, cooldown = 3600, budget = 30, namespace_budget = 10,
+  margin = 0,
+  margin_relative = 0.05,
+  consecutive = 3,
+  cooldown = 3600,
+  budget = 30,
+  namespace_budget = 10,
 }
 _M.DEFAULTS = DEFAULTS
 
 local KEYS = {}
-for k in pairs(DEFAULTS) do KEYS[#KEYS + 1] = k end
+for k in pairs(DEFAULTS) do
+  KEYS[#KEYS + 1] = k
+end
 sort(KEYS)
 
 local num = require("dconn.pretty").num
@@ -126,12 +133,14 @@ function _M.describe(settings)
   else
     margin = format("margin %s (and %s%% of the current node's score)", num(s.margin), num(s.margin_relative * 100))
   end
-  return format("%s, %s, %s, %s, %s", margin,
+  return format(
+    "%s, %s, %s, %s, %s",
+    margin,
     s.consecutive > 1 and format("%d consecutive ticks", s.consecutive) or "consecutive off",
     s.cooldown > 0 and "cooldown " .. duration_text(s.cooldown) or "cooldown off",
     s.budget > 0 and format("budget %s moves/hour", num(s.budget)) or "budget off",
-    s.namespace_budget > 0 and format("%s moves/hour per namespace", num(s.namespace_budget))
-      or "namespace budget off")
+    s.namespace_budget > 0 and format("%s moves/hour per namespace", num(s.namespace_budget)) or "namespace budget off"
+  )
 end
 
 local Gates = {}
@@ -166,10 +175,14 @@ end
 -- Drops the moves that left the last hour (the history is in time order).
 local function prune(self, now)
   local h, cut, n = self.history, 0, #self.history
-  while cut < n and h[cut + 1].t <= now - HOUR do cut = cut + 1 end
+  while cut < n and h[cut + 1].t <= now - HOUR do
+    cut = cut + 1
+  end
   if cut > 0 then
     move(h, cut + 1, n, 1)
-    for i = n - cut + 1, n do h[i] = nil end
+    for i = n - cut + 1, n do
+      h[i] = nil
+    end
   end
 end
 
@@ -208,16 +221,30 @@ local function margin_gate(s, decision, p)
   end
   local gain = there - here
   local no_gain = gain <= 0
-    and format("no gain: %s predicts %s, %s %s", tostring(decision.to), num(there), current, num(here)) or nil
+      and format("no gain: %s predicts %s, %s %s", tostring(decision.to), num(there), current, num(here))
+    or nil
   if s.margin == 0 and s.margin_relative == 0 then return no_gain end
   if gain < s.margin then
-    return format("gain %s below margin %s (%s %s vs %s %s)", num(gain), num(s.margin), tostring(decision.to),
-      num(there), current, num(here))
+    return format(
+      "gain %s below margin %s (%s %s vs %s %s)",
+      num(gain),
+      num(s.margin),
+      tostring(decision.to),
+      num(there),
+      current,
+      num(here)
+    )
   end
   local relative = s.margin_relative * abs(here)
   if gain < relative then
-    return format("gain %s below margin_relative %s%% of %s's %s (%s)", num(gain), num(s.margin_relative * 100),
-      current, num(here), num(relative))
+    return format(
+      "gain %s below margin_relative %s%% of %s's %s (%s)",
+      num(gain),
+      num(s.margin_relative * 100),
+      current,
+      num(here),
+      num(relative)
+    )
   end
   return no_gain
 end
@@ -246,8 +273,9 @@ function Gates:evaluate(key, namespace, now, decision, p)
       return false, "consecutive", format("%s has led %d of %d ticks", tostring(to), st.streak, s.consecutive)
     end
     if s.cooldown > 0 and st.last_move and now - st.last_move < s.cooldown then
-      return false, "cooldown", format("cooldown: last move %s ago, %s required", duration_text(now - st.last_move),
-        duration_text(s.cooldown))
+      return false,
+        "cooldown",
+        format("cooldown: last move %s ago, %s required", duration_text(now - st.last_move), duration_text(s.cooldown))
     end
   end
   if s.budget > 0 then
@@ -259,17 +287,28 @@ function Gates:evaluate(key, namespace, now, decision, p)
   if s.namespace_budget > 0 then
     local n = moves_in_hour(self, namespace)
     if n >= s.namespace_budget then
-      return false, "namespace_budget", format("namespace_budget: %d moves in namespace %s in the last hour (limit %s)",
-        n, tostring(namespace), num(s.namespace_budget))
+      return false,
+        "namespace_budget",
+        format(
+          "namespace_budget: %d moves in namespace %s in the last hour (limit %s)",
+          n,
+          tostring(namespace),
+          num(s.namespace_budget)
+        )
     end
   end
   if urgent then
-    return true, nil, format("urgent: %s must be left; consecutive and cooldown skipped, margin and budgets passed",
-      tostring(p and p.current))
+    return true,
+      nil,
+      format(
+        "urgent: %s must be left; consecutive and cooldown skipped, margin and budgets passed",
+        tostring(p and p.current)
+      )
   end
   if decision.sla_breach then
-    return true, nil, format("%s fails the SLA; consecutive skipped, margin, cooldown and budgets passed",
-      tostring(p and p.current))
+    return true,
+      nil,
+      format("%s fails the SLA; consecutive skipped, margin, cooldown and budgets passed", tostring(p and p.current))
   end
   return true, nil, format("%s led %d ticks; margin, cooldown and budgets passed", tostring(to), st.streak)
 end
@@ -284,7 +323,9 @@ function Gates:moved(key, namespace, now)
   local h = self.history
   -- keep the history in time order even if a caller reports moves out of order
   local i = #h
-  while i > 0 and h[i].t > now do i = i - 1 end
+  while i > 0 and h[i].t > now do
+    i = i - 1
+  end
   insert(h, i + 1, { t = now, key = key, namespace = namespace })
 end
 

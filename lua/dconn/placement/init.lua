@@ -70,10 +70,18 @@ local function targets_of(s)
     end
     local types = settings.cluster_types
     for _, cand in ipairs(c.selector and {} or c) do
-      if cand.type then types[cand.node], types[cand.cluster] = cand.type, cand.type end
+      if cand.type then
+        types[cand.node], types[cand.cluster] = cand.type, cand.type
+      end
     end
-    out[i] = { key = ns .. "/" .. t.deployment, name = t.name, namespace = ns, deployment = t.deployment,
-      candidates = c, rule_settings = settings }
+    out[i] = {
+      key = ns .. "/" .. t.deployment,
+      name = t.name,
+      namespace = ns,
+      deployment = t.deployment,
+      candidates = c,
+      rule_settings = settings,
+    }
   end
   return out
 end
@@ -96,15 +104,22 @@ function _M.new(tbl, opts)
     state.gates:configure(s.safety or {})
   end
   local self = setmetatable({
-    settings = s, path = opts.path, dir = dir, targets = targets_of(s),
-    version = fnv1a(opts.text or ""), gates = state.gates, last = state.last,
-    tracker_override = opts.tracker, cluster_override = opts.cluster, source_override = opts.source,
+    settings = s,
+    path = opts.path,
+    dir = dir,
+    targets = targets_of(s),
+    version = fnv1a(opts.text or ""),
+    gates = state.gates,
+    last = state.last,
+    tracker_override = opts.tracker,
+    cluster_override = opts.cluster,
+    source_override = opts.source,
   }, Agent)
   self.rule, self.rule_name = rules.get(s.rule[1])
   if type(s.rule[1]) == "function" then self.rule_name = "policy" end
   self.metric = s.rule.metric
-  self.predictor = select_model.new(s.model, { dir = dir, steps = s.steps,
-    tracker = function() return self:tracker() end })
+  self.predictor =
+    select_model.new(s.model, { dir = dir, steps = s.steps, tracker = function() return self:tracker() end })
   return self
 end
 
@@ -127,8 +142,11 @@ function Agent:cluster()
   if self.cluster_override then return self.cluster_override end
   if not self.cluster_conn then
     local k = self.settings.cluster
-    local c, err = require("dconn.k8s").connect { kubeconfig = k.kubeconfig, context = k.context,
-      namespace = self.targets[1].namespace }
+    local c, err = require("dconn.k8s").connect {
+      kubeconfig = k.kubeconfig,
+      context = k.context,
+      namespace = self.targets[1].namespace,
+    }
     if not c then return nil, err end
     self.cluster_conn = c
   end
@@ -143,11 +161,20 @@ function Agent:source()
   if type(s.window) == "function" then
     src = s
   elseif s.replay then
-    src, err = require("dconn.replay").open { path = fs.join(self.dir, s.replay), speed = s.speed, loop = s.loop,
-      start = s.start }
+    src, err = require("dconn.replay").open {
+      path = fs.join(self.dir, s.replay),
+      speed = s.speed,
+      loop = s.loop,
+      start = s.start,
+    }
   else
-    src, err = require("dconn.prom").source { url = s.prometheus, queries = s.queries, label = s.label,
-      range = s.range, step = s.step }
+    src, err = require("dconn.prom").source {
+      url = s.prometheus,
+      queries = s.queries,
+      label = s.label,
+      range = s.range,
+      step = s.step,
+    }
   end
   if not src then return nil, err end
   self.source_conn = src
@@ -165,7 +192,7 @@ end
 function Agent:run(name)
   if name == "pipeline" then return self:pipeline() end
   if name == "recommender" then return self:recommend() end
-  error("agent:run: \"pipeline\" or \"recommender\"", 2)
+  error('agent:run: "pipeline" or "recommender"', 2)
 end
 
 function Agent:target(which)
@@ -181,9 +208,14 @@ function Agent:place(which, node, opts)
   local c, err = self:cluster()
   if not c then return nil, err end
   opts = opts or {}
-  return c:place(t.namespace, t.deployment, node, { dry_run = opts.dry_run, wait = opts.wait, timeout = opts.timeout,
-    label = opts.label or self.settings.cluster.label, form = opts.form or self.settings.cluster.form,
-    gain = opts.gain })
+  return c:place(t.namespace, t.deployment, node, {
+    dry_run = opts.dry_run,
+    wait = opts.wait,
+    timeout = opts.timeout,
+    label = opts.label or self.settings.cluster.label,
+    form = opts.form or self.settings.cluster.form,
+    gain = opts.gain,
+  })
 end
 
 local function trigger_spec(v, every)
@@ -191,7 +223,9 @@ local function trigger_spec(v, every)
   if v == nil then return { every = DEFAULT_EVERY } end
   if type(v) ~= "table" then return { every = v } end
   local spec = {}
-  for k, x in pairs(v) do spec[k] = x end
+  for k, x in pairs(v) do
+    spec[k] = x
+  end
   return spec
 end
 
@@ -220,24 +254,41 @@ function Agent:describe()
     if t.candidates.selector then
       nodes = "selector " .. t.candidates.selector
     else
-      for j, c in ipairs(t.candidates) do nodes[j] = c.node end
+      for j, c in ipairs(t.candidates) do
+        nodes[j] = c.node
+      end
     end
     targets[i] = { target = t.key, candidates = nodes, gates = self.gates:state(t.key) }
   end
   local src = s.source
   local redact = require("dconn.http").redact_url
   local source = src.replay and ("replay of " .. src.replay)
-    or src.prometheus and ("prometheus at " .. redact(src.prometheus)) or "the policy's own source"
+    or src.prometheus and ("prometheus at " .. redact(src.prometheus))
+    or "the policy's own source"
   local params = {} -- the rule's parameters that are plain values
   for k, v in pairs(s.rule) do
-    if type(k) == "string" and k ~= "metric" and (type(v) == "number" or type(v) == "string" or type(v) == "boolean")
-    then params[k] = v end
+    if
+      type(k) == "string"
+      and k ~= "metric"
+      and (type(v) == "number" or type(v) == "string" or type(v) == "boolean")
+    then
+      params[k] = v
+    end
   end
   local uri = s.tracker.uri
-  return { policy = s.name, version = self.version, model = self.predictor:describe(), rule = self.rule_name,
-    rule_parameters = params, metric = self.metric, source = source,
+  return {
+    policy = s.name,
+    version = self.version,
+    model = self.predictor:describe(),
+    rule = self.rule_name,
+    rule_parameters = params,
+    metric = self.metric,
+    source = source,
     tracker = uri == false and "none" or redact(tostring(uri or "file:./mlruns")),
-    max_age = s.max_age, safety = gates.describe(s.safety or {}), targets = targets }
+    max_age = s.max_age,
+    safety = gates.describe(s.safety or {}),
+    targets = targets,
+  }
 end
 
 return _M

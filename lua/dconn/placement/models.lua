@@ -38,16 +38,24 @@ local REGISTRY_KEYS = { registry = true, version = true, alias = true, latest = 
 local SELECT_DEFAULTS = { last = 12, reselect = 3600, metric = "mae" }
 
 local function expand(template, candidate)
-  return (template:gsub("{(%w+)}", function(k)
-    if k == "node" then return candidate.node elseif k == "cluster" then return candidate.cluster end
-  end))
+  return (
+    template:gsub("{(%w+)}", function(k)
+      if k == "node" then
+        return candidate.node
+      elseif k == "cluster" then
+        return candidate.cluster
+      end
+    end)
+  )
 end
 
 local function unknown_key(t, known, what)
   for k in pairs(t) do
     if not known[k] then
       local names = {}
-      for name in pairs(known) do names[#names + 1] = name end
+      for name in pairs(known) do
+        names[#names + 1] = name
+      end
       table.sort(names)
       return format("model.%s: unknown field (%s takes %s)", tostring(k), what, concat(names, ", "))
     end
@@ -59,8 +67,12 @@ function _M.check(setting)
   if setting == nil or setting == "select" or ts == "function" then return true end
   if ts == "string" then
     if FORECASTERS[setting] then return true end
-    return nil, format("model: unknown model '%s' (\"select\", a forecaster: persistence, ewma, holt, ridge; "
-      .. "or a table {spec=, weights=} / {registry=, ...}, or a function)", setting)
+    return nil,
+      format(
+        "model: unknown model '%s' (\"select\", a forecaster: persistence, ewma, holt, ridge; "
+          .. "or a table {spec=, weights=} / {registry=, ...}, or a function)",
+        setting
+      )
   end
   if ts ~= "table" then return nil, "model: expected a string, a table or a function, got " .. ts end
   if setting.select ~= nil then
@@ -69,7 +81,7 @@ function _M.check(setting)
     local bad = unknown_key(s, SELECT_KEYS, "select")
     if bad then return nil, bad end
     if s.metric ~= nil and s.metric ~= "mae" and s.metric ~= "rmse" then
-      return nil, "model.select.metric: \"mae\" or \"rmse\""
+      return nil, 'model.select.metric: "mae" or "rmse"'
     end
     for _, k in ipairs { "last", "reselect" } do
       if s[k] ~= nil and (type(s[k]) ~= "number" or s[k] < 0) then
@@ -85,8 +97,8 @@ function _M.check(setting)
     return true
   end
   local registry = setting.registry ~= nil
-  local bad = unknown_key(setting, registry and REGISTRY_KEYS or FILE_KEYS,
-    registry and "a registry model" or "a model file")
+  local bad =
+    unknown_key(setting, registry and REGISTRY_KEYS or FILE_KEYS, registry and "a registry model" or "a model file")
   if bad then return nil, bad end
   if registry then
     if type(setting.registry) ~= "string" or setting.registry == "" then
@@ -112,7 +124,9 @@ Predictor.__index = Predictor
 
 local function qos_series(rows)
   local s = {}
-  for i, r in ipairs(rows) do s[i] = r.qos end
+  for i, r in ipairs(rows) do
+    s[i] = r.qos
+  end
   return s
 end
 
@@ -184,10 +198,10 @@ local function registry_dir(self, name)
   local s = self.setting
   local t = self.tracker and self.tracker()
   if not t then return nil, "model registry: no tracker" end
-  local dest = format("%s/.dconn-models/%s-%s", self.dir, name:gsub("[^%w._-]", "_"),
-    tostring(s.version or s.alias or "latest"))
-  local dir, err = t:download_model_version({ name = name, version = s.version, alias = s.alias,
-    latest = s.latest }, dest)
+  local dest =
+    format("%s/.dconn-models/%s-%s", self.dir, name:gsub("[^%w._-]", "_"), tostring(s.version or s.alias or "latest"))
+  local dir, err =
+    t:download_model_version({ name = name, version = s.version, alias = s.alias, latest = s.latest }, dest)
   if dir then
     log.info("model: downloaded %s (%s) to %s", name, tostring(s.version or s.alias or "latest"), dir)
   else
@@ -215,7 +229,9 @@ local function model_for(self, candidate)
   local m
   if spec then
     m = load_model(self, spec, weights)
-    if m.failed then m, err = nil, "model " .. spec .. ": " .. m.failed end
+    if m.failed then
+      m, err = nil, "model " .. spec .. ": " .. m.failed
+    end
   end
   if m or not self.setting.registry then self.by_candidate[candidate] = { model = m, err = err } end
   return m, err
@@ -250,7 +266,9 @@ local function predict_models(self, items)
       elseif not slot[rows] then -- one window per rows table: apps sharing a node share it
         for r = #rows - steps + 1, #rows do
           local f = rows[r].f
-          for j = 1, width do flat[#flat + 1] = f[j] end
+          for j = 1, width do
+            flat[#flat + 1] = f[j]
+          end
         end
         batch[#batch + 1] = rows
         slot[rows] = #batch
@@ -299,21 +317,33 @@ function Predictor:describe()
     return format("registry model %s (%s)", s.registry, tostring(s.version or s.alias or "latest"))
   end
   if type(s) == "table" and s.spec then return format("model %s with %s", s.spec, s.weights) end
-  return format("per candidate, the forecaster with the lowest recent %s (re-chosen every %gs)", self.options.metric,
-    self.options.reselect)
+  return format(
+    "per candidate, the forecaster with the lowest recent %s (re-chosen every %gs)",
+    self.options.metric,
+    self.options.reselect
+  )
 end
 
 function _M.new(setting, ctx)
   local ok, err = _M.check(setting)
   if not ok then error(err, 2) end
   ctx = ctx or {}
-  local self = setmetatable({ setting = setting or "select", dir = ctx.dir or ".", tracker = ctx.tracker,
-    steps = ctx.steps or 10, chosen = {}, models = {}, downloads = {},
-    by_candidate = setmetatable({}, { __mode = "k" }) }, Predictor)
+  local self = setmetatable({
+    setting = setting or "select",
+    dir = ctx.dir or ".",
+    tracker = ctx.tracker,
+    steps = ctx.steps or 10,
+    chosen = {},
+    models = {},
+    downloads = {},
+    by_candidate = setmetatable({}, { __mode = "k" }),
+  }, Predictor)
   if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
   local o = {}
   local given = type(setting) == "table" and setting.select or {}
-  for k, v in pairs(SELECT_DEFAULTS) do o[k] = given[k] == nil and v or given[k] end
+  for k, v in pairs(SELECT_DEFAULTS) do
+    o[k] = given[k] == nil and v or given[k]
+  end
   o.candidates = given.candidates
   self.options = o
   return self

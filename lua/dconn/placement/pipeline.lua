@@ -53,28 +53,49 @@ end
 
 local function stats(values)
   local n, sum = #values, 0
-  for _, v in ipairs(values) do sum = sum + v end
+  for _, v in ipairs(values) do
+    sum = sum + v
+  end
   local mean = sum / n
   local ss = 0
-  for _, v in ipairs(values) do ss = ss + (v - mean) ^ 2 end
+  for _, v in ipairs(values) do
+    ss = ss + (v - mean) ^ 2
+  end
   return sqrt(n > 1 and ss / (n - 1) or 0), sqrt(ss / n)
 end
 
 -- predictions for one target from its items (one per candidate, in order)
 local function summarize(agent, target, items, now)
-  local p = { target = target.key, time = now, metric = agent.metric, candidates = {}, policy = agent.settings.name,
-    policy_version = agent.version }
+  local p = {
+    target = target.key,
+    time = now,
+    metric = agent.metric,
+    candidates = {},
+    policy = agent.settings.name,
+    policy_version = agent.version,
+  }
   local values = {}
   for i, item in ipairs(items) do
     local c = item.candidate
-    p.candidates[i] = { node = c.node, cluster = c.cluster, index = c.index, type = c.type, value = item.value,
-      model = item.model, error = item.error }
+    p.candidates[i] = {
+      node = c.node,
+      cluster = c.cluster,
+      index = c.index,
+      type = c.type,
+      value = item.value,
+      model = item.model,
+      error = item.error,
+    }
     if item.value then
       values[#values + 1] = item.value
-      if not p.max or item.value > p.max then p.max, p.max_index = item.value, c.index end
+      if not p.max or item.value > p.max then
+        p.max, p.max_index = item.value, c.index
+      end
     end
   end
-  if #values > 0 then p.std_dev, p.population_std_dev = stats(values) end
+  if #values > 0 then
+    p.std_dev, p.population_std_dev = stats(values)
+  end
   return p
 end
 
@@ -98,9 +119,16 @@ local function record(agent, p)
     agent.experiment_id = exp_id
   end
   local run
-  run, err = t:create_run { experiment_id = exp_id, run_name = "pipeline - " .. p.target,
-    tags = { [_M.TARGET_TAG] = p.target, [_M.METRIC_TAG] = p.metric, ["dconn.policy"] = p.policy,
-      ["dconn.policy_version"] = p.policy_version } }
+  run, err = t:create_run {
+    experiment_id = exp_id,
+    run_name = "pipeline - " .. p.target,
+    tags = {
+      [_M.TARGET_TAG] = p.target,
+      [_M.METRIC_TAG] = p.metric,
+      ["dconn.policy"] = p.policy,
+      ["dconn.policy_version"] = p.policy_version,
+    },
+  }
   if not run then
     p.recorded, p.record_error = false, tostring(err)
     return
@@ -118,7 +146,9 @@ local function record(agent, p)
     if c.index == p.max_index then params.max_cluster = c.cluster end
   end
   local names = {}
-  for name in pairs(models) do names[#names + 1] = name end
+  for name in pairs(models) do
+    names[#names + 1] = name
+  end
   table.sort(names)
   params.model = concat(names, ","):sub(1, 500)
   local ok
@@ -133,7 +163,9 @@ end
 
 local function fmt_list(values)
   local parts = {}
-  for i, v in ipairs(values) do parts[i] = v.value and format("%.4g", v.value) or "-" end
+  for i, v in ipairs(values) do
+    parts[i] = v.value and format("%.4g", v.value) or "-"
+  end
   return "[" .. concat(parts, ", ") .. "]"
 end
 
@@ -156,8 +188,8 @@ local function run(agent)
       local list = {}
       for _, c in ipairs(cands) do
         local rows, werr = source:window(c, now, window_opts)
-        local item = { target = target.key, candidate = c, rows = rows or {},
-          error = not rows and tostring(werr) or nil }
+        local item =
+          { target = target.key, candidate = c, rows = rows or {}, error = not rows and tostring(werr) or nil }
         list[#list + 1] = item
         if rows then items[#items + 1] = item end
       end
@@ -184,8 +216,15 @@ local function run(agent)
       agent.last.predictions[entry.target.key] = p
       out[entry.target.key] = p
       if verbose then
-        log.info("predictions %s: %s %s, max_%s %s, index %d", entry.target.key, p.metric, fmt_list(p.candidates),
-          p.metric, tostring(p.max), p.max_index)
+        log.info(
+          "predictions %s: %s %s, max_%s %s, index %d",
+          entry.target.key,
+          p.metric,
+          fmt_list(p.candidates),
+          p.metric,
+          tostring(p.max),
+          p.max_index
+        )
       end
     end
   end

@@ -28,8 +28,10 @@ local _M = { _VERSION = "0.1.0" }
 
 local PIPELINE_WAIT = 60 -- seconds a recommender waits for this agent's pipeline of the same tick
 
-local patches = metrics.counter("dconn_patches_total",
-  "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed.")
+local patches = metrics.counter(
+  "dconn_patches_total",
+  "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed."
+)
 
 local function clock(t) return timer.format_time(t, "utc") end
 
@@ -43,16 +45,30 @@ end
 -- qos_<i> holds candidate i's value, the tag dconn.metric what it is (no tag: QoS).
 local function from_run(run, target)
   local tags = run.tags or {}
-  local p = { target = target.key, time = (run.start_time or 0) / 1000, run_id = run.run_id,
-    experiment_id = run.experiment_id, metric = tags[pipeline.METRIC_TAG] or "qos", candidates = {},
-    from_tracker = true, recorded = true }
+  local p = {
+    target = target.key,
+    time = (run.start_time or 0) / 1000,
+    run_id = run.run_id,
+    experiment_id = run.experiment_id,
+    metric = tags[pipeline.METRIC_TAG] or "qos",
+    candidates = {},
+    from_tracker = true,
+    recorded = true,
+  }
   local m, params = run.metrics or {}, run.params or {}
   local i = 0
   while params["cluster_" .. i] or m["qos_" .. i] do
     local value = m["qos_" .. i]
-    p.candidates[i + 1] = { index = i, node = params["node_" .. i] or params["cluster_" .. i],
-      cluster = params["cluster_" .. i], value = value, model = params["model_" .. i] }
-    if value and (not p.max or value > p.max) then p.max, p.max_index = value, i end
+    p.candidates[i + 1] = {
+      index = i,
+      node = params["node_" .. i] or params["cluster_" .. i],
+      cluster = params["cluster_" .. i],
+      value = value,
+      model = params["model_" .. i],
+    }
+    if value and (not p.max or value > p.max) then
+      p.max, p.max_index = value, i
+    end
     i = i + 1
   end
   if not p.max then return nil end
@@ -66,8 +82,10 @@ local function newest_predictions(agent, target)
   local t, err = agent:tracker()
   if not t then return nil, "tracker unavailable: " .. tostring(err) end
   local run
-  run, err = t:latest_run(agent.settings.tracker.experiment,
-    { filter = format("tags.`%s` = '%s'", pipeline.TARGET_TAG, target.key) })
+  run, err = t:latest_run(
+    agent.settings.tracker.experiment,
+    { filter = format("tags.`%s` = '%s'", pipeline.TARGET_TAG, target.key) }
+  )
   if err then return nil, "tracker unavailable: " .. tostring(err) end
   if not run then return nil end
   log.info("sensor get runs from experiment_ids: ['%s']", tostring(run.experiment_id))
@@ -80,12 +98,16 @@ local LIST_FROM = 4 -- apps in one namespace from which one LIST replaces their 
 -- server's rate limit would otherwise make a tick of many apps last minutes).
 local function prefetch(agent)
   local count, out = {}, {}
-  for _, t in ipairs(agent.targets) do count[t.namespace] = (count[t.namespace] or 0) + 1 end
+  for _, t in ipairs(agent.targets) do
+    count[t.namespace] = (count[t.namespace] or 0) + 1
+  end
   for ns, n in pairs(count) do
     if n >= LIST_FROM then
       local cluster = agent:cluster()
       local list, err
-      if cluster then list, err = cluster:list_deployments(ns) end
+      if cluster then
+        list, err = cluster:list_deployments(ns)
+      end
       if not list and err and not agent.last.list_failed then
         agent.last.list_failed = true
         log.warning("recommender: cannot list the Deployments of %s (%s): reading them one by one", ns, tostring(err))
@@ -107,7 +129,9 @@ local function current_node(agent, target, listed)
   local cluster, err = agent:cluster()
   if not cluster then return nil, "cluster unavailable: " .. tostring(err) end
   local dep = listed[target.namespace] and listed[target.namespace][target.deployment]
-  if not dep then dep, err = cluster:get_deployment(target.namespace, target.deployment) end
+  if not dep then
+    dep, err = cluster:get_deployment(target.namespace, target.deployment)
+  end
   if not dep then return nil, format("cannot read deployment %s: %s", target.key, tostring(err)) end
   if type(dep.spec) ~= "table" or type(dep.spec.template) ~= "table" then
     return nil, format("deployment %s has no spec.template: the answer is not a Deployment", target.key)
@@ -130,7 +154,9 @@ end
 
 local function nodes_of(p)
   local nodes = {}
-  for i, c in ipairs(p.candidates) do nodes[i] = c.node end
+  for i, c in ipairs(p.candidates) do
+    nodes[i] = c.node
+  end
   return json.array(nodes)
 end
 
@@ -138,24 +164,43 @@ end
 local function conclude(agent, target, d, p)
   d.app, d.policy, d.policy_version = target.key, agent.settings.name, agent.version
   if p then
-    d.metric, d.predictions, d.predictions_run, d.predictions_time = p.metric, values_of(p), p.run_id,
-      p.time and clock(p.time) .. "Z" or nil
+    d.metric, d.predictions, d.predictions_run, d.predictions_time =
+      p.metric, values_of(p), p.run_id, p.time and clock(p.time) .. "Z" or nil
   end
   agent.last.decisions[target.key] = d
   local entry = decisions.record(d)
   local what = d.action
-  if d.to and d.action == "held" then what = "held, not moved to " .. d.to
-  elseif d.to and d.action == "move" then what = "move to " .. d.to end
+  if d.to and d.action == "held" then
+    what = "held, not moved to " .. d.to
+  elseif d.to and d.action == "move" then
+    what = "move to " .. d.to
+  end
   local words = format("decision %s: %s - %s", target.key, what, d.reason)
-  if d.action == "hold" or d.action == "held" then log.warning("%s", words) else log.info("%s", words) end
+  if d.action == "hold" or d.action == "held" then
+    log.warning("%s", words)
+  else
+    log.info("%s", words)
+  end
   if d.action == "hold" then return d end -- nothing new to record, or the tracker is the problem
   local t = agent:tracker()
   if t then
     -- the run's metric max_qos keeps its original name (the highest prediction); param metric says what
-    local run, err = t:log_decision(agent.settings.tracker.agent, "recommender",
+    local run, err = t:log_decision(
+      agent.settings.tracker.agent,
+      "recommender",
       { type = "placement", ["function"] = "recommender", nodes = p and nodes_of(p) or json.array {}, value = entry },
-      { metrics = { max_qos = p and p.max }, params = { action = d.action, to = d.to, rule = d.rule,
-        gate = d.gate, app = target.key, metric = d.metric } })
+      {
+        metrics = { max_qos = p and p.max },
+        params = {
+          action = d.action,
+          to = d.to,
+          rule = d.rule,
+          gate = d.gate,
+          app = target.key,
+          metric = d.metric,
+        },
+      }
+    )
     if not run then
       log.warning("recommender %s: could not record the decision in the tracker: %s", target.key, tostring(err))
     end
@@ -182,13 +227,19 @@ local function restore_last_move(agent, target)
   if agent.gates:state(target.key).last_move then return end
   local t = agent:tracker()
   if not t then return end
-  local run = t:latest_run(agent.settings.tracker.agent .. "-agent",
-    { filter = format("params.app = '%s' AND params.action = 'move'", target.key) })
+  local run = t:latest_run(
+    agent.settings.tracker.agent .. "-agent",
+    { filter = format("params.app = '%s' AND params.action = 'move'", target.key) }
+  )
   if run and run.start_time then
     local at = run.start_time / 1000
     agent.gates:moved(target.key, target.namespace, at)
-    log.info("recommender %s: last move at %s (tracker run %s) counts in the cooldown and budgets", target.key,
-      clock(at), tostring(run.run_id))
+    log.info(
+      "recommender %s: last move at %s (tracker run %s) counts in the cooldown and budgets",
+      target.key,
+      clock(at),
+      tostring(run.run_id)
+    )
   end
 end
 
@@ -203,15 +254,23 @@ local function decide(agent, target, now, listed)
     return agent.last.decisions[target.key]
   end
   if now - p.time > s.max_age then
-    return hold(agent, target, format("predictions from %s are %s old (max_age %s): refused", clock(p.time),
-      ago(now - p.time), ago(s.max_age)), p)
+    return hold(
+      agent,
+      target,
+      format("predictions from %s are %s old (max_age %s): refused", clock(p.time), ago(now - p.time), ago(s.max_age)),
+      p
+    )
   end
   if p.recorded == false then
     return hold(agent, target, "tracker unavailable, predictions not recorded: " .. tostring(p.record_error), p)
   end
   if p.metric ~= agent.metric then
-    return hold(agent, target, format("the predictions are %s, the rule reads %s: refused", tostring(p.metric),
-      agent.metric), p)
+    return hold(
+      agent,
+      target,
+      format("the predictions are %s, the rule reads %s: refused", tostring(p.metric), agent.metric),
+      p
+    )
   end
   log.info("max_%s %s, index %s", p.metric, tostring(p.max), tostring(p.max_index))
   local current
@@ -223,8 +282,12 @@ local function decide(agent, target, now, listed)
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
   if d.action == "move" and not values_of(p)[d.to] then
-    return hold(agent, target, format("the rule chose %s, which is not a candidate with a prediction",
-      tostring(d.to)), p)
+    return hold(
+      agent,
+      target,
+      format("the rule chose %s, which is not a candidate with a prediction", tostring(d.to)),
+      p
+    )
   end
   d.rule = d.rule or agent.rule_name
   d.from = p.current
@@ -244,9 +307,13 @@ local function decide(agent, target, now, listed)
   local to_value, from_value = values[d.to], p.current and values[p.current]
   log.info("agent is patch deployment to node - %s", patch_text(k.label, d.to))
   -- the Event's "predicted gain": of QoS only (higher is better)
-  local out = cluster:place(target.namespace, target.deployment, d.to, { dry_run = k.dry_run, wait = k.wait,
-    label = k.label, form = k.form,
-    gain = p.metric == "qos" and to_value and from_value and (to_value - from_value) or nil })
+  local out = cluster:place(target.namespace, target.deployment, d.to, {
+    dry_run = k.dry_run,
+    wait = k.wait,
+    label = k.label,
+    form = k.form,
+    gain = p.metric == "qos" and to_value and from_value and (to_value - from_value) or nil,
+  })
   d.outcome = out.result
   if out.result == "patched" then
     log.info("update_deployment_with_patch succeeded%s", k.dry_run and " (dry run)" or "")

@@ -83,8 +83,12 @@ end
 local function wrong_metric(p, rule)
   local wanted = _M.METRIC[rule]
   if p.metric == nil or p.metric == wanted then return nil end
-  return { action = "none", rule = rule, urgent = false,
-    reason = format("%s reads %s predictions, these are %s: never move", rule, wanted, tostring(p.metric)) }
+  return {
+    action = "none",
+    rule = rule,
+    urgent = false,
+    reason = format("%s reads %s predictions, these are %s: never move", rule, wanted, tostring(p.metric)),
+  }
 end
 
 -- The candidate with the highest prediction among those accepted by keep (all when nil); ties
@@ -131,12 +135,27 @@ function _M.max_qos(p, ctx)
     -- the app's node degraded (far below the SLA): a better node now, even one below the SLA
     local here = find(candidates, p.current)
     if here and valid(here.value) and here.value < degraded and best.node ~= p.current then
-      return decision("max_qos", "move", format("app's node %s is degraded (%s, below %s); best %s (%s) does not "
-        .. "clear SLA %s but is better", tostring(p.current), num(here.value), num(degraded), tostring(best.node),
-        num(best.value), num(sla)), best.node, true)
+      return decision(
+        "max_qos",
+        "move",
+        format(
+          "app's node %s is degraded (%s, below %s); best %s (%s) does not " .. "clear SLA %s but is better",
+          tostring(p.current),
+          num(here.value),
+          num(degraded),
+          tostring(best.node),
+          num(best.value),
+          num(sla)
+        ),
+        best.node,
+        true
+      )
     end
-    return decision("max_qos", "none",
-      format("max_qos %s on %s does not clear SLA %s", num(best.value), tostring(best.node), num(sla)))
+    return decision(
+      "max_qos",
+      "none",
+      format("max_qos %s on %s does not clear SLA %s", num(best.value), tostring(best.node), num(sla))
+    )
   end
   local head = format("max_qos %s on %s clears SLA %s", num(best.value), tostring(best.node), num(sla))
   local current = p.current
@@ -159,8 +178,8 @@ function _M.max_qos(p, ctx)
   else
     where = num(here.value)
   end
-  local d = decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node,
-    urgent)
+  local d =
+    decision("max_qos", "move", format("%s; app is on %s (%s)", head, tostring(current), where), best.node, urgent)
   d.sla_breach = breach
   return d
 end
@@ -189,34 +208,62 @@ function _M.reactive(p, ctx)
     if kind == nil then
       return decision("reactive", "none", format("%s has no cluster type: never move", tostring(current)))
     end
-    return decision("reactive", "none",
-      format("cluster type '%s' of %s is neither edge nor cloud: never move", tostring(kind), tostring(current)))
+    return decision(
+      "reactive",
+      "none",
+      format("cluster type '%s' of %s is neither edge nor cloud: never move", tostring(kind), tostring(current))
+    )
   end
   if not here or not valid(here.value) then
-    return decision("reactive", "none", format("no prediction for %s %s (%s): never move", kind, tostring(current),
-      here and "prediction failed" or "not a candidate"))
+    return decision(
+      "reactive",
+      "none",
+      format(
+        "no prediction for %s %s (%s): never move",
+        kind,
+        tostring(current),
+        here and "prediction failed" or "not a candidate"
+      )
+    )
   end
   local value = here.value
   local trigger, what
   if kind == "edge" then
     trigger = value > edge_threshold
-    what = format("edge %s at %s %s edge_threshold %s", tostring(current), num(value),
-      trigger and "above" or "within", num(edge_threshold))
+    what = format(
+      "edge %s at %s %s edge_threshold %s",
+      tostring(current),
+      num(value),
+      trigger and "above" or "within",
+      num(edge_threshold)
+    )
   else
     trigger = value < cloud_threshold
-    what = format("cloud %s at %s %s cloud_threshold %s", tostring(current), num(value),
-      trigger and "below" or "not below", num(cloud_threshold))
+    what = format(
+      "cloud %s at %s %s cloud_threshold %s",
+      tostring(current),
+      num(value),
+      trigger and "below" or "not below",
+      num(cloud_threshold)
+    )
   end
   if not trigger then return decision("reactive", "stay", what) end
   local wanted = OTHER[kind]
-  local best = best_of(candidates, function(c)
-    return c.node ~= current and type_of(types, c.node, c.cluster) == wanted
-  end)
+  local best = best_of(
+    candidates,
+    function(c)
+      return c.node ~= current and type_of(types, c.node, c.cluster) == wanted
+    end
+  )
   if not best then
     return decision("reactive", "none", format("%s but no %s candidate has a prediction", what, wanted))
   end
-  local d = decision("reactive", "move",
-    format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.value)), best.node)
+  local d = decision(
+    "reactive",
+    "move",
+    format("%s; best %s candidate %s (%s)", what, wanted, tostring(best.node), num(best.value)),
+    best.node
+  )
   d.ignore_margin = true -- the value is latency-like: "gain" over the current node means nothing here
   return d
 end
@@ -225,7 +272,9 @@ local BUILTIN = { max_qos = _M.max_qos, reactive = _M.reactive }
 
 function _M.names()
   local list = {}
-  for name in pairs(BUILTIN) do list[#list + 1] = name end
+  for name in pairs(BUILTIN) do
+    list[#list + 1] = name
+  end
   sort(list)
   return list
 end

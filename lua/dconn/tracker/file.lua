@@ -14,8 +14,8 @@ local fs = require "dconn.fs"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable = setmetatable
-local format, lower, upper, floor, concat, sort, random = string.format, string.lower, string.upper,
-  math.floor, table.concat, table.sort, math.random
+local format, lower, upper, floor, concat, sort, random =
+  string.format, string.lower, string.upper, math.floor, table.concat, table.sort, math.random
 local new_error = tracker.new_error
 local check_rel = tracker.check_artifact_path
 
@@ -23,7 +23,9 @@ local _M = { _VERSION = "0.1.0" }
 
 local STATUS_NAMES = { "RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED" }
 local STATUS_NUM = {}
-for i, n in ipairs(STATUS_NAMES) do STATUS_NUM[n] = i end
+for i, n in ipairs(STATUS_NAMES) do
+  STATUS_NUM[n] = i
+end
 local SOURCE_LOCAL = 4
 
 ---- files ----
@@ -76,16 +78,33 @@ end
 
 ---- the YAML subset of meta.yaml ----
 
-local YAML_WORDS = { ["true"] = 1, ["false"] = 1, ["null"] = 1, ["yes"] = 1, ["no"] = 1, ["on"] = 1,
-  ["off"] = 1, ["~"] = 1, [""] = 1, ["y"] = 1, ["n"] = 1 }
+local YAML_WORDS = {
+  ["true"] = 1,
+  ["false"] = 1,
+  ["null"] = 1,
+  ["yes"] = 1,
+  ["no"] = 1,
+  ["on"] = 1,
+  ["off"] = 1,
+  ["~"] = 1,
+  [""] = 1,
+  ["y"] = 1,
+  ["n"] = 1,
+}
 
 local function yaml_scalar(v)
   if v == nil or v == json.null then return "null" end
   if type(v) == "number" then return math.type(v) == "integer" and tostring(v) or format("%d", v) end
   if type(v) == "table" then return "[]" end
   local s = tostring(v)
-  if s:match("^[%a_/][%w_%-/.: ]*$") and not YAML_WORDS[lower(s)] and not s:find(": ", 1, true)
-    and not s:find(":$") and not s:find(" $") and not s:find(" #", 1, true) then
+  if
+    s:match("^[%a_/][%w_%-/.: ]*$")
+    and not YAML_WORDS[lower(s)]
+    and not s:find(": ", 1, true)
+    and not s:find(":$")
+    and not s:find(" $")
+    and not s:find(" #", 1, true)
+  then
     return s
   end
   return "'" .. s:gsub("'", "''"):gsub("\n", "\n\n") .. "'"
@@ -95,7 +114,9 @@ end
 function _M.encode_yaml(t, keys)
   sort(keys)
   local lines = {}
-  for _, k in ipairs(keys) do lines[#lines + 1] = k .. ": " .. yaml_scalar(t[k]) end
+  for _, k in ipairs(keys) do
+    lines[#lines + 1] = k .. ": " .. yaml_scalar(t[k])
+  end
   return concat(lines, "\n") .. "\n"
 end
 
@@ -131,7 +152,11 @@ end
 -- Python's str(float) closely enough for float() to read back the same double.
 local function float_text(v)
   if v ~= v then return "nan" end
-  if v == math.huge then return "inf" elseif v == -math.huge then return "-inf" end
+  if v == math.huge then
+    return "inf"
+  elseif v == -math.huge then
+    return "-inf"
+  end
   if v == floor(v) and v > -1e16 and v < 1e16 then return format("%d.0", v) end
   for digits = 15, 17 do
     local s = format("%." .. digits .. "g", v)
@@ -142,7 +167,13 @@ end
 
 local function parse_float(s)
   local l = lower(s)
-  if l == "nan" then return 0 / 0 elseif l == "inf" then return math.huge elseif l == "-inf" then return -math.huge end
+  if l == "nan" then
+    return 0 / 0
+  elseif l == "inf" then
+    return math.huge
+  elseif l == "-inf" then
+    return -math.huge
+  end
   return tonumber(s)
 end
 
@@ -181,10 +212,21 @@ end
 
 function Store:_write_experiment(id, name)
   local now = tracker.now_ms()
-  local meta = { artifact_location = "file://" .. self.root .. "/" .. id, creation_time = now,
-    experiment_id = id, last_update_time = now, lifecycle_stage = "active", name = name }
-  return write_file(self.root .. "/" .. id .. "/meta.yaml", _M.encode_yaml(meta,
-    { "artifact_location", "creation_time", "experiment_id", "last_update_time", "lifecycle_stage", "name" }))
+  local meta = {
+    artifact_location = "file://" .. self.root .. "/" .. id,
+    creation_time = now,
+    experiment_id = id,
+    last_update_time = now,
+    lifecycle_stage = "active",
+    name = name,
+  }
+  return write_file(
+    self.root .. "/" .. id .. "/meta.yaml",
+    _M.encode_yaml(
+      meta,
+      { "artifact_location", "creation_time", "experiment_id", "last_update_time", "lifecycle_stage", "name" }
+    )
+  )
 end
 
 function Store:_experiments()
@@ -222,8 +264,12 @@ function Store:get_or_create_experiment(name)
 end
 
 local function valid_key(key)
-  return type(key) == "string" and #key <= 250 and key:match("^[%w_%./%- :]+$") and not key:find("%.%.")
-    and not key:find("^/") and not key:find("//")
+  return type(key) == "string"
+    and #key <= 250
+    and key:match("^[%w_%./%- :]+$")
+    and not key:find("%.%.")
+    and not key:find("^/")
+    and not key:find("//")
 end
 
 function Store:_run_dir(run_id)
@@ -237,9 +283,23 @@ function Store:_run_dir(run_id)
   end
 end
 
-local RUN_KEYS = { "artifact_uri", "deleted_time", "end_time", "entry_point_name", "experiment_id",
-  "lifecycle_stage", "run_id", "run_name", "source_name", "source_type", "source_version", "start_time",
-  "status", "tags", "user_id" }
+local RUN_KEYS = {
+  "artifact_uri",
+  "deleted_time",
+  "end_time",
+  "entry_point_name",
+  "experiment_id",
+  "lifecycle_stage",
+  "run_id",
+  "run_name",
+  "source_name",
+  "source_type",
+  "source_version",
+  "start_time",
+  "status",
+  "tags",
+  "user_id",
+}
 
 function Store:create_run(spec)
   if type(spec) ~= "table" or spec.experiment_id == nil then error("tracker: create_run needs {experiment_id=}", 2) end
@@ -248,11 +308,15 @@ function Store:create_run(spec)
     return nil, new_error("RESOURCE_DOES_NOT_EXIST", "No Experiment with id=" .. exp_id .. " exists")
   end
   local hex = {}
-  for i = 1, 32 do hex[i] = format("%x", random(0, 15)) end
+  for i = 1, 32 do
+    hex[i] = format("%x", random(0, 15))
+  end
   local run_id = concat(hex)
   local tags = tracker.kv_list(spec.tags, "tags")
   local name = spec.run_name
-  for _, kv in ipairs(tags) do if kv.key == "mlflow.runName" then name = name or kv.value end end
+  for _, kv in ipairs(tags) do
+    if kv.key == "mlflow.runName" then name = name or kv.value end
+  end
   name = name or ("run-" .. run_id:sub(1, 8))
   local user = os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
   local dir = self.root .. "/" .. exp_id .. "/" .. run_id
@@ -261,14 +325,27 @@ function Store:create_run(spec)
     staged = { dir = self.root .. "/" .. exp_id .. "/.tmp-" .. run_id, final = dir, exp_id = exp_id }
     self.staged[run_id] = staged
   end
-  local meta = { artifact_uri = "file://" .. dir .. "/artifacts", entry_point_name = "", experiment_id = exp_id,
-    lifecycle_stage = "active", run_id = run_id, run_name = name, source_name = "", source_type = SOURCE_LOCAL,
-    source_version = "", start_time = floor(spec.start_time or tracker.now_ms()), status = 1, tags = {},
-    user_id = user }
+  local meta = {
+    artifact_uri = "file://" .. dir .. "/artifacts",
+    entry_point_name = "",
+    experiment_id = exp_id,
+    lifecycle_stage = "active",
+    run_id = run_id,
+    run_name = name,
+    source_name = "",
+    source_type = SOURCE_LOCAL,
+    source_version = "",
+    start_time = floor(spec.start_time or tracker.now_ms()),
+    status = 1,
+    tags = {},
+    user_id = user,
+  }
   local ok, err = self:_write_meta(staged and staged.dir or dir, meta)
   if not ok then return nil, err end
   dir = staged and staged.dir or dir
-  mkdir_p(dir .. "/metrics"); mkdir_p(dir .. "/params"); mkdir_p(dir .. "/artifacts")
+  mkdir_p(dir .. "/metrics")
+  mkdir_p(dir .. "/params")
+  mkdir_p(dir .. "/artifacts")
   tags[#tags + 1] = { key = "mlflow.runName", value = name }
   tags[#tags + 1] = { key = "mlflow.user", value = user }
   ok, err = self:log_batch(run_id, { tags = tags })
@@ -292,11 +369,21 @@ end
 local function load_run(dir, files, meta)
   meta = meta or _M.decode_yaml(read_file(dir .. "/meta.yaml"))
   local status = meta.status
-  local run = { run_id = meta.run_id or meta.run_uuid, experiment_id = tostring(meta.experiment_id),
-    run_name = meta.run_name, status = STATUS_NAMES[tonumber(status) or 1] or tostring(status or "RUNNING"),
-    start_time = meta.start_time, end_time = meta.end_time, artifact_uri = meta.artifact_uri,
-    lifecycle_stage = meta.lifecycle_stage or "active", user_id = meta.user_id,
-    metrics = {}, metric_steps = {}, params = {}, tags = {} }
+  local run = {
+    run_id = meta.run_id or meta.run_uuid,
+    experiment_id = tostring(meta.experiment_id),
+    run_name = meta.run_name,
+    status = STATUS_NAMES[tonumber(status) or 1] or tostring(status or "RUNNING"),
+    start_time = meta.start_time,
+    end_time = meta.end_time,
+    artifact_uri = meta.artifact_uri,
+    lifecycle_stage = meta.lifecycle_stage or "active",
+    user_id = meta.user_id,
+    metrics = {},
+    metric_steps = {},
+    params = {},
+    tags = {},
+  }
   for _, f in ipairs(files) do
     local kind, key = f:match("^(%a+)/(.+)$")
     if kind == "params" or kind == "tags" then
@@ -307,8 +394,16 @@ local function load_run(dir, files, meta)
         local ts, v, step = line:match("^(%S+) (%S+) ?(%S*)")
         local m = { timestamp = tonumber(ts), value = parse_float(v or ""), step = tonumber(step) or 0 }
         if m.timestamp and m.value then
-          if not best or m.step > best.step or (m.step == best.step and (m.timestamp > best.timestamp
-            or (m.timestamp == best.timestamp and m.value > best.value))) then best = m end
+          if
+            not best
+            or m.step > best.step
+            or (
+              m.step == best.step
+              and (m.timestamp > best.timestamp or (m.timestamp == best.timestamp and m.value > best.value))
+            )
+          then
+            best = m
+          end
         end
       end
       if best then
@@ -339,8 +434,12 @@ end
 
 -- Removes dir and everything under it.
 local function remove_tree(dir)
-  for _, name in ipairs(fs.list(dir, { type = "dir" }) or {}) do remove_tree(dir .. "/" .. name) end
-  for _, name in ipairs(fs.list(dir) or {}) do fs.remove(dir .. "/" .. name) end
+  for _, name in ipairs(fs.list(dir, { type = "dir" }) or {}) do
+    remove_tree(dir .. "/" .. name)
+  end
+  for _, name in ipairs(fs.list(dir) or {}) do
+    fs.remove(dir .. "/" .. name)
+  end
   return fs.remove(dir)
 end
 
@@ -384,7 +483,9 @@ function Store:log_decision(agent, job, record, extra)
   for _, s in pairs(staged) do
     if pok and run then
       local cok, cerr = commit(s)
-      if not cok then run, err = nil, cerr end
+      if not cok then
+        run, err = nil, cerr
+      end
     end
     if not (pok and run) then remove_tree(s.dir) end
   end
@@ -414,8 +515,13 @@ function Store:update_run(run_id, fields)
   meta.tags = {}
   local ok, err = self:_write_meta(dir, meta)
   if not ok then return nil, err end
-  return { run_id = run_id, status = STATUS_NAMES[meta.status] or "RUNNING", end_time = meta.end_time,
-    run_name = meta.run_name, experiment_id = tostring(meta.experiment_id) }
+  return {
+    run_id = run_id,
+    status = STATUS_NAMES[meta.status] or "RUNNING",
+    end_time = meta.end_time,
+    run_name = meta.run_name,
+    experiment_id = tostring(meta.experiment_id),
+  }
 end
 
 function Store:delete_run(run_id)
@@ -454,9 +560,18 @@ function Store:log_batch(run_id, data)
     seen[p.key] = p.value
     local old = read_file(dir .. "/params/" .. p.key)
     if old and old ~= p.value:sub(1, 6000) then
-      return nil, new_error("INVALID_PARAMETER_VALUE", format("Changing param values is not allowed. Param with " ..
-        "key='%s' was already logged with value='%s' for run ID='%s'. Attempted logging new value '%s'.",
-        p.key, old, run_id, p.value))
+      return nil,
+        new_error(
+          "INVALID_PARAMETER_VALUE",
+          format(
+            "Changing param values is not allowed. Param with "
+              .. "key='%s' was already logged with value='%s' for run ID='%s'. Attempted logging new value '%s'.",
+            p.key,
+            old,
+            run_id,
+            p.value
+          )
+        )
     end
   end
   for _, p in ipairs(params) do
@@ -469,7 +584,10 @@ function Store:log_batch(run_id, data)
   end
   local by_key, order = {}, {}
   for _, m in ipairs(metrics) do
-    if not by_key[m.key] then by_key[m.key] = {}; order[#order + 1] = m.key end
+    if not by_key[m.key] then
+      by_key[m.key] = {}
+      order[#order + 1] = m.key
+    end
     local lines = by_key[m.key]
     lines[#lines + 1] = format("%d %s %d\n", floor(m.timestamp), float_text(m.value), floor(m.step))
   end
@@ -482,7 +600,6 @@ function Store:log_batch(run_id, data)
 end
 
 ---- artifacts ----
-
 
 function Store:_artifact_dir(run_id)
   local meta, dir = self:_meta(run_id)
@@ -517,12 +634,23 @@ Store.download_model_version = Store.get_model_version
 ---- search ----
 
 local ATTR_ALIASES = { created = "start_time", Created = "start_time", ["run name"] = "run_name" }
-local TYPE_NAMES = { metrics = "metrics", metric = "metrics", params = "params", param = "params",
-  parameter = "params", parameters = "params", tags = "tags", tag = "tags", attributes = "attributes",
-  attribute = "attributes", attr = "attributes", run = "attributes" }
+local TYPE_NAMES = {
+  metrics = "metrics",
+  metric = "metrics",
+  params = "params",
+  param = "params",
+  parameter = "params",
+  parameters = "params",
+  tags = "tags",
+  tag = "tags",
+  attributes = "attributes",
+  attribute = "attributes",
+  attr = "attributes",
+  run = "attributes",
+}
 local NUMERIC_ATTRS = { start_time = true, end_time = true }
-local STRING_ATTRS = { status = true, run_name = true, run_id = true, user_id = true, artifact_uri = true,
-  lifecycle_stage = true }
+local STRING_ATTRS =
+  { status = true, run_name = true, run_id = true, user_id = true, artifact_uri = true, lifecycle_stage = true }
 
 -- Reads an identifier at position i: returns kind, key, next position.
 local function read_identifier(s, i)
@@ -531,7 +659,9 @@ local function read_identifier(s, i)
   local kind, key, nexti
   local prefix, after = s:match("^([%a_]+)%.()", j)
   local at = j
-  if prefix and TYPE_NAMES[lower(prefix)] then kind, at = TYPE_NAMES[lower(prefix)], after end
+  if prefix and TYPE_NAMES[lower(prefix)] then
+    kind, at = TYPE_NAMES[lower(prefix)], after
+  end
   local q = s:sub(at, at)
   if q == '"' or q == "`" then
     local close = s:find(q, at + 1, true)
@@ -565,10 +695,13 @@ function _M.parse_filter(s)
     if not op then
       local word, wi = s:match("^%s+(%a+)()", ni)
       word = word and upper(word)
-      if word == "LIKE" or word == "ILIKE" or word == "IN" then op, oi = word, wi
+      if word == "LIKE" or word == "ILIKE" or word == "IN" then
+        op, oi = word, wi
       elseif word == "NOT" then
         local w2, wi2 = s:match("^%s+(%a+)()", wi)
-        if w2 and upper(w2) == "IN" then op, oi = "NOT IN", wi2 end
+        if w2 and upper(w2) == "IN" then
+          op, oi = "NOT IN", wi2
+        end
       end
     end
     if not op or op == "!" or op == "==" then
@@ -576,14 +709,18 @@ function _M.parse_filter(s)
     end
     local value, vi
     local qv, qe = s:match("^%s*'([^']*)'()", oi)
-    if not qv then qv, qe = s:match('^%s*"([^"]*)"()', oi) end
+    if not qv then
+      qv, qe = s:match('^%s*"([^"]*)"()', oi)
+    end
     if qv then
       value, vi = qv, qe
     elseif op == "IN" or op == "NOT IN" then
       local list, le = s:match("^%s*(%b())()", oi)
       if not list then return bad("IN needs a list") end
       value, vi = {}, le
-      for item in list:gmatch("'([^']*)'") do value[item] = true end
+      for item in list:gmatch("'([^']*)'") do
+        value[item] = true
+      end
     else
       local num, ne = s:match("^%s*([%-+]?[%d%.]+[eE]?[%-+]?%d*)()", oi)
       value, vi = tonumber(num or ""), ne
@@ -595,10 +732,21 @@ function _M.parse_filter(s)
     if numeric ~= (type(value) == "number") then
       return nil, new_error("INVALID_PARAMETER_VALUE", "Invalid filter '" .. s .. "': wrong value type for " .. key)
     end
-    if not numeric and not (op == "=" or op == "!=" or op == "LIKE" or op == "ILIKE"
-      or ((op == "IN" or op == "NOT IN") and key == "run_id")) then
-      return nil, new_error("INVALID_PARAMETER_VALUE", "Invalid filter '" .. s .. "': comparator " .. op ..
-        " is not allowed for " .. kind .. "." .. key)
+    if
+      not numeric
+      and not (
+        op == "="
+        or op == "!="
+        or op == "LIKE"
+        or op == "ILIKE"
+        or ((op == "IN" or op == "NOT IN") and key == "run_id")
+      )
+    then
+      return nil,
+        new_error(
+          "INVALID_PARAMETER_VALUE",
+          "Invalid filter '" .. s .. "': comparator " .. op .. " is not allowed for " .. kind .. "." .. key
+        )
     end
     clauses[#clauses + 1] = { kind = kind, key = key, op = op, value = value }
     local rest = s:match("^%s*$", vi)
@@ -610,11 +758,15 @@ function _M.parse_filter(s)
 end
 
 local function like(value, pattern, fold)
-  if fold then value, pattern = lower(value), lower(pattern) end
-  local p = pattern:gsub("[%^%$%(%)%.%[%]%*%+%-%?%%]", function(c)
-    if c == "%" then return ".*" end
-    return "%" .. c
-  end):gsub("_", ".")
+  if fold then
+    value, pattern = lower(value), lower(pattern)
+  end
+  local p = pattern
+    :gsub("[%^%$%(%)%.%[%]%*%+%-%?%%]", function(c)
+      if c == "%" then return ".*" end
+      return "%" .. c
+    end)
+    :gsub("_", ".")
   return value:match("^" .. p .. "$") ~= nil
 end
 
@@ -627,11 +779,27 @@ local function matches(run, c)
   local v = field(run, c.kind, c.key)
   if v == nil then return false end
   local op, want = c.op, c.value
-  if op == "=" then return v == want elseif op == "!=" then return v ~= want
-  elseif op == ">" then return v > want elseif op == ">=" then return v >= want
-  elseif op == "<" then return v < want elseif op == "<=" then return v <= want
-  elseif op == "LIKE" then return like(v, want) elseif op == "ILIKE" then return like(v, want, true)
-  elseif op == "IN" then return want[v] == true elseif op == "NOT IN" then return not want[v] end
+  if op == "=" then
+    return v == want
+  elseif op == "!=" then
+    return v ~= want
+  elseif op == ">" then
+    return v > want
+  elseif op == ">=" then
+    return v >= want
+  elseif op == "<" then
+    return v < want
+  elseif op == "<=" then
+    return v <= want
+  elseif op == "LIKE" then
+    return like(v, want)
+  elseif op == "ILIKE" then
+    return like(v, want, true)
+  elseif op == "IN" then
+    return want[v] == true
+  elseif op == "NOT IN" then
+    return not want[v]
+  end
   return false
 end
 
@@ -674,7 +842,9 @@ function Store:search_runs(spec)
       if read_file(base .. "/" .. run_id .. "/meta.yaml") then
         local run = load_run(base .. "/" .. run_id, files)
         local ok = run.lifecycle_stage == "active"
-        for _, c in ipairs(clauses) do ok = ok and matches(run, c) end
+        for _, c in ipairs(clauses) do
+          ok = ok and matches(run, c)
+        end
         if ok then runs[#runs + 1] = run end
       end
     end
@@ -683,9 +853,19 @@ function Store:search_runs(spec)
     for _, o in ipairs(order) do
       local x, y = field(a, o.kind, o.key), field(b, o.kind, o.key)
       if x ~= y then
-        if x == nil then return false elseif y == nil then return true end -- missing keys last
-        if type(x) ~= type(y) then x, y = tostring(x), tostring(y) end
-        if o.desc then return x > y else return x < y end
+        if x == nil then
+          return false
+        elseif y == nil then
+          return true
+        end -- missing keys last
+        if type(x) ~= type(y) then
+          x, y = tostring(x), tostring(y)
+        end
+        if o.desc then
+          return x > y
+        else
+          return x < y
+        end
       end
     end
     return false
@@ -694,7 +874,9 @@ function Store:search_runs(spec)
   local limit = spec.max_results or 1000
   if spec.all then limit = spec.max_results or #runs end
   local out = {}
-  for i = offset + 1, math.min(#runs, offset + limit) do out[#out + 1] = runs[i] end
+  for i = offset + 1, math.min(#runs, offset + limit) do
+    out[#out + 1] = runs[i]
+  end
   local next_token = offset + limit < #runs and tostring(offset + limit) or nil
   return out, next_token
 end

@@ -45,8 +45,12 @@ local MAX_BODY = 900000 -- under MAX_BATCH_LOG_REQUEST_SIZE = 1 000 000 bytes
 -- dconn.error's kind for an MLflow error code, unless the caller gives one (fields.kind: a
 -- transport failure, say); other codes are kind http with an HTTP status, io without (the file
 -- store's INTERNAL_ERROR).
-local KIND_OF_CODE = { RESOURCE_DOES_NOT_EXIST = "not_found", INVALID_PARAMETER_VALUE = "invalid",
-  BAD_RESPONSE = "format", NOT_IMPLEMENTED = "unsupported" }
+local KIND_OF_CODE = {
+  RESOURCE_DOES_NOT_EXIST = "not_found",
+  INVALID_PARAMETER_VALUE = "invalid",
+  BAD_RESPONSE = "format",
+  NOT_IMPLEMENTED = "unsupported",
+}
 
 -- A dconn.error value from "tracker": error_code (MLflow's), status; text "CODE: message".
 local function new_error(code, message, fields)
@@ -63,23 +67,38 @@ function _M.now_ms() return floor(timer.now() * 1000) end
 
 local function kv_map(list)
   local out = {}
-  for _, kv in ipairs(list or {}) do out[kv.key] = kv.value end
+  for _, kv in ipairs(list or {}) do
+    out[kv.key] = kv.value
+  end
   return out
 end
 
 local function flatten_run(r)
   local info, data = r.info or {}, r.data or {}
   local run = {
-    run_id = info.run_id, experiment_id = info.experiment_id, run_name = info.run_name,
-    status = info.status, start_time = info.start_time, end_time = info.end_time,
-    artifact_uri = info.artifact_uri, lifecycle_stage = info.lifecycle_stage, user_id = info.user_id,
-    metrics = {}, metric_steps = {}, params = kv_map(data.params), tags = kv_map(data.tags),
+    run_id = info.run_id,
+    experiment_id = info.experiment_id,
+    run_name = info.run_name,
+    status = info.status,
+    start_time = info.start_time,
+    end_time = info.end_time,
+    artifact_uri = info.artifact_uri,
+    lifecycle_stage = info.lifecycle_stage,
+    user_id = info.user_id,
+    metrics = {},
+    metric_steps = {},
+    params = kv_map(data.params),
+    tags = kv_map(data.tags),
   }
   for _, m in ipairs(data.metrics or {}) do
     local v = m.value
-    if v == "NaN" then v = 0 / 0
-    elseif v == "Infinity" then v = math.huge
-    elseif v == "-Infinity" then v = -math.huge end
+    if v == "NaN" then
+      v = 0 / 0
+    elseif v == "Infinity" then
+      v = math.huge
+    elseif v == "-Infinity" then
+      v = -math.huge
+    end
     run.metrics[m.key] = v
     run.metric_steps[m.key] = { step = m.step or 0, timestamp = m.timestamp }
   end
@@ -101,7 +120,9 @@ local function metric_list(metrics, now)
     end
   else
     local keys = {}
-    for k in pairs(metrics) do keys[#keys + 1] = k end
+    for k in pairs(metrics) do
+      keys[#keys + 1] = k
+    end
     sort(keys)
     for _, k in ipairs(keys) do
       local v = metrics[k]
@@ -117,11 +138,15 @@ local function kv_list(map, what)
   if map == nil then return out end
   if type(map) ~= "table" then error("tracker: " .. what .. " must be a table", 3) end
   if map[1] ~= nil then
-    for _, kv in ipairs(map) do out[#out + 1] = { key = kv.key, value = tostring(kv.value) } end
+    for _, kv in ipairs(map) do
+      out[#out + 1] = { key = kv.key, value = tostring(kv.value) }
+    end
     return out
   end
   local keys = {}
-  for k in pairs(map) do keys[#keys + 1] = k end
+  for k in pairs(map) do
+    keys[#keys + 1] = k
+  end
   sort(keys)
   for _, k in ipairs(keys) do
     local v = map[k]
@@ -161,7 +186,9 @@ end
 -- Experiment ids for names; an unknown name is an error.
 local function resolve_ids(self, spec)
   local ids = {}
-  for _, id in ipairs(spec.experiment_ids or {}) do ids[#ids + 1] = tostring(id) end
+  for _, id in ipairs(spec.experiment_ids or {}) do
+    ids[#ids + 1] = tostring(id)
+  end
   for _, name in ipairs(spec.experiment_names or {}) do
     local exp, err = self:get_experiment_by_name(name)
     if not exp then return nil, err end
@@ -186,8 +213,12 @@ local function latest_run(self, experiment, opts)
     local clause = format("attributes.start_time >= %d", floor(opts.since))
     filter = filter and filter ~= "" and (filter .. " AND " .. clause) or clause
   end
-  local runs, err = self:search_runs({ experiment_names = { experiment }, filter = filter,
-    order_by = { "attributes.start_time DESC" }, max_results = 1 })
+  local runs, err = self:search_runs({
+    experiment_names = { experiment },
+    filter = filter,
+    order_by = { "attributes.start_time DESC" },
+    max_results = 1,
+  })
   if not runs then return nil, err end
   return runs[1]
 end
@@ -240,8 +271,12 @@ function _M.connect(uri, opts)
   if uri:match("^file:") or not uri:match("^%a[%w+.-]*:") then
     return require("dconn.tracker.file").open(uri, opts)
   end
-  return nil, new_error("INVALID_PARAMETER_VALUE", "unsupported tracking URI: " .. uri ..
-    " (http://, https:// or file: expected)", { kind = "config" })
+  return nil,
+    new_error(
+      "INVALID_PARAMETER_VALUE",
+      "unsupported tracking URI: " .. uri .. " (http://, https:// or file: expected)",
+      { kind = "config" }
+    )
 end
 
 return _M

@@ -9,8 +9,8 @@ local tracker = require "dconn.tracker"
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable, getenv, pcall = setmetatable, os.getenv, pcall
 local format, lower, floor, concat = string.format, string.lower, math.floor, table.concat
-local new_error, flatten_run, metric_list, kv_list = tracker.new_error, tracker.flatten_run, tracker.metric_list,
-  tracker.kv_list
+local new_error, flatten_run, metric_list, kv_list =
+  tracker.new_error, tracker.flatten_run, tracker.metric_list, tracker.kv_list
 local resolve_ids, check_rel = tracker.resolve_ids, tracker.check_artifact_path
 
 local _M = { _VERSION = "0.1.0" }
@@ -20,9 +20,15 @@ local API = "/api/2.0/mlflow/"
 local ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
 local STATUS_CODE = {
-  [400] = "BAD_REQUEST", [401] = "UNAUTHENTICATED", [403] = "PERMISSION_DENIED",
-  [404] = "RESOURCE_DOES_NOT_EXIST", [409] = "RESOURCE_CONFLICT", [429] = "REQUEST_LIMIT_EXCEEDED",
-  [501] = "NOT_IMPLEMENTED", [503] = "TEMPORARILY_UNAVAILABLE", [504] = "DEADLINE_EXCEEDED",
+  [400] = "BAD_REQUEST",
+  [401] = "UNAUTHENTICATED",
+  [403] = "PERMISSION_DENIED",
+  [404] = "RESOURCE_DOES_NOT_EXIST",
+  [409] = "RESOURCE_CONFLICT",
+  [429] = "REQUEST_LIMIT_EXCEEDED",
+  [501] = "NOT_IMPLEMENTED",
+  [503] = "TEMPORARILY_UNAVAILABLE",
+  [504] = "DEADLINE_EXCEEDED",
 }
 
 local CONFIG = { kind = "config" } -- the kind of a bad MLFLOW_* variable
@@ -64,13 +70,20 @@ local function host_creds()
   local ca = getenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
   if ca == "" then ca = nil end
   if insecure and ca then
-    return nil, new_error("INVALID_PARAMETER_VALUE",
-      "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH cannot both be set", CONFIG)
+    return nil,
+      new_error(
+        "INVALID_PARAMETER_VALUE",
+        "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH cannot both be set",
+        CONFIG
+      )
   end
   local tls
   if insecure or ca then tls = { insecure = insecure or nil, ca_file = ca } end
   local client = getenv("MLFLOW_TRACKING_CLIENT_CERT_PATH")
-  if client and client ~= "" then tls = tls or {}; tls.cert_file = client end
+  if client and client ~= "" then
+    tls = tls or {}
+    tls.cert_file = client
+  end
   return { auth = auth, tls = tls }
 end
 
@@ -84,18 +97,34 @@ local function connect_rest(uri, opts)
   local timeout, e3 = env_number("MLFLOW_HTTP_REQUEST_TIMEOUT", 120)
   if not timeout then return nil, e3 end
   local self = setmetatable({
-    uri = uri, base = uri:gsub("/+$", ""), kind = "rest", auth = creds.auth, tls = creds.tls,
-    retries = floor(opts.retries or retries), backoff_factor = opts.backoff_factor or factor,
-    timeout = opts.timeout or (timeout > 0 and timeout or 120), deadline = opts.deadline,
+    uri = uri,
+    base = uri:gsub("/+$", ""),
+    kind = "rest",
+    auth = creds.auth,
+    tls = creds.tls,
+    retries = floor(opts.retries or retries),
+    backoff_factor = opts.backoff_factor or factor,
+    timeout = opts.timeout or (timeout > 0 and timeout or 120),
+    deadline = opts.deadline,
   }, Rest)
   return self
 end
 
 function Rest:_opts(extra)
-  local o = { retries = self.retries, backoff_factor = self.backoff_factor, timeout = self.timeout,
-    deadline = self.deadline, auth = self.auth, tls = self.tls,
-    headers = { ["User-Agent"] = "dconn-tracker/" .. tracker._VERSION } }
-  if extra then for k, v in pairs(extra) do o[k] = v end end
+  local o = {
+    retries = self.retries,
+    backoff_factor = self.backoff_factor,
+    timeout = self.timeout,
+    deadline = self.deadline,
+    auth = self.auth,
+    tls = self.tls,
+    headers = { ["User-Agent"] = "dconn-tracker/" .. tracker._VERSION },
+  }
+  if extra then
+    for k, v in pairs(extra) do
+      o[k] = v
+    end
+  end
   return o
 end
 
@@ -104,27 +133,42 @@ local function rest_error(status, body, err, what)
   if not status then
     if err and err.kind == "json" and err.status then
       if err.status >= 200 and err.status < 300 then
-        return new_error("BAD_RESPONSE", what .. ": the server's answer is not valid JSON",
-          { status = err.status, kind = "json" })
+        return new_error(
+          "BAD_RESPONSE",
+          what .. ": the server's answer is not valid JSON",
+          { status = err.status, kind = "json" }
+        )
       end
       local code = STATUS_CODE[err.status] or (err.status >= 500 and "INTERNAL_ERROR" or "BAD_REQUEST")
-      return new_error(code, format("%s: HTTP %d: %s", what, err.status, tostring(err.body or ""):sub(1, 200)),
-        { status = err.status })
+      return new_error(
+        code,
+        format("%s: HTTP %d: %s", what, err.status, tostring(err.body or ""):sub(1, 200)),
+        { status = err.status }
+      )
     end
-    return new_error("UNAVAILABLE", what .. ": " .. tostring(err and err.message or err),
-      { kind = err and err.kind or "other", attempts = err and err.attempts })
+    return new_error(
+      "UNAVAILABLE",
+      what .. ": " .. tostring(err and err.message or err),
+      { kind = err and err.kind or "other", attempts = err and err.attempts }
+    )
   end
   local code, message
-  if type(body) == "table" then code, message = body.error_code, body.message end
+  if type(body) == "table" then
+    code, message = body.error_code, body.message
+  end
   code = code or STATUS_CODE[status] or (status >= 500 and "INTERNAL_ERROR" or "BAD_REQUEST")
   return new_error(code, format("%s: %s", what, message or ("HTTP " .. status)), { status = status })
 end
 
 -- One JSON call; idempotent POSTs (search, log-batch) may be retried like GETs.
 function Rest:call(method, endpoint, args, idempotent)
-  local opts = self:_opts({ method = method, url = self.base .. API .. endpoint,
-    retry_on_any_method = idempotent or nil })
-  if method == "GET" then opts.query = args else opts.body = args end
+  local opts =
+    self:_opts({ method = method, url = self.base .. API .. endpoint, retry_on_any_method = idempotent or nil })
+  if method == "GET" then
+    opts.query = args
+  else
+    opts.body = args
+  end
   local status, body = http.json(opts)
   if not status or status < 200 or status > 299 then
     return nil, rest_error(status, status and body, not status and body or nil, endpoint)
@@ -170,16 +214,23 @@ end
 function Rest:create_run(spec)
   if type(spec) ~= "table" or spec.experiment_id == nil then error("tracker: create_run needs {experiment_id=}", 2) end
   local tags = kv_list(spec.tags, "tags")
-  local r, err = self:call("POST", "runs/create", { experiment_id = tostring(spec.experiment_id),
-    run_name = spec.run_name, start_time = spec.start_time or tracker.now_ms(), tags = json.array(tags) })
+  local r, err = self:call("POST", "runs/create", {
+    experiment_id = tostring(spec.experiment_id),
+    run_name = spec.run_name,
+    start_time = spec.start_time or tracker.now_ms(),
+    tags = json.array(tags),
+  })
   if not r then return nil, err end
   return flatten_run(r.run)
 end
 
 function Rest:update_run(run_id, fields)
   fields = fields or {}
-  local r, err = self:call("POST", "runs/update", { run_id = run_id, status = fields.status,
-    end_time = fields.end_time, run_name = fields.run_name })
+  local r, err = self:call(
+    "POST",
+    "runs/update",
+    { run_id = run_id, status = fields.status, end_time = fields.end_time, run_name = fields.run_name }
+  )
   if not r then return nil, err end
   return r.run_info
 end
@@ -207,15 +258,25 @@ function Rest:search_runs(spec)
     local want = spec.page_size or SEARCH_PAGE
     if limit and not spec.all then want = limit - #out end
     if want <= 0 then break end
-    local r, serr = self:call("POST", "runs/search", { experiment_ids = json.array(ids), filter = spec.filter,
-      order_by = spec.order_by and json.array(spec.order_by) or nil, max_results = want,
-      page_token = token }, true)
+    local r, serr = self:call("POST", "runs/search", {
+      experiment_ids = json.array(ids),
+      filter = spec.filter,
+      order_by = spec.order_by and json.array(spec.order_by) or nil,
+      max_results = want,
+      page_token = token,
+    }, true)
     if not r then return nil, serr end
-    for _, run in ipairs(r.runs or {}) do out[#out + 1] = flatten_run(run) end
+    for _, run in ipairs(r.runs or {}) do
+      out[#out + 1] = flatten_run(run)
+    end
     token = r.next_page_token
     if token == "" then token = nil end
   until not token or not spec.all or (limit and #out >= limit)
-  if limit and #out > limit then for i = #out, limit + 1, -1 do out[i] = nil end end
+  if limit and #out > limit then
+    for i = #out, limit + 1, -1 do
+      out[i] = nil
+    end
+  end
   return out, token
 end
 
@@ -227,12 +288,21 @@ function Rest:log_batch(run_id, data)
   local params, tags = kv_list(data.params, "params"), kv_list(data.tags, "tags")
   for _, m in ipairs(metrics) do -- JSON has no NaN/Inf: MLflow takes them as strings
     local v = m.value
-    if v ~= v then m.value = "NaN" elseif v == math.huge then m.value = "Infinity"
-    elseif v == -math.huge then m.value = "-Infinity" end
+    if v ~= v then
+      m.value = "NaN"
+    elseif v == math.huge then
+      m.value = "Infinity"
+    elseif v == -math.huge then
+      m.value = "-Infinity"
+    end
   end
   for _, b in ipairs(tracker.batches(metrics, params, tags)) do
-    local _, err = self:call("POST", "runs/log-batch", { run_id = run_id, metrics = json.array(b.metrics),
-      params = json.array(b.params), tags = json.array(b.tags) }, true)
+    local _, err = self:call(
+      "POST",
+      "runs/log-batch",
+      { run_id = run_id, metrics = json.array(b.metrics), params = json.array(b.params), tags = json.array(b.tags) },
+      true
+    )
     if err then return nil, err end
   end
   return true
@@ -244,7 +314,9 @@ function Rest:artifact_url(uri)
   if not path then return nil end
   path = path:gsub("//+", "/")
   local parts = {}
-  for seg in path:gmatch("[^/]+") do parts[#parts + 1] = http.urlencode(seg) end
+  for seg in path:gmatch("[^/]+") do
+    parts[#parts + 1] = http.urlencode(seg)
+  end
   return self.base .. ARTIFACTS .. "/" .. concat(parts, "/"), concat(parts, "/")
 end
 
@@ -252,8 +324,13 @@ function Rest:_run_artifact_uri(run_id)
   local run, err = self:get_run(run_id)
   if not run then return nil, err end
   if not (run.artifact_uri or ""):match("^mlflow%-artifacts:") then
-    return nil, new_error("NOT_IMPLEMENTED", "artifact root " .. tostring(run.artifact_uri) ..
-      " is not served by the tracking server (start it with --serve-artifacts)")
+    return nil,
+      new_error(
+        "NOT_IMPLEMENTED",
+        "artifact root "
+          .. tostring(run.artifact_uri)
+          .. " is not served by the tracking server (start it with --serve-artifacts)"
+      )
   end
   return run.artifact_uri
 end
@@ -266,8 +343,8 @@ function Rest:log_text(run_id, text, path)
   if not root then return nil, err end
   local url = self:artifact_url(root .. "/" .. path)
   local ctype = path:match("%.json$") and "application/json" or "text/plain"
-  local status, body = http.request(self:_opts({ method = "PUT", url = url, body = text,
-    headers = { ["Content-Type"] = ctype } }))
+  local status, body =
+    http.request(self:_opts({ method = "PUT", url = url, body = text, headers = { ["Content-Type"] = ctype } }))
   if not status or status >= 300 then
     local ok, decoded = pcall(json.decode, body or "")
     return nil, rest_error(status, ok and decoded or nil, not status and body or nil, "artifacts PUT " .. path)
@@ -316,8 +393,7 @@ end
 
 -- Walks the proxy's directory listing; returns a list of relative file paths.
 function Rest:_list_tree(rel, prefix, out)
-  local status, body = http.json(self:_opts({ method = "GET", url = self.base .. ARTIFACTS,
-    query = { path = rel } }))
+  local status, body = http.json(self:_opts({ method = "GET", url = self.base .. ARTIFACTS, query = { path = rel } }))
   if not status or status ~= 200 then
     return nil, rest_error(status, status and body, not status and body or nil, "artifacts list " .. rel)
   end

@@ -79,7 +79,9 @@ static void assert_next(const char *expr, double after, bool utc_mode, double ex
   }
 }
 
-static void assert_next_utc(const char *expr, double after, double expected) { assert_next(expr, after, true, expected); }
+static void assert_next_utc(const char *expr, double after, double expected) {
+  assert_next(expr, after, true, expected);
+}
 
 /* Follows a chain of fire times: each expected[i] is next() of the previous one. */
 static void assert_chain(const char *expr, double after, bool utc_mode, const double *expected, size_t count) {
@@ -149,7 +151,8 @@ static void assert_matches_reference(const char *expr, double after, bool utc_mo
   double expected = reference_next(&c, after, utc_mode, window);
   double got = dc_cron_next(&c, after, utc_mode);
   if (expected == -2) {
-    if (got != -1 && got <= after + window) fail_msg("\"%s\" after %.1f: reference found none, got %.1f", expr, after, got);
+    if (got != -1 && got <= after + window)
+      fail_msg("\"%s\" after %.1f: reference found none, got %.1f", expr, after, got);
     return;
   }
   if (got != expected) {
@@ -271,9 +274,9 @@ static void test_parse_macros(void **state) {
   static const struct {
     const char *macro, *expansion;
   } cases[] = {
-      {"@yearly", "0 0 1 1 *"},  {"@annually", "0 0 1 1 *"},  {"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
-      {"@daily", "0 0 * * *"},   {"@midnight", "0 0 * * *"},  {"@hourly", "0 * * * *"}, {"  @DAILY \t\n", "0 0 * * *"},
-      {"@Hourly", "0 * * * *"},
+      {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"},     {"@monthly", "0 0 1 * *"},
+      {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},        {"@midnight", "0 0 * * *"},
+      {"@hourly", "0 * * * *"}, {"  @DAILY \t\n", "0 0 * * *"}, {"@Hourly", "0 * * * *"},
   };
   size_t i;
   for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -553,9 +556,9 @@ static void test_next_invalid_arguments(void **state) {
 static void test_next_against_reference_utc(void **state) {
   (void)state;
   static const char *const exprs[] = {
-      "* * * * *",         "*/7 * * * *",        "0 */3 * * *",        "30 4 1,15 * *",   "0 0 * * 1-5",
-      "15 10 13 * 5",      "0 12 * * sun",       "*/20 8-9 */2 * *",   "0 0 31 * 3",      "5/15 1-2 * * 0,6",
-      "0 0 29,30,31 * *",  "45 23 28-31 * *",    "0 6 1 1,3,5 *",      "59 23 * * 7",     "0 0 1-7 * 1",
+      "* * * * *",        "*/7 * * * *",     "0 */3 * * *",      "30 4 1,15 * *", "0 0 * * 1-5",
+      "15 10 13 * 5",     "0 12 * * sun",    "*/20 8-9 */2 * *", "0 0 31 * 3",    "5/15 1-2 * * 0,6",
+      "0 0 29,30,31 * *", "45 23 28-31 * *", "0 6 1 1,3,5 *",    "59 23 * * 7",   "0 0 1-7 * 1",
   };
   size_t i;
   int k;
@@ -661,9 +664,9 @@ static void test_local_fall_back_hourly_keeps_rhythm(void **state) {
 
 static void test_local_against_reference_around_dst(void **state) {
   (void)state;
-  static const char *const exprs[] = {"* * * * *", "*/7 * * * *", "30 2 * * *", "0 3 * * *", "*/10 2 * * *",
-                                      "0 1-4 * * *", "59 * * * *", "0 0 * * *", "15 2,3 * * sun", "0 */2 * * *",
-                                      "45 1 * * *"};
+  static const char *const exprs[] = {"* * * * *",      "*/7 * * * *", "30 2 * * *", "0 3 * * *",
+                                      "*/10 2 * * *",   "0 1-4 * * *", "59 * * * *", "0 0 * * *",
+                                      "15 2,3 * * sun", "0 */2 * * *", "45 1 * * *"};
   /* Transition days: Madrid (1h), New York (1h, local 02:00), Lord Howe (30 min). */
   static const struct {
     const char *zone;

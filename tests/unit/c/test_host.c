@@ -60,8 +60,7 @@ static void on_done(dc_task *t, int status, const char *err, void *ud) {
     const char *text = lua_type(co, i) == LUA_TNIL       ? "nil"
                        : lua_type(co, i) == LUA_TBOOLEAN ? (lua_toboolean(co, i) ? "true" : "false")
                                                          : lua_tostring(co, i);
-    snprintf(f->results + used, sizeof f->results - used, "%s%s", i > 1 ? "," : "",
-             text ? text : "?");
+    snprintf(f->results + used, sizeof f->results - used, "%s%s", i > 1 ? "," : "", text ? text : "?");
   }
 }
 
@@ -179,11 +178,7 @@ static int test_opts(lua_State *L) {
 }
 
 static const luaL_Reg test_functions[] = {
-    {"opts", test_opts},
-    {"wait", test_wait},
-    {"wait_timer", test_wait_timer},
-    {"early", test_early},
-    {NULL, NULL},
+    {"opts", test_opts}, {"wait", test_wait}, {"wait_timer", test_wait_timer}, {"early", test_early}, {NULL, NULL},
 };
 
 static int luaopen_test(lua_State *L) {
@@ -209,9 +204,7 @@ static int start(void **state, size_t memory_limit, long long max_instructions) 
   if (!f) return -1;
   F = f;
   uv_loop_init(&f->loop);
-  dc_host_options opts = {.memory_limit = memory_limit,
-                          .max_instructions = max_instructions,
-                          .modules = test_modules};
+  dc_host_options opts = {.memory_limit = memory_limit, .max_instructions = max_instructions, .modules = test_modules};
   f->H = dc_host_new(&f->loop, &opts);
   if (!f->H) return -1;
   /* the fake natives as a global, the way policies reach modules */
@@ -289,8 +282,9 @@ static void wait_then_deliver_directly(void **state) {
 
 static void wait_then_deliver_from_the_loop(void **state) {
   fixture *f = *state;
-  spawn(f, "local a = {test.wait_timer(5)}; local b = {test.wait_timer(1)}\n"
-           "return a[1], a[2], b[1], b[2]",
+  spawn(f,
+        "local a = {test.wait_timer(5)}; local b = {test.wait_timer(1)}\n"
+        "return a[1], a[2], b[1], b[2]",
         0);
   assert_int_equal(f->done_calls, 0);
   run_loop(f);
@@ -389,8 +383,9 @@ static void budget_stops_a_loop(void **state) {
 
 static void budget_cannot_be_swallowed(void **state) {
   fixture *f = *state;
-  spawn(f, "for _ = 1, 100 do pcall(function() while true do end end) end\n"
-           "local ok = pcall(error, 'x'); return 'swallowed'",
+  spawn(f,
+        "for _ = 1, 100 do pcall(function() while true do end end) end\n"
+        "local ok = pcall(error, 'x'); return 'swallowed'",
         0);
   run_loop(f); /* a run longer than a time slice is preempted and resumed by the loop */
   assert_int_equal(f->done_calls, 1);

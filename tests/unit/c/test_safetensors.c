@@ -191,11 +191,14 @@ static void test_json_errors(void **state) {
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[01],\"data_offsets\":[0,4]}}", 4, "non-negative integers");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999]}}", 4, "too large");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, "data_offsets must have 2 values");
-  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4, "data_offsets must have 2 values");
-  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "more than 8 dimensions");
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4,
+               "data_offsets must have 2 values");
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+               "more than 8 dimensions");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "tensor 'a': missing shape");
   expect_error("{\"a\":{}}", 0, "missing dtype, shape and data_offsets");
-  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"extra\":1}}", 4, "unknown field 'extra'");
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"extra\":1}}", 4,
+               "unknown field 'extra'");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "given twice");
   expect_error("{\"a\":[]}", 0, "expected '{'");
   expect_error("{\"__metadata__\":{\"k\":1}}", 0, "value of 'k' must be a string");
@@ -282,9 +285,9 @@ static void test_mutations(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid_files),   cmocka_unit_test(test_conversions),
-      cmocka_unit_test(test_length_errors), cmocka_unit_test(test_layout_errors),
-      cmocka_unit_test(test_dtype_errors),  cmocka_unit_test(test_json_errors),
+      cmocka_unit_test(test_valid_files),       cmocka_unit_test(test_conversions),
+      cmocka_unit_test(test_length_errors),     cmocka_unit_test(test_layout_errors),
+      cmocka_unit_test(test_dtype_errors),      cmocka_unit_test(test_json_errors),
       cmocka_unit_test(test_writer_round_trip), cmocka_unit_test(test_mutations),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
