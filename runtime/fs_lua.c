@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <uv.h>
 
 #include "luaopts.h"
 #include "modules.h"
@@ -298,6 +299,20 @@ static int fs_rename(lua_State *L) {
   return 1;
 }
 
+/* fs.random_hex(nbytes) -> 2 * nbytes hex digits from the system's random source (getrandom):
+ * identifiers (run ids) that neither another process nor a policy's math.randomseed can repeat. */
+static int fs_random_hex(lua_State *L) {
+  unsigned char bytes[64];
+  char hex[2 * sizeof bytes];
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof bytes, 1, "1 to 64 bytes");
+  int rc = uv_random(NULL, NULL, bytes, (size_t)n, 0, NULL);
+  if (rc != 0) return luaL_error(L, "fs.random_hex: %s", uv_strerror(rc));
+  for (lua_Integer i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
+  lua_pushlstring(L, hex, (size_t)(2 * n));
+  return 1;
+}
+
 static const luaL_Reg fs_functions[] = {
     {"mkdir_p", fs_mkdir_p},
     {"list", fs_list},
@@ -308,6 +323,7 @@ static const luaL_Reg fs_functions[] = {
     {"rename", fs_rename},
     {"read_file", fs_read_file},
     {"isatty", fs_isatty},
+    {"random_hex", fs_random_hex},
     {"write_atomic", fs_write_atomic},
     {NULL, NULL},
 };

@@ -655,10 +655,25 @@ static void install_clocked_os(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* math.random seeded from the system's random source: Lua's own seed mixes the time in
+ * seconds with addresses, which repeat across processes started in the same second where
+ * addresses are not randomized (sanitizer builds), so two agents would draw the same numbers. */
+static void seed_random(lua_State *L) {
+  lua_Integer seed[2];
+  if (uv_random(NULL, NULL, seed, sizeof seed, 0, NULL) != 0) return; /* keep Lua's own seed */
+  lua_getglobal(L, "math");
+  lua_getfield(L, -1, "randomseed");
+  lua_pushinteger(L, seed[0]);
+  lua_pushinteger(L, seed[1]);
+  lua_call(L, 2, 0);
+  lua_pop(L, 1);
+}
+
 /* Runs under pcall: opens the libraries, registers the native modules, sets package.path. */
 static int open_state(lua_State *L) {
   dc_host *H = dc_host_of(L);
   luaL_openlibs(L);
+  seed_random(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const dc_module *m = H->opts.modules; m && m->name; m++) {
     lua_pushcfunction(L, m->open);

@@ -12,6 +12,7 @@
 --   fs.stat(path) -> {type = "file" | "dir" | "other", size =, mtime =}   links followed
 --   fs.realpath(path) -> path, fs.cwd() -> path, fs.remove(path) -> true
 --   fs.isatty(fd) -> boolean                      fd 0, 1 or 2: whether it is a terminal
+--   fs.random_hex(nbytes) -> text                 hex digits from the system's random source
 --   fs.rename(from, to) -> true                   rename(2), the new entry synced to disk: a
 --                                                 directory filled under a temporary name
 --                                                 appears whole or not at all
@@ -50,6 +51,7 @@ _M.stat = wrap(native.stat)
 _M.realpath = wrap(native.realpath)
 _M.remove = wrap(native.remove)
 _M.isatty = native.isatty
+_M.random_hex = native.random_hex
 _M.rename = wrap(native.rename)
 
 function _M.cwd()

@@ -14,8 +14,8 @@ local fs = require "dconn.fs"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable = setmetatable
-local format, lower, upper, floor, concat, sort, random =
-  string.format, string.lower, string.upper, math.floor, table.concat, table.sort, math.random
+local format, lower, upper, floor, concat, sort =
+  string.format, string.lower, string.upper, math.floor, table.concat, table.sort
 local new_error = tracker.new_error
 local check_rel = tracker.check_artifact_path
 
@@ -257,7 +257,7 @@ function Store:get_or_create_experiment(name)
   local exp = self:get_experiment_by_name(name)
   if exp then return exp end
   if name == "" or #name > 500 then return nil, new_error("INVALID_PARAMETER_VALUE", "bad experiment name") end
-  local id = tostring(random(100000000000000000, 999999999999999999))
+  local id = tostring(100000000000000000 + tonumber(fs.random_hex(7), 16) % 900000000000000000)
   local wok, err = self:_write_experiment(id, name)
   if not wok then return nil, err end
   return self:get_experiment_by_name(name)
@@ -307,11 +307,7 @@ function Store:create_run(spec)
   if not read_file(self.root .. "/" .. exp_id .. "/meta.yaml") then
     return nil, new_error("RESOURCE_DOES_NOT_EXIST", "No Experiment with id=" .. exp_id .. " exists")
   end
-  local hex = {}
-  for i = 1, 32 do
-    hex[i] = format("%x", random(0, 15))
-  end
-  local run_id = concat(hex)
+  local run_id = fs.random_hex(16) -- as MLflow's uuid4().hex
   local tags = tracker.kv_list(spec.tags, "tags")
   local name = spec.run_name
   for _, kv in ipairs(tags) do
