@@ -193,7 +193,7 @@ local TRIGGER_DOCS = {
   {
     key = "budget",
     type = "any",
-    doc = "Lua instructions per run, -1 for no limit (default " .. "--max-instructions)",
+    doc = "Lua instructions per run, -1 for no limit (default --max-instructions)",
   },
 }
 
@@ -349,7 +349,7 @@ local RULE_PARAMS = {
     key = "sla",
     type = "number",
     default = rules.DEFAULTS.sla,
-    doc = "max_qos: move only when the best " .. "predicted QoS is above this",
+    doc = "max_qos: move only when the best predicted QoS is above this",
   },
   {
     key = "degraded",
@@ -361,13 +361,13 @@ local RULE_PARAMS = {
     key = "edge_threshold",
     type = "number",
     default = rules.DEFAULTS.edge_threshold,
-    doc = "reactive: leave an " .. "edge node when its predicted latency is above this",
+    doc = "reactive: leave an edge node when its predicted latency is above this",
   },
   {
     key = "cloud_threshold",
     type = "number",
     default = rules.DEFAULTS.cloud_threshold,
-    doc = "reactive: come " .. "back from a cloud node when its predicted latency is below this",
+    doc = "reactive: come back from a cloud node when its predicted latency is below this",
   },
   {
     key = "metric",
@@ -430,14 +430,14 @@ local TRACKER = record({
     key = "uri",
     type = "any",
     env = { "MLFLOW_TRACKING_URI", "SCANFLOW_TRACKER_URI" },
-    doc = "http(s)://... " .. "or file:DIR, or false for none; default file:./mlruns",
+    doc = "http(s)://... or file:DIR, or false for none; default file:./mlruns",
   },
   { key = "experiment", type = "string", default = "predictor", doc = "the experiment predictions are logged to" },
   {
     key = "agent",
     type = "string",
     env = { "AGENT_NAME" },
-    doc = "decisions go to the experiment <agent>-agent; " .. "default: the policy's name",
+    doc = "decisions go to the experiment <agent>-agent; default: the policy's name",
   },
 })
 
@@ -521,7 +521,7 @@ local SETTINGS = {
       type = "any",
       default = "5m",
       check = check_trigger,
-      doc = "when the recommender " .. "decides: the same",
+      doc = "when the recommender decides: the same",
     },
   }, { key = "schedule", hint = "other jobs go in 'jobs'", doc = "when the two jobs of a placement policy run" }),
   {
@@ -584,7 +584,7 @@ local SETTINGS = {
     key = "history",
     type = "integer",
     default = 40,
-    doc = "15 s rows fetched per candidate (forecasters fit on " .. "them)",
+    doc = "15 s rows fetched per candidate (forecasters fit on them)",
   },
   { key = "max_age", type = "duration", default = "15m", doc = "predictions older than this are refused" },
   record({
@@ -592,19 +592,19 @@ local SETTINGS = {
       key = "margin",
       type = "any",
       default = gates.DEFAULTS.margin,
-      doc = "the absolute gain the destination " .. "must predict over the app's node",
+      doc = "the absolute gain the destination must predict over the app's node",
     },
     {
       key = "margin_relative",
       type = "any",
       default = gates.DEFAULTS.margin_relative,
-      doc = "the same, as a " .. "fraction of the app's node's prediction",
+      doc = "the same, as a fraction of the app's node's prediction",
     },
     {
       key = "consecutive",
       type = "any",
       default = gates.DEFAULTS.consecutive,
-      doc = "ticks in a row the rule " .. "must have named the same destination",
+      doc = "ticks in a row the rule must have named the same destination",
     },
     { key = "cooldown", type = "any", default = "1h", doc = "since the app's last move" },
     { key = "budget", type = "any", default = gates.DEFAULTS.budget, doc = "moves in the last hour, all apps" },
@@ -612,12 +612,12 @@ local SETTINGS = {
       key = "namespace_budget",
       type = "any",
       default = gates.DEFAULTS.namespace_budget,
-      doc = "moves in the " .. "last hour in one namespace",
+      doc = "moves in the last hour in one namespace",
     },
   }, {
     key = "safety",
     check = function(v) return gates.check_settings(v) end,
-    doc = "the gates before a move " .. "(false or 0 turns one off)",
+    doc = "the gates before a move (false or 0 turns one off)",
   }),
   record({
     {
@@ -631,7 +631,7 @@ local SETTINGS = {
       key = "label",
       type = "string",
       default = "kubernetes.io/hostname",
-      doc = "the node label the Deployment " .. "is pinned with",
+      doc = "the node label the Deployment is pinned with",
     },
     {
       key = "form",
@@ -661,7 +661,7 @@ local SETTINGS = {
     type = "map",
     list = true,
     item = JOB,
-    doc = "jobs: {NAME = {every=, run = function() ... " .. "end}, ...} (or a list of them with name=)",
+    doc = "jobs: {NAME = {every=, run = function() ... end}, ...} (or a list of them with name=)",
     expect = "a table {NAME = {every= | cron= | at=, run=}, ...} or a list of jobs with name=",
   },
   record({
@@ -1149,7 +1149,7 @@ function _M.help()
   entry_lines(
     lines,
     "Deprecated:",
-    "these flat keys are still accepted, with a warning, and mean the grouped " .. "key: " .. concat(flat, ", "),
+    "these flat keys are still accepted, with a warning, and mean the grouped key: " .. concat(flat, ", "),
     -1
   )
   lines[#lines + 1] = ""

@@ -481,7 +481,7 @@ function Source:window(candidate, now, opts)
         errors.new(
           "no_data",
           format(
-            "prometheus: no samples for cluster %s (query %s) at %s between %s " .. "and %s",
+            "prometheus: no samples for cluster %s (query %s) at %s between %s and %s",
             cluster,
             self.queries[name],
             tostring(self.client.url),
@@ -499,7 +499,7 @@ function Source:window(candidate, now, opts)
       errors.new(
         "no_data",
         format(
-          "prometheus: no time with every feature for cluster %s at %s between " .. "%s and %s",
+          "prometheus: no time with every feature for cluster %s at %s between %s and %s",
           cluster,
           tostring(self.client.url),
           iso(start),

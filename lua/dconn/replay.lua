@@ -132,7 +132,7 @@ function Source:data_time(now)
     return fail(
       "no_data",
       format(
-        "replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; " .. "loop = false)",
+        "replay: %s ended at %s UTC (agent time %s is %.0f s of data past it; loop = false)",
         self.path,
         utc(self.last),
         utc(now),

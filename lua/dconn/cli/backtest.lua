@@ -172,7 +172,7 @@ move, flaps (A -> B -> A within an hour), SLA violations, and each candidate's p
       name = "from",
       metavar = "T",
       check = when,
-      help = "start there (unix seconds or a date; default: once the " .. "models have 10 minutes of history)",
+      help = "start there (unix seconds or a date; default: once the models have 10 minutes of history)",
     },
     { name = "to", metavar = "T", check = when, help = "stop there (default: the data's end)" },
     { name = "start", metavar = "NODE", help = "the node the app starts on (default: the first candidate)" },
@@ -192,7 +192,7 @@ move, flaps (A -> B -> A within an hour), SLA violations, and each candidate's p
     {
       name = "report",
       metavar = "FILE.svg",
-      help = "also draw the run: QoS per candidate, where the app was, " .. "the moves, the SLA",
+      help = "also draw the run: QoS per candidate, where the app was, the moves, the SLA",
     },
   },
   args = { { name = "POLICY.lua", key = "policy", type = "file", required = true, help = "the policy file" } },

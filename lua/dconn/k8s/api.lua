@@ -123,7 +123,7 @@ function _M.client(opts)
     sim, err = k8s_sim.open(path ~= "" and path or nil)
     if not sim then return nil, new_error("config", "Config", nil, err) end
     log.error(
-      "k8s: NO KUBERNETES CONFIGURATION IN USE: talking to a SIMULATED cluster (%s); nothing real " .. "will move",
+      "k8s: NO KUBERNETES CONFIGURATION IN USE: talking to a SIMULATED cluster (%s); nothing real will move",
       path and ("state file " .. path) or "in memory, empty"
     )
     cfg.server = "simulated:" .. (path or "memory")

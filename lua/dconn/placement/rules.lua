@@ -139,7 +139,7 @@ function _M.max_qos(p, ctx)
         "max_qos",
         "move",
         format(
-          "app's node %s is degraded (%s, below %s); best %s (%s) does not " .. "clear SLA %s but is better",
+          "app's node %s is degraded (%s, below %s); best %s (%s) does not clear SLA %s but is better",
           tostring(p.current),
           num(here.value),
           num(degraded),
