@@ -169,6 +169,135 @@ static double fc_predict(const fc *f, int h) {
   return NAN;
 }
 
+/* ---- rolling origin, incrementally ----
+ *
+ * On an expanding window the fit at origin o is the fit at o - 1 plus one value, so a backtest
+ * keeps the fitted state instead of refitting from scratch at every origin: EWMA and Holt keep,
+ * for every point of their parameter grid, the smoothing state and the running in-sample error
+ * (the fit at an origin is the grid point with the lowest error so far, first on ties, exactly
+ * as fc_fit chooses it); ridge keeps the means and the centred co-moments of the lagged values
+ * (Welford's updates, stable for a constant series) and solves its p x p system per origin.
+ * O(n x grid) for a series of n values instead of O(n^2 x grid). */
+
+#define EWMA_GRID 99
+#define HOLT_GRID 19
+
+typedef struct smooth {
+  double a, b, level, trend, sse;
+} smooth;
+
+typedef struct rolling {
+  fc *f;
+  int grid; /* smoothing states in use */
+  smooth *s;
+  /* ridge: lagged values seen, their means and co-moments */
+  int m;
+  double mx[MAX_LAGS], my, cxx[MAX_LAGS * MAX_LAGS], cxy[MAX_LAGS];
+} rolling;
+
+static void rolling_init(rolling *r, fc *f, smooth *states) {
+  memset(r, 0, sizeof *r);
+  r->f = f;
+  r->s = states;
+  if (f->kind == FC_EWMA) {
+    int k = 0;
+    if (f->alpha >= 0) states[k++].a = f->alpha;
+    else
+      for (int i = 1; i <= EWMA_GRID; i++) states[k++].a = i / 100.0;
+    r->grid = k;
+  } else if (f->kind == FC_HOLT) {
+    int k = 0, na = f->alpha < 0 ? HOLT_GRID : 1, nb = f->beta < 0 ? HOLT_GRID : 1;
+    for (int i = 1; i <= na; i++)
+      for (int j = 1; j <= nb; j++, k++) {
+        states[k].a = f->alpha < 0 ? i / 20.0 : f->alpha;
+        states[k].b = f->beta < 0 ? j / 20.0 : f->beta;
+      }
+    r->grid = k;
+  }
+}
+
+/* Adds y[t] (the values before it are y[0..t)) to the state. */
+static void rolling_add(rolling *r, const double *y, int t) {
+  fc *f = r->f;
+  if (f->kind == FC_EWMA) {
+    for (int k = 0; k < r->grid; k++) {
+      smooth *s = &r->s[k];
+      if (t == 0) s->level = y[0];
+      else {
+        double e = y[t] - s->level;
+        s->sse += e * e;
+        s->level += s->a * e;
+      }
+    }
+  } else if (f->kind == FC_HOLT) {
+    for (int k = 0; k < r->grid; k++) {
+      smooth *s = &r->s[k];
+      if (t == 0) continue;
+      if (t == 1) s->level = y[0], s->trend = y[1] - y[0];
+      double pred = s->level + s->trend, e = y[t] - pred;
+      if (t >= 2) s->sse += e * e;
+      double prev = s->level;
+      s->level = s->a * y[t] + (1 - s->a) * pred;
+      s->trend = s->b * (s->level - prev) + (1 - s->b) * s->trend;
+    }
+  } else if (f->kind == FC_RIDGE && t >= f->lags) {
+    int p = f->lags;
+    double dx[MAX_LAGS], dy;
+    r->m++;
+    for (int i = 0; i < p; i++) {
+      dx[i] = y[t - 1 - i] - r->mx[i];
+      r->mx[i] += dx[i] / r->m;
+    }
+    dy = y[t] - r->my;
+    r->my += dy / r->m;
+    for (int i = 0; i < p; i++) {
+      r->cxy[i] += dx[i] * (y[t] - r->my);
+      for (int j = i; j < p; j++) r->cxx[i * p + j] += dx[i] * (y[t - 1 - j] - r->mx[j]);
+    }
+  }
+}
+
+/* Sets r->f as fitted on y[0..n); 0, or -1 with a message. */
+static int rolling_fit(rolling *r, const double *y, int n, char *err, size_t errlen) {
+  fc *f = r->f;
+  f->fitted = false;
+  if (n < min_points(f)) {
+    snprintf(err, errlen, "%s needs at least %d values, got %d", KINDS[f->kind], min_points(f), n);
+    return -1;
+  }
+  if (f->kind == FC_EWMA || f->kind == FC_HOLT) {
+    int best = 0;
+    for (int k = 1; k < r->grid; k++)
+      if (r->s[k].sse < r->s[best].sse) best = k;
+    f->fit_alpha = r->s[best].a;
+    f->fit_beta = r->s[best].b;
+    f->level = r->s[best].level;
+    f->trend = r->s[best].trend;
+  } else if (f->kind == FC_RIDGE) {
+    int p = f->lags;
+    double A[MAX_LAGS * MAX_LAGS], rhs[MAX_LAGS];
+    memset(A, 0, sizeof(double) * (size_t)(p * p));
+    for (int i = 0; i < p; i++) {
+      rhs[i] = r->cxy[i];
+      for (int j = i; j < p; j++) A[i * p + j] = r->cxx[i * p + j];
+      A[i * p + i] += f->lambda;
+    }
+    if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', p, 1, A, p, rhs, 1) != 0) {
+      snprintf(err, errlen, "ridge: the lagged values are collinear (a constant series?); use lambda > 0");
+      return -1;
+    }
+    f->intercept = r->my;
+    for (int k = 0; k < p; k++) {
+      f->coef[k] = rhs[k];
+      f->intercept -= rhs[k] * r->mx[k];
+    }
+  }
+  int keep = n < MAX_LAGS ? n : MAX_LAGS;
+  for (int k = 0; k < keep; k++) f->hist[k] = y[n - 1 - k];
+  f->fitted = true;
+  return 0;
+}
+
 /* ---- Lua ---- */
 
 /* The series at idx (a list of numbers or a 1-D tensor) as doubles in a Lua-owned block
@@ -316,7 +445,8 @@ static int m_tostring(lua_State *L) {
 /* nn.backtest(kind, opts, series, {initial=, horizon=, step=, window=, last=})
  *   -> {mae=, rmse=, n=} | nil, err
  * Rolling origin: for each origin o (training values y[1..o], or the last `window` of them),
- * fit, forecast `horizon` steps, compare with y[o + horizon]. Origins run from `initial` (default
+ * fit, forecast `horizon` steps, compare with y[o + horizon]. On the whole history (no window)
+ * the fits are incremental (rolling, above): one pass over the series. Origins run from `initial` (default
  * enough values to fit, at least 3) to #y - horizon by `step`; `last` keeps only the final ones. */
 static int fc_backtest(lua_State *L) {
   fc f;
@@ -346,9 +476,24 @@ static int fc_backtest(lua_State *L) {
   double abs_sum = 0, sq_sum = 0;
   lua_Integer count = 0;
   char err[256];
+  /* expanding window: one pass (see rolling); a sliding window refits on its `window` values */
+  rolling r;
+  smooth *states = NULL;
+  if (!window) {
+    states = lua_newuserdatauv(L, sizeof(smooth) * HOLT_GRID * HOLT_GRID, 0);
+    memset(states, 0, sizeof(smooth) * HOLT_GRID * HOLT_GRID);
+    rolling_init(&r, &f, states);
+  }
+  lua_Integer added = 0;
   for (lua_Integer o = first; o + horizon <= n; o += step) {
     lua_Integer from = window && o > window ? o - window : 0;
-    if (fc_fit(&f, y + from, (int)(o - from), err, sizeof err) != 0) {
+    int fitted;
+    if (window) fitted = fc_fit(&f, y + from, (int)(o - from), err, sizeof err);
+    else {
+      for (; added < o; added++) rolling_add(&r, y, (int)added);
+      fitted = rolling_fit(&r, y, (int)o, err, sizeof err);
+    }
+    if (fitted != 0) {
       lua_pushnil(L);
       lua_pushfstring(L, "backtest: at origin %I: %s", o, err);
       return 2;

@@ -634,6 +634,27 @@ describe("dconn.model forecasters", function()
     assert.matches("too short", err)
   end)
 
+  it("backtests on the whole history in one pass, as refitting at every origin would", function()
+    local s = {}
+    for i = 1, 300 do
+      s[i] = 0.5 + 0.3 * math.sin(i / 20) + 0.1 * math.sin(i * 7.3)
+    end
+    for _, kind in ipairs { "persistence", "ewma", "holt", { kind = "holt", alpha = 0.3 }, { kind = "ridge", lags = 3 } } do
+      for _, opts in ipairs { {}, { horizon = 4 }, { last = 20, step = 3 } } do
+        local one_pass = assert(model.backtest(kind, s, opts))
+        local refit = {}
+        for k, v in pairs(opts) do
+          refit[k] = v
+        end
+        refit.window = #s -- a window as long as the series: the refitting path
+        refit = assert(model.backtest(kind, s, refit))
+        assert.equals(refit.n, one_pass.n)
+        assert.near(refit.mae, one_pass.mae, 1e-12)
+        assert.near(refit.rmse, one_pass.rmse, 1e-12)
+      end
+    end
+  end)
+
   it("selects the most accurate model lately", function()
     local step = { 5, 5, 5, 5, 5, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9 }
     local best, results = model.select(step)
