@@ -35,16 +35,46 @@
 -- <p>.mean and <p>.scale (StandardScaler.mean_, .scale_: (x - mean) / scale). Instead of
 -- `weights`, a scaler may give its vectors inline (min = {...}, scale = {...}). With strict
 -- (the default, like load_state_dict) a tensor in the file that no layer uses is an error.
+--
+-- Scalers may also come from a JSON file of scikit-learn's fitted attributes (dconn.model.scalers:
+-- {"x": {"min_": [...], "scale_": [...]}, "y": {...}}): the spec's `scalers` (a path, relative to
+-- the spec file's directory) or model.load's opts.scalers (relative to the current directory).
+-- Its x scaler runs before the first layer, its y scaler (inverse) after the last; a spec that
+-- already starts (ends) with a scaler layer cannot take another one from the file.
+--
+-- Warnings: at load, the network is run on windows spread over its training range (the input
+-- scaler's [0, 1]); outputs that do not move are logged (dconn.log) and kept in m.warnings.
+-- m:diagnose(rows, outputs [, {range =}]) -> warnings checks real inputs and predictions (inputs
+-- outside the training range, constant outputs, outputs outside [0, 1]): dconn.model.diagnose.
+--
+-- Backtests and selection (dconn.model.rolling) take forecasters and networks alike:
+--   model.backtest(contender, data [, opts]) -> {mae, rmse, n [, warnings]} | nil, err
+--     contender: a forecaster kind or spec ({kind =, name =, ...}), a network ({spec =, weights =
+--     [, scalers =] [, name =]}) or a loaded model; data: a series of numbers (forecasters) or
+--     feature rows ({f = {inputs}, qos =}); opts: initial, horizon (steps ahead, default 1), step,
+--     last (only the final origins), window (forecasters: fit on the last values only), target
+--     ("qos", or an input's name or position: what the series is). Forecasters are refitted
+--     incrementally and networks run as one batch of sliding windows: O(n) per contender.
+--   model.select(data [, contenders [, opts]]) -> best name, results (best first) | nil, err
+--     every contender on the same origins; opts as backtest plus metric ("mae" | "rmse"),
+--     baseline (default "persistence": always a contender, first on ties; false: none), current
+--     (the name chosen before) and hysteresis (a fraction: the current stays unless the best's
+--     error is lower than (1 - hysteresis) x its own). results[i] = {name, kind, mae, rmse, n,
+--     warnings}; results.failed lists the contenders that could not be backtested.
 local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 local errors = require "dconn.error"
 local fs = require "dconn.fs"
 local options = require "dconn._options"
+local log = require "dconn.log"
+local scalers = require "dconn.model.scalers"
+local diagnose = require "dconn.model.diagnose"
+local rolling = require "dconn.model.rolling"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local setmetatable, pcall, loadfile = setmetatable, pcall, loadfile
-local format, concat, sort, lower = string.format, table.concat, table.sort, string.lower
+local format, concat, lower = string.format, table.concat, string.lower
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -52,7 +82,7 @@ for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "b
   _M[name] = nn[name]
 end
 
-local SPEC_KEYS = { name = true, description = true, input = true, layers = true, strict = true }
+local SPEC_KEYS = { name = true, description = true, input = true, layers = true, strict = true, scalers = true }
 
 -- Per layer type: accepted fields, and whether it reads weights.
 local LAYERS = {
@@ -285,12 +315,13 @@ end
 
 local Model = {}
 Model.__index = Model
+_M.Model = Model
 
 local function build(spec, path)
   if type(spec) ~= "table" then bad("spec: expected a table") end
   for k in pairs(spec) do
     if not SPEC_KEYS[k] then
-      bad("spec: unknown field '%s' (known: name, description, input, layers, strict)", tostring(k))
+      bad("spec: unknown field '%s' (known: name, description, input, layers, strict, scalers)", tostring(k))
     end
   end
   if type(spec.layers) ~= "table" or #spec.layers == 0 then bad("spec: 'layers' must be a non-empty list") end
@@ -342,7 +373,7 @@ local function build(spec, path)
       first_features = first_features or in_f
       features = out_f or features
       layers[i] = native
-      summary[i] = { type = def.name, weights = layer.weights, input = in_f, output = out_f }
+      summary[i] = { type = def.name, weights = layer.weights, input = in_f, output = out_f, native = native }
     end
     if spec.strict ~= false then
       for _, name in ipairs(file:names()) do
@@ -355,8 +386,17 @@ local function build(spec, path)
     for _, name in ipairs(file:names()) do
       if ld.used[name] then params = params + file:get(name):numel() end
     end
+    local first = summary[1].native
+    local input_scaler -- the training range: a forward MinMax first (x * scale + min in [0, 1])
+    if summary[1].type == "MinMax" and not first.divide then
+      input_scaler = { scale = first.a:totable(), min = first.c:totable() }
+    end
+    for _, entry in ipairs(summary) do
+      entry.native = nil
+    end
     return setmetatable({
       net = nn.network(layers),
+      input_scaler = input_scaler,
       spec = spec,
       name = spec.name,
       layers = summary,
@@ -374,19 +414,71 @@ local function build(spec, path)
 end
 
 -- model.load(spec, weights_path) -> m | nil, err. spec: a table or a .lua/.json path.
-function _M.load(spec, weights)
+-- The spec with the scalers of its JSON file around its layers (a copy), or nil, err.
+local function with_scalers(spec, path)
+  local read, err = scalers.read(path)
+  if not read then return fail(err:find("^cannot") and "io" or "format", err) end
+  local layers = {}
+  for i, layer in ipairs(spec.layers or {}) do
+    layers[i] = layer
+  end
+  local function is_scaler(layer, inverse)
+    local t = type(layer) == "table" and type(layer.type) == "string" and lower(layer.type)
+    return (t == "minmax" or t == "standard") and (layer.inverse == true) == inverse
+  end
+  if read.x then
+    if is_scaler(layers[1], false) then
+      return fail("format", path .. ": the spec already scales its inputs (layer 1); remove one of the two")
+    end
+    table.insert(layers, 1, read.x)
+  end
+  if read.y then
+    if is_scaler(layers[#layers], true) then
+      return fail("format", path .. ": the spec already ends with an inverse scaler; remove one of the two")
+    end
+    layers[#layers + 1] = read.y
+  end
+  local copy = {}
+  for k, v in pairs(spec) do
+    copy[k] = v
+  end
+  copy.layers, copy.scalers = layers, nil
+  return copy
+end
+
+-- model.load(spec, weights_path [, {scalers = FILE.json}]) -> m | nil, err. spec: a table or a .lua/.json path.
+function _M.load(spec, weights, opts)
   if type(weights) ~= "string" then error("model.load: expected the weights file path as argument 2", 2) end
+  options.check(opts, { scalers = "string" }, "model.load")
+  local spec_dir = "."
   if type(spec) == "string" then
+    spec_dir = fs.dirname(spec)
     local s, err = _M.load_spec(spec)
     if not s then return nil, err end
     spec = s
   elseif type(spec) ~= "table" then
     error("model.load: expected a spec table or a spec file path as argument 1", 2)
   end
+  local scalers_path = opts and opts.scalers
+  if not scalers_path and type(spec.scalers) == "string" then scalers_path = fs.join(spec_dir, spec.scalers) end
+  if spec.scalers ~= nil and type(spec.scalers) ~= "string" then
+    return fail("format", "spec: 'scalers' must be the path of a JSON file of the scalers")
+  end
+  if scalers_path then
+    local s, err = with_scalers(spec, scalers_path)
+    if not s then return nil, err end
+    spec = s
+  end
   local ok, m = pcall(build, spec, weights)
-  if ok then return m end
-  if type(m) == "table" then return fail("format", m[1]) end
-  error(m, 0) -- a bug, not a bad file: keep the traceback
+  if not ok then
+    if type(m) == "table" then return fail("format", m[1]) end
+    error(m, 0) -- a bug, not a bad file: keep the traceback
+  end
+  m.warnings = diagnose.probe(m, nn.tensor)
+  for _, w in ipairs(m.warnings) do
+    log.warn("model %s (%s): %s", m.name or "unnamed", weights, w)
+  end
+  return m
 end
 
 -- m:predict(x [, opts]) -> tensor | nil, err. x: [batch, seq, features] (a tensor or nested
@@ -404,6 +496,11 @@ end
 -- Multiply-adds x 2 for one window of `steps` (default: the spec's input.seq, else 1).
 function Model:flops(steps)
   return self.net:flops(steps or self.seq or 1)
+end
+
+-- m:diagnose(rows, outputs [, {range = {lo, hi} | false}]) -> warnings (dconn.model.diagnose)
+function Model:diagnose(rows, outputs, opts)
+  return diagnose.run(self, rows, outputs, opts)
 end
 
 function Model:close()
@@ -427,48 +524,19 @@ local function forecaster_spec(spec)
 end
 _M.forecaster_spec = forecaster_spec
 
--- model.backtest(kind_or_spec, series [, {initial, horizon, step, window, last}]) -> {mae, rmse, n} | nil, err
-function _M.backtest(spec, series, opts)
-  local kind, params = forecaster_spec(spec)
-  local r, err = nn.backtest(kind, params, series, opts)
+-- model.backtest / model.select: see the synopsis (dconn.model.rolling).
+function _M.backtest(contender, data, opts)
+  local r, err = rolling.backtest(contender, data, opts, _M)
   if not r then return fail("invalid", err) end
   return r
 end
 
 local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
-local SELECT_OPTIONS =
-  { metric = "string", initial = "number", horizon = "number", step = "number", window = "number", last = "number" }
 
--- model.select(series [, candidates [, opts]]) -> best, results | nil, err
--- Backtests every candidate on the series (opts as backtest, plus metric = "mae" | "rmse") and
--- returns the name of the one with the lowest error and all results, best first.
-function _M.select(series, candidates, opts)
-  candidates = candidates or DEFAULT_CANDIDATES
-  options.check(opts, SELECT_OPTIONS, "model.select")
-  opts = opts or {}
-  local metric = opts.metric or "mae"
-  if metric ~= "mae" and metric ~= "rmse" then error('model.select: metric must be "mae" or "rmse"', 2) end
-  local bt =
-    { initial = opts.initial, horizon = opts.horizon, step = opts.step, window = opts.window, last = opts.last }
-  local results, failures = {}, {}
-  for _, c in ipairs(candidates) do
-    local kind, params, name = forecaster_spec(c)
-    local r, err = nn.backtest(kind, params, series, bt)
-    if r then
-      r.name, r.kind = name, kind
-      results[#results + 1] = r
-    else
-      failures[#failures + 1] = name .. ": " .. err
-    end
-  end
-  if #results == 0 then
-    return fail("invalid", "model.select: no candidate could be backtested (" .. concat(failures, "; ") .. ")")
-  end
-  sort(results, function(a, b)
-    if a[metric] ~= b[metric] then return a[metric] < b[metric] end
-    return a.name < b.name
-  end)
-  return results[1].name, results
+function _M.select(data, contenders, opts)
+  local best, results = rolling.select(data, contenders, opts, _M, DEFAULT_CANDIDATES)
+  if not best then return fail("invalid", results) end
+  return best, results
 end
 
 return _M
