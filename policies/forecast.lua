@@ -13,7 +13,6 @@ return {
     select = {
       candidates = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } },
       metric = "mae",
-      last = 12,
       reselect = 3600,
     },
   },

@@ -4,7 +4,8 @@
 -- noise of each other no longer bounce the app every 5 minutes.
 --
 -- Predictions come from one model per node trained on the cloudedge telemetry
--- (examples/cloudedge/train.py), like the original's per-cluster LSTMs. Telemetry comes from
+-- (examples/cloudedge/train.py), like the original's per-cluster LSTMs, guarded by persistence: a
+-- node's network predicts only while its recent error beats "QoS stays what it was". Telemetry comes from
 -- Prometheus when PROMETHEUS_URL is set, else from the replayed cloudedge CSV export.
 local prometheus = os.getenv("PROMETHEUS_URL")
 
@@ -12,9 +13,16 @@ return {
   name = "max-qos",
   description = "original max-QoS rule behind the safety gates",
   schedule = { pipeline = "5m", recommender = "5m" },
-  model = {
-    spec = "../examples/cloudedge/models/{node}.json",
-    weights = "../examples/cloudedge/models/{node}.safetensors",
+  model = { -- the node's network, used where it beats persistence lately (persistence otherwise)
+    select = {
+      candidates = {
+        {
+          name = "lstm",
+          spec = "../examples/cloudedge/models/{node}.json",
+          weights = "../examples/cloudedge/models/{node}.safetensors",
+        },
+      },
+    },
   },
   rule = { "max_qos", sla = 0.5 },
   namespace = "scanflow-cloudedge-dataengineer",

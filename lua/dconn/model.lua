@@ -48,19 +48,21 @@
 -- outside the training range, constant outputs, outputs outside [0, 1]): dconn.model.diagnose.
 --
 -- Backtests and selection (dconn.model.rolling) take forecasters and networks alike:
---   model.backtest(contender, data [, opts]) -> {mae, rmse, n [, warnings]} | nil, err
+--   model.backtest(contender, data [, opts]) -> {mae, rmse, n, forecast [, warnings]} | nil, err
 --     contender: a forecaster kind or spec ({kind =, name =, ...}), a network ({spec =, weights =
---     [, scalers =] [, name =]}) or a loaded model; data: a series of numbers (forecasters) or
+--     [, scalers =] [, name =]}), a loaded model or {name =, model = it}; data: a series of numbers (forecasters) or
 --     feature rows ({f = {inputs}, qos =}); opts: initial, horizon (steps ahead, default 1), step,
 --     last (only the final origins), window (forecasters: fit on the last values only), target
 --     ("qos", or an input's name or position: what the series is). Forecasters are refitted
 --     incrementally and networks run as one batch of sliding windows: O(n) per contender.
+--     forecast: the prediction `horizon` steps after the data's end, from all of it.
 --   model.select(data [, contenders [, opts]]) -> best name, results (best first) | nil, err
 --     every contender on the same origins; opts as backtest plus metric ("mae" | "rmse"),
 --     baseline (default "persistence": always a contender, first on ties; false: none), current
 --     (the name chosen before) and hysteresis (a fraction: the current stays unless the best's
---     error is lower than (1 - hysteresis) x its own). results[i] = {name, kind, mae, rmse, n,
---     warnings}; results.failed lists the contenders that could not be backtested.
+--     error is lower than (1 - hysteresis) x its own, and never while its error exceeds the
+--     baseline's). results[i] = {name, kind, mae, rmse, n, forecast, warnings}; results.failed
+--     lists the contenders that could not be backtested.
 local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"

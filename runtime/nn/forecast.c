@@ -443,7 +443,7 @@ static int m_tostring(lua_State *L) {
 }
 
 /* nn.backtest(kind, opts, series, {initial=, horizon=, step=, window=, last=})
- *   -> {mae=, rmse=, n=} | nil, err
+ *   -> {mae=, rmse=, n=, forecast=} | nil, err     forecast: `horizon` steps after the series
  * Rolling origin: for each origin o (training values y[1..o], or the last `window` of them),
  * fit, forecast `horizon` steps, compare with y[o + horizon]. On the whole history (no window)
  * the fits are incremental (rolling, above): one pass over the series. Origins run from `initial` (default
@@ -509,7 +509,20 @@ static int fc_backtest(lua_State *L) {
                     horizon);
     return 2;
   }
-  lua_createtable(L, 0, 3);
+  /* the forecast from the whole series: what the contender predicts now */
+  int final_fit;
+  if (window) {
+    lua_Integer from = n > window ? n - window : 0;
+    final_fit = fc_fit(&f, y + from, (int)(n - from), err, sizeof err);
+  } else {
+    for (; added < n; added++) rolling_add(&r, y, (int)added);
+    final_fit = rolling_fit(&r, y, n, err, sizeof err);
+  }
+  lua_createtable(L, 0, 4);
+  if (final_fit == 0) {
+    lua_pushnumber(L, fc_predict(&f, (int)horizon));
+    lua_setfield(L, -2, "forecast");
+  }
   lua_pushnumber(L, abs_sum / (double)count);
   lua_setfield(L, -2, "mae");
   lua_pushnumber(L, sqrt(sq_sum / (double)count));

@@ -8,7 +8,7 @@
 --     run = { target =, candidates = { {node =, cluster =}, ... }, start =, from =, to =, sla =,
 --             metric =, rows = {[cluster] = 15 s rows}, policy = name, every = the recommender's trigger,
 --             ticks = { {t =, decision = {action =, from =, to =, reason =, gate =}}, ... } (recommender),
---             forecasts = { {t =, values = {[node] = {value =, model =}}}, ... } (pipeline) }
+--             forecasts = { {t =, values = {[node] = {value =, model =, contenders =}}}, ... } (pipeline) }
 --
 -- Time: the clock is the data's own (the replay's t0 is fixed so that agent time = data time), so
 -- a window at tick t holds the buckets complete at t. The run starts by default once the replay
@@ -91,7 +91,7 @@ local function predictions_of(p)
   if not p then return nil end
   local out = {}
   for _, c in ipairs(p.candidates) do
-    if c.value then out[c.node] = { value = c.value, model = c.model } end
+    if c.value then out[c.node] = { value = c.value, model = c.model, contenders = c.contenders } end
   end
   return out
 end

@@ -4,7 +4,8 @@
 --   score.compute(run, { move_cost = 30 }) -> report
 --     report = { hours =, ticks =, moves =, flaps =, mean_qos =, stay_qos =, stay = {[node] = qos},
 --       best_qos =, original_qos =, original_moves =, sla =, sla_violations =, stay_sla_violations =,
---       model_errors = {[node] = {[model] = {mae =, n =}, selected = {mae =, n =}, persistence = ...}},
+--       model_errors = {[node] = {[model] = {mae =, n = [, warnings = {...}]}, selected = {mae =, n =},
+--         persistence = ...}},
 --       decisions = { {t =, action =, from =, to =, reason =} }, move_list = { {t =, from =, to =} },
 --       series = { t = {...}, [node] = {...} (QoS per 15 s bucket), app = {...} (node per bucket),
 --         got = {...} (the QoS the app got per bucket) } }
@@ -21,7 +22,10 @@
 -- Prediction errors: each prediction of the pipeline against the value realized at the next
 -- pipeline tick (the newest complete bucket then), as MAE; persistence (the newest bucket now)
 -- is always there; `selected` is whatever the policy's model said; other keys are the models
--- that made the predictions (for "select", the forecaster chosen at that tick).
+-- by name: where the model setting compares several ("select"), every contender over every tick
+-- (what it predicted, chosen or not), else the model that made the predictions. A network's
+-- entry carries its warnings (dconn.model.diagnose: inputs outside the training range, constant
+-- or out-of-range outputs).
 local features = require "dconn.features"
 
 local ipairs, pairs = ipairs, pairs
@@ -76,9 +80,16 @@ local function dead_in(moves, t, cost)
   return min(d, STEP)
 end
 
-local function add(errs, key, e)
-  local a = errs[key] or { sum = 0, n = 0 }
+local function add(errs, key, e, warnings)
+  local a = errs[key] or { sum = 0, n = 0, seen = {} }
   a.sum, a.n = a.sum + e, a.n + 1
+  for _, w in ipairs(warnings or {}) do
+    if not a.seen[w] then
+      a.seen[w] = true
+      a.warnings = a.warnings or {}
+      a.warnings[#a.warnings + 1] = w
+    end
+  end
   errs[key] = a
 end
 
@@ -95,7 +106,13 @@ local function model_errors(run, interval)
         local p = fc[k].values[c.node]
         if p then
           add(errs, "selected", abs(p.value - real))
-          if p.model and p.model ~= "selected" and p.model ~= "persistence" then
+          if p.contenders then
+            for _, m in ipairs(p.contenders) do
+              if m.name ~= "selected" and m.name ~= "persistence" then
+                add(errs, m.name, abs(m.value - real), m.warnings)
+              end
+            end
+          elseif p.model and p.model ~= "selected" and p.model ~= "persistence" then
             add(errs, p.model, abs(p.value - real))
           end
         end
@@ -103,7 +120,7 @@ local function model_errors(run, interval)
     end
     local e = {}
     for name, a in pairs(errs) do
-      e[name] = { mae = a.sum / a.n, n = a.n }
+      e[name] = { mae = a.sum / a.n, n = a.n, warnings = a.warnings }
     end
     out[c.node] = e
   end

@@ -2,15 +2,17 @@
 -- Internal: dconn.model.backtest and dconn.model.select (their synopsis is dconn.model's).
 --
 -- A contender is a forecaster (a kind, "holt", or a spec, { kind = "ridge", lags = 3, name = }),
--- a network ({ spec =, weights = [, scalers =] [, name =] } loaded with dconn.model.load, or a
--- model already loaded) or persistence. The data is a series of numbers (forecasters only) or
--- feature rows ({ f = {inputs...}, qos = number }, dconn.features' rows), whose `target` (opts:
--- "qos", or an input's position or name in dconn.features.NAMES) is the series forecast.
+-- a network ({ spec =, weights = [, scalers =] [, name =] } loaded with dconn.model.load, a
+-- model already loaded, or { name =, model = a loaded model }) or persistence. The data is a
+-- series of numbers (forecasters only) or feature rows ({ f = {inputs...}, qos = number },
+-- dconn.features' rows), whose `target` (opts: "qos", or an input's position or name in
+-- dconn.features.NAMES) is the series forecast.
 --
 -- At origin o (the first o values known) a forecaster forecasts `horizon` steps ahead from the
 -- values so far (fitted incrementally: O(n) per model, dconn.nn.backtest); a network predicts
 -- from the window of its last `seq` rows of inputs; both against the target at o + horizon.
--- Every contender of one selection is scored on the same origins.
+-- Every contender of one selection is scored on the same origins. A result's `forecast` is what
+-- the contender predicts `horizon` steps after the data's end (from all of it).
 local nn = require "dconn.nn"
 local features = require "dconn.features"
 local diagnose = require "dconn.model.diagnose"
@@ -32,8 +34,9 @@ function _M.contender(c, model)
     local what = 'a forecaster kind ("persistence", "ewma", "holt", "ridge"), {kind=}, {spec=, weights=}'
     error("a model: " .. what .. " or a loaded model", 3)
   end
-  if getmetatable(c) == model.Model then
-    return { name = c.name or "network", kind = "network", model = c }
+  if getmetatable(c) == model.Model then return { name = c.name or "network", kind = "network", model = c } end
+  if getmetatable(c.model) == model.Model then -- { name =, model = a loaded model }
+    return { name = c.name or c.model.name or "network", kind = "network", model = c.model }
   end
   if c.kind ~= nil then
     local kind, params, name = model.forecaster_spec(c)
@@ -116,7 +119,13 @@ local function backtest_network(c, rows, series, o, model)
   for r = at[1] - steps + 1, at[#at] do
     seen[#seen + 1] = rows[r].f
   end
-  local shape = m.sequence_input and { #at, steps, width } or { #at, width }
+  for r = #rows - steps + 1, #rows do -- and the newest window: the forecast now
+    local f = rows[r].f
+    for j = 1, width do
+      flat[#flat + 1] = f[j]
+    end
+  end
+  local shape = m.sequence_input and { #at + 1, steps, width } or { #at + 1, width }
   local y, err = m:predict(model.tensor(flat, shape))
   if not y then return nil, c.name .. ": " .. tostring(err) end
   local abs_sum, sq_sum, outputs = 0, 0, {}
@@ -128,7 +137,13 @@ local function backtest_network(c, rows, series, o, model)
   end
   local qos = o.target == nil or o.target == "qos"
   local warnings = diagnose.run(m, seen, outputs, { range = qos and { 0, 1 } or false })
-  return { mae = abs_sum / #at, rmse = sqrt(sq_sum / #at), n = #at, warnings = #warnings > 0 and warnings or nil }
+  return {
+    mae = abs_sum / #at,
+    rmse = sqrt(sq_sum / #at),
+    n = #at,
+    forecast = y:get(#at + 1, 1),
+    warnings = #warnings > 0 and warnings or nil,
+  }
 end
 
 local BACKTEST_OPTIONS =
@@ -215,12 +230,15 @@ function _M.select(data, candidates, opts, model, defaults)
     return a.name < b.name
   end)
   results.failed = #failures > 0 and failures or nil
-  local best = results[1]
-  if opts.current and best.name ~= opts.current then
-    for _, r in ipairs(results) do
-      -- the current choice stays unless the best beats it by the hysteresis
-      if r.name == opts.current and best[metric] > (1 - hysteresis) * r[metric] then return r.name, results end
-    end
+  local best, by_name = results[1], {}
+  for _, r in ipairs(results) do
+    by_name[r.name] = r
+  end
+  local current, base = by_name[opts.current], baseline and by_name[baseline]
+  -- the current choice stays unless the best beats it by the hysteresis, and never while it does
+  -- worse than the baseline
+  if current and current ~= best and best[metric] > (1 - hysteresis) * current[metric] then
+    if not base or current == base or current[metric] <= base[metric] then return current.name, results end
   end
   return best.name, results
 end

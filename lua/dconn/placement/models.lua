@@ -6,18 +6,27 @@
 --   select.new(setting, ctx) -> predictor               ctx: { dir = policy dir, tracker = fn() -> tracker }
 --   predictor:predict(items, now)  items: { { candidate =, rows =, target = }, ... }; sets on each
 --     item value (the prediction, a number) and model (name), or error (message) when it could not be
---     predicted
+--     predicted, and contenders = { {name =, value =, warnings =}, ... } where models were compared
 --   predictor:describe() -> one line for the log
 --
 -- The `model` setting:
---   "select" (default) or { select = { candidates = {...}, metric = "mae", last = 12, reselect = 3600 } }
---       per candidate, the forecaster (persistence, ewma, holt, ridge) with the lowest recent
---       rolling-origin error on the candidate's own QoS series; the choice is kept for `reselect`
---       seconds, the chosen forecaster is refitted every tick.
---   "persistence" | "ewma" | "holt" | "ridge"   that forecaster for every candidate
---   { spec = "models/{node}.lua", weights = "models/{node}.safetensors" }   a dconn.model on the
---       last `steps` feature rows; {node} and {cluster} are replaced per candidate, paths are
---       relative to the policy's directory. Windows sharing a model run as one batch.
+--   "select" (default) or { select = { candidates = {...}, metric = "mae", reselect = 0,
+--       hysteresis = 0.1, keep = 1920, horizon =, last =, target = "qos" } }
+--       per candidate, the contender with the lowest recent rolling-origin error on the
+--       candidate's own history (dconn.placement.contenders): candidates are forecasters
+--       (persistence, ewma, holt, ridge, or specs such as { kind = "ridge", lags = 3 }) and
+--       networks ({ spec =, weights = [, scalers =] [, name =] }, {node}/{cluster} replaced);
+--       persistence is always one of them. The error is measured over the last `keep` rows seen
+--       (`last`: only the final origins), `horizon` rows ahead (default: the gap between two
+--       pipeline ticks); the choice is re-examined every `reselect` seconds and changes only when
+--       another contender's error is lower than (1 - hysteresis) x the current one's. `target`:
+--       what is forecast, "qos" or an input's name (dconn.features.NAMES).
+--   "persistence" | "ewma" | "holt" | "ridge"   that forecaster for every candidate, as chosen
+--       (no guard: a fixed setting is an explicit choice)
+--   { spec = "models/{node}.lua", weights = "models/{node}.safetensors" [, scalers = "x.json"] }
+--       a dconn.model on the last `steps` feature rows; {node} and {cluster} are replaced per
+--       candidate, paths are relative to the policy's directory. Windows sharing a model run as
+--       one batch. Its warnings (dconn.model.diagnose, on the first history it sees) are logged.
 --   { registry = "qos-{cluster}", version = "3" | alias = "champion" | latest = true,
 --     spec = "spec.lua", weights = "model.safetensors" }   the same, downloaded once from the
 --       tracker's model registry (files named inside the registered model's directory).
@@ -25,6 +34,8 @@
 local model = require "dconn.model"
 local log = require "dconn.log"
 local fs = require "dconn.fs"
+local features = require "dconn.features"
+local contenders = require "dconn.placement.contenders"
 
 local type, pairs, ipairs, tostring, pcall, setmetatable = type, pairs, ipairs, tostring, pcall, setmetatable
 local format, concat = string.format, table.concat
@@ -32,10 +43,21 @@ local format, concat = string.format, table.concat
 local _M = { _VERSION = "0.1.0" }
 
 local FORECASTERS = { persistence = true, ewma = true, holt = true, ridge = true }
-local SELECT_KEYS = { candidates = true, metric = true, last = true, reselect = true }
-local FILE_KEYS = { spec = true, weights = true }
+local SELECT_KEYS = {
+  candidates = true,
+  metric = true,
+  last = true,
+  reselect = true,
+  hysteresis = true,
+  keep = true,
+  horizon = true,
+  target = true,
+}
+local FILE_KEYS = { spec = true, weights = true, scalers = true }
+local NETWORK_KEYS = { spec = true, weights = true, scalers = true, name = true }
 local REGISTRY_KEYS = { registry = true, version = true, alias = true, latest = true, spec = true, weights = true }
-local SELECT_DEFAULTS = { last = 12, reselect = 3600, metric = "mae" }
+local SELECT_DEFAULTS = { reselect = 0, metric = "mae", hysteresis = 0.1, keep = 1920 }
+local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
 
 local function expand(template, candidate)
   return (
@@ -83,13 +105,47 @@ function _M.check(setting)
     if s.metric ~= nil and s.metric ~= "mae" and s.metric ~= "rmse" then
       return nil, 'model.select.metric: "mae" or "rmse"'
     end
-    for _, k in ipairs { "last", "reselect" } do
+    for _, k in ipairs { "last", "reselect", "keep", "horizon" } do
       if s[k] ~= nil and (type(s[k]) ~= "number" or s[k] < 0) then
         return nil, "model.select." .. k .. ": a number >= 0"
       end
     end
+    if s.hysteresis ~= nil and (type(s.hysteresis) ~= "number" or s.hysteresis < 0 or s.hysteresis >= 1) then
+      return nil, "model.select.hysteresis: a fraction in [0, 1)"
+    end
+    if s.target ~= nil and s.target ~= "qos" then
+      local known = false
+      for _, name in ipairs(features.NAMES) do
+        known = known or name == s.target
+      end
+      if not known then
+        return nil, format('model.select.target: "qos" or an input (%s)', concat(features.NAMES, ", "))
+      end
+    end
     if s.candidates ~= nil and type(s.candidates) ~= "table" then
-      return nil, "model.select.candidates: a list of forecaster kinds"
+      return nil, "model.select.candidates: a list of forecasters and networks {spec=, weights=}"
+    end
+    for i, c in ipairs(s.candidates or {}) do
+      local where = format("model.select.candidates[%d]", i)
+      if type(c) == "string" then
+        if not FORECASTERS[c] then
+          return nil, format("%s: unknown forecaster '%s' (persistence, ewma, holt, ridge)", where, c)
+        end
+      elseif type(c) ~= "table" then
+        return nil, where .. ": a forecaster kind, {kind=, ...} or a network {spec=, weights=}"
+      elseif c.kind ~= nil then
+        if not FORECASTERS[c.kind] then
+          return nil, format("%s: unknown forecaster kind '%s'", where, tostring(c.kind))
+        end
+      else
+        local unknown = unknown_key(c, NETWORK_KEYS, "a network")
+        if unknown then return nil, where .. ": " .. unknown:gsub("^model%.", "") end
+        for _, k in ipairs { "spec", "weights" } do
+          if type(c[k]) ~= "string" or c[k] == "" then
+            return nil, format("%s.%s: a file path is required", where, k)
+          end
+        end
+      end
     end
     for k in pairs(setting) do
       if k ~= "select" then return nil, "model." .. tostring(k) .. ": not allowed next to 'select'" end
@@ -116,6 +172,9 @@ function _M.check(setting)
       return nil, "model." .. k .. ": a file path is required (with {node} or {cluster} for per-candidate models)"
     end
   end
+  if setting.scalers ~= nil and type(setting.scalers) ~= "string" then
+    return nil, "model.scalers: the path of a JSON file of the scalers"
+  end
   return true
 end
 
@@ -130,45 +189,21 @@ local function qos_series(rows)
   return s
 end
 
--- The forecaster spec a name stands for (a candidate may be a table such as {kind=, lags=}).
-local function forecaster_of(candidates, name)
-  for _, c in ipairs(candidates or {}) do
-    if type(c) == "table" and (c.name or c.kind) == name then return model.forecaster_spec(c) end
-  end
-  return name
-end
-
--- One series: the forecaster chosen by backtest for this cluster (kept `reselect` seconds) or
--- the fixed one, refitted. Returns { value =, model = } or { error = }.
-local function forecast_one(self, rows, candidate, now)
-  local o = self.options
-  local series = qos_series(rows)
-  local kind = self.kind
-  if not kind then
-    local chosen = self.chosen[candidate.cluster]
-    if chosen and now - chosen.at < o.reselect then
-      kind = chosen.kind
-    else
-      local best, err = model.select(series, o.candidates, { metric = o.metric, last = o.last })
-      if not best then return { error = tostring(err) } end
-      kind = best
-      self.chosen[candidate.cluster] = { kind = best, at = now }
-    end
-  end
-  local fkind, params = forecaster_of(o.candidates, kind)
-  local fitted, err = model.forecaster(fkind, params):fit(series)
-  if not fitted then return { error = format("%s: %s", kind, tostring(err)) } end
-  return { value = fitted:predict(1), model = self.kind and kind or "select:" .. kind }
+-- The fixed forecaster, refitted on the window. Returns { value =, model = } or { error = }.
+local function forecast_one(self, rows)
+  local fitted, err = model.forecaster(self.kind):fit(qos_series(rows))
+  if not fitted then return { error = format("%s: %s", self.kind, tostring(err)) } end
+  return { value = fitted:predict(1), model = self.kind }
 end
 
 -- Forecasters on each candidate's QoS series. Apps placed on the same nodes get the same rows
 -- table from the source: each series is forecast once.
-local function predict_forecast(self, items, now)
+local function predict_forecast(self, items)
   local done = {}
   for _, item in ipairs(items) do
     local r = done[item.rows]
     if not r then
-      r = forecast_one(self, item.rows, item.candidate, now)
+      r = forecast_one(self, item.rows)
       done[item.rows] = r
     end
     item.value, item.model, item.error = r.value, r.model, r.error
@@ -176,12 +211,12 @@ local function predict_forecast(self, items, now)
 end
 
 -- A dconn.model per (spec, weights) pair, loaded once.
-local function load_model(self, spec, weights)
-  local key = spec .. "\0" .. weights
+local function load_model(self, spec, weights, scalers)
+  local key = spec .. "\0" .. weights .. "\0" .. (scalers or "")
   local m = self.models[key]
   if m == nil then
     local err
-    m, err = model.load(spec, weights)
+    m, err = model.load(spec, weights, scalers and { scalers = scalers } or nil)
     if not m then
       log.error("model: cannot load %s with %s: %s", spec, weights, tostring(err))
       m = { failed = tostring(err) }
@@ -218,23 +253,40 @@ local function model_paths(self, candidate)
     if not dir then return nil, nil, err end
     return dir .. "/" .. (s.spec or "spec.lua"), dir .. "/" .. (s.weights or "model.safetensors")
   end
-  return fs.join(self.dir, expand(s.spec, candidate)), fs.join(self.dir, expand(s.weights, candidate))
+  return fs.join(self.dir, expand(s.spec, candidate)),
+    fs.join(self.dir, expand(s.weights, candidate)),
+    nil,
+    s.scalers and fs.join(self.dir, expand(s.scalers, candidate))
 end
 
 -- The model of a candidate, or nil and why (kept per candidate table: targets share them).
 local function model_for(self, candidate)
   local known = self.by_candidate[candidate]
   if known then return known.model, known.err end
-  local spec, weights, err = model_paths(self, candidate)
+  local spec, weights, err, scalers = model_paths(self, candidate)
   local m
   if spec then
-    m = load_model(self, spec, weights)
+    m = load_model(self, spec, weights, scalers)
     if m.failed then
       m, err = nil, "model " .. spec .. ": " .. m.failed
     end
   end
   if m or not self.setting.registry then self.by_candidate[candidate] = { model = m, err = err } end
   return m, err
+end
+
+-- A network's warnings on the first history it is given (its windows backtested, one batch),
+-- logged once.
+local function diagnosed(self, m, rows)
+  local known = self.diagnosed[m]
+  if known then return known.warnings end
+  local r = model.backtest(m, rows, { horizon = 1 })
+  local warnings = r and r.warnings
+  for _, w in ipairs(warnings or {}) do
+    log.warn("model %s: %s", m.name or "unnamed", w)
+  end
+  self.diagnosed[m] = { warnings = warnings }
+  return warnings
 end
 
 -- dconn.model networks: windows grouped by model, one batch each.
@@ -280,7 +332,9 @@ local function predict_models(self, items)
       for _, item in ipairs(g.items) do
         local i = slot[item.rows]
         if i and y then
-          item.value, item.model = y:get(i, 1), m.name or "model"
+          local name = m.name or "model"
+          item.value, item.model = y:get(i, 1), name
+          item.contenders = { { name = name, value = item.value, warnings = diagnosed(self, m, item.rows) } }
         elseif i then
           item.error = "predict: " .. tostring(err)
         end
@@ -306,7 +360,8 @@ function Predictor:predict(items, now)
   local setting = self.setting
   if type(setting) == "function" then return predict_function(self, items, now) end
   if type(setting) == "table" and setting.select == nil then return predict_models(self, items) end
-  return predict_forecast(self, items, now)
+  if self.kind then return predict_forecast(self, items) end
+  return self.chooser:predict(items, now)
 end
 
 function Predictor:describe()
@@ -318,9 +373,12 @@ function Predictor:describe()
   end
   if type(s) == "table" and s.spec then return format("model %s with %s", s.spec, s.weights) end
   return format(
-    "per candidate, the forecaster with the lowest recent %s (re-chosen every %gs)",
+    "per candidate, the model with the lowest recent %s of %d (persistence among them; re-examined every %gs, "
+      .. "hysteresis %g)",
     self.options.metric,
-    self.options.reselect
+    #self.options.candidates,
+    self.options.reselect,
+    self.options.hysteresis
   )
 end
 
@@ -337,6 +395,7 @@ function _M.new(setting, ctx)
     models = {},
     downloads = {},
     by_candidate = setmetatable({}, { __mode = "k" }),
+    diagnosed = setmetatable({}, { __mode = "k" }),
   }, Predictor)
   if type(setting) == "string" and FORECASTERS[setting] then self.kind = setting end
   local o = {}
@@ -344,8 +403,18 @@ function _M.new(setting, ctx)
   for k, v in pairs(SELECT_DEFAULTS) do
     o[k] = given[k] == nil and v or given[k]
   end
-  o.candidates = given.candidates
+  o.candidates = given.candidates or DEFAULT_CANDIDATES
+  o.last, o.horizon, o.target = given.last, given.horizon, given.target
   self.options = o
+  if not self.kind and not (type(setting) == "table" and setting.select == nil) and type(setting) ~= "function" then
+    self.chooser = contenders.new(o, {
+      dir = self.dir,
+      load = function(spec, weights, scalers)
+        local m = load_model(self, spec, weights, scalers)
+        if not m.failed then return m end
+      end,
+    })
+  end
   return self
 end
 

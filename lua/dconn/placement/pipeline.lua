@@ -12,7 +12,8 @@
 -- The predictions are named for what they hold: the rule says what it reads (agent.metric, from
 -- dconn.placement.rules: "qos" for max_qos, "latency" for reactive) and the predictions carry it:
 --   { target=, time=, metric = "qos" | "latency" | ..., candidates = { {node=, cluster=, index=,
---     type=, value = the prediction or nil, model=, error=}, ... }, max=, max_index= (the highest
+--     type=, value = the prediction or nil, model=, error=, contenders = what each model compared
+--     predicted (dconn.placement.models)}, ... }, max=, max_index= (the highest
 --     value and its candidate's index), std_dev=, population_std_dev=, policy=, policy_version=,
 --     run_id= }
 -- The tracker's records keep the original agent's names whatever the metric (other tools read
@@ -85,6 +86,7 @@ local function summarize(agent, target, items, now)
       value = item.value,
       model = item.model,
       error = item.error,
+      contenders = item.contenders,
     }
     if item.value then
       values[#values + 1] = item.value
