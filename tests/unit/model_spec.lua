@@ -608,15 +608,21 @@ describe("dconn.model forecasters", function()
   it("backtests on a rolling origin", function()
     -- persistence on 1..6 from origin 3: forecasts 3, 4, 5 for 4, 5, 6
     local r = assert(model.backtest("persistence", { 1, 2, 3, 4, 5, 6 }))
-    assert.same({ mae = 1, rmse = 1, n = 3 }, r)
+    assert.same({ mae = 1, rmse = 1, n = 3, forecast = 6 }, r) -- forecast: from the whole series
     -- horizon 2: forecasts 3, 4 for 5, 6
-    assert.same({ mae = 2, rmse = 2, n = 2 }, model.backtest("persistence", { 1, 2, 3, 4, 5, 6 }, { horizon = 2 }))
+    assert.same(
+      { mae = 2, rmse = 2, n = 2, forecast = 6 },
+      model.backtest("persistence", { 1, 2, 3, 4, 5, 6 }, { horizon = 2 })
+    )
     -- origins 3 and 4: forecasts 0 and 1 for 1 and 4, errors 1 and 3: mae 2, rmse sqrt(5)
     r = model.backtest("persistence", { 0, 0, 0, 1, 4 })
     assert.equals(2, r.n)
     assert.equals(2, r.mae)
     assert.near(math.sqrt(5), r.rmse, 1e-12)
-    assert.same({ mae = 3, rmse = 3, n = 1 }, model.backtest("persistence", { 0, 0, 0, 1, 4 }, { last = 1 }))
+    assert.same(
+      { mae = 3, rmse = 3, n = 1, forecast = 4 },
+      model.backtest("persistence", { 0, 0, 0, 1, 4 }, { last = 1 })
+    )
     -- origins 2 and 4: errors 0 and 3
     r = model.backtest("persistence", { 0, 0, 0, 1, 4 }, { initial = 2, step = 2 })
     assert.equals(2, r.n)
