@@ -529,8 +529,9 @@ local SETTINGS = {
     type = "any",
     default = "select",
     check = function(v) return select_model.check(v) end,
-    doc = 'which model predicts each candidate: "select" (per node, the forecaster with the lowest recent '
-      .. "backtest error on its QoS), a forecaster (persistence, ewma, holt, ridge), {spec=, weights=} files, "
+    doc = 'which model predicts each candidate: "select" or {select = {candidates = ...}} (per node, the '
+      .. "forecaster or network with the lowest recent backtest error, persistence among them), a forecaster "
+      .. "(persistence, ewma, holt, ridge), {spec=, weights=} files, "
       .. "{registry=, version= | alias= | latest=}, or function(rows, candidate, ctx) -> value [, name]",
   },
   {
@@ -989,15 +990,19 @@ function _M.check(tbl, path, text)
         )
     end
     local metric, model = metric_of(n.rule or SCHEMA.rule.default), n.model or SCHEMA.model.default
-    if metric ~= "qos" and type(model) == "string" then
+    local qos_select = type(model) == "table"
+      and type(model.select) == "table"
+      and (model.select.target == nil or model.select.target == "qos")
+    if metric ~= "qos" and (type(model) == "string" or qos_select) then
       return nil,
         located(
           path,
           text,
           format(
             'model: "%s" forecasts each node\'s QoS, but the rule reads %s '
-              .. "predictions: give a model that predicts %s (a function, or model files trained for it)",
-            model,
+              .. "predictions: give a model that predicts %s (a function, model files trained for it, or "
+              .. "{select = {target = INPUT}})",
+            type(model) == "string" and model or "select",
             metric,
             metric
           )

@@ -12,6 +12,8 @@
 # Up to 64 rows dconn multiplies with its own AVX-512 kernel on pre-packed weights; the
 # BLAS-only line shows small batches with every product left to OpenBLAS.
 # Each figure runs for MODEL_BENCH_SECONDS (default 0.4); every command is bounded by timeout.
+# Last, the CPU time of a rolling-origin backtest at every origin of 7,200 points per forecaster
+# and for the model (tests/bench/backtest_bench.lua).
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment are left as they are.
 # shellcheck source=tests/bench/common.sh
 . "$(dirname "$0")/common.sh" "$@"
@@ -76,4 +78,12 @@ printf 'BLAS only (DCONN_NN_KERNELS=blas), 1 thread: batch 1 %s win/s, batch 6 %
   "$(value "batch 1" "$TMP/blas.1")" "$(value "batch 6" "$TMP/blas.1")"
 printf 'sgemm 1024^3 in the same runs: %s GFLOP/s (1 thread), %s GFLOP/s (2 threads); OpenBLAS core %s\n' \
   "$(value sgemm "$TMP/dconn.1")" "$(value sgemm "$TMP/dconn.2")" "${OPENBLAS_CORETYPE:-auto}"
+# rolling-origin backtests of 7,200 points (one origin per point): forecasters and the network
+timeout 120 "$DCONN" tests/bench/backtest_bench.lua "$SPEC" "$WEIGHTS" 7200 > "$TMP/backtest" 2> "$TMP/backtest.err" || {
+  echo "bench: the backtest run failed:" >&2
+  cat "$TMP/backtest.err" >&2
+  status=1
+}
+printf 'rolling-origin backtest, 7,200 points, CPU s:'
+awk '$1 == "backtest" { printf " %s %s", $2, $3 } END { print "" }' "$TMP/backtest"
 exit $status

@@ -8,12 +8,14 @@
 -- replaced, and persistence, always) predicts the target (`target`: "qos" or an input's name)
 -- at the next pipeline tick; the one with the lowest rolling-origin error on the candidate's
 -- recent history gives the value. Sound by construction:
---   - the history is kept across ticks (the last `keep` rows), not just the window a tick sees;
+--   - the history is kept across ticks (the last `keep` rows, by default 96 horizons: 8 hours at
+--     5 min ticks), not just the window a tick sees;
 --   - the error is measured at the horizon that matters, the gap between two pipeline ticks (or
 --     `horizon` rows), which is the horizon the predictions are used at and judged at;
 --   - persistence is a contender and wins ties, and until the horizon is known (the first tick);
 --   - hysteresis: the current choice stays unless another's error is lower than
---     (1 - hysteresis) x its own, re-examined every `reselect` seconds.
+--     (1 - hysteresis) x its own, re-examined every `reselect` seconds; a choice whose error has
+--     fallen behind persistence's is dropped at once, whatever the hysteresis or `reselect`.
 -- Each item gets value, model ("select:<name>"), and contenders = { {name =, value =,
 -- warnings =}, ... } (what every contender predicted, with the networks' warnings from the last
 -- backtest) for the backtest's per-model errors.
@@ -23,11 +25,13 @@ local log = require "dconn.log"
 local fs = require "dconn.fs"
 
 local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
-local format, floor, max = string.format, math.floor, math.max
+local format, floor, max, min = string.format, math.floor, math.max, math.min
 
 local _M = { _VERSION = "0.1.0" }
 
 local STEP = features.DEFAULT_STEP
+-- History kept by default: 96 horizons (as many independent errors whatever the tick), 1 to 24 h.
+local KEEP_HORIZONS, MIN_KEEP, MAX_KEEP = 96, 240, 5760
 
 local Chooser = {}
 Chooser.__index = Chooser
@@ -86,7 +90,8 @@ function Chooser:remember(cluster, rows)
   for _, r in ipairs(rows) do
     if not newest or r.t > newest then h[#h + 1] = r end
   end
-  local excess = #h - self.options.keep
+  local keep = self.options.keep or min(MAX_KEEP, max(MIN_KEEP, KEEP_HORIZONS * (self.horizon or 1)))
+  local excess = #h - keep
   if excess > 0 then h = table.move(h, excess + 1, #h, 1, {}) end
   self.history[cluster] = h
   return h
@@ -134,10 +139,14 @@ function Chooser:choose(candidate, list, history, now)
   for _, r in ipairs(results) do
     self:warn_once(r.name, r.warnings)
   end
+  local err = {}
+  for _, r in ipairs(results) do
+    err[r.name] = r[o.metric]
+  end
   if not self.horizon then
     best = "persistence" -- the horizon that matters is known from the second tick
-  elseif chosen and now - chosen.at < o.reselect then
-    best = chosen.name
+  elseif chosen and now - chosen.at < o.reselect and err[chosen.name] and err[chosen.name] <= err.persistence then
+    best = chosen.name -- held, unless it has fallen behind persistence
   end
   if not chosen or chosen.name ~= best then self.chosen[key] = { name = best, at = now } end
   return best, results

@@ -11,15 +11,16 @@
 --
 -- The `model` setting:
 --   "select" (default) or { select = { candidates = {...}, metric = "mae", reselect = 0,
---       hysteresis = 0.1, keep = 1920, horizon =, last =, target = "qos" } }
+--       hysteresis = 0.1, keep =, horizon =, last =, target = "qos" } }
 --       per candidate, the contender with the lowest recent rolling-origin error on the
 --       candidate's own history (dconn.placement.contenders): candidates are forecasters
 --       (persistence, ewma, holt, ridge, or specs such as { kind = "ridge", lags = 3 }) and
 --       networks ({ spec =, weights = [, scalers =] [, name =] }, {node}/{cluster} replaced);
 --       persistence is always one of them. The error is measured over the last `keep` rows seen
---       (`last`: only the final origins), `horizon` rows ahead (default: the gap between two
---       pipeline ticks); the choice is re-examined every `reselect` seconds and changes only when
---       another contender's error is lower than (1 - hysteresis) x the current one's. `target`:
+--       (default 96 horizons, 240 to 5760 rows; `last`: only the final origins), `horizon` rows
+--       ahead (default: the gap between two pipeline ticks); the choice is re-examined every
+--       `reselect` seconds and changes only when another contender's error is lower than
+--       (1 - hysteresis) x the current one's, or at once when it falls behind persistence. `target`:
 --       what is forecast, "qos" or an input's name (dconn.features.NAMES).
 --   "persistence" | "ewma" | "holt" | "ridge"   that forecaster for every candidate, as chosen
 --       (no guard: a fixed setting is an explicit choice)
@@ -56,7 +57,7 @@ local SELECT_KEYS = {
 local FILE_KEYS = { spec = true, weights = true, scalers = true }
 local NETWORK_KEYS = { spec = true, weights = true, scalers = true, name = true }
 local REGISTRY_KEYS = { registry = true, version = true, alias = true, latest = true, spec = true, weights = true }
-local SELECT_DEFAULTS = { reselect = 0, metric = "mae", hysteresis = 0.1, keep = 1920 }
+local SELECT_DEFAULTS = { reselect = 0, metric = "mae", hysteresis = 0.1 }
 local DEFAULT_CANDIDATES = { "persistence", "ewma", "holt", { kind = "ridge", lags = 3 } }
 
 local function expand(template, candidate)
@@ -404,7 +405,7 @@ function _M.new(setting, ctx)
     o[k] = given[k] == nil and v or given[k]
   end
   o.candidates = given.candidates or DEFAULT_CANDIDATES
-  o.last, o.horizon, o.target = given.last, given.horizon, given.target
+  o.last, o.horizon, o.target, o.keep = given.last, given.horizon, given.target, given.keep
   self.options = o
   if not self.kind and not (type(setting) == "table" and setting.select == nil) and type(setting) ~= "function" then
     self.chooser = contenders.new(o, {
