@@ -10,7 +10,11 @@
 --
 -- (torch: safetensors.torch.save_file(model.state_dict(), "model.safetensors")). To scale inside
 -- the model, store the scikit-learn scalers' min_/scale_ in the same file as scaler.x.min,
--- scaler.x.scale, scaler.y.min, scaler.y.scale and use lstm_scaled_spec.lua.
+-- scaler.x.scale, scaler.y.min, scaler.y.scale and use lstm_scaled_spec.lua; or keep them in a
+-- JSON file, {"x": {"min_": [...], "scale_": [...]}, "y": {...}} (json.dump of the fitted
+-- attributes), and name it: model.load(spec, weights, {scalers = "scalers.json"}), or a spec field
+-- scalers = "scalers.json". Without its scalers the network sees raw telemetry and may saturate
+-- into a constant: dconn reports constant outputs (dconn.model.diagnose).
 return {
   name = "cloudedge-qos-lstm",
   input = { seq = 10, features = 6 },

@@ -742,11 +742,13 @@ describe("model selection", function()
       err
     )
     assert.matches("decision scanflow%-cloudedge%-dataengineer/nginx: move to ", err)
-    -- which model predicted each node is a param of the predictor run
+    assert.not_matches("cannot load", err) -- every node's network loaded
+    -- which model predicted each node is a param of the predictor run: on the first tick, before
+    -- the gap between ticks (the horizon the networks are judged at) is known, persistence
     local find = io.popen("find " .. dir .. "/mlruns -path '*/params/model_3'")
     local file = find:read("l")
     find:close()
-    assert.equals("cloudedge-qos-cloudskin-k8s-worker-3.novalocal", h.read(file))
+    assert.equals("select:persistence", h.read(file))
   end)
 
   it("downloads a registry model once and predicts with it", function()

@@ -42,7 +42,8 @@ describe("model selection on the example telemetry", function()
       local lstm = r.model_errors[node].lstm
       assert.is_table(lstm, node)
       assert.is_true(lstm.n > 0 and lstm.mae > 0 and lstm.mae < 0.5, node)
-      assert.is_true(lstm.warnings == nil or type(lstm.warnings[1]) == "string", node)
+      -- the latest of each kind (inputs, constant, outputs), not one per tick
+      assert.is_true(lstm.warnings == nil or (#lstm.warnings <= 3 and type(lstm.warnings[1]) == "string"), node)
     end
   end)
 end)

@@ -25,8 +25,9 @@
 -- by name: where the model setting compares several ("select"), every contender over every tick
 -- (what it predicted, chosen or not), else the model that made the predictions. A network's
 -- entry carries its warnings (dconn.model.diagnose: inputs outside the training range, constant
--- or out-of-range outputs).
+-- or out-of-range outputs), the latest of each kind.
 local features = require "dconn.features"
+local diagnose = require "dconn.model.diagnose"
 
 local ipairs, pairs = ipairs, pairs
 local max, min, abs = math.max, math.min, math.abs
@@ -80,17 +81,24 @@ local function dead_in(moves, t, cost)
   return min(d, STEP)
 end
 
+-- Warnings are kept per kind (dconn.model.diagnose.kind), the latest text of each.
 local function add(errs, key, e, warnings)
-  local a = errs[key] or { sum = 0, n = 0, seen = {} }
+  local a = errs[key] or { sum = 0, n = 0 }
   a.sum, a.n = a.sum + e, a.n + 1
   for _, w in ipairs(warnings or {}) do
-    if not a.seen[w] then
-      a.seen[w] = true
-      a.warnings = a.warnings or {}
-      a.warnings[#a.warnings + 1] = w
-    end
+    a.warnings = a.warnings or {}
+    a.warnings[diagnose.kind(w)] = w
   end
   errs[key] = a
+end
+
+local function warning_list(by_kind)
+  if not by_kind then return nil end
+  local out = {}
+  for _, kind in ipairs { "inputs", "constant", "outputs" } do
+    out[#out + 1] = by_kind[kind]
+  end
+  return out
 end
 
 local function model_errors(run, interval)
@@ -120,7 +128,7 @@ local function model_errors(run, interval)
     end
     local e = {}
     for name, a in pairs(errs) do
-      e[name] = { mae = a.sum / a.n, n = a.n, warnings = a.warnings }
+      e[name] = { mae = a.sum / a.n, n = a.n, warnings = warning_list(a.warnings) }
     end
     out[c.node] = e
   end

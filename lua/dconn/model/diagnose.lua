@@ -4,6 +4,7 @@
 --   diagnose.run(m, rows, outputs [, {range = {0, 1}}]) -> warnings (a list of strings)
 --     rows: the feature vectors the windows held (lists of m.input_features numbers);
 --     outputs: the predictions (numbers); range: where they belong (false: anywhere)
+--   diagnose.kind(warning) -> "inputs" | "constant" | "outputs"
 --   diagnose.probe(m) -> warnings     at load: the network on windows spread over its training
 --     range (the input scaler's [0, 1], or [0, 1] itself without one)
 --
@@ -15,6 +16,14 @@ local format, concat = string.format, table.concat
 local huge, min, max = math.huge, math.min, math.max
 
 local _M = { _VERSION = "0.1.0" }
+
+-- The kind of a warning ("inputs", "constant", "outputs"), whatever its figures: to report each
+-- kind once.
+function _M.kind(warning)
+  if warning:find("^inputs outside") then return "inputs" end
+  if warning:find("^outputs are constant") then return "constant" end
+  return "outputs"
+end
 
 _M.MARGIN = 0.1 -- scaled units beyond [0, 1] before an input counts as outside the training range
 _M.CONSTANT = 1e-6 -- outputs spanning less than this are constant

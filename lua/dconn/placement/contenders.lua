@@ -22,6 +22,7 @@
 local model = require "dconn.model"
 local features = require "dconn.features"
 local log = require "dconn.log"
+local diagnose = require "dconn.model.diagnose"
 local fs = require "dconn.fs"
 
 local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
@@ -105,12 +106,20 @@ local function target_of(options)
   end
 end
 
-function Chooser:warn_once(name, warnings)
+-- Whether the setting names persistence itself (else it is added).
+function Chooser:has_baseline()
+  for _, c in ipairs(self.options.candidates) do
+    if c == "persistence" or (type(c) == "table" and (c.name or c.kind) == "persistence") then return true end
+  end
+  return false
+end
+
+function Chooser:warn_once(node, name, warnings)
   for _, w in ipairs(warnings or {}) do
-    local key = name .. "\0" .. w
+    local key = node .. "\0" .. name .. "\0" .. diagnose.kind(w) -- once per kind, not per figure
     if not self.warned[key] then
       self.warned[key] = true
-      log.warn("model %s: %s", name, w)
+      log.warn("model %s for %s: %s", name, node, w)
     end
   end
 end
@@ -137,7 +146,7 @@ function Chooser:choose(candidate, list, history, now)
   })
   if not best then return "persistence", nil end -- too little history yet
   for _, r in ipairs(results) do
-    self:warn_once(r.name, r.warnings)
+    self:warn_once(candidate.node, r.name, r.warnings)
   end
   local err = {}
   for _, r in ipairs(results) do

@@ -373,13 +373,17 @@ function Predictor:describe()
     return format("registry model %s (%s)", s.registry, tostring(s.version or s.alias or "latest"))
   end
   if type(s) == "table" and s.spec then return format("model %s with %s", s.spec, s.weights) end
+  local o, names = self.options, {}
+  for i, c in ipairs(o.candidates) do
+    names[i] = type(c) == "string" and c or c.name or c.kind or c.spec
+  end
   return format(
-    "per candidate, the model with the lowest recent %s of %d (persistence among them; re-examined every %gs, "
-      .. "hysteresis %g)",
-    self.options.metric,
-    #self.options.candidates,
-    self.options.reselect,
-    self.options.hysteresis
+    "per candidate, the lowest recent %s of %s%s (hysteresis %g%s)",
+    o.metric,
+    concat(names, ", "),
+    self.chooser and not self.chooser:has_baseline() and ", persistence" or "",
+    o.hysteresis,
+    o.reselect > 0 and format(", held %gs", o.reselect) or ""
   )
 end
 
