@@ -44,6 +44,7 @@
 --
 -- Warnings: at load, the network is run on windows spread over its training range (the input
 -- scaler's [0, 1]); outputs that do not move are logged (dconn.log) and kept in m.warnings.
+-- m.input_scaler = { min = {...}, scale = {...} } when the first layer is a forward MinMax scaler.
 -- m:diagnose(rows, outputs [, {range =}]) -> warnings checks real inputs and predictions (inputs
 -- outside the training range, constant outputs, outputs outside [0, 1]): dconn.model.diagnose.
 --
