@@ -79,6 +79,9 @@ local function write_text(r)
     for i, name in ipairs(names) do
       if e[name] then
         w:write(format("%-42s %-56s %8.4f %6d\n", i == 1 and node or "", name, e[name].mae, e[name].n))
+        for _, warning in ipairs(e[name].warnings or {}) do
+          w:write(format("%-42s   warning: %s\n", "", warning))
+        end
       end
     end
   end
