@@ -226,6 +226,27 @@ describe("dconn.placement.models selection", function()
     assert.same({ "ewma", "net", "persistence" }, names)
   end)
 
+  it("carries a network's warnings with its prediction", function()
+    local spec = linear(dir, "double", { 2, 0, 0, 0, 0, 0 }, 0) -- 2 x a QoS: beyond 1
+    h.write(dir .. "/double.json", json.encode(spec))
+    local p = models.new(
+      { select = { candidates = { { name = "double", spec = "double.json", weights = "double.safetensors" } } } },
+      { dir = dir }
+    )
+    local rows = rows_where_input1_leads(60)
+    local item
+    for k, upto in ipairs { 40, 41 } do
+      item = { candidate = { node = "n", cluster = "c" }, rows = table.move(rows, upto - 39, upto, 1, {}) }
+      p:predict({ item }, 15 * k)
+    end
+    local double
+    for _, c in ipairs(item.contenders) do
+      if c.name == "double" then double = c end
+    end
+    assert.matches("^outputs outside %[0, 1%] on %d+ of %d+ windows", double.warnings[1])
+    assert.equals("select:persistence", item.model) -- and far worse than persistence
+  end)
+
   it("rejects a bad selection setting with the reason", function()
     local cases = {
       { { select = { candidates = { "arima" } } }, "unknown forecaster 'arima'" },
