@@ -465,6 +465,10 @@ end
 local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 } -- client-go's
 
 local function check_leader(v, path)
+  local n = v.shards
+  if n ~= nil and (n ~= math.floor(n) or n > 1024) then
+    return nil, format("%s.shards: an integer from 1 to 1024 (now %g)", path, n)
+  end
   local t = {}
   for k, d in pairs(LEADER_TIMINGS) do
     t[k] = v[k] or d
@@ -688,11 +692,18 @@ local SETTINGS = {
       default = LEADER_TIMINGS.retry_period,
       doc = "seconds between tries",
     },
+    {
+      key = "shards",
+      type = "positive",
+      doc = "split the targets between replicas: this many shard Leases NAME-shard-I, "
+        .. "each replica decides the targets of the shards it holds (dconn.k8s.shards)",
+    },
   }, {
     key = "leader",
     check = check_leader,
     doc = "a Lease to hold for actuating jobs (the placement jobs, "
-      .. "jobs with actuating = true) to run: one acting agent among replicas",
+      .. "jobs with actuating = true) to run: one acting agent among replicas (or, with shards, "
+      .. "one per target)",
   }),
   {
     key = "routes",

@@ -249,6 +249,10 @@ describe("one schema for every key", function()
         "policy%.lua:2: leader%.retry_period: a positive number",
       },
       {
+        "return {\n  leader = { name = 'l', shards = 2.5 },\n}\n",
+        "policy%.lua:2: leader%.shards: an integer from 1 to 1024 %(now 2%.5%)",
+      },
+      {
         "return {\n  routes = {\n    ['GET /x'] = { handlr = function() end },\n  },\n}\n",
         "policy%.lua:3: routes%[\"GET /x\"%]%.handlr: unknown setting %(did you mean 'handler'%?%)",
       },

@@ -86,7 +86,7 @@ local function is_module(v) return module_name(v) ~= nil end
 -- (a policy stopping every job, or watching every run) and the leadership guard.
 local DRIVER_ONLY = {
   ["dconn.timer"] = { stop = true, hold = true, observe = true },
-  ["dconn.k8s"] = { set_guard = true },
+  ["dconn.k8s"] = { set_guard = true, set_shards = true },
 }
 local NONE = {}
 

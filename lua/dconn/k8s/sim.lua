@@ -8,7 +8,7 @@
 -- and the PodSpec merge-key lists, RFC 7386 merge patch, RFC 6902 JSON patch; dryRun=All;
 -- a resourceVersion in the patch makes it conditional; generation bumps on spec changes),
 -- v1 Nodes get/list (labelSelector k=v, fieldSelector metadata.name=), v1 Events create/list,
--- coordination.k8s.io/v1 Leases get/create/update (409 on stale or duplicate, 422 without a
+-- coordination.k8s.io/v1 Leases get/list/create/update/delete (409 on stale or duplicate, 422 without a
 -- resourceVersion). Errors are Status objects. Each change is written back to the state file.
 --
 -- State file: {"resourceVersion": N, "nodes": [Node...], "deployments": [Deployment...],
@@ -479,10 +479,30 @@ function Sim:route(method, path, query, body, ctype)
       self.leases[ns .. "/" .. lname] = lease
       self:save()
       return 201, lease
+    elseif name == "" and method == "GET" then
+      local items = {}
+      for _, l in ipairs(sorted_values(self.leases)) do
+        if l.metadata.namespace == ns and matches(l, query) then items[#items + 1] = l end
+      end
+      return 200,
+        { apiVersion = "coordination.k8s.io/v1", kind = "LeaseList", metadata = {}, items = json.array(items) }
     elseif name ~= "" and method == "GET" then
       local l = self.leases[ns .. "/" .. name]
       if not l then return not_found("leases", name, "coordination.k8s.io") end
       return 200, l
+    elseif name ~= "" and method == "DELETE" then
+      if not self.leases[ns .. "/" .. name] then return not_found("leases", name, "coordination.k8s.io") end
+      self.leases[ns .. "/" .. name] = nil
+      self:next_rv()
+      self:save()
+      return 200,
+        {
+          apiVersion = "v1",
+          kind = "Status",
+          metadata = {},
+          status = "Success",
+          details = { name = name, group = "coordination.k8s.io", kind = "leases" },
+        }
     elseif name ~= "" and method == "PUT" then
       local cur = self.leases[ns .. "/" .. name]
       if not cur then return not_found("leases", name, "coordination.k8s.io") end

@@ -10,6 +10,7 @@
 --   agent:pipeline()   -> { [target key] = predictions }    (dconn.placement.pipeline)
 --   agent:recommend()  -> { [target key] = decision }       (dconn.placement.recommender)
 --   agent:run(name)    -> runs "pipeline" or "recommender" now
+--   agent:owned_targets() -> the targets this replica decides (all, unless `leader.shards`)
 --   agent:place(target, node [, opts]) -> outcome  (k8s place() on a target's Deployment; dry_run etc.)
 --   agent.settings (dconn.policy.settings: grouped, defaults filled in), agent.targets,
 --   agent.last = { predictions = {...}, decisions = {...} }
@@ -200,6 +201,18 @@ function Agent:target(which)
   for _, t in ipairs(self.targets) do
     if t.key == which or t.deployment == which then return t end
   end
+end
+
+--- The targets this agent decides: all of them, or with a sharded `leader` the ones whose shard
+--- this replica holds now (dconn.k8s.owns).
+function Agent:owned_targets()
+  local api = package.loaded["dconn.k8s.api"] -- not loaded: no shard set, and no cost
+  if not (api and api.shards) then return self.targets end
+  local out = {}
+  for _, t in ipairs(self.targets) do
+    if api.owns(t.namespace, t.deployment) then out[#out + 1] = t end
+  end
+  return out
 end
 
 function Agent:place(which, node, opts)

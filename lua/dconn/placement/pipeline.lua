@@ -179,7 +179,7 @@ local function run(agent)
   end
   local items, by_target = {}, {}
   local window_opts = { steps = s.steps, history = s.history, step = 15 }
-  for _, target in ipairs(agent.targets) do
+  for _, target in ipairs(agent:owned_targets()) do
     local cands
     cands, err = candidates_of(agent, target)
     if not cands then

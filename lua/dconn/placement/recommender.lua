@@ -340,7 +340,7 @@ function _M.run(agent)
   end
   local now = timer.now()
   local out, listed = {}, prefetch(agent)
-  for _, target in ipairs(agent.targets) do
+  for _, target in ipairs(agent:owned_targets()) do
     out[target.key] = decide(agent, target, now, listed)
   end
   return out
