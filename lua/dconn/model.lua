@@ -3,6 +3,7 @@
 --   model.load(spec, weights_path) -> m | nil, err     spec: a table, or a .lua / .json file path
 --   m:predict(x [, {pool = true|false}]) -> tensor | nil, err
 --   model.tensor(nested) / tensor(flat, shape) / zeros(shape) / full(shape, v) / is_tensor(v)
+--   model.kernels() -> "small-batch products avx2, pointwise avx2, OpenBLAS Haswell" (what runs here)
 --   model.open(path) -> safetensors file | nil, err;  model.save(path, {name = t}, meta) -> true | nil, err
 --   model.forecaster(kind [, opts]) -> f;  f:fit(series) -> f | nil, err;  f:predict([h]); f:forecast(h)
 --   model.forecaster_spec(kind_or_spec) -> kind, opts, name
@@ -50,6 +51,13 @@ local _M = { _VERSION = "0.1.0" }
 
 for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops", "POOL_FLOPS" } do
   _M[name] = nn[name]
+end
+
+--- Which kernels run the networks on this CPU: the packed small-batch products ("avx512",
+--- "avx2" or "none": every product in BLAS), the pointwise gates, and OpenBLAS's core.
+function _M.kernels()
+  local b = nn.blas()
+  return string.format("small-batch products %s, pointwise %s, OpenBLAS %s", b.small_gemm, b.kernels, b.core)
 end
 
 local SPEC_KEYS = { name = true, description = true, input = true, layers = true, strict = true }
