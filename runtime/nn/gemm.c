@@ -26,9 +26,6 @@
 #endif
 
 #define PANEL 64
-#ifndef PREFETCH
-#define PREFETCH 8 /* rows of a panel to prefetch ahead in the one-row AVX2 kernel */
-#endif
 
 size_t dc_nn_packed_floats(int N, int K) { return (size_t)((N + PANEL - 1) / PANEL) * PANEL * (size_t)K; }
 
@@ -182,11 +179,6 @@ AVX2 static void one_row_avx2(int N, int K, const float *a, const float *Wp, flo
     /* named accumulators: an array indexed in a loop would live on the stack */
     __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
     for (int k = 0; k < K; k++, w += PANEL) {
-      /* the panel streams from L2: ask for the rows a few steps ahead (4 lines each) */
-      _mm_prefetch((const char *)(w + PREFETCH * PANEL), _MM_HINT_T0);
-      _mm_prefetch((const char *)(w + PREFETCH * PANEL + 16), _MM_HINT_T0);
-      _mm_prefetch((const char *)(w + PREFETCH * PANEL + 32), _MM_HINT_T0);
-      _mm_prefetch((const char *)(w + PREFETCH * PANEL + 48), _MM_HINT_T0);
       __m256 p = _mm256_broadcast_ss(a + k);
       x0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), p, x0);
       x1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), p, x1);
