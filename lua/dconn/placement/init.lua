@@ -98,7 +98,10 @@ function _M.new(tbl, opts)
   local dir = opts.path and fs.dirname(opts.path) or "."
   local state = kept[s.name]
   if not state then
-    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {}, used = {} } }
+    state = {
+      gates = gates.new(s.safety or {}),
+      last = { predictions = {}, decisions = {}, restored = {}, used = {}, errors = {}, verify = {} },
+    }
     kept[s.name] = state
   else
     state.gates:configure(s.safety or {})

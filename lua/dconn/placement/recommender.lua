@@ -13,6 +13,14 @@
 -- Actions: "move" (patched), "stay" (already on the rule's choice), "none" (the rule does not
 -- act), "held" (a gate or a refusal stopped the move), "hold" (no usable predictions or the
 -- tracker/cluster is down: the last decision stands).
+--
+-- The closed loop: after a move of QoS predictions, the next ticks (safety.verify of them)
+-- compare what the telemetry shows on the new node with the old one (the candidates' observed
+-- values, dconn.placement.pipeline); when the new node's mean falls below the old one's by more
+-- than safety.revert_margin plus the noise (safety.noise times the two candidates' recent
+-- prediction error, as the payoff gate counts it), the app moves back at once (a "move" with revert = true, rule
+-- "closed-loop": past the margin, payoff, consecutive and cooldown gates, within the budgets),
+-- once: the revert is not verified in turn, and the A -> B -> A it makes quarantines B (the gates).
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local json = require "dconn.json"
@@ -33,7 +41,13 @@ local patches = metrics.counter(
   "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed."
 )
 
+local reverts = metrics.counter(
+  "dconn_reverts_total",
+  "Moves undone by the closed loop: the new node's realized QoS fell below the old one's, by app."
+)
+
 local function clock(t) return timer.format_time(t, "utc") end
+local num = require("dconn.pretty").num
 
 local function ago(seconds)
   if seconds >= 3600 then return format("%.1fh", seconds / 3600) end
@@ -243,6 +257,62 @@ local function restore_last_move(agent, target)
   end
 end
 
+local function observed(p, node)
+  for _, c in ipairs(p.candidates) do
+    if c.node == node then return c.observed, c.noise or 0 end
+  end
+end
+
+-- The closed loop (see the header): a revert decision, or nil.
+local function verify_move(agent, target, p)
+  local v = agent.last.verify[target.key]
+  if not v then return nil end
+  local g = agent.gates.settings
+  if p.current ~= v.to or g.verify == 0 or p.metric ~= "qos" then
+    agent.last.verify[target.key] = nil
+    return nil
+  end
+  local got, noise_to = observed(p, v.to)
+  local left, noise_from = observed(p, v.from)
+  if not (got and left) then return nil end -- nothing to compare this tick
+  v.ticks, v.got, v.left = v.ticks + 1, v.got + got, v.left + left
+  got, left = v.got / v.ticks, v.left / v.ticks
+  -- worse by more than the margin and what the telemetry's own noise explains
+  local margin = g.revert_margin + g.noise * (noise_to + noise_from)
+  if got < left - margin then
+    agent.last.verify[target.key] = nil
+    reverts:inc({ app = target.key })
+    return {
+      action = "move",
+      to = v.from,
+      revert = true,
+      rule = "closed-loop",
+      reason = format(
+        "closed loop: since the move at %s %s realized %s (predicted %s), %s %s, worse by more than %s: moving back",
+        clock(v.t),
+        v.to,
+        num(got),
+        num(v.predicted),
+        v.from,
+        num(left),
+        num(margin)
+      ),
+    }
+  end
+  if v.ticks >= g.verify then
+    agent.last.verify[target.key] = nil
+    log.info(
+      "closed loop %s: the move to %s held up over %d ticks (realized %s, %s %s)",
+      target.key,
+      v.to,
+      v.ticks,
+      num(got),
+      v.from,
+      num(left)
+    )
+  end
+end
+
 local function decide(agent, target, now, listed)
   local s = agent.settings
   restore_last_move(agent, target)
@@ -277,7 +347,11 @@ local function decide(agent, target, now, listed)
   current, err = current_node(agent, target, listed)
   if current == nil then return hold(agent, target, err, p) end
   p.current = current or nil
-  local ok, d = pcall(agent.rule, p, { settings = target.rule_settings, target = target, now = now })
+  local back = verify_move(agent, target, p)
+  local ok, d = true, back
+  if not back then
+    ok, d = pcall(agent.rule, p, { settings = target.rule_settings, target = target, now = now })
+  end
   if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
@@ -317,7 +391,13 @@ local function decide(agent, target, now, listed)
   d.outcome = out.result
   if out.result == "patched" then
     log.info("update_deployment_with_patch succeeded%s", k.dry_run and " (dry run)" or "")
-    if not k.dry_run then agent.gates:moved(target.key, target.namespace, now) end
+    if not k.dry_run then
+      agent.gates:moved(target.key, target.namespace, now, p.current, d.to)
+      if p.current and not d.revert and p.metric == "qos" then
+        agent.last.verify[target.key] =
+          { from = p.current, to = d.to, t = now, ticks = 0, got = 0, left = 0, predicted = to_value }
+      end
+    end
     patches:inc({ app = target.key, result = "sent" })
   elseif out.result == "already-there" then
     d.action = "stay"
