@@ -188,7 +188,7 @@ function _M.run(opts)
         local d = ok and res[target.key] or { action = "hold", reason = "the recommender failed: " .. tostring(res) }
         out.ticks[#out.ticks + 1] = {
           t = now,
-          decision = { action = d.action, from = d.from, to = d.to, reason = d.reason, gate = d.gate },
+          decision = { action = d.action, from = d.from, to = d.to, reason = d.reason, gate = d.gate, rule = d.rule },
         }
         if opts.progress then opts.progress((now - from) / (to - from), now) end
       end
