@@ -393,7 +393,7 @@ function Gates:evaluate(key, namespace, now, decision, p)
   if reason then return false, "payoff", reason end
   local urgent = decision.urgent == true
   local q = quarantine_of(st, now)
-  quarantined_gauge:set({ app = key }, count(q))
+  if not self.silent then quarantined_gauge:set({ app = key }, count(q)) end -- a shadow's gates are silent
   if q[to] and not urgent then
     return false,
       "quarantine",

@@ -94,7 +94,8 @@ local function track_errors(agent, p, prev)
       c.noise = push(errors[c.node], e)
       local per_model = c.node .. "\0" .. model
       errors[per_model] = errors[per_model] or {}
-      abs_error:set({ target = p.target, candidate = c.node, model = model }, push(errors[per_model], e))
+      local mae = push(errors[per_model], e)
+      if not agent.shadow then abs_error:set({ target = p.target, candidate = c.node, model = model }, mae) end
     elseif errors[c.node] and #errors[c.node] > 0 then
       c.noise = mean_of(errors[c.node]) -- nothing new this tick: the noise so far
     end

@@ -17,10 +17,11 @@
 -- The closed loop: after a move of QoS predictions, the next ticks (safety.verify of them)
 -- compare what the telemetry shows on the new node with the old one (the candidates' observed
 -- values, dconn.placement.pipeline); when the new node's mean falls below the old one's by more
--- than safety.revert_margin plus the noise (safety.noise times the two candidates' recent
--- prediction error, as the payoff gate counts it), the app moves back at once (a "move" with revert = true, rule
--- "closed-loop": past the margin, payoff, consecutive and cooldown gates, within the budgets),
--- once: the revert is not verified in turn, and the A -> B -> A it makes quarantines B (the gates).
+-- than safety.revert_margin plus the noise (safety.noise times the two candidates' prediction
+-- error when the move was decided, as the payoff gate counted it), the app moves back at once (a
+-- "move" with revert = true, rule "closed-loop": past the margin, payoff, consecutive and cooldown
+-- gates, within the budgets), once: the revert is not verified in turn, and the A -> B -> A it
+-- makes quarantines B (the gates).
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local json = require "dconn.json"
@@ -182,6 +183,7 @@ local function conclude(agent, target, d, p)
       p.metric, values_of(p), p.run_id, p.time and clock(p.time) .. "Z" or nil
   end
   agent.last.decisions[target.key] = d
+  if agent.shadow then return d end -- compared with the live decision, not recorded (dconn.agent.shadow)
   local entry = decisions.record(d)
   local what = d.action
   if d.to and d.action == "held" then
@@ -257,10 +259,11 @@ local function restore_last_move(agent, target)
   end
 end
 
-local function observed(p, node)
+local function candidate_of(p, node)
   for _, c in ipairs(p.candidates) do
-    if c.node == node then return c.observed, c.noise or 0 end
+    if c.node == node then return c end
   end
+  return {}
 end
 
 -- The closed loop (see the header): a revert decision, or nil.
@@ -272,13 +275,13 @@ local function verify_move(agent, target, p)
     agent.last.verify[target.key] = nil
     return nil
   end
-  local got, noise_to = observed(p, v.to)
-  local left, noise_from = observed(p, v.from)
+  local got, left = candidate_of(p, v.to).observed, candidate_of(p, v.from).observed
   if not (got and left) then return nil end -- nothing to compare this tick
   v.ticks, v.got, v.left = v.ticks + 1, v.got + got, v.left + left
   got, left = v.got / v.ticks, v.left / v.ticks
-  -- worse by more than the margin and what the telemetry's own noise explains
-  local margin = g.revert_margin + g.noise * (noise_to + noise_from)
+  -- worse by more than the margin and what the predictions' noise explained before the move (the
+  -- surprise itself is not noise)
+  local margin = g.revert_margin + g.noise * v.noise
   if got < left - margin then
     agent.last.verify[target.key] = nil
     reverts:inc({ app = target.key })
@@ -371,7 +374,11 @@ local function decide(agent, target, now, listed)
   if not allowed then
     d.action, d.gate = "held", gate
     d.reason = format("%s; held by %s: %s", d.reason, gate, why)
-    patches:inc({ app = target.key, result = "skipped" })
+    if not agent.shadow then patches:inc({ app = target.key, result = "skipped" }) end
+    return conclude(agent, target, d, p)
+  end
+  if agent.shadow then
+    d.outcome = "shadow" -- what it would do; nothing is sent
     return conclude(agent, target, d, p)
   end
   local cluster
@@ -394,8 +401,9 @@ local function decide(agent, target, now, listed)
     if not k.dry_run then
       agent.gates:moved(target.key, target.namespace, now, p.current, d.to)
       if p.current and not d.revert and p.metric == "qos" then
+        local noise = (candidate_of(p, p.current).noise or 0) + (candidate_of(p, d.to).noise or 0)
         agent.last.verify[target.key] =
-          { from = p.current, to = d.to, t = now, ticks = 0, got = 0, left = 0, predicted = to_value }
+          { from = p.current, to = d.to, t = now, ticks = 0, got = 0, left = 0, predicted = to_value, noise = noise }
       end
     end
     patches:inc({ app = target.key, result = "sent" })
