@@ -447,6 +447,20 @@ describe("flaps and the quarantine", function()
     assert.same({}, g:quarantined("k", T0 + 20 * MIN + 2 * HOUR))
   end)
 
+  it("keeps the quarantine for an urgent move the telemetry does not bear out", function()
+    local g = only { flap_window = "1h", quarantine = "2h" }
+    g:moved("k", "ns", T0, "node-a", "node-b")
+    g:moved("k", "ns", T0 + 10 * MIN, "node-b", "node-a")
+    -- node-a predicted degraded, but observed at 0.7 against node-b's 0.6: held
+    local p = noisy("node-a", { "node-a", 0.1, 0 }, { "node-b", 0.6, 0 })
+    p.candidates[1].observed, p.candidates[2].observed = 0.7, 0.6
+    local ok, gate = g:evaluate("k", "ns", T0 + 20 * MIN, move("node-b", true), p)
+    assert.same({ false, "quarantine" }, { ok, gate })
+    -- observed degraded too: the app leaves
+    p.candidates[1].observed = 0.1
+    assert.is_true((g:evaluate("k", "ns", T0 + 25 * MIN, move("node-b", true), p)))
+  end)
+
   it("does not count a return after the window, or a move elsewhere, as a flap", function()
     local g = only { flap_window = "1h", quarantine = "2h" }
     g:moved("k", "ns", T0, "node-a", "node-b")

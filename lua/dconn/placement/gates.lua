@@ -44,7 +44,8 @@
 -- within noise of each other keep the app where it is; a degraded node (urgent), one that fails
 -- the SLA (sla_breach) or a closed-loop revert skip it. QoS predictions only, like the margin.
 -- quarantine: after a flap (A -> B -> A within flap_window, a closed-loop revert included) B is no
--- destination for `quarantine` seconds, except for an urgent move (the app's node degraded).
+-- destination for `quarantine` seconds, except for an urgent move (the app's node degraded) that
+-- the telemetry bears out (the app's node observed below B now).
 --
 -- A "move" passes the gates in this order: margin, payoff, quarantine, consecutive, cooldown, budget,
 -- namespace_budget; the first that fails holds it. The gain is the destination's prediction
@@ -343,6 +344,14 @@ local function payoff_gate(s, decision, p)
   )
 end
 
+-- What the telemetry shows now (p.candidates[i].observed) says the app's node does at least as
+-- well as `to`: an urgent move read from predictions alone does not lift a quarantine then.
+local function staying_no_worse(p, to)
+  local here, there = candidate(p, p and p.current), candidate(p, to)
+  local a, b = here and here.observed, there and there.observed
+  return type(a) == "number" and type(b) == "number" and a >= b
+end
+
 -- The quarantined candidates of a key still in quarantine at `now` (the others dropped).
 local function quarantine_of(st, now)
   local q = st.quarantined
@@ -394,7 +403,7 @@ function Gates:evaluate(key, namespace, now, decision, p)
   local urgent = decision.urgent == true
   local q = quarantine_of(st, now)
   if not self.silent then quarantined_gauge:set({ app = key }, count(q)) end -- a shadow's gates are silent
-  if q[to] and not urgent then
+  if q[to] and not (urgent and not staying_no_worse(p, to)) then
     return false,
       "quarantine",
       format("%s is quarantined for %s more after a flap", tostring(to), duration_text(q[to] - now))
