@@ -19,6 +19,7 @@
 --   gates.check_settings(t) -> true | nil, "safety.<key>: message"
 --   gates.describe(settings) -> one line for the log
 --   g:configure(settings)             new settings, the memory (streaks, moves) kept (policy reload)
+--   g.silent = true                   sets no metrics (a shadow policy's gates, dconn.agent.shadow)
 --
 -- Settings (false or 0 turns a gate off):
 --   margin = 0             absolute gain the destination must predict over the current node
