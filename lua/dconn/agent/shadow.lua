@@ -1,10 +1,10 @@
 -- dconn.agent.shadow: `dconn run LIVE.lua --shadow OTHER.lua`. The other placement policy runs
--- beside the live one on the same inputs and never acts: after each live recommender tick, its
--- pipeline and recommender run at the same moment, on the live agent's telemetry source, reading
--- the live cluster (where the apps are) through a view whose place() sends nothing, with no
--- tracker. Its decisions are not recorded or counted as the live ones; where one differs from the
--- live decision for the same app (another action, or another destination) the difference is
--- logged and counted in /metrics. Internal (dconn.agent).
+-- beside the live one on the same inputs and never acts: at each live recommender tick, just
+-- before it (so that both see the apps where they are), its pipeline and recommender run on the
+-- live agent's telemetry source, reading the live cluster through a view whose place() sends
+-- nothing, with no tracker. Its decisions are not recorded or counted as the live ones; where one
+-- differs from the live decision for the same app (another action, or another destination) the
+-- difference is logged and counted in /metrics. Internal (dconn.agent).
 --
 --   shadow.attach(specs, live, path, load) -> specs (the live recommender's wrapped) | nil, err
 --     specs: the live policy's job specs; live: its placement agent; path: OTHER.lua;
@@ -52,7 +52,8 @@ end
 
 local function words(d)
   if not d then return "nothing" end
-  if d.to and (d.action == "move" or d.action == "held") then return d.action .. " to " .. d.to end
+  if d.to and d.action == "move" then return "move to " .. d.to end
+  if d.to and d.action == "held" then return "held, not moved to " .. d.to end
   return tostring(d.action)
 end
 
@@ -101,17 +102,15 @@ function _M.attach(specs, live, path, load)
   for _, spec in ipairs(specs) do
     if spec.name == "recommender" then
       local run = spec.run
+      -- the shadow first, so that both read the cluster as it is before the live agent acts
       spec.run = function(...)
-        local decided = run(...)
         local ok, res = pcall(function()
           other:pipeline()
           return other:recommend()
         end)
-        if not ok then
-          log.warning("shadow %s: failed this tick: %s", name, tostring(res))
-        else
-          _M.compare(decided, res, name)
-        end
+        if not ok then log.warning("shadow %s: failed this tick: %s", name, tostring(res)) end
+        local decided = run(...)
+        if ok then _M.compare(decided, res, name) end
         return decided
       end
     end
