@@ -618,6 +618,44 @@ local SETTINGS = {
       default = gates.DEFAULTS.namespace_budget,
       doc = "moves in the last hour in one namespace",
     },
+    {
+      key = "move_cost",
+      type = "any",
+      default = gates.DEFAULTS.move_cost,
+      doc = "seconds of zero QoS a move costs (the pods restarting); a move must pay for it: its predicted gain, "
+        .. "less the noise, over the horizon must exceed it (degraded nodes and SLA failures are left at once)",
+    },
+    { key = "horizon", type = "any", default = "30m", doc = "how long a move's gain is counted" },
+    {
+      key = "noise",
+      type = "any",
+      default = gates.DEFAULTS.noise,
+      doc = "times the candidates' recent mean absolute prediction error the gain must clear first",
+    },
+    {
+      key = "flap_window",
+      type = "any",
+      default = "1h",
+      doc = "a move back to the node the app left less than this ago is a flap (A -> B -> A)",
+    },
+    {
+      key = "quarantine",
+      type = "any",
+      default = "2h",
+      doc = "how long the node the app came back from after a flap is no destination",
+    },
+    {
+      key = "verify",
+      type = "any",
+      default = gates.DEFAULTS.verify,
+      doc = "ticks after a move during which the new node's realized QoS is compared with the old one's",
+    },
+    {
+      key = "revert_margin",
+      type = "any",
+      default = gates.DEFAULTS.revert_margin,
+      doc = "how far the new node's realized QoS must fall below the old one's for the app to move back (once)",
+    },
   }, {
     key = "safety",
     check = function(v) return gates.check_settings(v) end,

@@ -71,7 +71,8 @@ end
 --- Loads a policy file into a fresh sandbox and validates it against dconn.policy's schema
 -- (which warns once about deprecated flat keys). Returns the policy table, its job specs and, for
 -- a placement policy, its agent (dconn.placement), or nil and a message naming the file and line.
--- `with` = {tracker =, cluster =, source =} replaces what the agent would open (a backtest's).
+-- `with` = {tracker =, cluster =, source =, shadow =} replaces what the agent would open (a
+-- backtest's, a shadow policy's). `dconn run --dry-run` makes the agent's patches dry runs.
 function _M.load(path, with)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = fs.dirname(path) }
   local chunk, err = loadfile(path, "t", env)
@@ -90,13 +91,17 @@ function _M.load(path, with)
   local placement
   if policy_mod.is_placement(policy) then
     with = with or {}
-    local made, new_err = pcall(
-      policy_mod.new,
-      policy,
-      { path = path, text = text, tracker = with.tracker, cluster = with.cluster, source = with.source }
-    )
+    local made, new_err = pcall(policy_mod.new, policy, {
+      path = path,
+      text = text,
+      tracker = with.tracker,
+      cluster = with.cluster,
+      source = with.source,
+      shadow = with.shadow,
+    })
     if not made then return nil, tostring(new_err) end
     placement = new_err
+    if runtime.options().dry_run then placement.settings.cluster.dry_run = true end
   end
   return policy, job_specs(policy.jobs, placement and placement:jobs(runtime.options().every)), placement
 end
@@ -292,6 +297,13 @@ local function policy_name(path, policy)
   return policy.name or path:match("([^/]+)%.lua$") or path
 end
 
+-- `dconn run --shadow OTHER.lua`: the other policy beside the live one (dconn.agent.shadow).
+local function with_shadow(specs, placement)
+  local other = runtime.options().shadow
+  if not other then return specs end
+  return require("dconn.agent.shadow").attach(specs, placement, other, _M.load)
+end
+
 --- dconn run POLICY [once]
 function _M.run(path, mode)
   timer.hold(true)
@@ -299,6 +311,15 @@ function _M.run(path, mode)
   if not policy then
     fail(specs)
     return EXIT_USAGE
+  end
+  local shadow_err
+  specs, shadow_err = with_shadow(specs, placement)
+  if not specs then
+    fail(shadow_err)
+    return EXIT_USAGE
+  end
+  if placement and placement.settings.cluster.dry_run then
+    log.info("Dry run: every patch is sent with dryRun=All, the cluster is not changed")
   end
   local leader_err
   specs, leader_err = prepare_leader(path, policy, specs)
@@ -387,6 +408,9 @@ function _M.reload()
   if not current then error("no policy loaded") end
   local policy, specs, placement = _M.load(current.path)
   if not policy then error(specs, 0) end
+  local shadow_err
+  specs, shadow_err = with_shadow(specs, placement)
+  if not specs then error(shadow_err, 0) end
   local leader_err
   specs, leader_err = prepare_leader(current.path, policy, specs)
   if not specs then error(leader_err, 0) end
