@@ -879,7 +879,7 @@ local timer = require "dconn.timer"
 return {
   name = "shard-%s",
   leader = { name = "placers", namespace = "apps", kubeconfig = %q, identity = %q, shards = 16,
-             lease_duration = 2, renew_deadline = 1.5, retry_period = 0.3 },
+             lease_duration = 3, renew_deadline = 2, retry_period = 0.4 },
   jobs = {
     decide = { every = 0.5, actuating = true, run = function()
       local mine = {}
@@ -968,16 +968,21 @@ return {
           share[id] = (share[id] or 0) + 1
         end
         assert.truthy(share.a and share.b and share.c, "every replica has a share")
-        -- the Leases: 16 shards held, three live members
-        local leases = assert(client():list_leases("apps", { label_selector = "dconn.io/shard-set=placers" }))
-        local held, members = 0, 0
-        for _, l in ipairs(leases.items) do
-          if l.metadata.labels["dconn.io/shard-role"] == "shard" and l.spec.holderIdentity ~= "" then
-            held = held + 1
-          elseif l.metadata.labels["dconn.io/shard-role"] == "member" then
-            members = members + 1
+        -- the Leases: 16 shards held, three members
+        local held, members
+        local function count_leases()
+          local leases = assert(client():list_leases("apps", { label_selector = "dconn.io/shard-set=placers" }))
+          held, members = 0, 0
+          for _, l in ipairs(leases.items) do
+            if l.metadata.labels["dconn.io/shard-role"] == "shard" and l.spec.holderIdentity ~= "" then
+              held = held + 1
+            elseif l.metadata.labels["dconn.io/shard-role"] == "member" then
+              members = members + 1
+            end
           end
+          return held == 16
         end
+        h.wait_for(count_leases, 10)
         assert.equals(16, held)
         assert.equals(3, members)
         -- kill -9 b: a and c split everything within the lease duration and a few retry periods
@@ -997,7 +1002,7 @@ return {
           end, 15),
           replicas.a.err()
         )
-        assert.is_true(timer.now() - killed >= 2 - 0.5, "took over only after b's lease expired")
+        assert.is_true(timer.now() - killed >= 3 - 0.5, "took over only after b's lease expired")
         for i = 1, 100 do
           if owner[i] == "b" then assert.is_not_nil(after[i]) end
           if owner[i] ~= "b" then assert.equals(owner[i], after[i], "app-" .. i .. " stays where it was") end
