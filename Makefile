@@ -130,7 +130,7 @@ check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
 test: deps all $(SUITE_DEPS)
 	@tests/run-all.sh $(BUILD)/dconn
 
-bench: deps all .venv/bin/apscheduler-ok
+bench: deps all .venv/bin/apscheduler-ok .venv/bin/onnxruntime-ok .venv/bin/mlflow-ok
 	@tests/bench/run.sh $(BUILD)/dconn
 	@tests/bench/json.sh $(BUILD)/dconn
 	@tests/bench/http.sh $(BUILD)/dconn
@@ -145,6 +145,13 @@ bench: deps all .venv/bin/apscheduler-ok
 .venv/bin/apscheduler-ok:
 	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
 	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
+
+# The model benchmark's peer: ONNX Runtime running the same network, built as an ONNX graph with
+# the onnx package from the same weights; if they cannot be installed the benchmark says so and
+# prints dconn's figures alone.
+.venv/bin/onnxruntime-ok:
+	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'onnxruntime>=1.20,<2' 'onnx>=1.17,<2' \
+	  && touch $@; } || echo "bench: could not install onnxruntime and onnx into .venv; the ONNX Runtime peer will be skipped" >&2
 
 # schemathesis fuzzes the agent API in tests/integration/api_spec.lua (same venv as the bench's
 # peer); if it cannot be installed, that spec fails rather than being skipped.
