@@ -24,7 +24,7 @@ local options = require "dconn._options"
 local api = require "dconn.k8s.api"
 local new_error = require("dconn.k8s.config").new_error
 
-local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
+local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local format = string.format
 local now, sleep = timer.now, timer.sleep
 
@@ -110,11 +110,12 @@ local function set_replicas(client, ns, dep, replicas, extra_annotations)
   }, { type = "merge" })
 end
 
-local function connect(opts, which)
+local function connect(opts, which, made)
   if opts.clients and opts.clients[which] then return opts.clients[which] end
   local context = opts[which]
   local client, err = api.client { kubeconfig = opts.kubeconfig, context = context, namespace = opts.namespace }
   if not client then return nil, err end
+  made[#made + 1] = client
   if client.cfg.source ~= "kubeconfig" then
     return nil,
       new_error(
@@ -144,24 +145,9 @@ local function wait_available(client, ns, name, timeout, interval)
   end
 end
 
-function _M.migrate(opts)
-  options.check(opts, OPTIONS, "k8s.migrate")
-  if type(opts) ~= "table" then error("k8s.migrate: expected a table of options", 2) end
+local function run(opts, made)
   local ns, name = opts.namespace, opts.deployment
-  api.check_name("migrate", "namespace", ns)
-  api.check_name("migrate", "deployment", name)
-  if not opts.clients then
-    api.check_name("migrate", "from", opts.from)
-    api.check_name("migrate", "to", opts.to)
-    if opts.from == opts.to then error("k8s.migrate: from and to are the same context", 2) end
-  end
   local source_mode = opts.source or "scale"
-  if source_mode ~= "scale" and source_mode ~= "delete" then
-    error('k8s.migrate: source must be "scale" or "delete"', 2)
-  end
-  if opts.stop_after and not STEPS[opts.stop_after] then
-    error("k8s.migrate: stop_after must be target, available or source", 2)
-  end
   local timeout, interval = opts.timeout or 300, opts.interval or 1
   local from_name = opts.from or "source"
   local out = { namespace = ns, deployment = name, from = opts.from, to = opts.to, steps = {} }
@@ -177,10 +163,10 @@ function _M.migrate(opts)
     end
   end
 
-  local src_client, err = connect(opts, "from")
+  local src_client, err = connect(opts, "from", made)
   if not src_client then return fail(err, "connect") end
   local dst_client
-  dst_client, err = connect(opts, "to")
+  dst_client, err = connect(opts, "to", made)
   if not dst_client then return fail(err, "connect") end
 
   local src, dst
@@ -249,7 +235,10 @@ function _M.migrate(opts)
       end
       return fail(got, "available")
     end
-    if done("available", format("%s/%s available in %s", ns, name, tostring(opts.to))) then return out end
+  end
+  local source_left = src and (source_mode == "delete" or replicas_of(src) > 0)
+  if source_left and done("available", format("%s/%s available in %s", ns, name, tostring(opts.to))) then
+    return out
   end
 
   -- 3. the source: scaled to zero (what it ran kept) or deleted
@@ -265,6 +254,31 @@ function _M.migrate(opts)
     if done("source", format("scaled %s/%s in %s to 0", ns, name, tostring(opts.from))) then return out end
   end
   out.result = #out.steps == 0 and "already-there" or "migrated"
+  return out
+end
+
+function _M.migrate(opts)
+  options.check(opts, OPTIONS, "k8s.migrate")
+  if type(opts) ~= "table" then error("k8s.migrate: expected a table of options", 2) end
+  local ns, name = opts.namespace, opts.deployment
+  api.check_name("migrate", "namespace", ns)
+  api.check_name("migrate", "deployment", name)
+  if not opts.clients then
+    api.check_name("migrate", "from", opts.from)
+    api.check_name("migrate", "to", opts.to)
+    if opts.from == opts.to then error("k8s.migrate: from and to are the same context", 2) end
+  end
+  if opts.source ~= nil and opts.source ~= "scale" and opts.source ~= "delete" then
+    error('k8s.migrate: source must be "scale" or "delete"', 2)
+  end
+  if opts.stop_after and not STEPS[opts.stop_after] then
+    error("k8s.migrate: stop_after must be target, available or source", 2)
+  end
+  local made = {} -- the clients made here, closed at the end (their temporary files)
+  local out = run(opts, made)
+  for _, c in ipairs(made) do
+    c:close()
+  end
   return out
 end
 
