@@ -60,7 +60,7 @@ build() {
 	ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$VERSION"
 	pkgs=$(for p in $todo; do package_of "$p"; done)
 	# shellcheck disable=SC2086 # one package a word
-	(cd "$HERE" && nice -n 19 go build -ldflags "$ld" -o "$CACHE/" $pkgs) ||
+	(cd "$HERE" && nice -n 19 go build -buildvcs=false -trimpath -ldflags "$ld" -o "$CACHE/" $pkgs) ||
 		die "go build failed (module proxy: $(go env GOPROXY))"
 	echo "cluster.sh: built in $(($(date +%s) - start)) s" >&2
 }
