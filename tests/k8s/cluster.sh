@@ -9,7 +9,8 @@
 #                         tokens issued, free ports; writes DIR/kubeconfig (cluster admin, cluster,
 #                         user and context named after DIR's last component) and waits until the
 #                         six nodes of examples/cloudedge/cluster.json are Ready
-#   cluster.sh down DIR   stop everything `up DIR` started
+#   cluster.sh down DIR   stop everything `up DIR` started (which stops itself after
+#                         DCONN_K8S_LIFETIME seconds, default 3600, should nobody call down)
 # Several clusters can run at once, each in its own DIR.
 set -eu
 
@@ -20,6 +21,7 @@ CACHE=${DCONN_K8S_CACHE:-$HOME/.cache/dconn-k8s/$VERSION/bin}
 PROGRAMS="kube-apiserver kube-controller-manager kube-scheduler etcd nodesim"
 NODES=${DCONN_K8S_NODES:-$ROOT/examples/cloudedge/cluster.json}
 KUBECTL=${KUBECTL:-kubectl}
+LIFETIME=${DCONN_K8S_LIFETIME:-3600} # seconds before a cluster stops itself
 
 die() {
 	echo "cluster.sh: $*" >&2
@@ -173,6 +175,10 @@ up() {
 	kubeconfig "$dir/scheduler.kubeconfig" "$name" scheduler "$url"
 	kubeconfig "$dir/nodesim.kubeconfig" "$name" nodesim "$url"
 
+	# a test that dies without its teardown leaves nothing running for long
+	setsid sh -c 'sleep "$1"; exec "$2" down "$3"' watchdog "$LIFETIME" "$HERE/cluster.sh" "$dir" \
+		>/dev/null 2>&1 </dev/null &
+	echo $! >"$dir/watchdog"
 	start "$dir" etcd "$CACHE/etcd" -data-dir "$dir/etcd" \
 		-listen-client "http://127.0.0.1:$etcd_port" -listen-peer "http://127.0.0.1:$peer_port"
 	start "$dir" kube-apiserver "$CACHE/kube-apiserver" \
@@ -236,6 +242,11 @@ down() {
 		done
 	done
 	rm -f "$dir/pids"
+	if [ -e "$dir/watchdog" ]; then
+		# unless this is the watchdog itself, come to stop it all
+		[ "$(cat "$dir/watchdog")" = $$ ] || kill -- "-$(cat "$dir/watchdog")" 2>/dev/null || true
+		rm -f "$dir/watchdog"
+	fi
 }
 
 case ${1:-} in
