@@ -174,8 +174,9 @@ $(BUILD)/kubectl/kubectl:
 
 # tests/integration/k8s_real_spec.lua and k8s_migrate_spec.lua run a real control plane
 # (tests/k8s/cluster.sh): Kubernetes built from the Go module proxy once, at the version
-# tests/k8s/go.mod pins, into ~/.cache/dconn-k8s/VERSION/bin (about 12 minutes on two cores the
-# first time; nothing to do afterwards). If it cannot be built those specs fail.
+# tests/k8s/go.mod pins, into ~/.cache/dconn-k8s/VERSION/bin (10 to 27 minutes on two cores the
+# first time; nothing to do afterwards). It needs Go 1.26 and the module proxy; if it cannot be
+# built those specs fail.
 k8s-control-plane:
 	@tests/k8s/cluster.sh build || echo "test: could not build the Kubernetes control plane; k8s_real_spec and k8s_migrate_spec will fail" >&2
 

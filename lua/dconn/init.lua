@@ -6,7 +6,7 @@
 --   dconn.task                          several things at once inside one job (child tasks)
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
---   dconn.k8s (config, api, place, leader, sim)
+--   dconn.k8s (config, api, place, migrate, leader, sim)
 --                                       the Kubernetes actuator, Lease leadership, a simulated cluster
 --   dconn.features dconn.prom dconn.replay dconn.export
 --                                       telemetry: the model's inputs, Prometheus, CSV replay, the CSV export

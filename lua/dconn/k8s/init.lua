@@ -5,6 +5,7 @@
 --   dconn.k8s.api      the Client: retries, rate limit, credentials, Deployment/Node/Event/Lease
 --                      calls, rollout_status/rollout_verdict, lease_lock, set_guard
 --   dconn.k8s.place    client:place, unschedulable_reason, pinned_value, the placement Events
+--   dconn.k8s.migrate  k8s.migrate: a Deployment moved to another cluster, make-before-break
 --   dconn.k8s.leader   the Lease elector (public)      dconn.k8s.sim   a simulated cluster (public)
 --   dconn.k8s._exec    exec credential plugins (private)
 --
