@@ -296,4 +296,24 @@ function _M.prometheus(dir, openmetrics)
   return server
 end
 
+---- a real Kubernetes control plane ----
+
+--- A control plane (tests/k8s/cluster.sh: kube-apiserver, etcd, controller manager, scheduler,
+--- six simulated nodes) in dir/name, whose kubeconfig's context is name. Returns { dir =,
+--- kubeconfig =, context =, kubectl = fn(args) -> output, rc, stop = fn }. The first call on a
+--- machine builds the binaries (cached under ~/.cache/dconn-k8s).
+function _M.cluster(dir, name)
+  local cdir = dir .. "/" .. name
+  local out = sh(format("KUBECTL=%s tests/k8s/cluster.sh up %s 2>&1; echo rc=$?", h.KUBECTL, h.quote(cdir)))
+  if not out:match("rc=0\n$") then error("tests/k8s/cluster.sh up " .. cdir .. " failed:\n" .. out, 2) end
+  local c = { dir = cdir, kubeconfig = cdir .. "/kubeconfig", context = name }
+  function c.kubectl(args)
+    local text = sh(format("%s --kubeconfig %s %s 2>&1; echo rc=$?", h.KUBECTL, h.quote(c.kubeconfig), args))
+    local rc = tonumber(text:match("rc=(%d+)\n$"))
+    return text:gsub("rc=%d+\n$", ""), rc
+  end
+  function c.stop() sh(format("tests/k8s/cluster.sh down %s 2>&1", h.quote(cdir))) end
+  return c
+end
+
 return _M

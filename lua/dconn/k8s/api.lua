@@ -446,6 +446,48 @@ function Client:patch_deployment(ns, name, patch, opts)
   }
 end
 
+--- Creates a Deployment in ns from a manifest (a Lua table).
+function Client:create_deployment(ns, dep)
+  check_name("create_deployment", "namespace", ns)
+  if type(dep) ~= "table" then error("k8s.create_deployment: the deployment must be a table", 2) end
+  return self:request {
+    method = "POST",
+    path = format("/apis/apps/v1/namespaces/%s/deployments", enc(ns)),
+    query = { fieldManager = self.field_manager },
+    body = dep,
+  }
+end
+
+--- Deletes a Deployment; resource_version, when given, must still be the one read (else 409).
+function Client:delete_deployment(ns, name, resource_version)
+  check_name("delete_deployment", "namespace", ns)
+  check_name("delete_deployment", "name", name)
+  return self:request {
+    method = "DELETE",
+    path = format("/apis/apps/v1/namespaces/%s/deployments/%s", enc(ns), enc(name)),
+    body = {
+      apiVersion = "v1",
+      kind = "DeleteOptions",
+      propagationPolicy = "Background",
+      preconditions = resource_version and { resourceVersion = resource_version } or nil,
+    },
+  }
+end
+
+function Client:get_namespace(name)
+  check_name("get_namespace", "name", name)
+  return self:request { path = "/api/v1/namespaces/" .. enc(name) }
+end
+
+function Client:create_namespace(name)
+  check_name("create_namespace", "name", name)
+  return self:request {
+    method = "POST",
+    path = "/api/v1/namespaces",
+    body = { apiVersion = "v1", kind = "Namespace", metadata = { name = name } },
+  }
+end
+
 function Client:get_node(name)
   check_name("get_node", "name", name)
   return self:request { path = "/api/v1/nodes/" .. enc(name) }

@@ -5,6 +5,7 @@
 --   dconn.k8s.api      the Client: retries, rate limit, credentials, Deployment/Node/Event/Lease
 --                      calls, rollout_status/rollout_verdict, lease_lock, set_guard
 --   dconn.k8s.place    client:place, unschedulable_reason, pinned_value, the placement Events
+--   dconn.k8s.migrate  k8s.migrate: a Deployment moved to another cluster, make-before-break
 --   dconn.k8s.leader   the Lease elector (public)      dconn.k8s.sim   a simulated cluster (public)
 --   dconn.k8s.shards   sharded leadership: N agents split the targets by Leases (public)
 --   dconn.k8s._exec    exec credential plugins (private)
@@ -29,6 +30,8 @@
 --   client:get_deployment(ns, name)           client:patch_deployment(ns, name, patch [, opts])
 --   client:list_deployments(ns)
 --     opts: type = "strategic" (default) | "merge" | "json", dry_run = bool, field_manager = s
+--   client:create_deployment(ns, manifest)    client:delete_deployment(ns, name [, resource_version])
+--   client:get_namespace(name)                client:create_namespace(name)
 --   client:get_node(name)                     client:list_nodes{label_selector=, field_selector=}
 --   client:create_event(ns, event)
 --   client:get_lease(ns, name)  client:create_lease(ns, lease)  client:update_lease(ns, lease)
@@ -38,6 +41,9 @@
 --     wait = true waits for the rollout after a patch (rollout_status; a failed rollout is "failed")
 --   client:rollout_status(ns, name [, {timeout=300, interval=1}]) -> true, msg | false, err
 --     decides like `kubectl rollout status`; k8s.rollout_verdict(dep) -> "done"|"waiting"|"failed", msg
+--   k8s.migrate{namespace=, deployment=, from=, to=, kubeconfig=, wait=, source=, timeout=} -> outcome
+--     moves a Deployment between clusters (kubeconfig contexts), make-before-break; see
+--     dconn.k8s.migrate (result "migrated" | "already-there" | "in-progress" | "rolled-back" | "failed")
 --   k8s.pinned_value(pod_spec, label) -> the node label value a pod template is pinned to, or nil
 --   k8s.lease_lock{name=, namespace=, identity=, client= or kubeconfig=, context=, ...} -> elector
 --   k8s.shard_set{name=, shards=16, namespace=, identity=, client= or kubeconfig=, ...} -> set
@@ -63,6 +69,7 @@
 local config = require "dconn.k8s.config"
 local api = require "dconn.k8s.api"
 local place = require "dconn.k8s.place"
+local migrate = require "dconn.k8s.migrate"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -82,5 +89,7 @@ _M.rollout_verdict = api.rollout_verdict
 
 _M.unschedulable_reason = place.unschedulable_reason
 _M.pinned_value = place.pinned_value
+
+_M.migrate = migrate.migrate
 
 return _M
