@@ -11,6 +11,7 @@
 local tracker = require "dconn.tracker"
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable = setmetatable
@@ -192,6 +193,8 @@ function _M.open(uri, opts)
   local path = uri:match("^file://(/.*)$") or uri:match("^file:(.*)$") or uri
   if path == "" then path = "./mlruns" end
   local root = abs_path(path):gsub("/+$", "")
+  local allowed, aerr = access.check(root, "w")
+  if not allowed then return nil, new_error("PERMISSION_DENIED", "file store " .. aerr, { kind = "io" }) end
   local self = setmetatable({ uri = uri, root = root, kind = "file", opts = opts or {} }, Store)
   self:_recover()
   return self
