@@ -340,7 +340,11 @@ function Store:create_run(spec)
     user_id = user,
   }
   local ok, err = self:_write_meta(staged and staged.dir or dir, meta)
-  if not ok then return nil, err end
+  if not ok then
+    -- no run without its meta.yaml: the directory made for it goes (a full disk, say)
+    if not staged then fs.remove(dir) end
+    return nil, err
+  end
   dir = staged and staged.dir or dir
   mkdir_p(dir .. "/metrics")
   mkdir_p(dir .. "/params")
