@@ -42,8 +42,8 @@ local function lua(v)
   return "{ " .. table.concat(parts, ", ") .. " }"
 end
 
--- The seconds of a log line's time ("06-Dec-26 13:08:54 -  INFO - ..."): whole seconds only,
--- so recovery is measured by the spec's own clock instead.
+-- The log's lines from byte pos on. (Log times have whole seconds only: recovery is measured
+-- by the spec's own clock.)
 local function lines_from(text, pos)
   local out = {}
   for line in text:sub(pos):gmatch("[^\n]+") do
@@ -244,9 +244,9 @@ users: [{name: agent, user: {token: %s}}]
     if mlflow then mlflow.stop() end
     if prom then prom.stop() end
     -- the table, whatever happened
-    print(format("\n%-44s %-28s %s", "fault", "outcome", "recovery s (bound)"))
+    print(format("\n%-50s %-28s %s", "fault", "outcome", "recovery s (bound)"))
     for _, r in ipairs(results) do
-      print(format("%-44s %-28s %s (%s)", r[1], r[2], r[3], r[4]))
+      print(format("%-50s %-28s %s (%s)", r[1], r[2], r[3], r[4]))
     end
     if dir then
       os.execute("umount -l " .. dir .. "/full 2>/dev/null")
