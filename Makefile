@@ -29,7 +29,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml prometheus mmdebstrap umoci zsh
 
-.PHONY: all deps run check test k8s-control-plane bench sanitize gcstress lint format install clean fuzz image
+.PHONY: all deps run check test k8s-control-plane bench faults sanitize gcstress lint format install clean fuzz image
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -129,6 +129,12 @@ check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
 # Every suite: tests/unit, then tests/integration (real servers and peers, dconn end to end).
 test: deps all $(SUITE_DEPS)
 	@tests/run-all.sh $(BUILD)/dconn
+
+# The fault table alone (tests/integration/faults_spec.lua, also part of make test): real MLflow,
+# Prometheus and the Kubernetes test API server broken and restored under a running agent; as
+# root (a full disk is a small tmpfs it mounts).
+faults: deps all .venv/bin/mlflow-ok
+	@$(BUILD)/dconn tests/busted.lua -o TAP --lpath='tests/lib/?.lua' tests/integration/faults_spec.lua
 
 bench: deps all .venv/bin/apscheduler-ok .venv/bin/onnxruntime-ok .venv/bin/mlflow-ok
 	@tests/bench/run.sh $(BUILD)/dconn

@@ -41,6 +41,7 @@ local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 local errors = require "dconn.error"
 local fs = require "dconn.fs"
+local access = require "dconn._access" -- the sandbox's file rules
 local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
@@ -107,13 +108,17 @@ local function fail(kind, message)
 end
 
 function _M.open(path)
-  local file, err = nn.open(path)
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  local file, err = nn.open(real)
   if not file then return fail("io", err) end
   return file
 end
 
 function _M.save(path, tensors, meta)
-  local ok, err = nn.save(path, tensors, meta)
+  local real, aerr = access.check(path, "w")
+  if not real then return fail("io", aerr) end
+  local ok, err = nn.save(real, tensors, meta)
   if not ok then return fail("io", err) end
   return ok
 end
@@ -133,6 +138,9 @@ end
 -- Reads a spec file: Lua (a chunk returning a table, run with no globals) or JSON.
 function _M.load_spec(path)
   if type(path) ~= "string" then error("model.load_spec: expected a path", 2) end
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  path = real
   if path:match("%.json$") then
     local text, err = fs.read_file(path)
     if not text then return fail("io", err.message) end
@@ -384,6 +392,9 @@ end
 -- model.load(spec, weights_path) -> m | nil, err. spec: a table or a .lua/.json path.
 function _M.load(spec, weights)
   if type(weights) ~= "string" then error("model.load: expected the weights file path as argument 2", 2) end
+  local real, aerr = access.check(weights, "r")
+  if not real then return fail("io", aerr) end
+  weights = real
   if type(spec) == "string" then
     local s, err = _M.load_spec(spec)
     if not s then return nil, err end

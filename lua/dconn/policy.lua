@@ -193,7 +193,8 @@ local TRIGGER_DOCS = {
   {
     key = "budget",
     type = "any",
-    doc = "Lua instructions per run, -1 for no limit (default --max-instructions)",
+    doc = 'run time per run: "200ms", "2s" (default --max-run-time); or a number: Lua instructions '
+      .. "per run, -1 for no limit (default --max-instructions)",
   },
 }
 

@@ -303,7 +303,10 @@ return {
       err
     )
     -- they mean what they meant: a dry run (nothing patched), predictions in the experiment named
-    rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    rc, out, err = h.run(
+      "run --once --listen off " .. path,
+      { env = "DCONN_K8S_SIM_STATE=" .. state .. " DCONN_POLICY_WRITE=" .. dir .. "/mlruns" }
+    )
     assert.equals(0, rc, out .. err)
     assert.equals(1, h.count(err, "deprecated flat settings"), err)
     assert.matches("decision a/web: move to node%-1", err)
@@ -454,7 +457,7 @@ return {
 }
 ]]
     local path = h.write(dir .. "/policy.lua", text:format('{ ["node-0"] = 0.5, ["node-1"] = 0.9 }'))
-    local env = { env = "DCONN_K8S_SIM_STATE=" .. state }
+    local env = { env = "DCONN_K8S_SIM_STATE=" .. state .. " DCONN_POLICY_WRITE=" .. dir .. "/mlruns" }
     local rc, out, err = h.run("run --once --listen off " .. path, env)
     assert.equals(0, rc, out .. err)
     assert.equals("node-1", selector_of(state, "a", "web"))

@@ -36,7 +36,8 @@ Test controls (the current or the first token):
                                          200 and body "" is an empty answer), "truncate":true cuts
                                          it short of its Content-Length and closes, "delay":S waits
                                          S seconds first (no lock held; without "status", the
-                                         usual answer, late)
+                                         usual answer, late); {"clear":true} drops the faults
+                                         not yet used up
   POST /_test/token {"token":"new"}      rotate the accepted token (the old one gets 401)
   GET  /_test/requests                   method, path, content-type and user-agent of each request
   POST /_test/rollout {"seconds":1,"stuck":false}
@@ -767,7 +768,11 @@ class Handler(BaseHTTPRequestHandler):
             ROLLOUT.update(json.loads(body))
             return 200, {"ok": True}, ()
         if path == "/_test/fail" and method == "POST":
-            FAILS.append(json.loads(body))
+            fault = json.loads(body)
+            if fault.get("clear"):
+                FAILS.clear()
+            else:
+                FAILS.append(fault)
             return 200, {"ok": True}, ()
         if path == "/_test/token" and method == "POST":
             TOKENS["rw"] = json.loads(body)["token"]

@@ -368,8 +368,18 @@ function _M.run(path, mode)
   return failed == 0 and EXIT_OK or EXIT_FAILURE
 end
 
+-- Whether an actuating job is still running (waiting on the API: a patch in flight).
+local function acting_now()
+  for co in pairs(acting) do
+    if coroutine.status(co) ~= "dead" then return true end
+  end
+  return false
+end
+
 --- Graceful stop (runtime/agent.c, within the grace period): a held leader Lease is released so
---- that another agent takes over at once instead of after the lease duration.
+--- that another agent takes over at once instead of after the lease duration; released once the
+--- actuating jobs still running have ended, so that a patch in flight completes under the lease
+--- (its Event and decision record too) rather than failing half done.
 function _M.shutdown()
   if not election then return end
   if election.set then
@@ -383,6 +393,15 @@ function _M.shutdown()
     return
   end
   local e = election.elector
+  -- the scheduler has stopped the election job: renew here meanwhile
+  local renew_at = 0
+  while acting_now() do
+    if timer.now() >= renew_at then
+      e:step()
+      renew_at = timer.now() + e.retry_period
+    end
+    timer.sleep(0.05)
+  end
   local held = e:is_leader()
   local ok, err = e:release()
   if ok then

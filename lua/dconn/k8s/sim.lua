@@ -15,6 +15,7 @@
 -- "events": [...], "leases": [...]}; objects as the API returns them.
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 local timer = require "dconn.timer"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -45,7 +46,11 @@ local function copy(v)
   for k, x in pairs(v) do
     out[k] = copy(x)
   end
-  return setmetatable(out, getmetatable(v))
+  local mt = getmetatable(v)
+  -- a marker such as json's empty array keeps its metatable; a finalizer is not copied into
+  -- the cluster's state (it would run outside every budget)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then mt = nil end
+  return setmetatable(out, mt)
 end
 
 local function equal(a, b)
@@ -266,6 +271,10 @@ end
 
 --- Opens the simulated cluster: the state file's objects, or an empty cluster.
 function _M.open(path)
+  if path then
+    local allowed, aerr = access.check(path, "w")
+    if not allowed then return nil, "k8s simulator: state file " .. aerr end
+  end
   local self = setmetatable({ path = path, rv = 1, nodes = {}, deployments = {}, events = {}, leases = {} }, Sim)
   if path then
     local text = fs.read_file(path) -- missing: an empty cluster
