@@ -382,6 +382,16 @@ end
 --- (its Event and decision record too) rather than failing half done.
 function _M.shutdown()
   if not election then return end
+  local holder = election.set or election.elector
+  -- the scheduler has stopped the election job: renew here meanwhile, until no write is in flight
+  local renew_at = 0
+  while acting_now() do
+    if timer.now() >= renew_at then
+      holder:step()
+      renew_at = timer.now() + holder.retry_period
+    end
+    timer.sleep(0.05)
+  end
   if election.set then
     local set = election.set
     local ok, err = set:release()
@@ -393,15 +403,6 @@ function _M.shutdown()
     return
   end
   local e = election.elector
-  -- the scheduler has stopped the election job: renew here meanwhile
-  local renew_at = 0
-  while acting_now() do
-    if timer.now() >= renew_at then
-      e:step()
-      renew_at = timer.now() + e.retry_period
-    end
-    timer.sleep(0.05)
-  end
   local held = e:is_leader()
   local ok, err = e:release()
   if ok then
