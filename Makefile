@@ -29,7 +29,7 @@ DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-open
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml prometheus mmdebstrap umoci zsh
 
-.PHONY: all deps run check test bench sanitize gcstress lint format install clean fuzz image
+.PHONY: all deps run check test k8s-control-plane bench faults sanitize gcstress lint format install clean fuzz image
 
 all: $(BUILD)/dconn $(BUILD)/dconn-nn.so
 
@@ -118,9 +118,9 @@ run: deps all $(EXAMPLE_DATA)
 	  $(BUILD)/dconn run $(CLOUDEDGE)/policy.lua --every 2s --stop-after 20s
 
 # What every run of the whole suite needs: the example data, the C tests, the test venv's
-# packages, kubectl and the image.
+# packages, kubectl, the Kubernetes control plane and the image.
 SUITE_DEPS = $(EXAMPLE_DATA) $(C_TESTS:%=$(BUILD)/tests/%) .venv/bin/schemathesis-ok .venv/bin/mlflow-ok \
-             .venv/bin/pandas-ok $(BUILD)/kubectl/kubectl $(IMAGE)
+             .venv/bin/pandas-ok $(BUILD)/kubectl/kubectl k8s-control-plane $(IMAGE)
 
 # The fast suites: the C tests and tests/unit (no servers, no Python, no venv, no example data).
 check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
@@ -130,7 +130,13 @@ check: deps all $(C_TESTS:%=$(BUILD)/tests/%)
 test: deps all $(SUITE_DEPS)
 	@tests/run-all.sh $(BUILD)/dconn
 
-bench: deps all .venv/bin/apscheduler-ok
+# The fault table alone (tests/integration/faults_spec.lua, also part of make test): real MLflow,
+# Prometheus and the Kubernetes test API server broken and restored under a running agent; as
+# root (a full disk is a small tmpfs it mounts).
+faults: deps all .venv/bin/mlflow-ok
+	@$(BUILD)/dconn tests/busted.lua -o TAP --lpath='tests/lib/?.lua' tests/integration/faults_spec.lua
+
+bench: deps all .venv/bin/apscheduler-ok .venv/bin/onnxruntime-ok .venv/bin/mlflow-ok
 	@tests/bench/run.sh $(BUILD)/dconn
 	@tests/bench/json.sh $(BUILD)/dconn
 	@tests/bench/http.sh $(BUILD)/dconn
@@ -145,6 +151,13 @@ bench: deps all .venv/bin/apscheduler-ok
 .venv/bin/apscheduler-ok:
 	@{ python3 -m venv .venv && .venv/bin/pip install -q 'apscheduler>=3.10,<4' && touch $@; } \
 	  || echo "bench: could not install APScheduler into .venv; the peer will be skipped" >&2
+
+# The model benchmark's peer: ONNX Runtime running the same network, built as an ONNX graph with
+# the onnx package from the same weights; if they cannot be installed the benchmark says so and
+# prints dconn's figures alone.
+.venv/bin/onnxruntime-ok:
+	@{ { [ -x .venv/bin/pip ] || python3 -m venv .venv; } && .venv/bin/pip install -q 'onnxruntime>=1.20,<2' 'onnx>=1.17,<2' \
+	  && touch $@; } || echo "bench: could not install onnxruntime and onnx into .venv; the ONNX Runtime peer will be skipped" >&2
 
 # schemathesis fuzzes the agent API in tests/integration/api_spec.lua (same venv as the bench's
 # peer); if it cannot be installed, that spec fails rather than being skipped.
@@ -171,6 +184,14 @@ $(BUILD)/kubectl/kubectl:
 	@mkdir -p $(@D); if command -v kubectl >/dev/null 2>&1; then ln -sf "$$(command -v kubectl)" $@; \
 	else { cd $(@D) && apt-get download kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root \
 	  && ln -sf root/usr/bin/kubectl kubectl; } || echo "test: could not fetch kubectl; k8s_spec will fail" >&2; fi
+
+# tests/integration/k8s_real_spec.lua and k8s_migrate_spec.lua run a real control plane
+# (tests/k8s/cluster.sh): Kubernetes built from the Go module proxy once, at the version
+# tests/k8s/go.mod pins, into ~/.cache/dconn-k8s/VERSION/bin (10 to 27 minutes on two cores the
+# first time; nothing to do afterwards). It needs Go 1.26 and the module proxy; if it cannot be
+# built those specs fail.
+k8s-control-plane:
+	@tests/k8s/cluster.sh build || echo "test: could not build the Kubernetes control plane; k8s_real_spec and k8s_migrate_spec will fail" >&2
 
 # libFuzzer (clang only for these targets), each for FUZZ_TIME seconds, one after the other:
 # safetensors and cron straight on their C, the Lua parsers through fuzz_lua.c (the host and its

@@ -22,5 +22,6 @@ return {
   deployment = "nginx",
   candidates = dofile("../examples/cloudedge/nodes.lua"),
   source = prometheus and { prometheus = prometheus } or { replay = "../examples/cloudedge/telemetry.csv" },
-  safety = { margin = 0.02, margin_relative = 0.03, consecutive = 3, cooldown = "1h" },
+  -- a move (30 s of restart) must pay for itself within 30 minutes, beyond the forecasts' noise
+  safety = { margin = 0.02, margin_relative = 0.03, consecutive = 3, cooldown = "1h", move_cost = 30, horizon = "30m" },
 }

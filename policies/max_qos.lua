@@ -37,5 +37,7 @@ return {
     cooldown = "1h",
     budget = 30,
     namespace_budget = 10,
+    move_cost = 30, -- seconds of restart a move must pay for, with its gain beyond the noise...
+    horizon = "30m", -- ...over this long
   },
 }

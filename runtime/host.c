@@ -37,6 +37,7 @@ struct dc_task {
   int ref;         /* anchors the thread in the registry */
   char *name;
   long long budget, used;
+  double max_run_time;      /* seconds of running a run may take; 0 = unlimited */
   double run_time;          /* seconds spent running (the root's counts the whole tree) */
   uint64_t resumed_at;      /* uv_hrtime() when the current slice began */
   uint64_t nested_ns;       /* time of tasks resumed from inside this slice (not this task's) */
@@ -145,7 +146,7 @@ static double seconds(uint64_t ns) { return (double)ns / 1e9; }
 
 /* Raises the error of a run being stopped, and re-arms the hook on every instruction so that a
  * pcall in the policy cannot swallow it. */
-static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, long long budget) {
+static void raise_blown(lua_State *L, int blown, const char *name, long long budget, double seconds) {
   lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
   switch (blown) {
   case BLOWN_INSTRUCTIONS:
@@ -157,8 +158,8 @@ static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, l
   case BLOWN_TIME:
     luaL_error(L,
                "run time budget exceeded: more than %fs running in one run of '%s' "
-               "(raise it with --max-run-time)",
-               H->opts.max_run_time, name);
+               "(raise it with --max-run-time or the job's budget option)",
+               seconds, name);
     break;
   case BLOWN_CLOSE: luaL_error(L, "__close handlers of '%s' ran past %dms", name, (int)(CLOSE_NS / 1000000)); break;
   default:
@@ -172,7 +173,8 @@ static void raise_blown(lua_State *L, dc_host *H, int blown, const char *name, l
 /* Code called synchronously (dc_pcall_policy): it cannot yield, so it only has the budgets. */
 static void sync_hook(lua_State *L, dc_host *H) {
   if (!H->sync_since || H->opts.max_run_time <= 0) return;
-  if (seconds(uv_hrtime() - H->sync_since) > H->opts.max_run_time) raise_blown(L, H, BLOWN_TIME, "a callback", 0);
+  if (seconds(uv_hrtime() - H->sync_since) > H->opts.max_run_time)
+    raise_blown(L, BLOWN_TIME, "a callback", 0, H->opts.max_run_time);
 }
 
 /* The count hook of every task: the instruction and run-time budgets, preemption after a time
@@ -190,27 +192,27 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   dc_task *acct = task_root(t); /* a child task's run counts against the task tree's root */
-  if (t->blown) raise_blown(L, H, t->blown, acct->name, acct->budget);
+  if (t->blown) raise_blown(L, t->blown, acct->name, acct->budget, acct->max_run_time);
   uint64_t slice = uv_hrtime() - t->resumed_at - t->nested_ns;
   if (t->closing) {
-    if (slice > CLOSE_NS) raise_blown(L, H, t->blown = BLOWN_CLOSE, acct->name, 0);
+    if (slice > CLOSE_NS) raise_blown(L, t->blown = BLOWN_CLOSE, acct->name, 0, 0);
     return;
   }
   if (acct->budget > 0) {
     acct->used += BUDGET_STEP;
-    if (acct->used > acct->budget) raise_blown(L, H, t->blown = BLOWN_INSTRUCTIONS, acct->name, acct->budget);
+    if (acct->used > acct->budget) raise_blown(L, t->blown = BLOWN_INSTRUCTIONS, acct->name, acct->budget, 0);
   }
-  if (acct->limited && H->opts.max_run_time > 0 && acct->run_time + seconds(slice) > H->opts.max_run_time)
-    raise_blown(L, H, t->blown = BLOWN_TIME, acct->name, 0);
+  if (acct->limited && acct->max_run_time > 0 && acct->run_time + seconds(slice) > acct->max_run_time)
+    raise_blown(L, t->blown = BLOWN_TIME, acct->name, 0, acct->max_run_time);
   int sig = H->interrupt;
   if (slice < SLICE_NS && !sig) return;
-  if (H->stopping && slice >= SLICE_NS) raise_blown(L, H, t->blown = BLOWN_STOP, acct->name, 0);
+  if (H->stopping && slice >= SLICE_NS) raise_blown(L, t->blown = BLOWN_STOP, acct->name, 0, 0);
   if (L == t->co && lua_isyieldable(L)) {
     t->preempted = true;
     lua_yield(L, 0); /* a hook may yield only as its last act */
     return;
   }
-  if (sig == SIGINT || sig == SIGTERM) raise_blown(L, H, t->blown = BLOWN_STOP, acct->name, 0);
+  if (sig == SIGINT || sig == SIGTERM) raise_blown(L, t->blown = BLOWN_STOP, acct->name, 0, 0);
 }
 
 static void resume_runnable(uv_idle_t *idle);
@@ -365,6 +367,11 @@ static void task_run(dc_task *t, int nargs) {
 }
 
 dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget, dc_task_done_fn done, void *ud) {
+  return dc_task_spawn_budget(L, nargs, name, (dc_budget){budget, 0}, done, ud);
+}
+
+dc_task *dc_task_spawn_budget(lua_State *L, int nargs, const char *name, dc_budget budget, dc_task_done_fn done,
+                              void *ud) {
   dc_host *H = dc_host_of(L);
   if (H->task_count >= MAX_TASKS) {
     lua_pop(L, nargs + 1);
@@ -380,8 +387,9 @@ dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budg
   }
   t->H = H;
   t->name = dup;
-  t->budget = budget == 0 ? H->opts.max_instructions : budget;
-  t->limited = budget >= 0;
+  t->budget = budget.instructions == 0 ? H->opts.max_instructions : budget.instructions;
+  t->max_run_time = budget.seconds > 0 ? budget.seconds : H->opts.max_run_time;
+  t->limited = budget.instructions >= 0;
   t->done = done;
   t->ud = ud;
   t->from = L;
@@ -770,6 +778,7 @@ static void task_end_family(dc_task *t) {
       while (root->parent) root = root->parent;
       c->used = root->used;
       c->run_time = root->run_time;
+      c->max_run_time = root->max_run_time;
       c->limited = root->limited;
       task_leave_parent(c);
       c->orphaned = true;

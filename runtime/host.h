@@ -103,6 +103,15 @@ typedef void (*dc_cancel_fn)(void *op);
  * for the whole run (0 = host default, <0 = unlimited). Returns NULL (arguments popped) when
  * out of memory or when too many tasks are alive. */
 dc_task *dc_task_spawn(lua_State *L, int nargs, const char *name, long long budget, dc_task_done_fn done, void *ud);
+/* A run's limits. instructions: 0 = the host's --max-instructions, < 0 = neither limit applies;
+ * seconds: of running (not waiting), 0 = the host's --max-run-time. */
+typedef struct {
+  long long instructions;
+  double seconds;
+} dc_budget;
+/* dc_task_spawn with both limits given (a job's own budget). */
+dc_task *dc_task_spawn_budget(lua_State *L, int nargs, const char *name, dc_budget budget, dc_task_done_fn done,
+                              void *ud);
 
 /* Pushes the results of a waiting task's operation on L and returns how many it pushed. */
 typedef int (*dc_deliver_fn)(lua_State *L, void *ud);

@@ -22,6 +22,7 @@ const dc_module dc_modules[] = {
     {"dconn.httpc", luaopen_dconn_httpc, dc_http_close},
     {"dconn.server", luaopen_dconn_server, dc_server_close_all},
     {"dconn._task", luaopen_dconn_task, NULL}, /* wrapped by lua/dconn/task.lua */
+    {"dconn._pattern", luaopen_dconn_pattern, NULL}, /* the sandbox's bounded string matching */
     {"dconn.nn", open_nn_plugin, NULL}, /* wrapped by lua/dconn/model.lua */
     {NULL, NULL, NULL},
 };

@@ -28,7 +28,7 @@ struct dc_job {
   char *name;
   dc_trigger trig;
   int fnref;
-  long long budget;
+  dc_budget budget;
   double anchor;    /* interval runs fall on anchor + k * interval */
   double next_base; /* next run time before jitter; < 0: none */
   double next_run;  /* with jitter */
@@ -254,7 +254,7 @@ static void start_run(dc_job *job, double scheduled) {
   job->run_started = now_of(s);
   s->running++;
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->fnref);
-  if (!dc_task_spawn(L, 0, job->name, job->budget, run_done, job)) {
+  if (!dc_task_spawn_budget(L, 0, job->name, job->budget, run_done, job)) {
     lua_pushliteral(L, "cannot start the job: out of memory");
     run_done(NULL, LUA_ERRMEM, lua_tostring(L, -1), job);
     lua_pop(L, 1);
@@ -300,7 +300,7 @@ static void on_timer(void *ud) {
 
 /* ---- jobs ---- */
 
-dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger, long long budget,
+dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger, dc_budget budget,
                      char *err, size_t errlen) {
   dc_trigger trig = *trigger;
   if (dc_trigger_validate(&trig, err, errlen) != 0) goto fail;

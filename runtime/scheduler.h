@@ -51,7 +51,7 @@ void dc_sched_close(dc_host *H);
 
 /* Takes the function on top of L's stack. Returns NULL with a message in err on a bad trigger or
  * a duplicate name. */
-dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger, long long budget,
+dc_job *dc_sched_add(dc_sched *s, lua_State *L, const char *name, const dc_trigger *trigger, dc_budget budget,
                      char *err, size_t errlen);
 /* Fills a trigger's derived fields and checks it (end before start, zero interval...). */
 int dc_trigger_validate(dc_trigger *trigger, char *err, size_t errlen);

@@ -3,8 +3,15 @@
  * loop, built on libh2o 2.2 compiled for libuv.
  *
  *     local srv, err = server.listen{host = "127.0.0.1", port = 8080, max_body = 1048576,
- *                                    timeout = 10, handler = function(req) ... end}
- *     srv:port()  srv:address()  srv:close()
+ *                                    timeout = 10, handler = function(req) ... end,
+ *                                    fixed = {{path = "/healthz", status = 200,
+ *                                              content_type = "application/json", body = "..."}}}
+ *     srv:port()  srv:address()  srv:fixed_hits() -> {[path] = n}  srv:close()
+ *
+ * `fixed` responses (at most MAX_FIXED) are answered to GET and HEAD on their exact path (any
+ * query) by the server itself, on the loop, without a task or the handler: a liveness probe
+ * polled by every kubelet and load balancer then costs what a static file costs in nginx, and
+ * still proves that the loop turns. srv:fixed_hits() counts them for the metrics.
  *
  * Each request runs handler(req) as a task (it may wait); req = {method, path, raw_path, query,
  * version, headers (lowercase names), body, remote}. The handler returns status, headers, body;
@@ -46,6 +53,8 @@
 #define MAX_PENDING 256      /* handler tasks in flight per server; more get 503 */
 #define CLOSE_ALL_DEADLINE_MS 2000
 #define LISTEN_BACKLOG 128
+#define MAX_FIXED 4
+#define MAX_FIXED_BODY 4096
 
 typedef struct server server;
 
@@ -84,6 +93,14 @@ typedef struct error_filter {
   server *s;
 } error_filter;
 
+/* A response the server answers itself (see `fixed` above). */
+typedef struct fixed_response {
+  char *path, *content_type, *body;
+  size_t path_len, body_len;
+  int status;
+  lua_Integer hits;
+} fixed_response;
+
 struct server {
   dc_host *H;
   registry *reg; /* NULL once detached at shutdown */
@@ -98,6 +115,8 @@ struct server {
   pending *pendings;
   int nconns, npending, closing_handles, port;
   size_t max_body;
+  fixed_response fixed[MAX_FIXED];
+  int nfixed;
   bool config_ready, ctx_ready, listener_ready, listener_closed, closing, disposing;
   char address[INET6_ADDRSTRLEN + 8];
 };
@@ -222,6 +241,15 @@ static void on_setup_error_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostre
 
 /* ---- closing ---- */
 
+static void free_fixed(server *s) {
+  for (int i = 0; i < s->nfixed; i++) {
+    free(s->fixed[i].path);
+    free(s->fixed[i].content_type);
+    free(s->fixed[i].body);
+  }
+  s->nfixed = 0;
+}
+
 static void server_free(server *s) {
   if (s->config_ready) h2o_config_dispose(&s->config);
   if (s->reg) {
@@ -229,6 +257,7 @@ static void server_free(server *s) {
     else s->reg->first = s->next;
     if (s->next) s->next->prev = s->prev;
   }
+  free_fixed(s);
   free(s);
 }
 
@@ -538,10 +567,27 @@ static void on_task_done(dc_task *t, int status, const char *err, void *ud) {
   if (!p->spawning) pending_free(p);
 }
 
+/* A fixed response for GET or HEAD on its path, or NULL. */
+static fixed_response *fixed_for(server *s, h2o_req_t *req) {
+  if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+      !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+    return NULL;
+  for (int i = 0; i < s->nfixed; i++)
+    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, s->fixed[i].path, s->fixed[i].path_len))
+      return &s->fixed[i];
+  return NULL;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   server *s = ((route_handler *)self)->s;
   if (s->closing) {
     send_json_error(req, 503, "unavailable", "the server is closing");
+    return 0;
+  }
+  fixed_response *f = fixed_for(s, req);
+  if (f) {
+    f->hits++;
+    send_body(req, f->status, f->content_type, f->body, f->body_len);
     return 0;
   }
   if (req->entity.base && req->entity.len > s->max_body) { /* h2o enforces it; belt and braces */
@@ -715,7 +761,60 @@ static registry *registry_of(lua_State *L, bool create) {
   return reg;
 }
 
-static const char *const LISTEN_KEYS[] = {"host", "port", "handler", "max_body", "timeout", NULL};
+static const char *const LISTEN_KEYS[] = {"host", "port", "handler", "max_body", "timeout", "fixed", NULL};
+static const char *const FIXED_KEYS[] = {"path", "status", "content_type", "body", NULL};
+
+/* Checks opts.fixed (opts at idx); raises on a bad entry. Allocates nothing, so that it can run
+ * before the server exists. Leaves the list (or nil) on the stack. */
+static void check_fixed(lua_State *L, int idx) {
+  if (lua_getfield(L, idx, "fixed") == LUA_TNIL) return;
+  if (!lua_istable(L, -1)) luaL_error(L, "server.listen: 'fixed' must be a list of {path=, status=, body=}");
+  lua_Integer n = luaL_len(L, -1);
+  if (n > MAX_FIXED) luaL_error(L, "server.listen: at most %d fixed responses", MAX_FIXED);
+  for (lua_Integer i = 1; i <= n; i++) {
+    int e = lua_gettop(L) + 1;
+    if (lua_geti(L, -1, i) != LUA_TTABLE) luaL_error(L, "server.listen: fixed[%d] must be a table", (int)i);
+    dc_opts_check(L, e, "server.listen fixed", FIXED_KEYS);
+    const char *path = NULL, *type = NULL;
+    lua_Integer status = 200;
+    dc_opt_string(L, e, "server.listen fixed", "path", &path, NULL);
+    dc_opt_string(L, e, "server.listen fixed", "content_type", &type, NULL);
+    dc_opt_integer(L, e, "server.listen fixed", "status", 200, 599, &status);
+    if (!path || path[0] != '/') luaL_error(L, "server.listen: fixed[%d].path must start with /", (int)i);
+    int t = lua_getfield(L, e, "body");
+    if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "server.listen: fixed[%d].body must be a string", (int)i);
+    if (t == LUA_TSTRING && luaL_len(L, -1) > MAX_FIXED_BODY)
+      luaL_error(L, "server.listen: fixed[%d].body is over %d bytes", (int)i, MAX_FIXED_BODY);
+    lua_settop(L, e - 1);
+  }
+}
+
+/* Copies the checked list at the top of the stack (or nil) into s; false when out of memory. */
+static bool copy_fixed(lua_State *L, server *s) {
+  if (lua_isnil(L, -1)) return true;
+  lua_Integer n = luaL_len(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, -1, i);
+    lua_getfield(L, -1, "path");
+    lua_getfield(L, -2, "content_type");
+    lua_getfield(L, -3, "body");
+    lua_getfield(L, -4, "status");
+    size_t body_len = 0;
+    const char *body = lua_isstring(L, -2) ? lua_tolstring(L, -2, &body_len) : "";
+    fixed_response *f = &s->fixed[s->nfixed++];
+    f->path = strdup(lua_tostring(L, -4));
+    f->content_type = strdup(lua_isstring(L, -3) ? lua_tostring(L, -3) : "application/json");
+    f->body = malloc(body_len + 1);
+    int isnum;
+    lua_Integer status = lua_tointegerx(L, -1, &isnum);
+    f->status = isnum ? (int)status : 200;
+    lua_pop(L, 5);
+    if (!f->path || !f->content_type || !f->body) return false;
+    memcpy(f->body, body, body_len);
+    f->path_len = strlen(f->path), f->body_len = body_len, f->hits = 0;
+  }
+  return true;
+}
 
 /* server.listen{host=, port=, handler=, max_body=, timeout=} -> server | nil, err */
 static int server_listen(lua_State *L) {
@@ -734,16 +833,25 @@ static int server_listen(lua_State *L) {
   dc_opt_number(L, 1, "server.listen", "timeout", 0.001, 86400, &timeout);
   if (!dc_opt_push(L, 1, "server.listen", "handler", LUA_TFUNCTION))
     return luaL_error(L, "server.listen: 'handler' must be a function");
-  /* stack: opts handler */
+  check_fixed(L, 1);
+  lua_insert(L, -2); /* stack: opts fixed handler */
   registry *reg = registry_of(L, true);
   server_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL; /* closed until the listener is up */
   luaL_setmetatable(L, SERVER_MT);
-  /* stack: opts handler box */
+  /* stack: opts fixed handler box */
   server *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "server.listen: out of memory");
   s->H = H;
   s->max_body = (size_t)max_body;
+  lua_pushvalue(L, -3);
+  bool copied = copy_fixed(L, s);
+  lua_pop(L, 1);
+  if (!copied) {
+    free_fixed(s);
+    free(s);
+    return luaL_error(L, "server.listen: out of memory");
+  }
   s->handler_ref = s->self_ref = LUA_NOREF;
   s->reg = reg;
   s->next = reg->first;
@@ -785,6 +893,16 @@ static int server_address(lua_State *L) {
   return 1;
 }
 
+static int server_fixed_hits(lua_State *L) {
+  server *s = check_open(L);
+  lua_createtable(L, 0, s->nfixed);
+  for (int i = 0; i < s->nfixed; i++) {
+    lua_pushinteger(L, s->fixed[i].hits);
+    lua_setfield(L, -2, s->fixed[i].path);
+  }
+  return 1;
+}
+
 static int server_close(lua_State *L) {
   server_box *box = luaL_checkudata(L, 1, SERVER_MT);
   if (box->s) server_begin_close(box->s);
@@ -805,9 +923,7 @@ static const luaL_Reg server_functions[] = {
 };
 
 static const luaL_Reg server_methods[] = {
-    {"port", server_port},
-    {"address", server_address},
-    {"close", server_close},
+    {"port", server_port}, {"address", server_address}, {"fixed_hits", server_fixed_hits}, {"close", server_close},
     {NULL, NULL},
 };
 

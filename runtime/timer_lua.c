@@ -114,13 +114,13 @@ static const char *const SPEC_KEYS[] = {"name", "run",       "every",  "cron",  
 
 /* Reads the spec table at idx into trig; leaves the function on top of the stack and returns
  * the job name. Raises a clear error naming the bad field. */
-static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long *budget) {
+static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, dc_budget *budget) {
   luaL_checktype(L, idx, LUA_TTABLE);
   dc_opts_check(L, idx, "job", SPEC_KEYS);
   memset(trig, 0, sizeof *trig);
   trig->utc = dc_log_is_utc();
   trig->immediate = true;
-  *budget = 0;
+  *budget = (dc_budget){0, 0};
   int kinds = 0;
   const char *tz;
   if (dc_opt_string(L, idx, "job", "timezone", &tz, NULL)) {
@@ -156,8 +156,16 @@ static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long 
   lua_pop(L, 3);
   dc_opt_boolean(L, idx, "job", "immediate", &trig->immediate);
   dc_opt_boolean(L, idx, "job", "quiet", &trig->quiet);
-  lua_Integer n; /* instructions; -1 = unlimited */
-  if (dc_opt_integer(L, idx, "job", "budget", LUA_MININTEGER, LUA_MAXINTEGER, &n)) *budget = n;
+  /* budget: a duration text is run time, a number instructions (-1: no limit at all) */
+  if (dc_opt_field(L, idx, "budget") == LUA_TSTRING) {
+    budget->seconds = check_duration(L, -1, "budget");
+    if (!(budget->seconds >= 0.001))
+      luaL_error(L, "budget: a run time of at least 1ms (\"200ms\", \"2s\"), or a number of instructions");
+  }
+  lua_pop(L, 1);
+  lua_Integer n;
+  if (budget->seconds == 0 && dc_opt_integer(L, idx, "job", "budget", LUA_MININTEGER, LUA_MAXINTEGER, &n))
+    budget->instructions = n;
   char err[256];
   if (dc_trigger_validate(trig, err, sizeof err) != 0) luaL_error(L, "job: %s", err);
   const char *name = NULL;
@@ -177,7 +185,7 @@ static const char *read_spec(lua_State *L, int idx, dc_trigger *trig, long long 
 /* timer.add{name=, every=|cron=|at=, run=fn, ...} -> name */
 static int timer_add(lua_State *L) {
   dc_trigger trig;
-  long long budget;
+  dc_budget budget;
   const char *name = read_spec(L, 1, &trig, &budget);
   char err[256];
   if (!dc_sched_add(sched_of(L), L, name, &trig, budget, err, sizeof err))
@@ -189,7 +197,7 @@ static int timer_add(lua_State *L) {
 /* timer.validate(spec) -> true | nil, err: checks a spec without adding it. */
 static int do_validate(lua_State *L) {
   dc_trigger trig;
-  long long budget;
+  dc_budget budget;
   read_spec(L, 1, &trig, &budget);
   return 0;
 }

@@ -4,7 +4,8 @@
 #   unit:        the C tests (tests/unit/c, built under build/tests) and tests/unit/*_spec.lua:
 #                no servers, no Python, no venv (`make check`)
 #   integration: tests/integration/*_spec.lua: real servers, Python peers, kubectl, MLflow,
-#                Prometheus, dconn end to end
+#                Prometheus, dconn end to end; and tests/policies/*_spec.lua: each shipped
+#                policy on telemetry and cluster fixtures (docs/testing-policies.md)
 #   all:         both (the default; `make test`)
 set -u
 DCONN=${1:-build/dconn}
@@ -75,6 +76,8 @@ if [ "$WHICH" != integration ]; then
 fi
 if [ "$WHICH" != unit ]; then
   run_specs integration
+  # the shipped policies read the cloudedge example's files from outside their directory
+  DCONN_POLICY_READ=examples/cloudedge run_specs policies
 fi
 
 echo "$passed passed, $failed failed"

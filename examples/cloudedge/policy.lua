@@ -10,5 +10,5 @@ return {
   deployment = "nginx",
   candidates = dofile("nodes.lua"), -- read next to this file
   source = { replay = "telemetry.csv", speed = 60 },
-  safety = { cooldown = "30m", consecutive = 2 },
+  safety = { cooldown = "30m", consecutive = 2, move_cost = 30, horizon = "30m" }, -- a move must pay for itself
 }

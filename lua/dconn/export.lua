@@ -46,6 +46,7 @@
 local features = require "dconn.features"
 local errors = require "dconn.error"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 local timer = require "dconn.timer"
 
 local type, tostring, tonumber, ipairs, pairs = type, tostring, tonumber, ipairs, pairs
@@ -407,6 +408,9 @@ end
 
 function _M.read(path)
   if type(path) ~= "string" then error("export.read: expected a path, got " .. type(path), 2) end
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  path = real
   local paths
   local st, serr = fs.stat(path)
   if not st then return fail("io", format("cannot open %s: %s", path, serr.reason)) end

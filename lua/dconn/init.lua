@@ -6,10 +6,11 @@
 --   dconn.task                          several things at once inside one job (child tasks)
 --   dconn.http                          the HTTP client (libcurl on the loop)
 --   dconn.tracker (rest, file)          MLflow tracking: a REST client, an embedded file store
---   dconn.k8s (config, api, place, leader, sim)
+--   dconn.k8s (config, api, place, migrate, leader, shards, sim)
 --                                       the Kubernetes actuator, Lease leadership, a simulated cluster
 --   dconn.features dconn.prom dconn.replay dconn.export
 --                                       telemetry: the model's inputs, Prometheus, CSV replay, the CSV export
+--   dconn.cluster_qos                   per-cluster QoS aggregates (avg, max) for the rules
 --   dconn.model                         in-process prediction (networks, forecasters)
 --   dconn.policy                        the policy format: its schema and checker
 --   dconn.placement (pipeline, recommender, models, rules, gates, decisions)
@@ -48,6 +49,7 @@ local MODULES = {
   "model",
   "tracker",
   "k8s",
+  "cluster_qos",
   "metrics",
   "features",
   "prom",
@@ -62,6 +64,7 @@ _M.modules = MODULES
 -- The sandbox looks names up here; nothing else under dconn is requirable by a policy.
 local SUBMODULES = {
   "k8s.leader",
+  "k8s.shards",
   "k8s.sim",
   "tracker.file",
   "placement.pipeline",

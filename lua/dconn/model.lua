@@ -3,6 +3,7 @@
 --   model.load(spec, weights_path) -> m | nil, err     spec: a table, or a .lua / .json file path
 --   m:predict(x [, {pool = true|false}]) -> tensor | nil, err
 --   model.tensor(nested) / tensor(flat, shape) / zeros(shape) / full(shape, v) / is_tensor(v)
+--   model.kernels() -> "small-batch products avx2, pointwise avx2, OpenBLAS Haswell" (what runs here)
 --   model.open(path) -> safetensors file | nil, err;  model.save(path, {name = t}, meta) -> true | nil, err
 --   model.forecaster(kind [, opts]) -> f;  f:fit(series) -> f | nil, err;  f:predict([h]); f:forecast(h)
 --   model.forecaster_spec(kind_or_spec) -> kind, opts, name
@@ -69,6 +70,7 @@ local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 local errors = require "dconn.error"
 local fs = require "dconn.fs"
+local access = require "dconn._access" -- the sandbox's file rules
 local options = require "dconn._options"
 local log = require "dconn.log"
 local scalers = require "dconn.model.scalers"
@@ -83,6 +85,13 @@ local _M = { _VERSION = "0.1.0" }
 
 for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops", "POOL_FLOPS" } do
   _M[name] = nn[name]
+end
+
+--- Which kernels run the networks on this CPU: the packed small-batch products ("avx512",
+--- "avx2" or "none": every product in BLAS), the pointwise gates, and OpenBLAS's core.
+function _M.kernels()
+  local b = nn.blas()
+  return string.format("small-batch products %s, pointwise %s, OpenBLAS %s", b.small_gemm, b.kernels, b.core)
 end
 
 local SPEC_KEYS = { name = true, description = true, input = true, layers = true, strict = true, scalers = true }
@@ -132,13 +141,17 @@ local function fail(kind, message)
 end
 
 function _M.open(path)
-  local file, err = nn.open(path)
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  local file, err = nn.open(real)
   if not file then return fail("io", err) end
   return file
 end
 
 function _M.save(path, tensors, meta)
-  local ok, err = nn.save(path, tensors, meta)
+  local real, aerr = access.check(path, "w")
+  if not real then return fail("io", aerr) end
+  local ok, err = nn.save(real, tensors, meta)
   if not ok then return fail("io", err) end
   return ok
 end
@@ -158,6 +171,9 @@ end
 -- Reads a spec file: Lua (a chunk returning a table, run with no globals) or JSON.
 function _M.load_spec(path)
   if type(path) ~= "string" then error("model.load_spec: expected a path", 2) end
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  path = real
   if path:match("%.json$") then
     local text, err = fs.read_file(path)
     if not text then return fail("io", err.message) end
@@ -419,7 +435,9 @@ end
 -- model.load(spec, weights_path) -> m | nil, err. spec: a table or a .lua/.json path.
 -- The spec with the scalers of its JSON file around its layers (a copy), or nil, err.
 local function with_scalers(spec, path)
-  local read, err = scalers.read(path)
+  local real, aerr = access.check(path, "r")
+  if not real then return fail("io", aerr) end
+  local read, err = scalers.read(real)
   if not read then return fail(err:find("^cannot") and "io" or "format", err) end
   local layers = {}
   for i, layer in ipairs(spec.layers or {}) do
@@ -454,6 +472,9 @@ function _M.load(spec, weights, opts)
   if type(weights) ~= "string" then error("model.load: expected the weights file path as argument 2", 2) end
   options.check(opts, { scalers = "string" }, "model.load")
   local spec_dir = "."
+  local real, aerr = access.check(weights, "r")
+  if not real then return fail("io", aerr) end
+  weights = real
   if type(spec) == "string" then
     spec_dir = fs.dirname(spec)
     local s, err = _M.load_spec(spec)

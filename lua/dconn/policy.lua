@@ -193,7 +193,8 @@ local TRIGGER_DOCS = {
   {
     key = "budget",
     type = "any",
-    doc = "Lua instructions per run, -1 for no limit (default --max-instructions)",
+    doc = 'run time per run: "200ms", "2s" (default --max-run-time); or a number: Lua instructions '
+      .. "per run, -1 for no limit (default --max-instructions)",
   },
 }
 
@@ -465,6 +466,10 @@ end
 local LEADER_TIMINGS = { lease_duration = 15, renew_deadline = 10, retry_period = 2 } -- client-go's
 
 local function check_leader(v, path)
+  local n = v.shards
+  if n ~= nil and (n ~= math.floor(n) or n > 1024) then
+    return nil, format("%s.shards: an integer from 1 to 1024 (now %g)", path, n)
+  end
   local t = {}
   for k, d in pairs(LEADER_TIMINGS) do
     t[k] = v[k] or d
@@ -615,6 +620,44 @@ local SETTINGS = {
       default = gates.DEFAULTS.namespace_budget,
       doc = "moves in the last hour in one namespace",
     },
+    {
+      key = "move_cost",
+      type = "any",
+      default = gates.DEFAULTS.move_cost,
+      doc = "seconds of zero QoS a move costs (the pods restarting); a move must pay for it: its predicted gain, "
+        .. "less the noise, over the horizon must exceed it (degraded nodes and SLA failures are left at once)",
+    },
+    { key = "horizon", type = "any", default = "30m", doc = "how long a move's gain is counted" },
+    {
+      key = "noise",
+      type = "any",
+      default = gates.DEFAULTS.noise,
+      doc = "times the candidates' recent mean absolute prediction error the gain must clear first",
+    },
+    {
+      key = "flap_window",
+      type = "any",
+      default = "1h",
+      doc = "a move back to the node the app left less than this ago is a flap (A -> B -> A)",
+    },
+    {
+      key = "quarantine",
+      type = "any",
+      default = "2h",
+      doc = "how long the node the app came back from after a flap is no destination",
+    },
+    {
+      key = "verify",
+      type = "any",
+      default = gates.DEFAULTS.verify,
+      doc = "ticks after a move during which the new node's realized QoS is compared with the old one's",
+    },
+    {
+      key = "revert_margin",
+      type = "any",
+      default = gates.DEFAULTS.revert_margin,
+      doc = "how far the new node's realized QoS must fall below the old one's for the app to move back (once)",
+    },
   }, {
     key = "safety",
     check = function(v) return gates.check_settings(v) end,
@@ -689,11 +732,18 @@ local SETTINGS = {
       default = LEADER_TIMINGS.retry_period,
       doc = "seconds between tries",
     },
+    {
+      key = "shards",
+      type = "positive",
+      doc = "split the targets between replicas: this many shard Leases NAME-shard-I, "
+        .. "each replica decides the targets of the shards it holds (dconn.k8s.shards)",
+    },
   }, {
     key = "leader",
     check = check_leader,
     doc = "a Lease to hold for actuating jobs (the placement jobs, "
-      .. "jobs with actuating = true) to run: one acting agent among replicas",
+      .. "jobs with actuating = true) to run: one acting agent among replicas (or, with shards, "
+      .. "one per target)",
   }),
   {
     key = "routes",

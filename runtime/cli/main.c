@@ -144,13 +144,16 @@ static int run_native(dc_host *H, lua_State *L, const char *command, int opts, c
   if (strcmp(command, "run") == 0) {
     bool once = get_bool(L, opts, "once");
     const char *listen = get_string(L, opts, "listen"), *token = get_string(L, opts, "api_token_file");
+    const char *shadow = get_string(L, opts, "shadow");
     agent.grace = get_number(L, opts, "grace", agent.grace);
     agent.stop_after = get_number(L, opts, "stop_after", 0);
     agent.keep_alive = true;
     agent.reloadable = !once;
     if (agent.reloadable && !get_bool(L, opts, "no_watch")) agent.watch_path = file;
     if ((listen && dc_runtime_set_option(H, "listen", listen) != 0) ||
-        (token && dc_runtime_set_option(H, "api_token_file", token) != 0)) {
+        (token && dc_runtime_set_option(H, "api_token_file", token) != 0) ||
+        (shadow && dc_runtime_set_option(H, "shadow", shadow) != 0) ||
+        (get_bool(L, opts, "dry_run") && dc_runtime_set_option(H, "dry_run", "1") != 0)) {
       dc_host_free(H);
       return DC_EXIT_FAILURE;
     }

@@ -70,15 +70,21 @@ AVX static inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-AVX static inline __m256 sigmoid8(__m256 x) {
-  __m256 one = _mm256_set1_ps(1.0f);
-  return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+/* 1 / d for d >= 1: the 12-bit estimate and one Newton step (relative error about 1e-7). A
+ * division's throughput is a fifth of an FMA's, and an LSTM step does five per 8 lanes. */
+AVX static inline __m256 recip8(__m256 d) {
+  __m256 r = _mm256_rcp_ps(d);
+  return _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
 }
 
+AVX static inline __m256 sigmoid8(__m256 x) {
+  return recip8(_mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+/* tanh(x) = 2 sigmoid(2x) - 1 */
 AVX static inline __m256 tanh8(__m256 x) {
-  __m256 one = _mm256_set1_ps(1.0f);
-  __m256 e = exp8(_mm256_mul_ps(x, _mm256_set1_ps(-2.0f)));
-  return _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+  __m256 s = sigmoid8(_mm256_add_ps(x, x));
+  return _mm256_fmsub_ps(s, _mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f));
 }
 
 AVX static void sigmoid_avx(float *x, size_t n) {

@@ -37,7 +37,7 @@ typedef struct dc_nn_layer {
   /* SCALE */
   float *a, *c;
   bool divide;
-  /* the weights again, packed for dc_nn_small_gemm (NULL when the CPU lacks AVX-512) */
+  /* the weights again, packed for dc_nn_small_gemm (NULL when the CPU lacks AVX2 and FMA) */
   float *w_p, *w_ih_p[DC_NN_MAX_RNN_LAYERS], *w_hh_p[DC_NN_MAX_RNN_LAYERS];
 } dc_nn_layer;
 
@@ -76,10 +76,11 @@ void dc_nn_tanh(float *x, size_t n);
 void dc_nn_lstm_cell(const float *g, const float *b, float *c, float *h, int H);
 /* One GRU step for one row: gx = 3H input pre-activations without bias, bx their bias, gh =
  * W_hh h_prev (3H, NULL when h_prev = 0), bhn = b_hn, hprev (NULL = 0); h (H) written. */
-/* Small-M matrix product on packed weights (AVX-512): C[M x N] (ldc) = A[M x K] (lda) W^T +
+/* Small-M matrix product on packed weights (AVX-512, else AVX2+FMA): C[M x N] (ldc) = A[M x K] (lda) W^T +
  * beta C with beta 0 or 1, W given as dc_nn_pack made it. For the few rows of small batches,
  * where BLAS spends more time packing than multiplying. */
 bool dc_nn_small_gemm_available(void);
+const char *dc_nn_small_gemm_name(void); /* "avx512", "avx2" or "none" (BLAS for every product) */
 size_t dc_nn_packed_floats(int N, int K);
 void dc_nn_pack(const float *W, int N, int K, float *Wp);
 void dc_nn_small_gemm(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C, int ldc);

@@ -338,7 +338,7 @@ static int net_predict(lua_State *L) {
 /* ---- BLAS facts for benchmarks and the REPL ---- */
 
 static int nn_blas(lua_State *L) {
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, openblas_get_config());
   lua_setfield(L, -2, "config");
   lua_pushstring(L, openblas_get_corename());
@@ -347,6 +347,8 @@ static int nn_blas(lua_State *L) {
   lua_setfield(L, -2, "threads");
   lua_pushstring(L, dc_nn_kernels_name());
   lua_setfield(L, -2, "kernels");
+  lua_pushstring(L, dc_nn_small_gemm_name());
+  lua_setfield(L, -2, "small_gemm");
   return 1;
 }
 

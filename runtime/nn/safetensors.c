@@ -10,10 +10,13 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct reader {
   const unsigned char *start, *p, *end; /* the header text */
@@ -619,5 +622,53 @@ int dc_st_write(FILE *f, const dc_st_out *tensors, int n, const dc_st_meta *meta
     /* little-endian on disk, as on every machine dconn targets (x86-64, arm64) */
     if (numel && fwrite(tensors[i].data, 4, (size_t)numel, f) != numel) rc = -1;
   }
+  return rc;
+}
+
+/* ---- reading a file ---- */
+
+int dc_st_read_fd(int fd, size_t size, unsigned char **out, char *err, size_t errlen) {
+  *out = NULL;
+  if (size == 0) return 0;
+  unsigned char *bytes = malloc(size);
+  if (!bytes) {
+    snprintf(err, errlen, "out of memory (%zu bytes)", size);
+    return -1;
+  }
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = read(fd, bytes + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      snprintf(err, errlen, "%s", strerror(errno));
+      free(bytes);
+      return -1;
+    }
+    if (n == 0) {
+      snprintf(err, errlen, "file shrank while being read (%zu of %zu bytes)", got, size);
+      free(bytes);
+      return -1;
+    }
+    got += (size_t)n;
+  }
+  *out = bytes;
+  return 0;
+}
+
+int dc_st_read_file(const char *path, unsigned char **out, size_t *size, char *err, size_t errlen) {
+  *out = NULL;
+  *size = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s", strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  int rc = -1;
+  if (fstat(fd, &st) != 0) snprintf(err, errlen, "%s", strerror(errno));
+  else if (!S_ISREG(st.st_mode)) snprintf(err, errlen, "not a regular file");
+  else rc = dc_st_read_fd(fd, (size_t)st.st_size, out, err, errlen);
+  if (rc == 0) *size = (size_t)st.st_size;
+  close(fd);
   return rc;
 }

@@ -43,6 +43,13 @@ typedef struct dc_st_header {
   dc_st_meta *meta;
 } dc_st_header;
 
+/* Reads a whole file into memory (malloc'd *out of *size bytes; free it): read, not mapped, so a
+ * file truncated or rewritten while it is read is an error here ("file shrank while being
+ * read"), never a SIGBUS later. 0, or -1 with the reason in err. */
+int dc_st_read_file(const char *path, unsigned char **out, size_t *size, char *err, size_t errlen);
+/* The part of dc_st_read_file after open and fstat: reads size bytes (what fstat said) from fd. */
+int dc_st_read_fd(int fd, size_t size, unsigned char **out, char *err, size_t errlen);
+
 /* Parses and validates a whole file held in memory. 0 on success (free h with dc_st_free), or
  * -1 with a message in err naming the tensor or byte offset at fault (h is then empty). */
 int dc_st_parse(const unsigned char *buf, size_t size, dc_st_header *h, char *err, size_t errlen);

@@ -43,43 +43,10 @@ static int f_close(lua_State *L) {
 
 /* Reads and validates path into f; 0, or -1 with the reason in err. */
 static int map_file(st_file *f, const char *path, char *err, size_t errlen) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  if (fd < 0) goto fail_errno;
-  if (fstat(fd, &st) != 0) goto fail_errno;
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(err, errlen, "not a regular file");
-    goto fail;
-  }
-  f->size = (size_t)st.st_size;
-  if (f->size) {
-    f->map = malloc(f->size);
-    if (!f->map) {
-      snprintf(err, errlen, "out of memory (%zu bytes)", f->size);
-      goto fail;
-    }
-    size_t got = 0;
-    while (got < f->size) {
-      ssize_t n = read(fd, f->map + got, f->size - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) goto fail_errno;
-      if (n == 0) {
-        snprintf(err, errlen, "file shrank while being read (%zu of %zu bytes)", got, f->size);
-        goto fail;
-      }
-      got += (size_t)n;
-    }
-  }
-  close(fd);
-  fd = -1;
+  if (dc_st_read_file(path, &f->map, &f->size, err, errlen) != 0) return -1;
   static const unsigned char empty[1];
   /* an empty file fails here (too short), so an open file always has its bytes */
-  if (dc_st_parse(f->map ? f->map : empty, f->size, &f->h, err, errlen) != 0) goto fail;
-  return 0;
-fail_errno:
-  snprintf(err, errlen, "%s", strerror(errno));
-fail:
-  if (fd >= 0) close(fd);
+  if (dc_st_parse(f->map ? f->map : empty, f->size, &f->h, err, errlen) == 0) return 0;
   free(f->map);
   f->map = NULL;
   f->size = 0;

@@ -1,7 +1,9 @@
 -- dconn side of tests/bench/model.sh: windows/s of the original model at several batch sizes,
 -- and what sgemm reaches on this machine in the same process.
 -- usage: dconn tests/bench/model_bench.lua SPEC WEIGHTS SECONDS BATCH...
--- prints "batch B windows_per_s" lines, then "sgemm GFLOPS" and "flops PER_WINDOW".
+-- prints "batch B windows_per_s" lines, then "sgemm GFLOPS", "flops PER_WINDOW" and "kernels
+-- WHAT" (model.kernels() where the engine has it, else "unknown"; the pointwise ISA and
+-- OpenBLAS's core beside it).
 local model = require "dconn.model"
 local timer = require "dconn.timer"
 
@@ -33,3 +35,13 @@ for i = 4, #arg do
 end
 print(string.format("sgemm %.1f", model.sgemm_gflops(1024, 1024, 1024, seconds)))
 print(string.format("flops %.0f", m:flops()))
+local ok, chosen = pcall(model.kernels) -- an engine without model.kernels says "unknown"
+local blas = model.blas()
+print(
+  string.format(
+    "kernels %s (pointwise %s, OpenBLAS core %s)",
+    ok and type(chosen) == "string" and chosen or "unknown",
+    blas.kernels,
+    blas.core
+  )
+)

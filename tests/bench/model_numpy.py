@@ -1,6 +1,6 @@
 """The original model's forward pass in NumPy (float32, batched matmuls), the peer of
 tests/bench/model.sh. usage: python3 model_numpy.py WEIGHTS SECONDS BATCH...
-Prints "batch B windows_per_s" lines."""
+Prints "batch B windows_per_s" lines. load() is shared with model_onnx.py."""
 import json
 import struct
 import sys
@@ -66,4 +66,5 @@ def main():
         print("batch %d %.1f" % (batch, batch * runs / (time.perf_counter() - t0)))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,13 @@
 #   tracker   the lstm agent logging to a file: tracker, at 5 apps (its cost per app)
 # Tick times are wall-clock medians (min/max) of BENCH_POLICY_TICKS (default 5; the peer's loop
 # 2) ticks; peak RSS is VmHWM (dconn) and ru_maxrss (peer); Lua heap is collectgarbage("count")
-# at the end. Moves per tick are bounded by the gates' budget (30 moves an hour).
+# at the end. Moves per tick are bounded by the gates' budget (30 moves an hour). The aims: a
+# median tick of at most 100 ms, and a peak RSS no larger than the batched NumPy peer's.
+#
+# Then the same at BENCH_POLICY_LARGE_APPS x BENCH_POLICY_LARGE_CANDS (default 10,000 x 1,000;
+# apps 0 skips it), BENCH_POLICY_LARGE_TICKS (default 2) ticks, dconn with a Lua heap of at most
+# BENCH_POLICY_LARGE_HEAP (default 8G) and the batched NumPy peer, each given
+# BENCH_POLICY_LARGE_SECONDS (default 600): a run that outgrows the heap or the time says so.
 # usage: tests/bench/policy.sh path/to/dconn      (make bench)
 # shellcheck source=tests/bench/common.sh
 . "$(dirname "$0")/common.sh" "$@"
@@ -19,6 +25,11 @@ TICKS=${BENCH_POLICY_TICKS:-5}
 PEER_TICKS=${BENCH_POLICY_PEER_TICKS:-2}
 APPS=1000
 CANDS=100
+LARGE_APPS=${BENCH_POLICY_LARGE_APPS:-10000}
+LARGE_CANDS=${BENCH_POLICY_LARGE_CANDS:-1000}
+LARGE_TICKS=${BENCH_POLICY_LARGE_TICKS:-2}
+LARGE_HEAP=${BENCH_POLICY_LARGE_HEAP:-8G}
+LARGE_SECONDS=${BENCH_POLICY_LARGE_SECONDS:-600}
 PY=/usr/bin/python3
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dconn-policy-bench.XXXXXX") || exit 1
@@ -106,6 +117,9 @@ awk -v apps="$APPS" -v cands="$CANDS" -v ticks="$TICKS" '
     printf "dconn: %d ticks; pipeline %s (predictor %s), recommender %s (medians); first tick %s (%d patches); " \
       "setup %s; Lua heap %.1f MiB at the end; held by a gate: %d decisions\n", n[d], ms(medp[d]), ms(medpr[d]),
       ms(medr[d]), ms(first[d]), mv[d], ms(v[d, "setup_ms"]), v[d, "lua_kib"] / 1024, hd[d]
+    printf "aim: tick at most 100 ms (median)                 %s\n", !n[d] ? "NOT MEASURED" : (med[d] <= 100 ? "met" : "MISSED")
+    printf "aim: peak RSS at most the batched NumPy peer'"'"'s    %s\n", !(v[d, "hwm_kib"] && v["batched", "hwm_kib"]) ? \
+      "NOT MEASURED" : (v[d, "hwm_kib"] <= v["batched", "hwm_kib"] ? "met" : "MISSED")
     d = "select"
     if (n[d]) printf "select (forecaster by backtest), 100 apps x %d: first tick %s (%.1f us per candidate), then %s " \
       "median (%.2f us per candidate); peak RSS %.1f MiB\n", cands, ms(first[d]), first[d] * 1000 / (100 * cands),
@@ -114,4 +128,39 @@ awk -v apps="$APPS" -v cands="$CANDS" -v ticks="$TICKS" '
     if (n[d]) printf "with a file: tracker, 5 apps x %d: %s a tick median, %s per app\n", cands, ms(med[d]),
       ms(med[d] / 5)
   }' "${files[@]}"
+
+# --- the large figure: LARGE_APPS x LARGE_CANDS, dconn and the batched NumPy peer ----------------
+[ "$LARGE_APPS" -gt 0 ] || exit $status
+mkdir -p "$TMP/large.d"
+timeout "$LARGE_SECONDS" "$DCONN" --memory-limit "$LARGE_HEAP" tests/bench/policy_bench.lua lstm "$LARGE_APPS" \
+  "$LARGE_CANDS" "$LARGE_TICKS" "$TMP/large.d" > "$TMP/large" 2> "$TMP/large.log"
+large_rc=$?
+rm -rf "$TMP/large.d"
+large_peer_rc=-
+if "$PY" -c 'import numpy' 2> /dev/null; then
+  timeout "$LARGE_SECONDS" "$PY" tests/bench/policy_peer.py batched "$LARGE_APPS" "$LARGE_CANDS" "$LARGE_TICKS" \
+    > "$TMP/large_batched" 2> "$TMP/large_batched.log"
+  large_peer_rc=$?
+fi
+# large_cell FILE RC: "median tick|peak RSS|note" of one run
+large_cell() {
+  awk -v rc="$2" -v limit="$LARGE_SECONDS" '
+    $1 == "tick" { t[++n] = $3 }
+    $1 == "hwm_kib" { hwm = $2 }
+    $1 == "failed" { $1 = ""; failed = substr($0, 2) }
+    END {
+      for (i = 2; i <= n; i++) { x = t[i]; for (j = i - 1; j >= 1 && t[j] > x; j--) t[j + 1] = t[j]; t[j + 1] = x }
+      med = n ? ((n % 2) ? t[(n + 1) / 2] : (t[n / 2] + t[n / 2 + 1]) / 2) : 0
+      note = (rc == "-") ? "not run (no numpy)" : (rc == 124 ? "stopped after " limit " s" : (failed != "" ? failed : (rc != 0 ? "exit " rc : "")))
+      printf "%s|%s|%s\n", n ? sprintf("%.2f s (%d ticks)", med / 1000, n) : "-", hwm ? sprintf("%.1f MiB", hwm / 1024) : "-", note
+    }' "$1" 2> /dev/null
+}
+IFS='|' read -r d_tick d_rss d_note < <(large_cell "$TMP/large" "$large_rc")
+IFS='|' read -r p_tick p_rss p_note < <(large_cell "$TMP/large_batched" "$large_peer_rc")
+printf '\nplacement policy at %d apps x %d candidates (the same agent and peer, %d ticks; dconn Lua heap cap %s)\n' \
+  "$LARGE_APPS" "$LARGE_CANDS" "$LARGE_TICKS" "$LARGE_HEAP"
+printf '%-48s %-22s %s\n' benchmark dconn "numpy batched"
+printf '%-48s %-22s %s\n' "tick, pipeline + recommender (median)" "$d_tick" "$p_tick"
+printf '%-48s %-22s %s\n' "peak RSS" "$d_rss" "$p_rss"
+if [ -n "$d_note$p_note" ]; then printf '%-48s %-22s %s\n' "did not finish" "${d_note:--}" "${p_note:--}"; fi
 exit $status

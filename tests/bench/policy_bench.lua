@@ -9,7 +9,8 @@
 --     tracker: log predictions and decisions to a file: tracker in DIR/mlruns
 --
 -- Prints "key value..." lines: setup_ms, tick i total_ms pipeline_ms recommend_ms moves held
--- stay none hold, predictions, hwm_kib, rss_kib, lua_kib, budget. Same seed, same data.
+-- stay none hold, predictions, hwm_kib, rss_kib, lua_kib, budget. Same seed, same data. A tick
+-- that fails (out of Lua heap, say) prints "failed MESSAGE", then the memory lines; exit status 1.
 local timer = require "dconn.timer"
 local model = require "dconn.model"
 local policy = require "dconn.policy"
@@ -213,47 +214,55 @@ print(format("setup_ms %.3f", setup_ms))
 print(format("heap_after_setup_kib %.0f", collectgarbage("count")))
 
 local counted = 0
-for t = 1, ticks do
-  source.tick = t
-  predict_s = 0
-  local t0 = wall()
-  local c0 = os.clock()
-  local predictions = agent:pipeline()
-  local t1 = wall()
-  local c1 = os.clock()
-  local decisions = agent:recommend()
-  local t2 = wall()
-  local c2 = os.clock()
-  local n = { move = 0, held = 0, stay = 0, none = 0, hold = 0 }
-  for _, d in pairs(decisions) do
-    n[d.action] = (n[d.action] or 0) + 1
-  end
-  local preds = 0
-  for _, p in pairs(predictions) do
-    for _, c in ipairs(p.candidates) do
-      if c.value then preds = preds + 1 end
+-- The ticks run protected, so that a run that outgrows the Lua heap (--memory-limit) still
+-- reports how far it got and its peak RSS.
+local ticked, tick_error = pcall(function()
+  for t = 1, ticks do
+    source.tick = t
+    predict_s = 0
+    local t0 = wall()
+    local c0 = os.clock()
+    local predictions = agent:pipeline()
+    local t1 = wall()
+    local c1 = os.clock()
+    local decisions = agent:recommend()
+    local t2 = wall()
+    local c2 = os.clock()
+    local n = { move = 0, held = 0, stay = 0, none = 0, hold = 0 }
+    for _, d in pairs(decisions) do
+      n[d.action] = (n[d.action] or 0) + 1
     end
-  end
-  counted = counted + preds
-  print(
-    format(
-      "tick %d %.3f %.3f %.3f %d %d %d %d %d %d %.3f %.3f %.3f",
-      t,
-      (t2 - t0) * 1000,
-      (t1 - t0) * 1000,
-      (t2 - t1) * 1000,
-      n.move,
-      n.held,
-      n.stay,
-      n.none,
-      n.hold,
-      preds,
-      predict_s * 1000,
-      (c1 - c0) * 1000,
-      (c2 - c1) * 1000
+    local preds = 0
+    for _, p in pairs(predictions) do
+      for _, c in ipairs(p.candidates) do
+        if c.value then preds = preds + 1 end
+      end
+    end
+    counted = counted + preds
+    print(
+      format(
+        "tick %d %.3f %.3f %.3f %d %d %d %d %d %d %.3f %.3f %.3f",
+        t,
+        (t2 - t0) * 1000,
+        (t1 - t0) * 1000,
+        (t2 - t1) * 1000,
+        n.move,
+        n.held,
+        n.stay,
+        n.none,
+        n.hold,
+        preds,
+        predict_s * 1000,
+        (c1 - c0) * 1000,
+        (c2 - c1) * 1000
+      )
     )
-  )
-  io.stdout:flush()
+    io.stdout:flush()
+  end
+end)
+if not ticked then
+  collectgarbage()
+  print(format("failed %s", (tostring(tick_error):gsub("%s+", " "))))
 end
 local budget = agent.settings.safety and agent.settings.safety.budget or 30
 print(format("budget %d", budget))
@@ -262,3 +271,4 @@ print(format("runtime_kib %.0f", require("dconn.runtime").memory() / 1024))
 print(format("hwm_kib %d", status_kib("VmHWM")))
 print(format("rss_kib %d", status_kib("VmRSS")))
 print(format("anon_kib %d", status_kib("RssAnon")))
+if not ticked then os.exit(1) end

@@ -125,6 +125,23 @@ describe("the agent API", function()
     assert.equals("api-fixture", body.policy)
   end)
 
+  it("answers GET and HEAD /healthz in the server itself, and counts them in /metrics", function()
+    local function healthz_count()
+      local _, _, text = http(port, "GET", "/metrics")
+      return tonumber(text:match('dconn_api_requests_total{code="200",route="/healthz"} (%d+)')) or 0
+    end
+    local before = healthz_count()
+    for _ = 1, 3 do
+      assert.equals(200, (http(port, "GET", "/healthz?probe=kubelet")))
+    end
+    local status, headers, text = http(port, "HEAD", "/healthz")
+    assert.equals(200, status)
+    assert.equals("", text or "")
+    assert.equals("15", headers["content-length"])
+    assert.equals("application/json", headers["content-type"])
+    assert.equals(before + 4, healthz_count())
+  end)
+
   it("serves Prometheus metrics: HELP and TYPE for every family, build info, growing job counters", function()
     local status, headers, text = http(port, "GET", "/metrics")
     assert.equals(200, status)

@@ -176,3 +176,39 @@ describe("dconn backtest", function()
     assert.equals(2, rc)
   end)
 end)
+
+-- The shipped policies on the example day of telemetry: moving must beat never moving, with fewer
+-- moves than the original rule without its gates.
+describe("the shipped policies on the example telemetry", function()
+  local POLICIES =
+    { "policies/forecast.lua", "policies/max_qos.lua", "policies/reactive.lua", "examples/cloudedge/policy.lua" }
+  for _, path in ipairs(POLICIES) do
+    it(path .. " gets at least the QoS of never moving, with fewer moves than the original rule", function()
+      local rc, out, err = h.run(
+        "backtest " .. path .. " --telemetry examples/cloudedge/telemetry-24h.csv --json",
+        { env = "DCONN_POLICY_READ=examples/cloudedge", limit = 300 }
+      )
+      assert.equals(0, rc, err)
+      local r = assert(json.decode(out))
+      print(
+        string.format(
+          "# %s: mean_qos %.4f, stay_qos %.4f, best_qos %.4f, moves %d, original_moves %d (original_qos %.4f), "
+            .. "flaps %d, reverts %d, quarantined %d",
+          path,
+          r.mean_qos,
+          r.stay_qos,
+          r.best_qos,
+          r.moves,
+          r.original_moves,
+          r.original_qos,
+          r.flaps,
+          r.reverts,
+          r.quarantined
+        )
+      )
+      assert.is_true(r.hours > 20, r.hours .. " hours replayed")
+      assert.is_true(r.mean_qos >= r.stay_qos, string.format("mean_qos %.4f < stay_qos %.4f", r.mean_qos, r.stay_qos))
+      assert.is_true(r.moves < r.original_moves, r.moves .. " moves, the original rule " .. r.original_moves)
+    end)
+  end
+end)

@@ -39,6 +39,7 @@ describe("dconn command line", function()
       "script",
       "predict",
       "place",
+      "migrate",
       "runs",
       "telemetry",
       "backtest",

@@ -54,6 +54,8 @@ end
 --- `dconn run --once --listen off POLICY` with env (a table), killed after 60 s; returns rc, stdout, stderr.
 local function run_once(policy, env)
   local vars = { "env -u KUBECONFIG -u MLFLOW_TRACKING_URI -u SCANFLOW_TRACKER_URI -u DCONN_K8S_SIM_STATE" }
+  -- the test's directory holds the policy and the file trackers it writes: declared writable
+  vars[#vars + 1] = "DCONN_POLICY_WRITE=" .. h.quote((policy:match("^(.*)/[^/]*$") or "."))
   for k, v in pairs(env or {}) do
     vars[#vars + 1] = k .. "=" .. h.quote(v)
   end

@@ -85,6 +85,25 @@ return { jobs = {
     assert.matches("leaving", err)
   end)
 
+  it("stops a job at its own run time budget, beside --max-run-time", function()
+    local path = policy([[
+local log = require "dconn.log"
+return { jobs = {
+  spin = { every = "1h", budget = "200ms", run = function() pcall(function() while true do end end) log.info("escaped") end },
+  match = { every = "1h", budget = "5s", run = function() string.find(("a"):rep(100000), ("a*"):rep(20) .. "b") end },
+} }]])
+    local rc, _, err = h.run("--max-run-time 30s run --listen off --stop-after 1.5s " .. path, { limit = 20 })
+    assert.equals(0, rc, err)
+    assert.matches("run time budget exceeded: more than 0.2s running in one run of 'spin'", err, 1, true)
+    assert.matches("string.find: pattern matching stopped after", err, 1, true)
+    assert.not_matches("escaped", err, 1, true)
+    -- checked at load with the policy's other settings
+    path = policy('return { jobs = { a = { every = "1h", budget = "0s", run = function() end } } }')
+    rc, _, err = h.run("check " .. path)
+    assert.equals(2, rc, err)
+    assert.matches("jobs.a.budget: a run time of at least 1ms", err, 1, true)
+  end)
+
   it("keeps the driver's controls out of a policy's reach", function()
     local path = policy([[
 local timer = require "dconn.timer"

@@ -230,6 +230,97 @@ report(("%d"):format(7))]],
     end)
   end)
 
+  describe("cannot freeze the agent inside C", function()
+    it(
+      "gets an error, not minutes of backtracking, from string.find",
+      function()
+        refused(
+          'report(pcall(string.find, ("a"):rep(100000), ("a*"):rep(20) .. "b"))',
+          "false string.find: pattern matching stopped after 20000000 steps"
+        )
+      end
+    )
+    it("gets the same bound through string methods, gsub and gmatch", function()
+      refused(
+        'local s = ("a"):rep(100000); report(pcall(function() return s:match(("a*"):rep(20) .. "b") end))',
+        "string.match: pattern matching stopped"
+      )
+      refused('report(pcall(string.gsub, ("a"):rep(100000), "a*a*a*a*b", ""))', "string.gsub: pattern matching stopped")
+      refused('report(pcall(("a"):rep(100000):gmatch("a*a*a*a*b")))', "string.gmatch: pattern matching stopped")
+    end)
+    it(
+      "keeps ordinary patterns working",
+      function()
+        refused(
+          'report(("k=v; a=b"):gsub("(%w+)=(%w+)", "%2=%1"), ("  x "):match("^%s*(.-)%s*$"), string.find("abc", "b", 1, true))',
+          "v=k; b=a x 2 2"
+        )
+      end
+    )
+    it(
+      "cannot set a finalizer (__gc runs outside every budget)",
+      function()
+        refused(
+          "report(pcall(setmetatable, {}, { __gc = function() while true do end end }))",
+          "false setmetatable: a policy cannot set __gc"
+        )
+      end
+    )
+    it(
+      "cannot mark a table with a placeholder __gc and fill it in later",
+      function()
+        refused(
+          "local mt = { __gc = true }; report(pcall(setmetatable, {}, mt)); mt.__gc = function() while true do end end; collectgarbage()",
+          "false setmetatable: a policy cannot set __gc"
+        )
+      end
+    )
+  end)
+
+  describe("cannot reach files through the public modules", function()
+    it("cannot replay a file outside its directory", function()
+      refused('report(select(2, dconn.replay.open("/etc/passwd")))', "/etc/passwd: outside the policy's directory")
+      refused('report(select(2, dconn.export.read("/etc")))', "/etc: outside the policy's directory")
+    end)
+    it("cannot open weights or a model spec outside its directory", function()
+      refused('report(select(2, dconn.model.open("/etc/passwd")))', "/etc/passwd: outside the policy's directory")
+      refused('report(select(2, dconn.model.load("/etc/passwd.lua", "/etc/passwd")))', "/etc/passwd: outside")
+      refused('report(select(2, dconn.model.load_spec("/etc/passwd.json")))', "outside the policy's directory")
+    end)
+    it(
+      "cannot write weights anywhere",
+      function()
+        refused(
+          'report(select(2, dconn.model.save("evil.safetensors", { w = dconn.model.zeros({ 1 }) })))',
+          "evil.safetensors: not a path the operator declared writable"
+        )
+      end
+    )
+    it("cannot point the file tracker or the simulated cluster at a path of its choosing", function()
+      refused(
+        'report(select(2, dconn.tracker.connect("file:/tmp/dconn-hostile-mlruns")))',
+        "file store /tmp/dconn-hostile-mlruns: not a path the operator declared writable"
+      )
+      refused(
+        'report(select(2, require("dconn.k8s.sim").open("/tmp/dconn-hostile.json")))',
+        "state file /tmp/dconn-hostile.json: not a path the operator declared writable"
+      )
+    end)
+    it("reads the files of its own directory through them", function()
+      -- its own file is not weights: the reader's error, not the sandbox's
+      local rc, out, err = attack(
+        'local here = debug.traceback():match("(/[^:%c]*/policy%.lua)"); local ok, err = dconn.model.open(here); '
+          .. 'report(ok, tostring(err):match("outside") == nil, tostring(err):match("safetensors") ~= nil)'
+      )
+      assert.equals(0, rc, out .. err)
+      assert.matches("RESULT nil true", err, 1, true)
+    end)
+    it("cannot require the module that holds the file rules", function()
+      refused('report(pcall(require, "dconn._access"))', "false module 'dconn._access' is internal")
+      refused('report(pcall(require, "dconn._pattern"))', "false module 'dconn._pattern' is internal")
+    end)
+  end)
+
   describe("cannot schedule absurd timers", function()
     it(
       "refuses an interval below 1ms",

@@ -865,6 +865,161 @@ return {
     end)
   end)
 
+  describe("sharded leadership", function()
+    -- One agent's policy: an actuating job that logs, each half second, the time and the targets
+    -- (app-1 .. app-100 in namespace apps) this replica decides now.
+    local function policy(id)
+      return h.write(
+        string.format("%s/shard-%s.lua", dir, id),
+        string.format(
+          [[
+local k8s = require "dconn.k8s"
+local log = require "dconn.log"
+local timer = require "dconn.timer"
+return {
+  name = "shard-%s",
+  leader = { name = "placers", namespace = "apps", kubeconfig = %q, identity = %q, shards = 16,
+             lease_duration = 3, renew_deadline = 2, retry_period = 0.4 },
+  jobs = {
+    decide = { every = 0.5, actuating = true, run = function()
+      local mine = {}
+      for i = 1, 100 do
+        if k8s.owns("apps", "app-" .. i) then mine[#mine + 1] = i end
+      end
+      log.info("DECIDED %%.6f [%%s]", timer.now(), table.concat(mine, " "))
+    end },
+  },
+}
+]],
+          id,
+          kubeconfig,
+          id
+        )
+      )
+    end
+
+    -- Every DECIDED line of a replica: { {t =, set = {[i] = true}} ... } in order.
+    local function decisions(child)
+      local out = {}
+      for t, list in (child.err() .. child.out()):gmatch("DECIDED ([%d.]+) %[([%d ]*)%]") do
+        local set = {}
+        for i in list:gmatch("%d+") do
+          set[tonumber(i)] = true
+        end
+        out[#out + 1] = { t = tonumber(t), set = set }
+      end
+      return out
+    end
+
+    -- Whether the replicas' latest lines (after `since`) split app-1..100 between them, each
+    -- replica with a share; returns the owner of each target then.
+    local function partition(replicas, since)
+      local owner = {}
+      for id, child in pairs(replicas) do
+        local d = decisions(child)
+        local last = d[#d]
+        if not last or last.t <= since or next(last.set) == nil then return nil end
+        for i in pairs(last.set) do
+          if owner[i] then return nil end
+          owner[i] = id
+        end
+      end
+      for i = 1, 100 do
+        if not owner[i] then return nil end
+      end
+      return owner
+    end
+
+    it("three replicas decide each of 100 targets exactly once; a killed one's shards are taken over", function()
+      local replicas = {}
+      local ok, err = pcall(function()
+        for _, id in ipairs { "a", "b", "c" } do
+          replicas[id] = h.spawn("run --listen off " .. policy(id))
+        end
+        local owner
+        assert.truthy(
+          h.wait_for(function()
+            owner = partition(replicas, 0)
+            return owner
+          end, 20),
+          replicas.a.err()
+        )
+        -- no target was ever decided by two replicas at once: by each target's decisions in time
+        -- order, a replica that gave a target up never decides it again (members only joined)
+        local events = {}
+        for id, child in pairs(replicas) do
+          for _, d in ipairs(decisions(child)) do
+            events[#events + 1] = { t = d.t, id = id, set = d.set }
+          end
+        end
+        table.sort(events, function(x, y) return x.t < y.t end)
+        for i = 1, 100 do
+          local last, gone = nil, {}
+          for _, e in ipairs(events) do
+            if e.set[i] and e.id ~= last then
+              assert.is_nil(gone[e.id], "app-" .. i .. " went back to " .. e.id)
+              if last then gone[last] = true end
+              last = e.id
+            end
+          end
+        end
+        local share = {}
+        for _, id in pairs(owner) do
+          share[id] = (share[id] or 0) + 1
+        end
+        assert.truthy(share.a and share.b and share.c, "every replica has a share")
+        -- the Leases: 16 shards held, three members
+        local held, members
+        local function count_leases()
+          local leases = assert(client():list_leases("apps", { label_selector = "dconn.io/shard-set=placers" }))
+          held, members = 0, 0
+          for _, l in ipairs(leases.items) do
+            if l.metadata.labels["dconn.io/shard-role"] == "shard" and l.spec.holderIdentity ~= "" then
+              held = held + 1
+            elseif l.metadata.labels["dconn.io/shard-role"] == "member" then
+              members = members + 1
+            end
+          end
+          return held == 16
+        end
+        h.wait_for(count_leases, 10)
+        assert.equals(16, held)
+        assert.equals(3, members)
+        -- kill -9 b: a and c split everything within the lease duration and a few retry periods
+        local function two_members()
+          return h.count(replicas.a.err() .. replicas.c.err(), "shard set placers: 2 member%(s%): a, c")
+        end
+        local before = two_members()
+        replicas.b.kill("KILL")
+        local killed = timer.now()
+        replicas.b.cleanup()
+        replicas.b = nil
+        local after
+        assert.truthy(
+          h.wait_for(function()
+            after = partition(replicas, killed + 0.1)
+            return after
+          end, 15),
+          replicas.a.err()
+        )
+        assert.is_true(timer.now() - killed >= 3 - 0.5, "took over only after b's lease expired")
+        for i = 1, 100 do
+          if owner[i] == "b" then assert.is_not_nil(after[i]) end
+          if owner[i] ~= "b" then assert.equals(owner[i], after[i], "app-" .. i .. " stays where it was") end
+        end
+        assert.is_true(two_members() > before, "both saw b leave")
+      end)
+      for _, child in pairs(replicas) do
+        child.kill("TERM")
+      end
+      for _, child in pairs(replicas) do
+        h.wait_for(function() return child.rc() end, 5)
+        child.cleanup()
+      end
+      assert(ok, err)
+    end)
+  end)
+
   describe("example manifests (deploy/overlays/placer, with deploy/base)", function()
     local function docs()
       return (h.kustomize("deploy/overlays/placer"))

@@ -249,6 +249,10 @@ describe("one schema for every key", function()
         "policy%.lua:2: leader%.retry_period: a positive number",
       },
       {
+        "return {\n  leader = { name = 'l', shards = 2.5 },\n}\n",
+        "policy%.lua:2: leader%.shards: an integer from 1 to 1024 %(now 2%.5%)",
+      },
+      {
         "return {\n  routes = {\n    ['GET /x'] = { handlr = function() end },\n  },\n}\n",
         "policy%.lua:3: routes%[\"GET /x\"%]%.handlr: unknown setting %(did you mean 'handler'%?%)",
       },
@@ -299,7 +303,10 @@ return {
       err
     )
     -- they mean what they meant: a dry run (nothing patched), predictions in the experiment named
-    rc, out, err = h.run("run --once --listen off " .. path, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    rc, out, err = h.run(
+      "run --once --listen off " .. path,
+      { env = "DCONN_K8S_SIM_STATE=" .. state .. " DCONN_POLICY_WRITE=" .. dir .. "/mlruns" }
+    )
     assert.equals(0, rc, out .. err)
     assert.equals(1, h.count(err, "deprecated flat settings"), err)
     assert.matches("decision a/web: move to node%-1", err)
@@ -450,7 +457,7 @@ return {
 }
 ]]
     local path = h.write(dir .. "/policy.lua", text:format('{ ["node-0"] = 0.5, ["node-1"] = 0.9 }'))
-    local env = { env = "DCONN_K8S_SIM_STATE=" .. state }
+    local env = { env = "DCONN_K8S_SIM_STATE=" .. state .. " DCONN_POLICY_WRITE=" .. dir .. "/mlruns" }
     local rc, out, err = h.run("run --once --listen off " .. path, env)
     assert.equals(0, rc, out .. err)
     assert.equals("node-1", selector_of(state, "a", "web"))
@@ -632,12 +639,13 @@ end
 local nodes, qos = {}, {}
 for i = 1, #base do nodes[i] = "node-" .. (i - 1) end
 local source = { window = function(_, c, now) return { { t = now, f = { 0, 0, 0, 0, 0, 0 }, qos = qos[c.node] } } end }
-local off = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0 }
+local off = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0,
+  move_cost = 0, quarantine = 0, verify = 0 }
 local on = { margin = 1, margin_relative = 0.05, consecutive = 3, cooldown = "1h" }
 local agent = policy.new({ name = "flap-" .. tostring(gated), model = function(rows) return rows[#rows].qos end,
   rule = { "max_qos", sla = 25 }, namespace = "pipelines", deployment = "app", candidates = nodes,
   source = source, tracker = false, safety = gated and on or off }, { path = "flap.lua" })
-local moves, changes, last_top = {}, 0, "node-5" -- changes: ticks where the top machine changes
+local moves, reverts, changes, last_top = {}, {}, 0, "node-5" -- changes: ticks where the top machine changes
 for tick = 0, 287 do
   if tick == degrade then
     local d = agent.last.decisions["pipelines/app"]
@@ -654,11 +662,16 @@ for tick = 0, 287 do
   last_top = top
   agent:pipeline()
   local d = agent:recommend()["pipelines/app"]
-  if d.action == "move" then moves[#moves + 1] = tick end
+  if d.action == "move" and d.rule == "closed-loop" then
+    reverts[#reverts + 1] = tick
+  elseif d.action == "move" then
+    moves[#moves + 1] = tick
+  end
   timer.sleep(300)
 end
 print("changes", changes)
 print("moves", table.concat(moves, " "))
+print("reverts", table.concat(reverts, " "))
 ]]
 
 describe("the anti-flap gates on the original dummy QoS", function()
@@ -674,11 +687,26 @@ describe("the anti-flap gates on the original dummy QoS", function()
       { env = "DCONN_K8S_SIM_STATE=" .. state }
     )
     assert.equals(0, rc, err)
-    local moves = {}
+    local moves, reverts = {}, {}
     for t in out:match("moves%s*([%d ]*)"):gmatch("%d+") do
       moves[#moves + 1] = tonumber(t)
     end
-    return moves, out:match("degraded%s+(%S+)"), tonumber(out:match("changes%s+(%d+)"))
+    for t in out:match("reverts%s*([%d ]*)"):gmatch("%d+") do
+      reverts[#reverts + 1] = tonumber(t)
+    end
+    return moves, out:match("degraded%s+(%S+)"), tonumber(out:match("changes%s+(%d+)")), reverts
+  end
+
+  -- a closed-loop revert follows a move of its own, within the ticks it verifies (3)
+  local function after_a_move(moves, reverts)
+    for _, r in ipairs(reverts) do
+      local ok = false
+      for _, m in ipairs(moves) do
+        ok = ok or (r > m and r - m <= 3)
+      end
+      if not ok then return false, "revert at " .. r .. " follows no move" end
+    end
+    return true
   end
 
   local function hour_apart(moves)
@@ -693,7 +721,7 @@ describe("the anti-flap gates on the original dummy QoS", function()
     for _, base in ipairs { "25, 22, 20, 19, 15, 14", "25, 25, 20, 19, 15, 14", "23, 23, 20, 19, 15, 14" } do
       for _, seed in ipairs { 1, 7 } do
         local plain, _, changes = day(base, seed, false)
-        local gated = day(base, seed, true)
+        local gated, _, _, reverts = day(base, seed, true)
         -- the original rule follows the top machine: a move on every tick where it changes (when
         -- the top always clears the SLA; around it, only on the ticks where it does)
         if base:match("^25") then assert.equals(changes, #plain, base .. " seed " .. seed) end
@@ -701,7 +729,9 @@ describe("the anti-flap gates on the original dummy QoS", function()
         assert.is_true(#gated >= 1, "the gated agent never moved off node-5")
         assert.is_true(#gated <= 24, #gated .. " gated moves in a day")
         assert.is_true(#gated * 5 < #plain, #gated .. " gated vs " .. #plain .. " plain moves")
-        assert.is_true(hour_apart(gated))
+        assert.is_true(hour_apart(gated)) -- the rule's moves; the closed loop may undo one at once
+        assert.is_true(after_a_move(gated, reverts))
+        assert.is_true(#reverts <= #gated)
       end
     end
   end)

@@ -26,6 +26,17 @@ function _M.free_port()
   )
 end
 
+--- pid and all its descendants, parents first.
+function _M.tree(pid)
+  local out = { pid }
+  for child in sh("pgrep -P " .. pid .. " 2>/dev/null"):gmatch("%d+") do
+    for _, p in ipairs(_M.tree(tonumber(child))) do
+      out[#out + 1] = p
+    end
+  end
+  return out
+end
+
 -- Gone, or a zombie nobody reaps (this container's init does not).
 function _M.dead(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
@@ -55,9 +66,10 @@ end
 
 ---- MLflow ----
 
---- `mlflow server` with its store in dir; returns { pid =, url =, stop = fn }.
-function _M.mlflow(dir)
-  local port = _M.free_port()
+--- `mlflow server` with its store in dir; returns { pid =, url =, stop = fn }. opts.port: the
+--- port (a restart on the same store and port), else a free one.
+function _M.mlflow(dir, opts)
+  local port = opts and opts.port or _M.free_port()
   local cmd = format(
     "%smlflow server --backend-store-uri sqlite:///%s/mlflow.db --serve-artifacts "
       .. "--artifacts-destination %s/artifacts --host 127.0.0.1 --port %d --workers 1",
@@ -72,8 +84,16 @@ function _M.mlflow(dir)
   local url = "http://127.0.0.1:" .. port
   local server = { pid = pid, url = url }
   function server.stop()
-    -- the uvicorn worker is the server's child: stop the whole group we started
-    os.execute("pkill -TERM -P " .. pid .. " 2>/dev/null; kill " .. pid .. " 2>/dev/null")
+    -- the uvicorn workers are the server's descendants: stop the whole tree we started, and
+    -- wait for it (a restart on the same port needs the port free)
+    local pids = _M.tree(pid)
+    os.execute("kill " .. table.concat(pids, " ") .. " 2>/dev/null")
+    h.wait_for(function()
+      for _, each in ipairs(pids) do
+        if not _M.dead(each) then return false end
+      end
+      return true
+    end, 10)
   end
   local function up() return http.get(url .. "/health", { retries = 0, timeout = 1 }) == 200 end
   h.wait_for(function() return up() or _M.dead(pid) end, 60)
@@ -264,16 +284,21 @@ function _M.prom_telemetry(t0, t1, opts)
 end
 
 --- Prometheus serving the OpenMetrics text backfilled into dir/tsdb; returns { pid =, url =, stop = fn }.
-function _M.prometheus(dir, openmetrics)
-  local om = h.write(dir .. "/history.om", openmetrics)
-  local out = sh(format("promtool tsdb create-blocks-from openmetrics %s %s/tsdb 2>&1; echo rc=$?", om, dir))
-  assert(out:match("rc=0\n$"), "promtool could not backfill:\n" .. out)
+--- opts.port: the port, else a free one; opts.lifetime: seconds it lives (default 120);
+--- openmetrics nil: restart on the tsdb already there.
+function _M.prometheus(dir, openmetrics, opts)
+  if openmetrics then
+    local om = h.write(dir .. "/history.om", openmetrics)
+    local out = sh(format("promtool tsdb create-blocks-from openmetrics %s %s/tsdb 2>&1; echo rc=$?", om, dir))
+    assert(out:match("rc=0\n$"), "promtool could not backfill:\n" .. out)
+  end
   h.write(dir .. "/prometheus.yml", "scrape_configs: []\n")
-  local port = _M.free_port()
+  local port = opts and opts.port or _M.free_port()
   -- timeout: a crashed spec does not leave the server behind
   local cmd = format(
-    "timeout -k 5 120 prometheus --storage.tsdb.path=%s/tsdb --config.file=%s/prometheus.yml "
+    "timeout -k 5 %d prometheus --storage.tsdb.path=%s/tsdb --config.file=%s/prometheus.yml "
       .. "--web.listen-address=127.0.0.1:%d --storage.tsdb.retention.time=30d",
+    opts and opts.lifetime or 120,
     dir,
     dir,
     port
@@ -294,6 +319,26 @@ function _M.prometheus(dir, openmetrics)
     error("prometheus did not become ready within 30 s:\n" .. h.read(dir .. "/prometheus.log"), 2)
   end
   return server
+end
+
+---- a real Kubernetes control plane ----
+
+--- A control plane (tests/k8s/cluster.sh: kube-apiserver, etcd, controller manager, scheduler,
+--- six simulated nodes) in dir/name, whose kubeconfig's context is name. Returns { dir =,
+--- kubeconfig =, context =, kubectl = fn(args) -> output, rc, stop = fn }. The first call on a
+--- machine builds the binaries (cached under ~/.cache/dconn-k8s).
+function _M.cluster(dir, name)
+  local cdir = dir .. "/" .. name
+  local out = sh(format("KUBECTL=%s tests/k8s/cluster.sh up %s 2>&1; echo rc=$?", h.KUBECTL, h.quote(cdir)))
+  if not out:match("rc=0\n$") then error("tests/k8s/cluster.sh up " .. cdir .. " failed:\n" .. out, 2) end
+  local c = { dir = cdir, kubeconfig = cdir .. "/kubeconfig", context = name }
+  function c.kubectl(args)
+    local text = sh(format("%s --kubeconfig %s %s 2>&1; echo rc=$?", h.KUBECTL, h.quote(c.kubeconfig), args))
+    local rc = tonumber(text:match("rc=(%d+)\n$"))
+    return text:gsub("rc=%d+\n$", ""), rc
+  end
+  function c.stop() sh(format("tests/k8s/cluster.sh down %s 2>&1", h.quote(cdir))) end
+  return c
 end
 
 return _M

@@ -20,8 +20,9 @@ apiVersion and kind. Errors are Status objects.
                               nodeSelector are validated (422)
   v1 nodes                    get, list (labelSelector k=v[,k=v], fieldSelector metadata.name=)
   v1 events                   create, list
-  coordination.k8s.io/v1      leases get, create (409 AlreadyExists), update (resourceVersion
-                              required: 422 without, 409 when stale; 404 when missing)
+  coordination.k8s.io/v1      leases get, list (labelSelector k=v[,k=v]), create (409
+                              AlreadyExists), update (resourceVersion required: 422 without, 409
+                              when stale; 404 when missing), delete
 
 Auth: "Authorization: Bearer <token>", basic auth admin:secret, or a client certificate signed by
 --client-ca (401
@@ -35,7 +36,8 @@ Test controls (the current or the first token):
                                          200 and body "" is an empty answer), "truncate":true cuts
                                          it short of its Content-Length and closes, "delay":S waits
                                          S seconds first (no lock held; without "status", the
-                                         usual answer, late)
+                                         usual answer, late); {"clear":true} drops the faults
+                                         not yet used up
   POST /_test/token {"token":"new"}      rotate the accepted token (the old one gets 401)
   GET  /_test/requests                   method, path, content-type and user-agent of each request
   POST /_test/rollout {"seconds":1,"stuck":false}
@@ -444,7 +446,7 @@ def observe(key, d):
     return d
 
 
-def node_matches(n, query):
+def matches_selectors(n, query):
     labels = n["metadata"].get("labels", {})
     for sel in query.get("labelSelector", []):
         for term in filter(None, sel.split(",")):
@@ -525,7 +527,7 @@ DISCOVERY = {
     ]},
     "/apis/coordination.k8s.io/v1": {"kind": "APIResourceList", "apiVersion": "v1",
                                      "groupVersion": "coordination.k8s.io/v1", "resources": [
-                                         resource("leases", "Lease", True, ["create", "get", "update"]),
+                                         resource("leases", "Lease", True, ["create", "delete", "get", "list", "update"]),
                                      ]},
 }
 
@@ -678,7 +680,7 @@ class Handler(BaseHTTPRequestHandler):
         if m and method == "GET":
             name = m.group(1)
             if name is None:
-                items = [n for _, n in sorted(STATE["nodes"].items()) if node_matches(n, query)]
+                items = [n for _, n in sorted(STATE["nodes"].items()) if matches_selectors(n, query)]
                 return 200, {"apiVersion": "v1", "kind": "NodeList",
                              "metadata": {"resourceVersion": str(STATE["rv"])}, "items": items}, ()
             n = STATE["nodes"].get(name)
@@ -711,6 +713,17 @@ class Handler(BaseHTTPRequestHandler):
             ns, name = m.groups()
             if name is None and method == "POST":
                 return 201, lease_create(ns, json.loads(body or b"{}")), ()
+            if name is None and method == "GET":
+                items = [lease for k, lease in sorted(STATE["leases"].items())
+                         if k[0] == ns and matches_selectors(lease, query)]
+                return 200, {"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+                             "metadata": {"resourceVersion": str(STATE["rv"])}, "items": items}, ()
+            if name is not None and method == "DELETE":
+                if STATE["leases"].pop((ns, name), None) is None:
+                    raise not_found("leases", name, "coordination.k8s.io")
+                next_rv()
+                return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                             "details": {"name": name, "group": "coordination.k8s.io", "kind": "leases"}}, ()
             if name is not None and method == "GET":
                 lease = STATE["leases"].get((ns, name))
                 if lease is None:
@@ -755,7 +768,11 @@ class Handler(BaseHTTPRequestHandler):
             ROLLOUT.update(json.loads(body))
             return 200, {"ok": True}, ()
         if path == "/_test/fail" and method == "POST":
-            FAILS.append(json.loads(body))
+            fault = json.loads(body)
+            if fault.get("clear"):
+                FAILS.clear()
+            else:
+                FAILS.append(fault)
             return 200, {"ok": True}, ()
         if path == "/_test/token" and method == "POST":
             TOKENS["rw"] = json.loads(body)["token"]

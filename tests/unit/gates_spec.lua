@@ -24,7 +24,16 @@ local NONE = { action = "none", rule = "test", reason = "" }
 
 -- Only the named gates on (the others off), so each can be seen alone.
 local function only(settings)
-  local t = { margin = 0, margin_relative = 0, consecutive = 1, cooldown = 0, budget = 0, namespace_budget = 0 }
+  local t = {
+    margin = 0,
+    margin_relative = 0,
+    consecutive = 1,
+    cooldown = 0,
+    budget = 0,
+    namespace_budget = 0,
+    move_cost = 0,
+    quarantine = 0,
+  }
   for k, v in pairs(settings) do
     t[k] = v
   end
@@ -35,21 +44,37 @@ local AB = predictions("node-a", { "node-a", 0.611 }, { "node-b", 0.742 })
 
 describe("gates settings", function()
   it("has the documented defaults", function()
-    assert.same(
-      { margin = 0, margin_relative = 0.05, consecutive = 3, cooldown = 3600, budget = 30, namespace_budget = 10 },
-      gates.DEFAULTS
-    )
+    assert.same({
+      margin = 0,
+      margin_relative = 0.05,
+      consecutive = 3,
+      cooldown = 3600,
+      budget = 30,
+      namespace_budget = 10,
+      move_cost = 30,
+      horizon = 1800,
+      noise = 1,
+      flap_window = 3600,
+      quarantine = 7200,
+      verify = 3,
+      revert_margin = 0.05,
+    }, gates.DEFAULTS)
     assert.equals(
-      "margin 0 (and 5% of the current node's score), 3 consecutive ticks, cooldown 1h, "
-        .. "budget 30 moves/hour, 10 moves/hour per namespace",
+      "margin 0 (and 5% of the current node's score), a move must pay its 30 s over 30m (gain beyond 1 x the "
+        .. "prediction noise), flaps within 1h quarantine for 2h, closed loop over 3 ticks (revert margin 0.05), "
+        .. "3 consecutive ticks, cooldown 1h, budget 30 moves/hour, 10 moves/hour per namespace",
       gates.describe()
     )
   end)
 
   it("describes gates that are off", function()
     assert.equals(
-      "margin off, consecutive off, cooldown off, budget off, namespace budget off",
+      "margin off, payoff off, quarantine off, closed loop off, consecutive off, cooldown off, budget off, "
+        .. "namespace budget off",
       gates.describe {
+        move_cost = 0,
+        quarantine = false,
+        verify = 0,
         margin = false,
         margin_relative = 0,
         consecutive = 1,
@@ -82,7 +107,7 @@ describe("gates settings", function()
     local cases = {
       {
         { foo = 1 },
-        "^safety%.foo: unknown setting %(known: budget, consecutive, cooldown, margin, margin_relative, ",
+        "^safety%.foo: unknown setting %(known: budget, consecutive, cooldown, flap_window, horizon, margin, ",
       },
       { { margin = -0.1 }, "^safety%.margin: expected a finite number >= 0, got %-0%.1$" },
       { { budget = "many" }, "^safety%.budget: expected a number, got string$" },
@@ -92,6 +117,9 @@ describe("gates settings", function()
       { { cooldown = "5x" }, '^safety%.cooldown: invalid duration "5x": unknown unit' },
       { { cooldown = -5 }, "^safety%.cooldown: " },
       { { namespace_budget = 0 / 0 }, "^safety%.namespace_budget: expected a finite number" },
+      { { verify = 1.5 }, "^safety%.verify: expected an integer >= 0, got 1%.5$" },
+      { { horizon = "later" }, "^safety%.horizon: invalid duration" },
+      { { move_cost = -1 }, "^safety%.move_cost: expected a finite number >= 0" },
     }
     for _, case in ipairs(cases) do
       local ok, err = gates.check_settings(case[1])
@@ -196,7 +224,7 @@ describe("the consecutive gate", function()
     assert.same({ false, "consecutive", "node-b has led 1 of 3 ticks" }, { ok, gate, reason })
     ok, gate, reason = g:evaluate("k", "ns", T0 + 300, move("node-b"), AB)
     assert.same({ false, "consecutive", "node-b has led 2 of 3 ticks" }, { ok, gate, reason })
-    assert.same({ streak = { node = "node-b", count = 2 } }, g:state("k"))
+    assert.same({ streak = { node = "node-b", count = 2 }, quarantined = {}, flaps = 0 }, g:state("k"))
     ok, gate = g:evaluate("k", "ns", T0 + 600, move("node-b"), AB)
     assert.same({ true }, { ok, gate })
   end)
@@ -211,7 +239,7 @@ describe("the consecutive gate", function()
       local allowed, gate, why = g:evaluate("k", "ns", T0 + 600, other, AB)
       assert.same({ true }, { allowed, gate })
       assert.equals("nothing to gate (" .. other.action .. ")", why)
-      assert.same({ streak = { count = 0 } }, g:state("k"))
+      assert.same({ streak = { count = 0 }, quarantined = {}, flaps = 0 }, g:state("k"))
       assert.is_false((g:evaluate("k", "ns", T0 + 900, move("node-b"), AB)))
     end
     assert.is_true((g:evaluate("k", "ns", T0 + 1200, move("node-b"), AB)))
@@ -350,19 +378,131 @@ describe("urgent moves", function()
   end)
 end)
 
+-- predictions with each candidate's noise: {node, value, noise}
+local function noisy(current, ...)
+  local p = predictions(current, ...)
+  for i, c in ipairs { ... } do
+    p.candidates[i].noise = c[3]
+  end
+  return p
+end
+
+describe("the payoff gate", function()
+  it("holds a move whose gain, less the prediction noise, does not pay for the move over the horizon", function()
+    local g = only { move_cost = 30, horizon = "30m", noise = 1 }
+    -- gain 0.03, noise 0.01 + 0.01: 0.01 * 1800 = 18 QoS.s against 30 s * 0.63 = 18.9
+    local p = noisy("node-a", { "node-a", 0.6, 0.01 }, { "node-b", 0.63, 0.01 })
+    local ok, gate, reason = g:evaluate("k", "ns", T0, move("node-b"), p)
+    assert.same({ false, "payoff" }, { ok, gate })
+    assert.equals("no payoff: gain 0.03 less noise 0.02 over 30m is worth 18 QoS.s, a 30 s move costs 18.9", reason)
+    -- the same gain with less noise pays
+    p = noisy("node-a", { "node-a", 0.6, 0.005 }, { "node-b", 0.63, 0.005 })
+    assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), p)))
+  end)
+
+  it("keeps the app where it is when the nodes are within noise of each other", function()
+    local g = only { move_cost = 30 }
+    local p = noisy("node-a", { "node-a", 0.6, 0.04 }, { "node-b", 0.65, 0.04 })
+    local ok, gate, reason = g:evaluate("k", "ns", T0, move("node-b"), p)
+    assert.same({ false, "payoff" }, { ok, gate })
+    assert.matches("is worth 0 QoS%.s", reason)
+  end)
+
+  it("lets a degraded or failing node be left at once, and a zero gain is never a move", function()
+    local g = only { move_cost = 30 }
+    local p = noisy("node-a", { "node-a", 0.1, 0.2 }, { "node-b", 0.62, 0.2 })
+    assert.is_true((g:evaluate("k", "ns", T0, move("node-b", true), p)))
+    local breach = move("node-b")
+    breach.sla_breach = true
+    assert.is_true((g:evaluate("k", "ns", T0, breach, p)))
+    -- a zero gain is held by the margin even with payoff and margins off
+    g = only {}
+    local same = noisy("node-a", { "node-a", 0.6, 0 }, { "node-b", 0.6, 0 })
+    local ok, gate = g:evaluate("k", "ns", T0, move("node-b", true), same)
+    assert.same({ false, "margin" }, { ok, gate })
+  end)
+
+  it("applies to QoS predictions only", function()
+    local g = only { move_cost = 30 }
+    local p = noisy("node-a", { "node-a", 0.3, 0.1 }, { "node-b", 0.31, 0.1 })
+    p.metric = "latency"
+    assert.is_true((g:evaluate("k", "ns", T0, move("node-b"), p)))
+  end)
+end)
+
+describe("flaps and the quarantine", function()
+  it("quarantines the node an app came back from within the flap window, then frees it", function()
+    local g = only { flap_window = "1h", quarantine = "2h" }
+    g:moved("k", "ns", T0, "node-a", "node-b")
+    g:moved("k", "ns", T0 + 20 * MIN, "node-b", "node-a")
+    local st = g:state("k")
+    assert.equals(1, st.flaps)
+    assert.same({ ["node-b"] = T0 + 20 * MIN + 2 * HOUR }, st.quarantined)
+    local ok, gate, reason = g:evaluate("k", "ns", T0 + 30 * MIN, move("node-b"), AB)
+    assert.same({ false, "quarantine" }, { ok, gate })
+    assert.equals("node-b is quarantined for 1h50m more after a flap", reason)
+    -- a degraded node is still left for it
+    assert.is_true((g:evaluate("k", "ns", T0 + 30 * MIN, move("node-b", true), AB)))
+    assert.is_true((g:evaluate("k", "ns", T0 + 20 * MIN + 2 * HOUR, move("node-b"), AB)))
+    assert.same({}, g:quarantined("k", T0 + 20 * MIN + 2 * HOUR))
+  end)
+
+  it("keeps the quarantine for an urgent move the telemetry does not bear out", function()
+    local g = only { flap_window = "1h", quarantine = "2h" }
+    g:moved("k", "ns", T0, "node-a", "node-b")
+    g:moved("k", "ns", T0 + 10 * MIN, "node-b", "node-a")
+    -- node-a predicted degraded, but observed at 0.7 against node-b's 0.6: held
+    local p = noisy("node-a", { "node-a", 0.1, 0 }, { "node-b", 0.6, 0 })
+    p.candidates[1].observed, p.candidates[2].observed = 0.7, 0.6
+    local ok, gate = g:evaluate("k", "ns", T0 + 20 * MIN, move("node-b", true), p)
+    assert.same({ false, "quarantine" }, { ok, gate })
+    -- observed degraded too: the app leaves
+    p.candidates[1].observed = 0.1
+    assert.is_true((g:evaluate("k", "ns", T0 + 25 * MIN, move("node-b", true), p)))
+  end)
+
+  it("does not count a return after the window, or a move elsewhere, as a flap", function()
+    local g = only { flap_window = "1h", quarantine = "2h" }
+    g:moved("k", "ns", T0, "node-a", "node-b")
+    g:moved("k", "ns", T0 + 2 * HOUR, "node-b", "node-a")
+    g:moved("k", "ns", T0 + 2 * HOUR + MIN, "node-a", "node-c")
+    assert.equals(0, g:state("k").flaps)
+    assert.same({}, g:state("k").quarantined)
+  end)
+
+  it("lets a closed-loop revert past margin, payoff, consecutive and cooldown, not the budget", function()
+    local g = only { consecutive = 3, cooldown = "1h", move_cost = 30, budget = 1 }
+    local revert = move("node-a")
+    revert.revert = true
+    -- the predictions still favour node-b: the revert reads realized QoS, not them
+    local p = predictions("node-b", { "node-a", 0.5 }, { "node-b", 0.7 })
+    g:moved("k", "ns", T0, "node-a", "node-b")
+    local ok, gate = g:evaluate("k", "ns", T0 + 300, revert, p)
+    assert.same({ false, "budget" }, { ok, gate })
+    g:configure { consecutive = 3, cooldown = "1h", move_cost = 30, budget = 2 }
+    local reason
+    ok, gate, reason = g:evaluate("k", "ns", T0 + 300, revert, p)
+    assert.same({ true }, { ok, gate })
+    assert.matches("^closed loop: back to node%-a", reason)
+  end)
+end)
+
 describe("gates state", function()
   it("reports and forgets a key", function()
     local g = gates.new()
-    assert.same({ streak = { count = 0 } }, g:state("k"))
+    assert.same({ streak = { count = 0 }, quarantined = {}, flaps = 0 }, g:state("k"))
     g:evaluate("k", "ns", T0, move("node-b"), AB)
     g:moved("k", "ns", T0 + 1)
     g:evaluate("k", "ns", T0 + 2, move("node-c"), AB)
-    assert.same({ last_move = T0 + 1, streak = { node = "node-c", count = 1 } }, g:state("k"))
+    assert.same(
+      { last_move = T0 + 1, streak = { node = "node-c", count = 1 }, quarantined = {}, flaps = 0 },
+      g:state("k")
+    )
     -- a copy: changing it changes nothing
     g:state("k").streak.count = 99
     assert.equals(1, g:state("k").streak.count)
     g:forget("k")
-    assert.same({ streak = { count = 0 } }, g:state("k"))
+    assert.same({ streak = { count = 0 }, quarantined = {}, flaps = 0 }, g:state("k"))
     -- forgotten: no cooldown any more, but its move still counts in the budget
     local h = only { cooldown = HOUR, budget = 1 }
     h:moved("k", "ns", T0)

@@ -73,4 +73,32 @@ describe("dconn.metrics", function()
     metrics.counter("dconn_x_total")
     assert.has_error(function() metrics.gauge("dconn_x_total") end)
   end)
+
+  it("renders from its caches exactly what changed: new values, new series in label order, collected", function()
+    local c = metrics.counter("dconn_cache_total", "cached")
+    local g = metrics.gauge("dconn_cache_gauge", "cached")
+    local h = metrics.histogram("dconn_cache_seconds", "cached", { buckets = { 1 } })
+    local n = 0
+    metrics.collected("gauge", "dconn_cache_collected", "read at scrape time", function()
+      n = n + 1
+      return n <= 3 and { { { k = "v" }, n } } or {}
+    end)
+    c:inc({ app = "b" })
+    g:set({ app = "b" }, 1.5)
+    h:observe({ job = "x" }, 0.5)
+    local first = metrics.render()
+    assert.equals(first:gsub('collected{k="v"} 1', 'collected{k="v"} 2'), metrics.render())
+    c:inc({ app = "b" }, 2)
+    c:inc({ app = "a" }) -- a new series sorts before b
+    g:set({ app = "b" }, 0.25)
+    h:observe({ job = "x" }, 2)
+    local text = metrics.render()
+    assert.matches('dconn_cache_total{app="a"} 1\ndconn_cache_total{app="b"} 3\n', text, 1, true)
+    assert.matches('dconn_cache_gauge{app="b"} 0.25\n', text, 1, true)
+    assert.matches('dconn_cache_seconds_bucket{job="x",le="1"} 1\n', text, 1, true)
+    assert.matches('dconn_cache_seconds_bucket{job="x",le="+Inf"} 2\n', text, 1, true)
+    assert.matches('dconn_cache_seconds_sum{job="x"} 2.5\n', text, 1, true)
+    assert.matches('dconn_cache_collected{k="v"} 3\n', text, 1, true)
+    assert.is_nil(metrics.render():find("dconn_cache_collected{", 1, true)) -- gone, not stale
+  end)
 end)

@@ -550,7 +550,10 @@ describe("dconn.model predict", function()
         while true do m:predict(x, { pool = true }) end
       end } } }
     ]])
-    local rc, _, err = h.run("run --listen off --stop-after 0.3s --grace 0.05s " .. dir .. "/p.lua")
+    local rc, _, err = h.run(
+      "run --listen off --stop-after 0.3s --grace 0.05s " .. dir .. "/p.lua",
+      { env = "DCONN_POLICY_READ=" .. FIX .. ":examples/cloudedge" }
+    )
     os.execute("rm -rf " .. dir)
     assert.equals(0, rc, err)
     assert.matches("Grace period over: cancelling 1 unfinished task", err .. h.read("/dev/null"))

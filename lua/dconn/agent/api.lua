@@ -265,7 +265,21 @@ for _, family in ipairs {
   end)
 end
 
+-- /healthz is answered by the server itself (server.listen's `fixed`); its hits join the
+-- request counter here, at scrape time.
+local HEALTHZ_BODY = '{"status":"ok"}'
+local healthz_counted = 0
+
+local function count_fixed_hits()
+  local hits = srv and srv:fixed_hits()["/healthz"] or 0
+  if hits > healthz_counted then
+    api_requests:inc({ route = "/healthz", code = "200" }, hits - healthz_counted)
+    healthz_counted = hits
+  end
+end
+
 local function render_metrics()
+  count_fixed_hits()
   tasks_gauge:set(nil, runtime.tasks())
   memory_gauge:set(nil, runtime.memory())
   return metrics.render()
@@ -415,7 +429,7 @@ local BUILTIN = {
     tag = "health",
     summary = "Liveness: the agent's loop answers",
     responses = { [200] = { "Alive", ref("Status") } },
-    run = function() return reply(200, { status = "ok" }) end,
+    run = function() return reply(200, HEALTHZ_BODY, { ["content-type"] = JSON_TYPE }) end, -- when not fixed
   },
   {
     method = "GET",
@@ -894,9 +908,10 @@ function _M.start(opts)
     handler = dispatch,
     max_body = MAX_BODY,
     timeout = TIMEOUT,
+    fixed = { { path = "/healthz", status = 200, content_type = JSON_TYPE, body = HEALTHZ_BODY } },
   }
   if not s then return nil, "API: " .. err end
-  srv, auth_token, started_at = s, token, timer.now()
+  srv, auth_token, started_at, healthz_counted = s, token, timer.now(), 0
   build_info:set({ version = runtime.version, lua = _VERSION }, 1)
   observe_jobs()
   log.info("API listening on http://%s%s", s:address(), token and " (bearer token required)" or "")
@@ -905,7 +920,10 @@ end
 
 --- Stops the API (idempotent).
 function _M.stop()
-  if srv then srv:close() end
+  if srv then
+    count_fixed_hits()
+    srv:close()
+  end
   srv, auth_token = nil, nil
 end
 

@@ -27,7 +27,7 @@ local policy_mod = require "dconn.policy"
 -- `leader`: a Lease the agent must hold for its actuating jobs to run (dconn.k8s.leader).
 local ELECTION_JOB = policy_mod.ELECTION_JOB
 
-local election -- { key =, elector =, leader = } while the policy declares a leader
+local election -- { key =, elector = | set = } while the policy declares a leader (set: sharded)
 local acting = setmetatable({}, { __mode = "k" }) -- the tasks (coroutines) running actuating jobs
 
 local current -- the running policy: { path =, policy =, placement =, job_names = { ... } }
@@ -71,7 +71,8 @@ end
 --- Loads a policy file into a fresh sandbox and validates it against dconn.policy's schema
 -- (which warns once about deprecated flat keys). Returns the policy table, its job specs and, for
 -- a placement policy, its agent (dconn.placement), or nil and a message naming the file and line.
--- `with` = {tracker =, cluster =, source =} replaces what the agent would open (a backtest's).
+-- `with` = {tracker =, cluster =, source =, shadow =} replaces what the agent would open (a
+-- backtest's, a shadow policy's). `dconn run --dry-run` makes the agent's patches dry runs.
 function _M.load(path, with)
   local env = sandbox.new { unsafe = runtime.options().unsafe, dir = fs.dirname(path) }
   local chunk, err = loadfile(path, "t", env)
@@ -90,13 +91,17 @@ function _M.load(path, with)
   local placement
   if policy_mod.is_placement(policy) then
     with = with or {}
-    local made, new_err = pcall(
-      policy_mod.new,
-      policy,
-      { path = path, text = text, tracker = with.tracker, cluster = with.cluster, source = with.source }
-    )
+    local made, new_err = pcall(policy_mod.new, policy, {
+      path = path,
+      text = text,
+      tracker = with.tracker,
+      cluster = with.cluster,
+      source = with.source,
+      shadow = with.shadow,
+    })
     if not made then return nil, tostring(new_err) end
     placement = new_err
+    if runtime.options().dry_run then placement.settings.cluster.dry_run = true end
   end
   return policy, job_specs(policy.jobs, placement and placement:jobs(runtime.options().every)), placement
 end
@@ -123,6 +128,7 @@ local function leader_key(path, leader)
     "lease_duration",
     "renew_deadline",
     "retry_period",
+    "shards",
   } do
     parts[#parts + 1] = tostring(leader[k])
   end
@@ -134,8 +140,78 @@ local function end_election()
   if not election then return end
   local k8s = require "dconn.k8s"
   k8s.set_guard(nil)
-  pcall(election.elector.release, election.elector)
+  k8s.set_shards(nil)
+  local held = election.set or election.elector
+  pcall(held.release, held)
   election = nil
+end
+
+-- An actuating job's run, marked as acting while it runs (the guard stops only acting jobs).
+local function acting_run(fn)
+  return function(...)
+    local co = coroutine.running()
+    acting[co] = true
+    local res = table.pack(xpcall(fn, traceback, ...))
+    acting[co] = nil
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end
+end
+
+-- The jobs with a shard set: its step every retry period; actuating jobs run on every replica
+-- (each decides its own targets: dconn.placement's owned_targets), marked for the guard.
+local function shard_jobs(specs)
+  local set = election.set
+  local out = { { name = ELECTION_JOB, every = set.retry_period, quiet = true, run = function() set:step() end } }
+  for _, spec in ipairs(specs) do
+    if specs.actuating[spec.name] then
+      local copy = {}
+      for k, v in pairs(spec) do
+        copy[k] = v
+      end
+      copy.run = acting_run(spec.run)
+      spec = copy
+    end
+    out[#out + 1] = spec
+  end
+  return out
+end
+
+-- With `leader.shards`: a shard set (dconn.k8s.shards) instead of one Lease, and a guard that
+-- stops an actuating job at a write to a Deployment whose shard this replica does not hold.
+local function prepare_shards(path, leader, kubeconfig, key, specs)
+  local k8s = require "dconn.k8s"
+  local set, err = k8s.shard_set {
+    name = leader.name,
+    namespace = leader.namespace,
+    identity = leader.identity,
+    kubeconfig = kubeconfig,
+    context = leader.context,
+    simulate = false,
+    shards = leader.shards,
+    lease_duration = leader.lease_duration,
+    renew_deadline = leader.renew_deadline,
+    retry_period = leader.retry_period,
+  }
+  if not set then return nil, path .. ": leader: " .. tostring(err) end
+  election = { key = key, set = set }
+  k8s.set_shards(set)
+  k8s.set_guard(function(method, p)
+    if method == "GET" or not acting[coroutine.running()] then return true end
+    local ns, name = p:match("^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/?]+)")
+    if ns and not set:owns(ns .. "/" .. name) then
+      return false, format("%s/%s is in a shard this replica does not hold: actuating job stopped", ns, name)
+    end
+    return true
+  end)
+  log.info(
+    "Sharded leadership: %d shard Lease(s) %s/%s-shard-* as %s",
+    set.count,
+    set.namespace,
+    set.name,
+    set.identity
+  )
+  return shard_jobs(specs)
 end
 
 -- With `leader` declared: an elector on the Lease, the election job (one step every retry period),
@@ -155,6 +231,7 @@ local function prepare_leader(path, policy, specs)
     end_election()
     local kubeconfig = leader.kubeconfig
     if kubeconfig then kubeconfig = fs.join(fs.dirname(path), kubeconfig) end
+    if leader.shards then return prepare_shards(path, leader, kubeconfig, key, specs) end
     local ns, name = leader.namespace, leader.name
     local elector, err = k8s.lease_lock {
       name = name,
@@ -186,14 +263,16 @@ local function prepare_leader(path, policy, specs)
     log.info("Leader election on lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
   end
   local elector = election.elector
+  if not elector then return shard_jobs(specs) end
   local out =
     { { name = ELECTION_JOB, every = elector.retry_period, quiet = true, run = function() elector:step() end } }
   for _, spec in ipairs(specs) do
     if specs.actuating[spec.name] then
-      local copy, fn, job = {}, spec.run, spec.name
+      local copy, job = {}, spec.name
       for k, v in pairs(spec) do
         copy[k] = v
       end
+      local run = acting_run(spec.run)
       copy.run = function(...)
         if not elector:is_leader() then
           log.info(
@@ -205,12 +284,7 @@ local function prepare_leader(path, policy, specs)
           )
           return
         end
-        local co = coroutine.running()
-        acting[co] = true
-        local res = table.pack(xpcall(fn, traceback, ...))
-        acting[co] = nil
-        if not res[1] then error(res[2], 0) end
-        return table.unpack(res, 2, res.n)
+        return run(...)
       end
       spec = copy
     end
@@ -223,6 +297,13 @@ local function policy_name(path, policy)
   return policy.name or path:match("([^/]+)%.lua$") or path
 end
 
+-- `dconn run --shadow OTHER.lua`: the other policy beside the live one (dconn.agent.shadow).
+local function with_shadow(specs, placement)
+  local other = runtime.options().shadow
+  if not other then return specs end
+  return require("dconn.agent.shadow").attach(specs, placement, other, _M.load)
+end
+
 --- dconn run POLICY [once]
 function _M.run(path, mode)
   timer.hold(true)
@@ -230,6 +311,15 @@ function _M.run(path, mode)
   if not policy then
     fail(specs)
     return EXIT_USAGE
+  end
+  local shadow_err
+  specs, shadow_err = with_shadow(specs, placement)
+  if not specs then
+    fail(shadow_err)
+    return EXIT_USAGE
+  end
+  if placement and placement.settings.cluster.dry_run then
+    log.info("Dry run: every patch is sent with dryRun=All, the cluster is not changed")
   end
   local leader_err
   specs, leader_err = prepare_leader(path, policy, specs)
@@ -253,7 +343,7 @@ function _M.run(path, mode)
     )
   end
   -- one election step before the first tick, so that a leader's actuating jobs run at once
-  if election then election.elector:step() end
+  if election then (election.set or election.elector):step() end
   if mode ~= "once" then
     timer.hold(false)
     log.info("Scheduler started")
@@ -278,10 +368,40 @@ function _M.run(path, mode)
   return failed == 0 and EXIT_OK or EXIT_FAILURE
 end
 
+-- Whether an actuating job is still running (waiting on the API: a patch in flight).
+local function acting_now()
+  for co in pairs(acting) do
+    if coroutine.status(co) ~= "dead" then return true end
+  end
+  return false
+end
+
 --- Graceful stop (runtime/agent.c, within the grace period): a held leader Lease is released so
---- that another agent takes over at once instead of after the lease duration.
+--- that another agent takes over at once instead of after the lease duration; released once the
+--- actuating jobs still running have ended, so that a patch in flight completes under the lease
+--- (its Event and decision record too) rather than failing half done.
 function _M.shutdown()
   if not election then return end
+  local holder = election.set or election.elector
+  -- the scheduler has stopped the election job: renew here meanwhile, until no write is in flight
+  local renew_at = 0
+  while acting_now() do
+    if timer.now() >= renew_at then
+      holder:step()
+      renew_at = timer.now() + holder.retry_period
+    end
+    timer.sleep(0.05)
+  end
+  if election.set then
+    local set = election.set
+    local ok, err = set:release()
+    if ok then
+      log.info("Released the shards of %s/%s-shard-* and the membership", set.namespace, set.name)
+    else
+      log.warning("Could not release the membership in %s/%s: %s", set.namespace, set.name, tostring(err))
+    end
+    return
+  end
   local e = election.elector
   local held = e:is_leader()
   local ok, err = e:release()
@@ -308,6 +428,9 @@ function _M.reload()
   if not current then error("no policy loaded") end
   local policy, specs, placement = _M.load(current.path)
   if not policy then error(specs, 0) end
+  local shadow_err
+  specs, shadow_err = with_shadow(specs, placement)
+  if not specs then error(shadow_err, 0) end
   local leader_err
   specs, leader_err = prepare_leader(current.path, policy, specs)
   if not specs then error(leader_err, 0) end

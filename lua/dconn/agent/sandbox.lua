@@ -10,7 +10,8 @@ local load, loadfile, require = load, loadfile, require
 local searchpath = package.searchpath
 local io_open, io_lines, getenv = io.open, io.lines, os.getenv
 local dconn = require("dconn")
-local fs = require "dconn.fs"
+local pattern = require "dconn._pattern"
+local access = require "dconn._access"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -55,17 +56,21 @@ local SAFE_ENV = {
 }
 -- string.dump makes binary chunks, the one thing load's text mode exists to refuse.
 local UNSAFE_STRING = { dump = true }
+-- Pattern matching runs in C, out of the budget hook's reach: policies get dconn._pattern's
+-- matcher, the same language with a bound on the steps of one call.
+local BOUNDED_STRING = { find = pattern.find, match = pattern.match, gmatch = pattern.gmatch, gsub = pattern.gsub }
 
 -- Strings share one metatable per Lua state; its __index is the host's own string table.
 -- Policies get their own copy as `string`, and getmetatable("") answers this instead of the
 -- real metatable, so that a policy cannot replace string.format for the host's code.
 local string_mt = getmetatable("")
--- Methods on string values reach the same table: it gets no dump either.
+-- Methods on string values reach the same table: it gets no dump either, and the bounded
+-- matcher (for the host's method calls too).
 if string_mt and string_mt.__metatable == nil then
   string_mt.__metatable = false
   local methods = {}
   for k, v in pairs(string_mt.__index) do
-    if not UNSAFE_STRING[k] then methods[k] = v end
+    if not UNSAFE_STRING[k] then methods[k] = BOUNDED_STRING[k] or v end
   end
   string_mt.__index = methods
 end
@@ -86,7 +91,7 @@ local function is_module(v) return module_name(v) ~= nil end
 -- (a policy stopping every job, or watching every run) and the leadership guard.
 local DRIVER_ONLY = {
   ["dconn.timer"] = { stop = true, hold = true, observe = true },
-  ["dconn.k8s"] = { set_guard = true },
+  ["dconn.k8s"] = { set_guard = true, set_shards = true },
 }
 local NONE = {}
 
@@ -126,34 +131,20 @@ local function readonly(t)
   return view
 end
 
-local function realpath(path)
-  local real, err = fs.realpath(path)
-  if not real then return nil, tostring(err) end
-  return real
-end
-
--- The directories a policy may read, as real paths; path resolved against dir when relative.
-local function reader(dir)
-  local roots = {}
-  if dir then roots[1] = realpath(dir) end
-  -- More directories from the operator (DCONN_POLICY_READ, ':'-separated), never from the policy.
-  for extra in (getenv("DCONN_POLICY_READ") or ""):gmatch("[^:]+") do
-    roots[#roots + 1] = realpath(extra)
-  end
-  return function(path)
-    if type(path) ~= "string" then return nil, "path must be a string" end
-    if path:sub(1, 1) ~= "/" and dir then path = dir .. "/" .. path end
-    local real, err = realpath(path)
-    if not real then return nil, err end
-    for _, root in pairs(roots) do
-      if real == root or real:sub(1, #root + 1) == root .. "/" or root == "/" then return real end
-    end
-    return nil,
-      path
-        .. ": outside the policy's directory ("
-        .. tostring(roots[1] or "none")
-        .. ") or DCONN_POLICY_READ's; a policy reads files only there (--unsafe lifts this)"
-  end
+-- What the operator declared writable for the public modules' state: DCONN_POLICY_WRITE
+-- (':'-separated), the file tracker the environment names (or its default ./mlruns) and the
+-- simulated cluster's state file. Never from the policy.
+local function declared_writes()
+  local out = access.env_list("DCONN_POLICY_WRITE")
+  local uri = getenv("MLFLOW_TRACKING_URI")
+  if not uri or uri == "" then uri = getenv("SCANFLOW_TRACKER_URI") end
+  if not uri or uri == "" then uri = "file:./mlruns" end
+  local store = uri:match("^file://(/.*)$") or uri:match("^file:(.*)$")
+  if not store and not uri:match("^%a[%w+.-]*:") then store = uri end
+  if store then out[#out + 1] = store ~= "" and store or "./mlruns" end
+  local sim = getenv("DCONN_K8S_SIM_STATE")
+  if sim and sim ~= "" then out[#out + 1] = sim end
+  return out
 end
 
 local function copy(t, names)
@@ -178,13 +169,18 @@ local function restricted_base(env, dir)
   for name in pairs(UNSAFE_STRING) do
     base.string[name] = nil
   end
+  for name, fn in pairs(BOUNDED_STRING) do
+    base.string[name] = fn
+  end
   base.os = copy(_G.os, SAFE_OS)
   base.os.getenv = function(name)
     if type(name) ~= "string" then error("bad argument #1 to 'getenv' (string expected)", 2) end
     if not SAFE_ENV[name] then return nil end
     return getenv(name)
   end
-  local readable = reader(dir)
+  -- One rule for the policy's own file access and the public modules' (dconn._access).
+  access.restrict { dir = dir, read = access.env_list("DCONN_POLICY_READ"), write = declared_writes() }
+  local function readable(path) return access.check(path, "r", dir) end
   base.io = copy(_G.io, SAFE_IO)
   -- Files: read-only, under the policy's directory; io.lines() with no name reads stdin.
   base.io.open = function(path, mode)
@@ -210,7 +206,13 @@ local function restricted_base(env, dir)
   -- Metatables: a policy sees those it set; the host's (strings, files, native objects, the
   -- library's classes) stay hidden, so that it cannot change methods the host also calls.
   local mine = setmetatable({}, { __mode = "k" })
+  -- No finalizers: Lua runs __gc with hooks off, out of every budget's reach, at whatever
+  -- moment the collector picks. A table is marked for finalization only when its metatable has
+  -- __gc as it is set, so refusing it here (even a placeholder, later replaced) is enough.
   base.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+      error("setmetatable: a policy cannot set __gc (finalizers run outside the job's budgets)", 2)
+    end
     local result = setmetatable(t, mt)
     if mt ~= nil then mine[mt] = true end
     return result
@@ -282,6 +284,7 @@ end
 function _M.new(opts)
   opts = opts or {}
   local env = {}
+  if opts.unsafe then access.lift() end
   local base = opts.unsafe and _G or restricted_base(env, opts.dir)
   if rawget(base, "dconn") == nil then base.dconn = dconn end
   if not opts.unsafe then base._G = env end

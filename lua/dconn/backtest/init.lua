@@ -4,7 +4,13 @@
 -- tracker; dconn.backtest.score then measures the outcome. Internal (`dconn backtest`).
 --
 --   backtest.run{ policy = FILE.lua, telemetry = FILE|DIR, from =, to = (unix seconds),
---                 start = NODE, progress = function(fraction, now) } -> run | nil, err
+--                 start = NODE, cluster = STATE.json, progress = function(fraction, now) } -> run | nil, err
+--     cluster: a dconn.k8s.sim state file (read, never written) instead of the cluster made from
+--     the candidates: the app starts where its Deployment there is pinned (start must agree)
+--   backtest.decisions{ the same options } -> { decisions = { {t =, time =, action =, from =,
+--     to =, reason =, gate =, rule =}, ... }, moves = { {t =, time =, from =, to =}, ... },
+--     start =, candidates = { node, ... } } | nil, err
+--     what a policy decides on fixtures, for a policy's own specs (docs/testing-policies.md)
 --     run = { target =, candidates = { {node =, cluster =}, ... }, start =, from =, to =, sla =,
 --             metric =, rows = {[cluster] = 15 s rows}, policy = name, every = the recommender's trigger,
 --             ticks = { {t =, decision = {action =, from =, to =, reason =, gate =}}, ... } (recommender),
@@ -87,6 +93,21 @@ local function cluster_of(target, candidates, start)
   return require("dconn.k8s").connect { sim = sim, namespace = target.namespace }
 end
 
+-- A cluster fixture: the state file read into a simulated cluster that writes nothing back, and
+-- the node the target's Deployment is pinned to there.
+local function fixture_of(path, target, label)
+  local sim, err = sim_mod.open(path)
+  if not sim then return fail("config", tostring(err)) end
+  if not require("dconn.fs").read_file(path) then return fail("io", path .. ": cannot read the cluster fixture") end
+  sim.path = nil -- a fixture: the run's patches stay in memory
+  local dep = sim.deployments[target.key]
+  if not dep then return fail("config", format("%s: no Deployment %s", path, target.key)) end
+  local pod = dep.spec and dep.spec.template and dep.spec.template.spec or {}
+  local start = require("dconn.k8s").pinned_value(pod, label)
+  if not start then return fail("config", format("%s: Deployment %s is pinned to no node", path, target.key)) end
+  return { sim = sim, start = start }
+end
+
 local function predictions_of(p)
   if not p then return nil end
   local out = {}
@@ -119,7 +140,9 @@ function _M.run(opts)
     )
   end
 
-  -- the policy, loaded as `dconn run` loads it, with the backtest's source and no tracker
+  -- the policy, loaded as `dconn run` loads it, with the backtest's source and no tracker, and
+  -- nothing remembered from an earlier run in this process (gates, last decisions)
+  require("dconn.placement").reset()
   local quiet = log.level() ~= "DEBUG"
   local level = log.level()
   if quiet then log.level("critical") end
@@ -130,7 +153,15 @@ function _M.run(opts)
   local target = agent.targets[1]
   local candidates = candidates_in(target.candidates, src)
   target.candidates = candidates
-  local start = opts.start or candidates[1].node
+  local fixture
+  if opts.cluster then
+    fixture, err = fixture_of(opts.cluster, target, agent.settings.cluster.label)
+    if not fixture then return nil, err end
+    if opts.start and opts.start ~= fixture.start then
+      return fail("config", format("--start %s, but the cluster's %s is on %s", opts.start, target.key, fixture.start))
+    end
+  end
+  local start = opts.start or (fixture and fixture.start) or candidates[1].node
   local names = {}
   for i, c in ipairs(candidates) do
     names[i] = c.node
@@ -144,7 +175,11 @@ function _M.run(opts)
   agent.settings.cluster.dry_run, agent.settings.cluster.wait = false, false
   local cluster
   if quiet then log.level("critical") end
-  cluster, err = cluster_of(target, candidates, start)
+  if fixture then
+    cluster, err = require("dconn.k8s").connect { sim = fixture.sim, namespace = target.namespace }
+  else
+    cluster, err = cluster_of(target, candidates, start)
+  end
   if quiet then log.level(level) end
   if not cluster then return nil, err end
   agent.cluster_override = cluster
@@ -188,7 +223,14 @@ function _M.run(opts)
         local d = ok and res[target.key] or { action = "hold", reason = "the recommender failed: " .. tostring(res) }
         out.ticks[#out.ticks + 1] = {
           t = now,
-          decision = { action = d.action, from = d.from, to = d.to, reason = d.reason, gate = d.gate },
+          decision = {
+            action = d.action,
+            from = d.from,
+            to = d.to,
+            reason = d.reason,
+            gate = d.gate,
+            rule = d.rule,
+          },
         }
         if opts.progress then opts.progress((now - from) / (to - from), now) end
       end
@@ -200,6 +242,34 @@ function _M.run(opts)
   if quiet then log.level(level) end
   for _, spec in ipairs(jobs) do
     timer.remove(spec.name)
+  end
+  return out
+end
+
+--- What the policy decides on the fixtures, tick by tick; see the synopsis.
+function _M.decisions(opts)
+  local run, err = _M.run(opts)
+  if not run then return nil, err end
+  local out = { decisions = {}, moves = {}, start = run.start, candidates = {} }
+  for i, c in ipairs(run.candidates) do
+    out.candidates[i] = c.node
+  end
+  for _, tick in ipairs(run.ticks) do
+    local d = tick.decision
+    local entry = {
+      t = tick.t,
+      time = timer.format_time(tick.t, "iso_seconds"),
+      action = d.action,
+      from = d.from,
+      to = d.to,
+      reason = d.reason,
+      gate = d.gate,
+      rule = d.rule,
+    }
+    out.decisions[#out.decisions + 1] = entry
+    if d.action == "move" then
+      out.moves[#out.moves + 1] = { t = tick.t, time = entry.time, from = d.from, to = d.to }
+    end
   end
   return out
 end

@@ -2,7 +2,9 @@
 -- telemetry. Internal (`dconn backtest`).
 --
 --   score.compute(run, { move_cost = 30 }) -> report
---     report = { hours =, ticks =, moves =, flaps =, mean_qos =, stay_qos =, stay = {[node] = qos},
+--     report = { hours =, ticks =, moves =, flaps =, reverts = (moves the closed loop undid),
+--       quarantined = (moves held because the destination was quarantined after a flap),
+--       mean_qos =, stay_qos =, stay = {[node] = qos},
 --       best_qos =, original_qos =, original_moves =, sla =, sla_violations =, stay_sla_violations =,
 --       model_errors = {[node] = {[model] = {mae =, n = [, warnings = {...}]}, selected = {mae =, n =},
 --         persistence = ...}},
@@ -192,9 +194,11 @@ function _M.compute(run, opts)
     end
   end
 
-  local decisions, moves = {}, {}
+  local decisions, moves, reverts, quarantined = {}, {}, 0, 0
   for _, tick in ipairs(run.ticks) do
     local d = tick.decision
+    if d.action == "move" and d.rule == "closed-loop" then reverts = reverts + 1 end
+    if d.action == "held" and d.gate == "quarantine" then quarantined = quarantined + 1 end
     decisions[#decisions + 1] = { t = tick.t, action = d.action, from = d.from, to = d.to, reason = d.reason }
     if d.action == "move" then moves[#moves + 1] = { t = tick.t, from = d.from, to = d.to } end
   end
@@ -266,6 +270,8 @@ function _M.compute(run, opts)
     buckets = n,
     moves = #moves,
     flaps = flaps,
+    reverts = reverts,
+    quarantined = quarantined,
     move_list = moves,
     decisions = decisions,
     mean_qos = n > 0 and sum / n or 0,

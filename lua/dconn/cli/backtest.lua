@@ -59,11 +59,14 @@ local function write_text(r)
   w:write(
     format(
       "(SLA %g; SLA<: recommender ticks whose realized QoS was below it; a move costs %g s of zero "
-        .. "QoS; %d flap%s)\n",
+        .. "QoS; %d flap%s; %d move%s undone by the closed loop; %d held by a quarantine)\n",
       r.sla,
       r.move_cost,
       r.flaps,
-      r.flaps == 1 and "" or "s"
+      r.flaps == 1 and "" or "s",
+      r.reverts,
+      r.reverts == 1 and "" or "s",
+      r.quarantined
     )
   )
   w:write(format("\n%-42s %-34s %8s %6s\n", "prediction error (" .. r.metric .. ", next tick)", "model", "mae", "n"))
@@ -190,7 +193,7 @@ move, flaps (A -> B -> A within an hour), SLA violations, and each candidate's p
     {
       name = "json",
       help = "one JSON object: moves, ticks, hours, mean_qos, stay_qos, best_qos, original_qos, "
-        .. "model_errors, decisions, ...",
+        .. "original_moves, flaps, reverts, quarantined, model_errors, decisions, ...",
     },
     {
       name = "report",

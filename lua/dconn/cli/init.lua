@@ -27,6 +27,7 @@ local ORDER = {
   "script",
   "predict",
   "place",
+  "migrate",
   "runs",
   "telemetry",
   "backtest",

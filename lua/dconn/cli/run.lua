@@ -52,6 +52,18 @@ with its traceback and runs again next tick.]],
         .. "there; port 0 takes any free port (logged); `off` disables the API",
     },
     {
+      name = "dry-run",
+      help = "decide and log as usual, but send every patch with dryRun=All: the API server checks it and "
+        .. "changes nothing",
+    },
+    {
+      name = "shadow",
+      type = "file",
+      metavar = "OTHER.lua",
+      help = "also run this placement policy on the same telemetry each tick, without acting: where its "
+        .. "decision differs from the live one it is logged and counted (dconn_shadow_differences_total)",
+    },
+    {
       name = "api-token-file",
       type = "file",
       metavar = "FILE",

@@ -17,6 +17,7 @@ local config = require "dconn.k8s.config"
 local k8s_exec = require "dconn.k8s._exec"
 local k8s_sim = require "dconn.k8s.sim"
 local k8s_leader = require "dconn.k8s.leader"
+local k8s_shards = require "dconn.k8s.shards"
 local options = require "dconn._options"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
@@ -83,11 +84,15 @@ local LEADER_KEYS = {
   "on_started_leading",
   "on_stopped_leading",
   "on_new_leader",
+  "labels",
+  "shards",
 }
 local PATCH_OPTIONS = { type = "string", dry_run = "boolean", field_manager = "string" }
 local ROLLOUT_OPTIONS = { timeout = "number", interval = "number" }
 local LEASE_OPTIONS = union(CLIENT_OPTIONS, k8s_leader.OPTIONS, { client = "table" })
 local CONFIGURED_LEASE_OPTIONS = union(CONFIGURED_OPTIONS, k8s_leader.OPTIONS)
+local SHARD_OPTIONS = union(CLIENT_OPTIONS, k8s_shards.OPTIONS, { client = "table" })
+local CONFIGURED_SHARD_OPTIONS = union(CONFIGURED_OPTIONS, k8s_shards.OPTIONS)
 
 ---- client ----
 
@@ -143,6 +148,23 @@ function Client:leader(opts)
   return k8s_leader.new(self, opts)
 end
 
+--- A shard set on this client (dconn.k8s.shards.new).
+function Client:shards(opts)
+  return k8s_shards.new(self, opts)
+end
+
+-- A client from lease_lock's or shard_set's options, less the elector's own.
+local function client_for(opts)
+  local copts = {}
+  for k, v in pairs(opts) do
+    copts[k] = v
+  end
+  for _, k in ipairs(LEADER_KEYS) do
+    copts[k] = nil
+  end
+  return _M.client(copts)
+end
+
 --- A leader elector with client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s) and
 --- identity hostname_pid: opts.client, or a client made from the other options (kubeconfig,
 --- context, namespace, ...). Returns the elector or nil, err.
@@ -152,14 +174,7 @@ function _M.lease_lock(opts)
   local c = opts.client
   if not c then
     local err
-    local copts = {}
-    for k, v in pairs(opts) do
-      copts[k] = v
-    end
-    for _, k in ipairs(LEADER_KEYS) do
-      copts[k] = nil
-    end
-    c, err = _M.client(copts)
+    c, err = client_for(opts)
     if not c then return nil, err end
   end
   return k8s_leader.new(c, {
@@ -172,7 +187,44 @@ function _M.lease_lock(opts)
     on_started_leading = opts.on_started_leading,
     on_stopped_leading = opts.on_stopped_leading,
     on_new_leader = opts.on_new_leader,
+    labels = opts.labels,
   })
+end
+
+--- A shard set (dconn.k8s.shards.new) on opts.client, or on a client made from the other options.
+--- Returns the set or nil, err.
+function _M.shard_set(opts)
+  if type(opts) ~= "table" then error("k8s.shard_set: expected a table", 2) end
+  options.check(opts, opts.server ~= nil and CONFIGURED_SHARD_OPTIONS or SHARD_OPTIONS, "k8s.shard_set")
+  local c, err = opts.client
+  if not c then
+    -- each step renews every shard held: room for all of them in a retry period, twice over
+    local copts = { qps = opts.qps, burst = opts.burst }
+    local n = (opts.shards or 16) + 2
+    copts.qps = copts.qps or math.max(DEFAULTS.qps, 2 * n / (opts.retry_period or 2))
+    copts.burst = copts.burst or math.max(DEFAULTS.burst, n)
+    for k, v in pairs(opts) do
+      if copts[k] == nil then copts[k] = v end
+    end
+    c, err = client_for(copts)
+    if not c then return nil, err end
+  end
+  local sopts = {}
+  for k in pairs(k8s_shards.OPTIONS) do
+    sopts[k] = opts[k]
+  end
+  sopts.namespace = opts.namespace or c.namespace
+  return k8s_shards.new(c, sopts)
+end
+
+--- The shard set the agent acts through (or nil: no sharding). Set by the agent only.
+function _M.set_shards(set) _M.shards = set end
+
+--- Whether this process decides the Deployment ns/name: true unless the agent runs a shard set
+--- (policy `leader.shards`) and another replica holds that Deployment's shard.
+function _M.owns(ns, name)
+  local set = _M.shards
+  return set == nil or set:owns(tostring(ns) .. "/" .. tostring(name))
 end
 
 --- Sets (or clears, with nil) a check run before every API call but the Lease calls:
@@ -394,6 +446,48 @@ function Client:patch_deployment(ns, name, patch, opts)
   }
 end
 
+--- Creates a Deployment in ns from a manifest (a Lua table).
+function Client:create_deployment(ns, dep)
+  check_name("create_deployment", "namespace", ns)
+  if type(dep) ~= "table" then error("k8s.create_deployment: the deployment must be a table", 2) end
+  return self:request {
+    method = "POST",
+    path = format("/apis/apps/v1/namespaces/%s/deployments", enc(ns)),
+    query = { fieldManager = self.field_manager },
+    body = dep,
+  }
+end
+
+--- Deletes a Deployment; resource_version, when given, must still be the one read (else 409).
+function Client:delete_deployment(ns, name, resource_version)
+  check_name("delete_deployment", "namespace", ns)
+  check_name("delete_deployment", "name", name)
+  return self:request {
+    method = "DELETE",
+    path = format("/apis/apps/v1/namespaces/%s/deployments/%s", enc(ns), enc(name)),
+    body = {
+      apiVersion = "v1",
+      kind = "DeleteOptions",
+      propagationPolicy = "Background",
+      preconditions = resource_version and { resourceVersion = resource_version } or nil,
+    },
+  }
+end
+
+function Client:get_namespace(name)
+  check_name("get_namespace", "name", name)
+  return self:request { path = "/api/v1/namespaces/" .. enc(name) }
+end
+
+function Client:create_namespace(name)
+  check_name("create_namespace", "name", name)
+  return self:request {
+    method = "POST",
+    path = "/api/v1/namespaces",
+    body = { apiVersion = "v1", kind = "Namespace", metadata = { name = name } },
+  }
+end
+
 function Client:get_node(name)
   check_name("get_node", "name", name)
   return self:request { path = "/api/v1/nodes/" .. enc(name) }
@@ -424,6 +518,24 @@ function Client:create_lease(ns, lease)
     method = "POST",
     path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases", enc(ns)),
     body = lease,
+  }
+end
+
+function Client:list_leases(ns, opts)
+  check_name("list_leases", "namespace", ns)
+  opts = opts or {}
+  return self:request {
+    path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases", enc(ns)),
+    query = { labelSelector = opts.label_selector },
+  }
+end
+
+function Client:delete_lease(ns, name)
+  check_name("delete_lease", "namespace", ns)
+  check_name("delete_lease", "name", name)
+  return self:request {
+    method = "DELETE",
+    path = format("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", enc(ns), enc(name)),
   }
 end
 

@@ -5,7 +5,9 @@
 --   dconn.k8s.api      the Client: retries, rate limit, credentials, Deployment/Node/Event/Lease
 --                      calls, rollout_status/rollout_verdict, lease_lock, set_guard
 --   dconn.k8s.place    client:place, unschedulable_reason, pinned_value, the placement Events
+--   dconn.k8s.migrate  k8s.migrate: a Deployment moved to another cluster, make-before-break
 --   dconn.k8s.leader   the Lease elector (public)      dconn.k8s.sim   a simulated cluster (public)
+--   dconn.k8s.shards   sharded leadership: N agents split the targets by Leases (public)
 --   dconn.k8s._exec    exec credential plugins (private)
 --
 -- Moves a Deployment to a node by patching spec.template.spec.nodeSelector["kubernetes.io/hostname"]
@@ -28,18 +30,30 @@
 --   client:get_deployment(ns, name)           client:patch_deployment(ns, name, patch [, opts])
 --   client:list_deployments(ns)
 --     opts: type = "strategic" (default) | "merge" | "json", dry_run = bool, field_manager = s
+--   client:create_deployment(ns, manifest)    client:delete_deployment(ns, name [, resource_version])
+--   client:get_namespace(name)                client:create_namespace(name)
 --   client:get_node(name)                     client:list_nodes{label_selector=, field_selector=}
 --   client:create_event(ns, event)
 --   client:get_lease(ns, name)  client:create_lease(ns, lease)  client:update_lease(ns, lease)
+--   client:list_leases(ns [, {label_selector=}])  client:delete_lease(ns, name)
 --   client:place(ns, deployment, node [, {dry_run=, wait=, timeout=, interval=, label=, form=, gain=}])
 --     outcome.result: "patched" | "already-there" | "refused" (with .reason) | "failed" (.error);
 --     wait = true waits for the rollout after a patch (rollout_status; a failed rollout is "failed")
 --   client:rollout_status(ns, name [, {timeout=300, interval=1}]) -> true, msg | false, err
 --     decides like `kubectl rollout status`; k8s.rollout_verdict(dep) -> "done"|"waiting"|"failed", msg
+--   k8s.migrate{namespace=, deployment=, from=, to=, kubeconfig=, wait=, source=, timeout=} -> outcome
+--     moves a Deployment between clusters (kubeconfig contexts), make-before-break; see
+--     dconn.k8s.migrate (result "migrated" | "already-there" | "in-progress" | "rolled-back" | "failed")
 --   k8s.pinned_value(pod_spec, label) -> the node label value a pod template is pinned to, or nil
 --   k8s.lease_lock{name=, namespace=, identity=, client= or kubeconfig=, context=, ...} -> elector
+--   k8s.shard_set{name=, shards=16, namespace=, identity=, client= or kubeconfig=, ...} -> set
+--     N agents on one set split the targets: set:step() each retry period, act on a target only
+--     while set:owns(target) (dconn.k8s.shards)
+--   k8s.owns(ns, deployment) -> whether this agent decides that Deployment (false only when the
+--     policy's `leader.shards` splits the targets and another replica holds its shard)
 --   k8s.set_guard(fn)                         fn(method, path) -> ok, why before each non-Lease call
 --   client:leader{name=, ...}                 a Lease-based leader elector (dconn.k8s.leader)
+--   client:shards{name=, shards=, ...}        a shard set (dconn.k8s.shards)
 --   client:close()                            removes temporary files (decoded *-data fields)
 --
 -- Errors are dconn.error values (err.from "k8s") {kind=, reason=, code=, message=}, text
@@ -55,6 +69,7 @@
 local config = require "dconn.k8s.config"
 local api = require "dconn.k8s.api"
 local place = require "dconn.k8s.place"
+local migrate = require "dconn.k8s.migrate"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -66,10 +81,15 @@ _M.base64_encode, _M.base64_decode = config.base64_encode, config.base64_decode
 _M.connect = api.client
 _M.client = api.client -- the older name
 _M.lease_lock = api.lease_lock
+_M.shard_set = api.shard_set
 _M.set_guard = api.set_guard
+_M.set_shards = api.set_shards
+_M.owns = api.owns
 _M.rollout_verdict = api.rollout_verdict
 
 _M.unschedulable_reason = place.unschedulable_reason
 _M.pinned_value = place.pinned_value
+
+_M.migrate = migrate.migrate
 
 return _M

@@ -3,8 +3,10 @@
 --
 --   local e = leader.new(client, {name=, namespace=, identity=, lease_duration=15,
 --                                 renew_deadline=10, retry_period=2, on_started_leading=fn,
---                                 on_stopped_leading=fn, on_new_leader=fn(identity)})
---   e:try() -> true (we hold the lease now) | false [, err]     one acquire-or-renew step
+--                                 on_stopped_leading=fn, on_new_leader=fn(identity),
+--                                 labels={...} (put on the Lease when we create it)})
+--   e:try([lease]) -> true (we hold the lease now) | false [, err]     one acquire-or-renew step
+--                                (lease: the Lease as just read, saving the GET)
 --   e:step() -> leading          try(), then the log lines and callbacks run() makes on changes
 --   e:holder() -> identity       of the lease as last read ("" when free)
 --   e:is_leader() -> boolean     true only until the last successful renew + renew_deadline
@@ -40,6 +42,7 @@ _M.OPTIONS = {
   on_started_leading = "function",
   on_stopped_leading = "function",
   on_new_leader = "function",
+  labels = "table",
 }
 
 local Elector = {}
@@ -79,6 +82,7 @@ function _M.new(client, opts)
     on_started_leading = opts.on_started_leading,
     on_stopped_leading = opts.on_stopped_leading,
     on_new_leader = opts.on_new_leader,
+    labels = opts.labels,
     leading = false,
   }, Elector)
   for k, v in pairs(DEFAULTS) do
@@ -109,16 +113,19 @@ function Elector:observe(lease, t)
   self.observed = lease
 end
 
-function Elector:try()
+function Elector:try(listed)
   local c, ns, t = self.client, self.namespace, now()
-  local lease, err = c:get_lease(ns, self.name)
+  local lease, err = listed, nil
+  if not lease then
+    lease, err = c:get_lease(ns, self.name)
+  end
   if not lease then
     if err.code ~= 404 then return false, err end
     local created
     created, err = c:create_lease(ns, {
       apiVersion = "coordination.k8s.io/v1",
       kind = "Lease",
-      metadata = { name = self.name, namespace = ns },
+      metadata = { name = self.name, namespace = ns, labels = self.labels },
       spec = {
         holderIdentity = self.identity,
         leaseDurationSeconds = math.ceil(self.lease_duration),

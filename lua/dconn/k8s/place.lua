@@ -197,6 +197,11 @@ function Client:place(ns, name, node_name, opts)
     local template
     if form == "selector" then
       template = { nodeSelector = { [label] = hostname } }
+      -- a required affinity on the label (an earlier move in the affinity form) would fight the
+      -- selector: the new pods could run nowhere
+      if required_in(pod_spec, label) ~= nil then
+        template.affinity = { nodeAffinity = { requiredDuringSchedulingIgnoredDuringExecution = json.null } }
+      end
     else -- a required node affinity replaces the whole term list; a selector on the label would fight it
       template = {
         affinity = {

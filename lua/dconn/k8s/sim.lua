@@ -8,13 +8,14 @@
 -- and the PodSpec merge-key lists, RFC 7386 merge patch, RFC 6902 JSON patch; dryRun=All;
 -- a resourceVersion in the patch makes it conditional; generation bumps on spec changes),
 -- v1 Nodes get/list (labelSelector k=v, fieldSelector metadata.name=), v1 Events create/list,
--- coordination.k8s.io/v1 Leases get/create/update (409 on stale or duplicate, 422 without a
+-- coordination.k8s.io/v1 Leases get/list/create/update/delete (409 on stale or duplicate, 422 without a
 -- resourceVersion). Errors are Status objects. Each change is written back to the state file.
 --
 -- State file: {"resourceVersion": N, "nodes": [Node...], "deployments": [Deployment...],
 -- "events": [...], "leases": [...]}; objects as the API returns them.
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 local timer = require "dconn.timer"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -45,7 +46,11 @@ local function copy(v)
   for k, x in pairs(v) do
     out[k] = copy(x)
   end
-  return setmetatable(out, getmetatable(v))
+  local mt = getmetatable(v)
+  -- a marker such as json's empty array keeps its metatable; a finalizer is not copied into
+  -- the cluster's state (it would run outside every budget)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then mt = nil end
+  return setmetatable(out, mt)
 end
 
 local function equal(a, b)
@@ -266,6 +271,10 @@ end
 
 --- Opens the simulated cluster: the state file's objects, or an empty cluster.
 function _M.open(path)
+  if path then
+    local allowed, aerr = access.check(path, "w")
+    if not allowed then return nil, "k8s simulator: state file " .. aerr end
+  end
   local self = setmetatable({ path = path, rv = 1, nodes = {}, deployments = {}, events = {}, leases = {} }, Sim)
   if path then
     local text = fs.read_file(path) -- missing: an empty cluster
@@ -479,10 +488,30 @@ function Sim:route(method, path, query, body, ctype)
       self.leases[ns .. "/" .. lname] = lease
       self:save()
       return 201, lease
+    elseif name == "" and method == "GET" then
+      local items = {}
+      for _, l in ipairs(sorted_values(self.leases)) do
+        if l.metadata.namespace == ns and matches(l, query) then items[#items + 1] = l end
+      end
+      return 200,
+        { apiVersion = "coordination.k8s.io/v1", kind = "LeaseList", metadata = {}, items = json.array(items) }
     elseif name ~= "" and method == "GET" then
       local l = self.leases[ns .. "/" .. name]
       if not l then return not_found("leases", name, "coordination.k8s.io") end
       return 200, l
+    elseif name ~= "" and method == "DELETE" then
+      if not self.leases[ns .. "/" .. name] then return not_found("leases", name, "coordination.k8s.io") end
+      self.leases[ns .. "/" .. name] = nil
+      self:next_rv()
+      self:save()
+      return 200,
+        {
+          apiVersion = "v1",
+          kind = "Status",
+          metadata = {},
+          status = "Success",
+          details = { name = name, group = "coordination.k8s.io", kind = "leases" },
+        }
     elseif name ~= "" and method == "PUT" then
       local cur = self.leases[ns .. "/" .. name]
       if not cur then return not_found("leases", name, "coordination.k8s.io") end

@@ -4,12 +4,15 @@
 -- dconn.placement.rules and the anti-flap dconn.placement.gates) and the decision records
 -- (dconn.placement.decisions). dconn.policy checks the policy file; this module runs it.
 --
---   placement.new(tbl, { path =, text =, tracker =, cluster =, source = }) -> agent
---     tracker / cluster / source replace what the settings would open (tests, backtests, the REPL)
+--   placement.new(tbl, { path =, text =, tracker =, cluster =, source =, shadow = }) -> agent
+--     tracker / cluster / source replace what the settings would open (tests, backtests, the REPL);
+--     shadow = true: an agent that decides and never acts, records or counts (`dconn run --shadow`,
+--     dconn.agent.shadow), its memory apart from a live agent's of the same name
 --   agent:jobs(every) -> job specs (pipeline, recommender), `every` overriding the schedule
 --   agent:pipeline()   -> { [target key] = predictions }    (dconn.placement.pipeline)
 --   agent:recommend()  -> { [target key] = decision }       (dconn.placement.recommender)
 --   agent:run(name)    -> runs "pipeline" or "recommender" now
+--   agent:owned_targets() -> the targets this replica decides (all, unless `leader.shards`)
 --   agent:place(target, node [, opts]) -> outcome  (k8s place() on a target's Deployment; dry_run etc.)
 --   agent.settings (dconn.policy.settings: grouped, defaults filled in), agent.targets,
 --   agent.last = { predictions = {...}, decisions = {...} }
@@ -96,10 +99,15 @@ function _M.new(tbl, opts)
   if not policy.is_placement(tbl) then error("placement.new: not a placement policy (no deployment/targets)", 2) end
   local s = policy.settings(tbl, opts.path)
   local dir = opts.path and fs.dirname(opts.path) or "."
-  local state = kept[s.name]
+  local state_key = opts.shadow and ("shadow\0" .. s.name) or s.name
+  local state = kept[state_key]
   if not state then
-    state = { gates = gates.new(s.safety or {}), last = { predictions = {}, decisions = {}, restored = {}, used = {} } }
-    kept[s.name] = state
+    state = {
+      gates = gates.new(s.safety or {}),
+      last = { predictions = {}, decisions = {}, restored = {}, used = {}, errors = {}, verify = {} },
+    }
+    kept[state_key] = state
+    state.gates.silent = opts.shadow or nil
   else
     state.gates:configure(s.safety or {})
   end
@@ -114,6 +122,7 @@ function _M.new(tbl, opts)
     tracker_override = opts.tracker,
     cluster_override = opts.cluster,
     source_override = opts.source,
+    shadow = opts.shadow or nil,
   }, Agent)
   self.rule, self.rule_name = rules.get(s.rule[1])
   if type(s.rule[1]) == "function" then self.rule_name = "policy" end
@@ -200,6 +209,18 @@ function Agent:target(which)
   for _, t in ipairs(self.targets) do
     if t.key == which or t.deployment == which then return t end
   end
+end
+
+--- The targets this agent decides: all of them, or with a sharded `leader` the ones whose shard
+--- this replica holds now (dconn.k8s.owns).
+function Agent:owned_targets()
+  local api = package.loaded["dconn.k8s.api"] -- not loaded: no shard set, and no cost
+  if not (api and api.shards) then return self.targets end
+  local out = {}
+  for _, t in ipairs(self.targets) do
+    if api.owns(t.namespace, t.deployment) then out[#out + 1] = t end
+  end
+  return out
 end
 
 function Agent:place(which, node, opts)

@@ -19,10 +19,17 @@
 -- The tracker's records keep the original agent's names whatever the metric (other tools read
 -- them): qos_<i> holds candidate i's value, max_qos the highest; the run's tag dconn.metric says
 -- what they are. The predictions stay in agent.last.predictions for this agent's recommender.
+--
+-- Each candidate also carries what its telemetry shows now (observed: the newest row's value of
+-- the metric) and its prediction noise (noise: the mean absolute error of its last ERROR_WINDOW
+-- predictions against what was observed at the next tick), which the gates' payoff weighs and
+-- /metrics shows per candidate and model (dconn_prediction_abs_error).
 local timer = require "dconn.timer"
 local log = require "dconn.log"
+local features = require "dconn.features"
+local metrics_mod = require "dconn.metrics"
 
-local ipairs, tostring, pcall, error = ipairs, tostring, pcall, error
+local type, ipairs, tostring, pcall, error = type, ipairs, tostring, pcall, error
 local format, concat = string.format, table.concat
 local sqrt = math.sqrt
 
@@ -32,6 +39,69 @@ _M.TARGET_TAG = "dconn.target"
 _M.METRIC_TAG = "dconn.metric" -- what qos_<i> and max_qos hold; absent (older runs): "qos"
 
 local INFO = { DEBUG = true, INFO = true } -- log levels at which the predictions line is written
+local ERROR_WINDOW = 12 -- predictions whose error makes a candidate's noise
+
+local abs_error = metrics_mod.gauge(
+  "dconn_prediction_abs_error",
+  "Mean absolute error of the recent predictions against what the telemetry showed at the next tick, "
+    .. "by target, candidate and model."
+)
+
+-- The newest row's value of the metric the predictions are in (nil when the rows cannot say).
+local function observed(rows, metric)
+  local r = rows and rows[#rows]
+  if not r then return nil end
+  local v
+  if metric == "qos" then
+    v = r.qos
+  elseif metric == "latency" then
+    v = r.f and r.f[features.LATENCY]
+  else
+    v = r[metric]
+  end
+  if type(v) == "number" and v == v then return v end
+end
+
+local function mean_of(list)
+  local sum = 0
+  for _, x in ipairs(list) do
+    sum = sum + x
+  end
+  return sum / #list
+end
+
+local function push(list, v)
+  list[#list + 1] = v
+  if #list > ERROR_WINDOW then table.remove(list, 1) end
+  return mean_of(list)
+end
+
+-- Each candidate's error of the previous tick's prediction, now observed: its noise, and the gauge.
+local function track_errors(agent, p, prev)
+  if not prev or not prev.time or prev.time >= p.time then return end
+  local errors = agent.last.errors[p.target] or {}
+  agent.last.errors[p.target] = errors
+  local before = {}
+  for _, c in ipairs(prev.candidates) do
+    before[c.node] = c
+  end
+  for _, c in ipairs(p.candidates) do
+    local b = before[c.node]
+    local seen = c.observed
+    if b and type(b.value) == "number" and seen then
+      local e = math.abs(b.value - seen)
+      local model = b.model or "unknown"
+      errors[c.node] = errors[c.node] or {}
+      c.noise = push(errors[c.node], e)
+      local per_model = c.node .. "\0" .. model
+      errors[per_model] = errors[per_model] or {}
+      local mae = push(errors[per_model], e)
+      if not agent.shadow then abs_error:set({ target = p.target, candidate = c.node, model = model }, mae) end
+    elseif errors[c.node] and #errors[c.node] > 0 then
+      c.noise = mean_of(errors[c.node]) -- nothing new this tick: the noise so far
+    end
+  end
+end
 
 -- The candidates of a target now: its list, or the Nodes matching its selector.
 local function candidates_of(agent, target)
@@ -87,6 +157,7 @@ local function summarize(agent, target, items, now)
       model = item.model,
       error = item.error,
       contenders = item.contenders,
+      observed = observed(item.rows, agent.metric),
     }
     if item.value then
       values[#values + 1] = item.value
@@ -98,6 +169,7 @@ local function summarize(agent, target, items, now)
   if #values > 0 then
     p.std_dev, p.population_std_dev = stats(values)
   end
+  track_errors(agent, p, agent.last.predictions[target.key])
   return p
 end
 
@@ -181,7 +253,7 @@ local function run(agent)
   end
   local items, by_target = {}, {}
   local window_opts = { steps = s.steps, history = s.history, step = 15 }
-  for _, target in ipairs(agent.targets) do
+  for _, target in ipairs(agent:owned_targets()) do
     local cands
     cands, err = candidates_of(agent, target)
     if not cands then

@@ -13,6 +13,15 @@
 -- Actions: "move" (patched), "stay" (already on the rule's choice), "none" (the rule does not
 -- act), "held" (a gate or a refusal stopped the move), "hold" (no usable predictions or the
 -- tracker/cluster is down: the last decision stands).
+--
+-- The closed loop: after a move of QoS predictions, the next ticks (safety.verify of them)
+-- compare what the telemetry shows on the new node with the old one (the candidates' observed
+-- values, dconn.placement.pipeline); when the new node's mean falls below the old one's by more
+-- than safety.revert_margin plus the noise (safety.noise times the two candidates' prediction
+-- error when the move was decided, as the payoff gate counted it), the app moves back at once (a
+-- "move" with revert = true, rule "closed-loop": past the margin, payoff, consecutive and cooldown
+-- gates, within the budgets), once: the revert is not verified in turn, and the A -> B -> A it
+-- makes quarantines B (the gates).
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local json = require "dconn.json"
@@ -33,7 +42,13 @@ local patches = metrics.counter(
   "Moves decided, by app and result: sent (patched), skipped (a gate held it or the app was there), failed."
 )
 
+local reverts = metrics.counter(
+  "dconn_reverts_total",
+  "Moves undone by the closed loop: the new node's realized QoS fell below the old one's, by app."
+)
+
 local function clock(t) return timer.format_time(t, "utc") end
+local num = require("dconn.pretty").num
 
 local function ago(seconds)
   if seconds >= 3600 then return format("%.1fh", seconds / 3600) end
@@ -168,6 +183,7 @@ local function conclude(agent, target, d, p)
       p.metric, values_of(p), p.run_id, p.time and clock(p.time) .. "Z" or nil
   end
   agent.last.decisions[target.key] = d
+  if agent.shadow then return d end -- compared with the live decision, not recorded (dconn.agent.shadow)
   local entry = decisions.record(d)
   local what = d.action
   if d.to and d.action == "held" then
@@ -243,6 +259,63 @@ local function restore_last_move(agent, target)
   end
 end
 
+local function candidate_of(p, node)
+  for _, c in ipairs(p.candidates) do
+    if c.node == node then return c end
+  end
+  return {}
+end
+
+-- The closed loop (see the header): a revert decision, or nil.
+local function verify_move(agent, target, p)
+  local v = agent.last.verify[target.key]
+  if not v then return nil end
+  local g = agent.gates.settings
+  if p.current ~= v.to or g.verify == 0 or p.metric ~= "qos" then
+    agent.last.verify[target.key] = nil
+    return nil
+  end
+  local got, left = candidate_of(p, v.to).observed, candidate_of(p, v.from).observed
+  if not (got and left) then return nil end -- nothing to compare this tick
+  v.ticks, v.got, v.left = v.ticks + 1, v.got + got, v.left + left
+  got, left = v.got / v.ticks, v.left / v.ticks
+  -- worse by more than the margin and what the predictions' noise explained before the move (the
+  -- surprise itself is not noise)
+  local margin = g.revert_margin + g.noise * v.noise
+  if got < left - margin then
+    agent.last.verify[target.key] = nil
+    reverts:inc({ app = target.key })
+    return {
+      action = "move",
+      to = v.from,
+      revert = true,
+      rule = "closed-loop",
+      reason = format(
+        "closed loop: since the move at %s %s realized %s (predicted %s), %s %s, worse by more than %s: moving back",
+        clock(v.t),
+        v.to,
+        num(got),
+        num(v.predicted),
+        v.from,
+        num(left),
+        num(margin)
+      ),
+    }
+  end
+  if v.ticks >= g.verify then
+    agent.last.verify[target.key] = nil
+    log.info(
+      "closed loop %s: the move to %s held up over %d ticks (realized %s, %s %s)",
+      target.key,
+      v.to,
+      v.ticks,
+      num(got),
+      v.from,
+      num(left)
+    )
+  end
+end
+
 local function decide(agent, target, now, listed)
   local s = agent.settings
   restore_last_move(agent, target)
@@ -277,7 +350,11 @@ local function decide(agent, target, now, listed)
   current, err = current_node(agent, target, listed)
   if current == nil then return hold(agent, target, err, p) end
   p.current = current or nil
-  local ok, d = pcall(agent.rule, p, { settings = target.rule_settings, target = target, now = now })
+  local back = verify_move(agent, target, p)
+  local ok, d = true, back
+  if not back then
+    ok, d = pcall(agent.rule, p, { settings = target.rule_settings, target = target, now = now })
+  end
   if not ok or type(d) ~= "table" or (d.action ~= "move" and d.action ~= "stay" and d.action ~= "none") then
     return hold(agent, target, "the rule failed: " .. (ok and ("returned " .. tostring(d)) or tostring(d)), p)
   end
@@ -297,7 +374,11 @@ local function decide(agent, target, now, listed)
   if not allowed then
     d.action, d.gate = "held", gate
     d.reason = format("%s; held by %s: %s", d.reason, gate, why)
-    patches:inc({ app = target.key, result = "skipped" })
+    if not agent.shadow then patches:inc({ app = target.key, result = "skipped" }) end
+    return conclude(agent, target, d, p)
+  end
+  if agent.shadow then
+    d.outcome = "shadow" -- what it would do; nothing is sent
     return conclude(agent, target, d, p)
   end
   local cluster
@@ -317,7 +398,14 @@ local function decide(agent, target, now, listed)
   d.outcome = out.result
   if out.result == "patched" then
     log.info("update_deployment_with_patch succeeded%s", k.dry_run and " (dry run)" or "")
-    if not k.dry_run then agent.gates:moved(target.key, target.namespace, now) end
+    if not k.dry_run then
+      agent.gates:moved(target.key, target.namespace, now, p.current, d.to)
+      if p.current and not d.revert and p.metric == "qos" then
+        local noise = (candidate_of(p, p.current).noise or 0) + (candidate_of(p, d.to).noise or 0)
+        agent.last.verify[target.key] =
+          { from = p.current, to = d.to, t = now, ticks = 0, got = 0, left = 0, predicted = to_value, noise = noise }
+      end
+    end
     patches:inc({ app = target.key, result = "sent" })
   elseif out.result == "already-there" then
     d.action = "stay"
@@ -340,7 +428,7 @@ function _M.run(agent)
   end
   local now = timer.now()
   local out, listed = {}, prefetch(agent)
-  for _, target in ipairs(agent.targets) do
+  for _, target in ipairs(agent:owned_targets()) do
     out[target.key] = decide(agent, target, now, listed)
   end
   return out

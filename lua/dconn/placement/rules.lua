@@ -5,6 +5,7 @@
 --   rules.reactive(p, ctx) -> decision      the original edge/cloud threshold rule
 --   rules.get(name_or_fn) -> fn, name | nil, err   a rule by name ("custom" for a function)
 --   rules.names() -> { "max_qos", "reactive" }
+--   rules.clusters(p) -> per-cluster aggregates of the predictions (avg, max: dconn.cluster_qos)
 --   rules.METRIC = { max_qos = "qos", reactive = "latency" }   what each rule reads
 --   rules.PARAMS = { max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }
 --   rules.DEFAULTS = { sla = 0.5, edge_threshold = 0.2, cloud_threshold = 0.045 }
@@ -53,6 +54,8 @@ _M.METRIC = { max_qos = "qos", reactive = "latency" }
 _M.PARAMS = { max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }
 
 local num = require("dconn.pretty").num
+
+_M.clusters = require("dconn.cluster_qos").aggregate
 
 local function valid(q) return type(q) == "number" and q == q end
 

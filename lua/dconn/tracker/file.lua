@@ -11,6 +11,7 @@
 local tracker = require "dconn.tracker"
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local setmetatable = setmetatable
@@ -192,6 +193,8 @@ function _M.open(uri, opts)
   local path = uri:match("^file://(/.*)$") or uri:match("^file:(.*)$") or uri
   if path == "" then path = "./mlruns" end
   local root = abs_path(path):gsub("/+$", "")
+  local allowed, aerr = access.check(root, "w")
+  if not allowed then return nil, new_error("PERMISSION_DENIED", "file store " .. aerr, { kind = "io" }) end
   local self = setmetatable({ uri = uri, root = root, kind = "file", opts = opts or {} }, Store)
   self:_recover()
   return self
@@ -337,7 +340,11 @@ function Store:create_run(spec)
     user_id = user,
   }
   local ok, err = self:_write_meta(staged and staged.dir or dir, meta)
-  if not ok then return nil, err end
+  if not ok then
+    -- no run without its meta.yaml: the directory made for it goes (a full disk, say)
+    if not staged then fs.remove(dir) end
+    return nil, err
+  end
   dir = staged and staged.dir or dir
   mkdir_p(dir .. "/metrics")
   mkdir_p(dir .. "/params")

@@ -6,10 +6,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "nn/safetensors.h"
 
@@ -283,12 +286,73 @@ static void test_mutations(void **state) {
   free(f.bytes);
 }
 
+/* A valid weights file at path (16 floats). */
+static void write_weights(const char *path) {
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  float data[16];
+  for (int i = 0; i < 16; i++) data[i] = (float)i;
+  const uint64_t shape[1] = {16};
+  dc_st_out out[1] = {{"w", 1, shape, data}};
+  assert_int_equal(dc_st_write(fp, out, 1, NULL, 0), 0);
+  assert_int_equal(fclose(fp), 0);
+}
+
+/* A weights file truncated while it is read (after open and fstat, before the bytes are in):
+ * an error that says so, never SIGBUS (the reader reads, it does not map). Truncated after it
+ * was read: the tensors are intact, they live in memory. */
+static void test_truncated_while_read(void **state) {
+  (void)state;
+  char path[] = "/tmp/dconn-test-st-XXXXXX";
+  int made = mkstemp(path);
+  assert_true(made >= 0);
+  close(made);
+  write_weights(path);
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_int_equal(truncate(path, st.st_size / 2), 0); /* another process rewrites the file */
+  unsigned char *bytes = (unsigned char *)"untouched";
+  char err[256] = "";
+  assert_int_equal(dc_st_read_fd(fd, (size_t)st.st_size, &bytes, err, sizeof err), -1);
+  assert_null(bytes);
+  assert_non_null(strstr(err, "file shrank while being read"));
+  close(fd);
+
+  /* the truncated file, read from the start: a short file, a parse error */
+  size_t size = 0;
+  assert_int_equal(dc_st_read_file(path, &bytes, &size, err, sizeof err), 0);
+  dc_st_header h;
+  assert_int_equal(dc_st_parse(bytes, size, &h, err, sizeof err), -1);
+  free(bytes);
+
+  /* read whole, then truncated to nothing: the values are still there */
+  write_weights(path);
+  assert_int_equal(dc_st_read_file(path, &bytes, &size, err, sizeof err), 0);
+  assert_int_equal(truncate(path, 0), 0);
+  assert_int_equal(dc_st_parse(bytes, size, &h, err, sizeof err), 0);
+  float back[16];
+  dc_st_to_f32(&h.tensors[0], bytes + h.data_start, back);
+  assert_true(back[15] == 15.0f);
+  dc_st_free(&h);
+  free(bytes);
+
+  /* a path that is not a regular file, and one that does not exist */
+  assert_int_equal(dc_st_read_file("/tmp", &bytes, &size, err, sizeof err), -1);
+  assert_string_equal(err, "not a regular file");
+  unlink(path);
+  assert_int_equal(dc_st_read_file(path, &bytes, &size, err, sizeof err), -1);
+  assert_non_null(strstr(err, "No such file"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid_files),       cmocka_unit_test(test_conversions),
-      cmocka_unit_test(test_length_errors),     cmocka_unit_test(test_layout_errors),
-      cmocka_unit_test(test_dtype_errors),      cmocka_unit_test(test_json_errors),
-      cmocka_unit_test(test_writer_round_trip), cmocka_unit_test(test_mutations),
+      cmocka_unit_test(test_valid_files),          cmocka_unit_test(test_conversions),
+      cmocka_unit_test(test_length_errors),        cmocka_unit_test(test_layout_errors),
+      cmocka_unit_test(test_dtype_errors),         cmocka_unit_test(test_json_errors),
+      cmocka_unit_test(test_writer_round_trip),    cmocka_unit_test(test_mutations),
+      cmocka_unit_test(test_truncated_while_read),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
