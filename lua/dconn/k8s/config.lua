@@ -13,6 +13,7 @@
 -- Configuration problems are errors with reason "Config", naming the file and field.
 local json = require "dconn.json"
 local fs = require "dconn.fs"
+local access = require "dconn._access"
 local errors = require "dconn.error"
 local options = require "dconn._options"
 local log = require "dconn.log"
@@ -163,7 +164,13 @@ end
 -- The files client-go would read, in order: --kubeconfig alone, else $KUBECONFIG (":"-separated,
 -- duplicates dropped, missing files skipped), else ~/.kube/config if it exists.
 local function kubeconfig_files(explicit)
-  if explicit then return { explicit } end
+  if explicit then
+    -- a path a policy names obeys the policy's file rule: another kubeconfig on the host is
+    -- another identity (the operator's own $KUBECONFIG, ~/.kube/config and in-cluster are not)
+    local real, err = access.check(explicit, "r")
+    if not real then return nil, err end
+    return { explicit }
+  end
   local env = getenv("KUBECONFIG")
   local files, seen = {}, {}
   if env and env ~= "" then
@@ -209,7 +216,8 @@ end
 
 -- temp_files: where the files of decoded *-data fields are listed as they are written.
 local function load_kubeconfig(opts, temp_files)
-  local files = kubeconfig_files(opts.kubeconfig)
+  local files, ferr = kubeconfig_files(opts.kubeconfig)
+  if not files then return config_error("kubeconfig %s", ferr) end
   if #files == 0 then return nil end
   local merged = { clusters = {}, users = {}, contexts = {} }
   local current
