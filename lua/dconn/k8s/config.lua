@@ -216,8 +216,8 @@ end
 
 -- temp_files: where the files of decoded *-data fields are listed as they are written.
 local function load_kubeconfig(opts, temp_files)
-  local files, ferr = kubeconfig_files(opts.kubeconfig)
-  if not files then return config_error("kubeconfig %s", ferr) end
+  local files, access_err = kubeconfig_files(opts.kubeconfig)
+  if not files then return config_error("kubeconfig %s", access_err) end
   if #files == 0 then return nil end
   local merged = { clusters = {}, users = {}, contexts = {} }
   local current
