@@ -282,12 +282,15 @@ report(("%d"):format(7))]],
       refused('report(select(2, dconn.replay.open("/etc/passwd")))', "/etc/passwd: outside the policy's directory")
       refused('report(select(2, dconn.export.read("/etc")))', "/etc: outside the policy's directory")
     end)
-    it("cannot take another identity from a kubeconfig outside its directory", function()
-      refused(
-        'report(select(2, dconn.k8s.connect { kubeconfig = "/root/.kube/admin.conf" }))',
-        "kubeconfig /root/.kube/admin.conf: outside the policy's directory"
-      )
-    end)
+    it(
+      "cannot take another identity from a kubeconfig outside its directory",
+      function()
+        refused(
+          'report(select(2, dconn.k8s.connect { kubeconfig = "/root/.kube/admin.conf" }))',
+          "kubeconfig /root/.kube/admin.conf: outside the policy's directory"
+        )
+      end
+    )
     it("cannot open weights or a model spec outside its directory", function()
       refused('report(select(2, dconn.model.open("/etc/passwd")))', "/etc/passwd: outside the policy's directory")
       refused('report(select(2, dconn.model.load("/etc/passwd.lua", "/etc/passwd")))', "/etc/passwd: outside")
