@@ -3,22 +3,25 @@
 #   cluster.sh build      build (or reuse) the binaries under $DCONN_K8S_CACHE (default
 #                         ~/.cache/dconn-k8s/VERSION/bin): kube-apiserver, kube-controller-manager,
 #                         kube-scheduler (k8s.io/kubernetes at VERSION, from the Go module proxy),
-#                         etcd (its server library at the version Kubernetes pins) and nodesim
-#                         (the nodes' kubelets, simulated: ./cmd/nodesim)
+#                         etcd (its server library at the version Kubernetes pins) and kwok
+#                         (sigs.k8s.io/kwok at KWOK_VERSION: the nodes' kubelets, simulated, as
+#                         ./kwok-stages.yaml says)
 #   cluster.sh up DIR     start one in DIR: certificates made for this run, RBAC on, service-account
 #                         tokens issued, free ports; writes DIR/kubeconfig (cluster admin, cluster,
-#                         user and context named after DIR's last component) and waits until the
-#                         six nodes of examples/cloudedge/cluster.json are Ready
+#                         user and context named after DIR's last component), registers the six
+#                         nodes of examples/cloudedge/cluster.json with their labels and waits
+#                         until kwok has made them Ready
 #   cluster.sh down DIR   stop everything `up DIR` started (which stops itself after
 #                         DCONN_K8S_LIFETIME seconds, default 3600, should nobody call down)
 # Several clusters can run at once, each in its own DIR.
 set -eu
 
 VERSION=v1.37.2
+KWOK_VERSION=v0.8.0
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${DCONN_K8S_CACHE:-$HOME/.cache/dconn-k8s/$VERSION/bin}
-PROGRAMS="kube-apiserver kube-controller-manager kube-scheduler etcd nodesim"
+PROGRAMS="kube-apiserver kube-controller-manager kube-scheduler etcd kwok"
 NODES=${DCONN_K8S_NODES:-$ROOT/examples/cloudedge/cluster.json}
 KUBECTL=${KUBECTL:-kubectl}
 LIFETIME=${DCONN_K8S_LIFETIME:-3600} # seconds before a cluster stops itself
@@ -36,11 +39,14 @@ package_of() {
 	esac
 }
 
-# The programs to build: missing ones, and ours (etcd, nodesim) when their source is newer.
+# The programs to build: missing ones, ours (etcd) when its source is newer, kwok when it is not
+# KWOK_VERSION's.
 stale() {
 	for p in $PROGRAMS; do
 		if [ ! -x "$CACHE/$p" ]; then
 			echo "$p"
+		elif [ "$p" = kwok ]; then
+			[ "$(cat "$CACHE/kwok.version" 2>/dev/null)" = "$KWOK_VERSION" ] || echo kwok
 		elif [ -d "$HERE/cmd/$p" ] && [ -n "$(find "$HERE/cmd/$p" "$HERE/go.mod" -newer "$CACHE/$p")" ]; then
 			echo "$p"
 		fi
@@ -53,18 +59,49 @@ build() {
 	# one build at a time: two clusters started together wait for the same binaries
 	exec 9>"$CACHE/.lock"
 	flock 9
-	todo=$(stale)
+	todo=$(stale | tr '\n' ' ')
 	[ -n "$todo" ] || return 0
-	echo "cluster.sh: building $(echo $todo) (Kubernetes $VERSION) into $CACHE; the first time takes long" >&2
+	echo "cluster.sh: building $todo (Kubernetes $VERSION) into $CACHE; the first time takes long" >&2
 	start=$(date +%s)
 	ld="-s -w -X k8s.io/component-base/version.gitVersion=$VERSION"
 	ld="$ld -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 	ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$VERSION"
-	pkgs=$(for p in $todo; do package_of "$p"; done)
+	pkgs=$(for p in $todo; do [ "$p" = kwok ] || package_of "$p"; done)
 	# shellcheck disable=SC2086 # one package a word
-	(cd "$HERE" && nice -n 19 go build -buildvcs=false -trimpath -ldflags "$ld" -o "$CACHE/" $pkgs) ||
+	[ -z "$pkgs" ] ||
+		(cd "$HERE" && nice -n 19 go build -buildvcs=false -trimpath -ldflags "$ld" -o "$CACHE/" $pkgs) ||
 		die "go build failed (module proxy: $(go env GOPROXY))"
+	# kwok is built by its own module at its release, outside tests/k8s/go.mod's pins
+	case " $todo " in
+	*" kwok "*)
+		(cd "$CACHE" && GOBIN="$CACHE" nice -n 19 go install -trimpath -ldflags "-s -w" \
+			"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") ||
+			die "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION failed (module proxy: $(go env GOPROXY))"
+		echo "$KWOK_VERSION" >"$CACHE/kwok.version"
+		;;
+	esac
 	echo "cluster.sh: built in $(($(date +%s) - start)) s" >&2
+}
+
+# The annotation that marks the nodes kwok plays the kubelet of.
+KWOK_NODE=kwok.x-k8s.io/node=fake
+
+# node_objects CLUSTER_JSON: a List of the Nodes it names, with their labels, annotated for kwok and
+# given an address each (what a kubelet would register; kwok reports the rest)
+node_objects() {
+	python3 - "$1" "${KWOK_NODE%%=*}" "${KWOK_NODE#*=}" <<'EOF'
+import json, sys
+nodes = json.load(open(sys.argv[1]))["nodes"]
+if not nodes:
+    sys.exit(sys.argv[1] + " lists no nodes")
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [{
+    "apiVersion": "v1", "kind": "Node",
+    "metadata": {"name": n["metadata"]["name"], "labels": n["metadata"].get("labels", {}),
+                 "annotations": {sys.argv[2]: sys.argv[3]}},
+    "status": {"addresses": [{"type": "InternalIP", "address": "10.77.0.%d" % (i + 1)},
+                             {"type": "Hostname", "address": n["metadata"]["name"]}]},
+} for i, n in enumerate(nodes)]}))
+EOF
 }
 
 free_port() {
@@ -87,10 +124,10 @@ certs() {
 		printf 'extendedKeyUsage=clientAuth\n' >client.ext
 		serial=3
 		for who in admin:system:masters controller-manager:system:kube-controller-manager \
-			scheduler:system:kube-scheduler nodesim:system:masters; do
+			scheduler:system:kube-scheduler kwok:system:masters; do
 			name=${who%%:*} subj=${who#*:}
 			case $name in
-			admin | nodesim) s="/O=$subj/CN=$name" ;;
+			admin | kwok) s="/O=$subj/CN=$name" ;;
 			*) s="/CN=$subj" ;;
 			esac
 			openssl req $ec -keyout "$name.key" -out "$name.csr" -subj "$s" 2>/dev/null
@@ -173,7 +210,7 @@ up() {
 	kubeconfig "$dir/kubeconfig" "$name" admin "$url"
 	kubeconfig "$dir/controller-manager.kubeconfig" "$name" controller-manager "$url"
 	kubeconfig "$dir/scheduler.kubeconfig" "$name" scheduler "$url"
-	kubeconfig "$dir/nodesim.kubeconfig" "$name" nodesim "$url"
+	kubeconfig "$dir/kwok.kubeconfig" "$name" kwok "$url"
 
 	# a test that dies without its teardown leaves nothing running for long
 	setsid sh -c 'sleep "$1"; exec "$2" down "$3"' watchdog "$LIFETIME" "$HERE/cluster.sh" "$dir" \
@@ -207,11 +244,14 @@ up() {
 		--authentication-kubeconfig="$dir/scheduler.kubeconfig" \
 		--authorization-kubeconfig="$dir/scheduler.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
-	start "$dir" nodesim "$CACHE/nodesim" -kubeconfig "$dir/nodesim.kubeconfig" -nodes "$NODES"
 	k="$KUBECTL --kubeconfig $dir/kubeconfig"
-	wanted=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["nodes"]))' "$NODES")
-	wait_for 120 "the nodes" sh -c "[ \$($k get nodes -o name | wc -l) -eq $wanted ]" ||
-		failed "the $wanted nodes were not registered within 120 s" "$dir"
+	node_objects "$NODES" | $k apply -f - >/dev/null 2>"$dir/logs/nodes.log" ||
+		failed "could not register the nodes of $NODES" "$dir"
+	# HOME: kwok also reads ~/.kwok/kwok.yaml when there is one; this run's config is the file given.
+	# No --server-address and no --node-port: kwok serves nothing, it only talks to the API server.
+	start "$dir" kwok env HOME="$dir" "$CACHE/kwok" --kubeconfig="$dir/kwok.kubeconfig" \
+		--config="$HERE/kwok-stages.yaml" --manage-nodes-with-annotation-selector="$KWOK_NODE" \
+		--node-lease-duration-seconds=40 --cidr=10.78.0.0/16
 	wait_for 120 "Ready nodes" $k wait --for=condition=Ready node --all --timeout=1s ||
 		failed "the nodes did not become Ready within 120 s" "$dir"
 	# pods need the namespace's default ServiceAccount, which the controller manager makes
