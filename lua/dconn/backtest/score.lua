@@ -10,6 +10,7 @@
 --         persistence = ...}},
 --       decisions = { {t =, action =, from =, to =, reason =} }, move_list = { {t =, from =, to =} },
 --       series = { t = {...}, [node] = {...} (QoS per 15 s bucket), app = {...} (node per bucket),
+--                  predicted = { {t =, values = {[node] = QoS}}, ... } (each pipeline tick's, at the next tick),
 --         got = {...} (the QoS the app got per bucket) } }
 --
 -- Realized QoS is measured on the data's 15 s buckets between run.from and run.to (those every
@@ -213,6 +214,18 @@ function _M.compute(run, opts)
   local at, orig_at = placement(moves, run.start), placement(orig, run.start)
   local got = {} -- realized QoS per bucket
   series.got = got
+  -- each pipeline tick's QoS predictions, at the time they are for (the next tick), for the report
+  local predicted, fc = {}, run.forecasts or {}
+  if (run.metric or "qos") == "qos" then
+    for i = 1, #fc - 1 do
+      local values = {}
+      for node, p in pairs(fc[i].values or {}) do
+        values[node] = p.value
+      end
+      predicted[#predicted + 1] = { t = fc[i + 1].t, values = values }
+    end
+  end
+  series.predicted = predicted
   for i, t in ipairs(grid) do
     local top = 0
     for _, node in ipairs(nodes) do

@@ -1,8 +1,8 @@
 -- dconn.backtest.svg: a backtest (dconn.backtest.score's report) as one SVG picture, written by
 -- hand: the realized QoS of each candidate over time (one thin line each, 5-minute means so the
 -- picture stays readable), the QoS the app got (a thick dark line), where the app was (a band of
--- the node's colour under the plot), the moves (red markers), the SLA (a dashed line), and the
--- figures in the title. Internal (`dconn backtest --report`).
+-- the node's colour under the plot), each node's predictions (dots of its colour, at the time
+-- they are for), the moves (red markers), the SLA (a dashed line), and the figures in the title. Internal (`dconn backtest --report`).
 --
 --   svg.render(report) -> text
 local timer = require "dconn.timer"
@@ -198,6 +198,24 @@ function _M.render(r)
       esc(m.to)
     )
   end
+  -- the predictions: a dot per node and pipeline tick (outside the plotted range: left out)
+  for _, p in ipairs(s.predicted or {}) do
+    if p.t >= t0 and p.t <= t1 then
+      for _, node in ipairs(r.candidates) do
+        local v = p.values[node]
+        if v and v >= lo and v <= hi then
+          put(
+            '<circle class="prediction" data-node="%s" cx="%.1f" cy="%.1f" r="2.6" fill="%s" stroke="white" '
+              .. 'stroke-width="0.6"/>',
+            esc(node),
+            x(p.t),
+            y(v),
+            colour[node]
+          )
+        end
+      end
+    end
+  end
   -- legend
   local lx, ly = LEFT + plot_w + 20, TOP + 8
   for k, node in ipairs(r.candidates) do
@@ -213,6 +231,10 @@ function _M.render(r)
   put('<text x="%d" y="%d">a move (%d), %g s of zero QoS</text>', lx + 28, yy + 26, r.moves, r.move_cost)
   put('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#d62728" stroke-dasharray="6 4"/>', lx, yy + 46, lx + 22, yy + 46)
   put('<text x="%d" y="%d">SLA %g</text>', lx + 28, yy + 50, r.sla)
+  if s.predicted and #s.predicted > 0 then
+    put('<circle cx="%d" cy="%d" r="3" fill="#555"/>', lx + 11, yy + 66)
+    put("<text x=\"%d\" y=\"%d\">a prediction (node's colour)</text>", lx + 28, yy + 70)
+  end
   put("</svg>")
   return concat(out, "\n") .. "\n"
 end
