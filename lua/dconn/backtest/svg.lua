@@ -2,7 +2,8 @@
 -- hand: the realized QoS of each candidate over time (one thin line each, 5-minute means so the
 -- picture stays readable), the QoS the app got (a thick dark line), where the app was (a band of
 -- the node's colour under the plot), each node's predictions (dots of its colour, at the time
--- they are for), the moves (red markers), the SLA (a dashed line), and the figures in the title. Internal (`dconn backtest --report`).
+-- they are for), the moves (red markers), the SLA (a dashed line), and the figures in the
+-- title. Internal (`dconn backtest --report`).
 --
 --   svg.render(report) -> text
 local timer = require "dconn.timer"
@@ -233,7 +234,7 @@ function _M.render(r)
   put('<text x="%d" y="%d">SLA %g</text>', lx + 28, yy + 50, r.sla)
   if s.predicted and #s.predicted > 0 then
     put('<circle cx="%d" cy="%d" r="3" fill="#555"/>', lx + 11, yy + 66)
-    put("<text x=\"%d\" y=\"%d\">a prediction (node's colour)</text>", lx + 28, yy + 70)
+    put('<text x="%d" y="%d">a prediction (node\'s colour)</text>', lx + 28, yy + 70)
   end
   put("</svg>")
   return concat(out, "\n") .. "\n"
