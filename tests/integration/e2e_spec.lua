@@ -8,7 +8,6 @@
 --   3. failures: the tracker down, Prometheus down, stale predictions in the tracker: the
 --      recommender holds, says why, and nothing is patched.
 local json = require "dconn.json"
-local http = require "dconn.http"
 local features = require "dconn.features"
 local tracker = require "dconn.tracker"
 local h = require "helpers"
@@ -28,24 +27,7 @@ local TOKEN = "e2e-token"
 local NODES = dofile("examples/cloudedge/nodes.lua")
 local FIRST, BEST = NODES[1], NODES[5] -- the app starts on control-plane-0; worker-4 is made the best
 
--- A Lua literal of a plain value (for policy files).
-local function lua(v)
-  if type(v) == "string" then return format("%q", v) end
-  if type(v) ~= "table" then return tostring(v) end
-  local parts = {}
-  for _, x in ipairs(v) do
-    parts[#parts + 1] = lua(x)
-  end
-  local keys = {}
-  for k in pairs(v) do
-    if type(k) == "string" then keys[#keys + 1] = k end
-  end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    parts[#parts + 1] = format("[%q] = %s", k, lua(v[k]))
-  end
-  return "{ " .. table.concat(parts, ", ") .. " }"
-end
+local lua = h.lua_literal
 
 local function policy_file(path, settings)
   return h.write(path, "return " .. lua(settings) .. "\n")
@@ -113,18 +95,7 @@ describe("placement end to end", function()
   describe("replay, MLflow, Kubernetes API server", function()
     local dir, kube, mlflow, kubeconfig, policy
 
-    local function control(path, body)
-      local status, text = http.request {
-        method = body and "POST" or "GET",
-        url = kube.url .. path,
-        body = body and json.encode(body) or nil,
-        auth = { bearer = TOKEN },
-        tls = { ca_file = dir .. "/ca.pem" },
-        retries = 0,
-      }
-      assert(status == 200, tostring(text))
-      return json.decode(text)
-    end
+    local function control(path, body) return kube.control(path, body) end
 
     local function patches()
       local n = 0

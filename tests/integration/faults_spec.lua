@@ -23,24 +23,7 @@ local NODES = dofile("examples/cloudedge/nodes.lua")
 
 local function lit(s) return (s:gsub("%p", "%%%0")) end
 
--- The Lua literal of a plain value, for policy files.
-local function lua(v)
-  if type(v) == "string" then return format("%q", v) end
-  if type(v) ~= "table" then return tostring(v) end
-  local parts = {}
-  for _, x in ipairs(v) do
-    parts[#parts + 1] = lua(x)
-  end
-  local keys = {}
-  for k in pairs(v) do
-    if type(k) == "string" then keys[#keys + 1] = k end
-  end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    parts[#parts + 1] = format("[%q] = %s", k, lua(v[k]))
-  end
-  return "{ " .. table.concat(parts, ", ") .. " }"
-end
+local lua = h.lua_literal
 
 -- The log's lines from byte pos on. (Log times have whole seconds only: recovery is measured
 -- by the spec's own clock.)
@@ -80,18 +63,7 @@ describe("faults", function()
   local mlflow_port, prom_port
   local results = {}
 
-  local function control(path, body)
-    local status, text = http.request {
-      method = body and "POST" or "GET",
-      url = kube.url .. path,
-      body = body and json.encode(body) or nil,
-      auth = { bearer = TOKEN },
-      tls = { ca_file = dir .. "/ca.pem" },
-      retries = 0,
-    }
-    assert(status == 200, tostring(text))
-    return json.decode(text)
-  end
+  local function control(path, body) return kube.control(path, body) end
 
   -- Patches of the Deployment that were not dry runs, as the API server received them.
   local function patches()

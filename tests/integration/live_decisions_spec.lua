@@ -63,18 +63,7 @@ end
 describe("the live agent's decisions", function()
   local dir, kube, kubeconfig
 
-  local function control(path, body)
-    local status, text = http.request {
-      method = body and "POST" or "GET",
-      url = kube.url .. path,
-      body = body and json.encode(body) or nil,
-      auth = { bearer = TOKEN },
-      tls = { ca_file = dir .. "/ca.pem" },
-      retries = 0,
-    }
-    assert(status == 200, tostring(text))
-    return json.decode(text)
-  end
+  local function control(path, body) return kube.control(path, body) end
 
   -- the app's PATCHes the server saw: { {dry = true|false}, ... }
   local function patches()

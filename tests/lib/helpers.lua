@@ -17,6 +17,26 @@ function _M.tmpdir()
   return dir
 end
 
+--- The Lua literal of a plain value (strings, numbers, booleans, lists and string-keyed
+--- tables, keys sorted), for policy files a spec writes.
+function _M.lua_literal(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  local parts = {}
+  for _, x in ipairs(v) do
+    parts[#parts + 1] = _M.lua_literal(x)
+  end
+  local keys = {}
+  for k in pairs(v) do
+    if type(k) == "string" then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    parts[#parts + 1] = string.format("[%q] = %s", k, _M.lua_literal(v[k]))
+  end
+  return "{ " .. table.concat(parts, ", ") .. " }"
+end
+
 function _M.write(path, text)
   local f = assert(io.open(path, "w"))
   f:write(text)

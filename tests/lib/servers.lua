@@ -3,6 +3,7 @@
 -- server (tests/servers/kube_apiserver.py) with a CA made at test time, and Prometheus backfilled
 -- with promtool from generated telemetry for three clusters.
 local http = require "dconn.http"
+local json = require "dconn.json"
 local h = require "helpers"
 
 local format = string.format
@@ -145,6 +146,19 @@ function _M.kube(dir, opts)
   local pid = tonumber(pipe:read("l"))
   assert(port and pid, "the API server did not start")
   local server = { pipe = pipe, pid = pid, port = port, url = "https://127.0.0.1:" .. port }
+  --- A test control request (POST with body, else GET), its decoded answer; raises unless 200.
+  function server.control(path, body)
+    local status, text = http.request {
+      method = body and "POST" or "GET",
+      url = server.url .. path,
+      body = body and json.encode(body) or nil,
+      auth = { bearer = opts.token or "test-token" },
+      tls = { ca_file = dir .. "/ca.pem" },
+      retries = 0,
+    }
+    assert(status == 200, tostring(text))
+    return json.decode(text)
+  end
   function server.stop()
     os.execute("kill " .. pid .. " 2>/dev/null")
     pipe:close()
