@@ -23,6 +23,7 @@ const dc_module dc_modules[] = {
     {"dconn.server", luaopen_dconn_server, dc_server_close_all},
     {"dconn._task", luaopen_dconn_task, NULL}, /* wrapped by lua/dconn/task.lua */
     {"dconn._pattern", luaopen_dconn_pattern, NULL}, /* the sandbox's bounded string matching */
+    {"dconn._columns", luaopen_dconn_columns, NULL}, /* the placement engine's per-candidate numbers */
     {"dconn.nn", open_nn_plugin, NULL}, /* wrapped by lua/dconn/model.lua */
     {NULL, NULL, NULL},
 };

@@ -125,6 +125,7 @@ end
 
 --- A counter or gauge whose series are read when it is rendered: fn() -> { {labels, value}, ... }.
 --- Only the series fn gives are shown, so what went away (a job removed) is gone, not stale.
+--- fn may give the same list (unchanged) again: its text is then not made again.
 function _M.collected(kind, name, help, fn)
   if kind ~= "counter" and kind ~= "gauge" then
     error('metrics.collected: kind must be "counter" or "gauge", got ' .. tostring(kind), 2)
@@ -199,9 +200,12 @@ function _M.render()
   for i, name in ipairs(order) do
     local m = registry[name]
     if m.collect then
-      m.series, m.labels_of, m.keys, m.text = {}, {}, nil, nil
-      for _, item in ipairs(m.collect()) do
-        series(m, item[1]).value = item[2]
+      local list = m.collect()
+      if list ~= m.collected then -- the same list as at the last scrape: the same text
+        m.series, m.labels_of, m.keys, m.text, m.collected = {}, {}, nil, nil, list
+        for _, item in ipairs(list) do
+          series(m, item[1]).value = item[2]
+        end
       end
     end
     m.text = m.text or metric_text(m)

@@ -234,9 +234,7 @@ local ticked, tick_error = pcall(function()
     end
     local preds = 0
     for _, p in pairs(predictions) do
-      for _, c in ipairs(p.candidates) do
-        if c.value then preds = preds + 1 end
-      end
+      preds = preds + p.predicted
     end
     counted = counted + preds
     print(

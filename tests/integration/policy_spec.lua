@@ -382,6 +382,50 @@ print(d.action, d.reason)
     assert.matches("max_latency 0%.31, index 0", err)
     assert.not_matches("max_qos", err)
   end)
+
+  it("predicts a candidate once for every target listing it, and tracks each one's error", function()
+    local state = cluster_state(dir .. "/cluster.json", NODES, { { "a", "web", "node-0" }, { "a", "api", "node-1" } })
+    local script = h.write(
+      dir .. "/shared.lua",
+      [[
+local policy = require "dconn.policy"
+local qos = { ["node-0"] = 0.6, ["node-1"] = 0.7 }
+local windows, tick = 0, 0
+local source = { window = function(_, c, now)
+  windows = windows + 1
+  return { { t = now, f = {}, qos = qos[c.node] + 0.1 * tick } }
+end }
+local nodes = { "node-0", "node-1" }
+local function run(model)
+  local agent = policy.new({ name = "shared", model = model, source = source, tracker = false,
+    targets = { { namespace = "a", deployment = "web", candidates = nodes },
+                { namespace = "a", deployment = "api", candidates = nodes } } }, { path = "shared.lua" })
+  windows, tick = 0, 0
+  local out = {}
+  for t = 1, 3 do
+    tick = t
+    local ps = agent:pipeline()
+    local web, api = ps["a/web"], ps["a/api"]
+    out[#out + 1] = string.format("%d %s %.2f %.2f %s %s", windows, tostring(web.candidates == api.candidates),
+      web.candidates[2].value, web.candidates[2].observed, tostring(web.candidates[2].noise), web.predicted)
+  end
+  return table.concat(out, "; ")
+end
+-- a network or forecaster does not read the target: one window and prediction per candidate
+print(run("persistence"))
+-- a model function is given the target: each target's candidates are its own
+print(run(function(rows, c, ctx) return rows[#rows].qos + (ctx.target == "a/api" and 0.01 or 0) end))
+]]
+    )
+    local rc, out, err = h.run(script, { env = "DCONN_K8S_SIM_STATE=" .. state })
+    assert.equals(0, rc, err)
+    -- persistence predicts what it sees; next tick's observation is 0.1 more: an error of 0.1
+    assert.equals(
+      "2 true 0.80 0.80 nil 2; 4 true 0.90 0.90 0.1 2; 6 true 1.00 1.00 0.1 2\n"
+        .. "4 false 0.80 0.80 nil 2; 8 false 0.90 0.90 0.1 2; 12 false 1.00 1.00 0.1 2\n",
+      out:gsub("0%.1%d+", "0.1")
+    )
+  end)
 end)
 
 describe("a placement agent", function()

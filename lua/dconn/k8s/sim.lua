@@ -309,14 +309,38 @@ local function sorted_values(t)
   return json.array(out)
 end
 
+-- Each object's JSON text, kept while the object lives: the simulator replaces an object when it
+-- changes (never edits it in place), so a save re-encodes only what changed since the last one
+-- and a tick's patches of one app among thousands do not rewrite them all.
+local encoded = setmetatable({}, { __mode = "k" })
+
+local function object_texts(list)
+  local parts = {}
+  for i, obj in ipairs(list) do
+    local text = encoded[obj]
+    if not text then
+      text = assert(json.encode(obj))
+      encoded[obj] = text
+    end
+    parts[i] = text
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
 function Sim:save()
   if not self.path then return end
-  local text = assert(json.encode {
-    resourceVersion = self.rv,
-    nodes = sorted_values(self.nodes),
-    deployments = sorted_values(self.deployments),
-    events = json.array(self.events),
-    leases = sorted_values(self.leases),
+  local text = table.concat({
+    '{"resourceVersion":',
+    assert(json.encode(self.rv)),
+    ',"nodes":',
+    object_texts(sorted_values(self.nodes)),
+    ',"deployments":',
+    object_texts(sorted_values(self.deployments)),
+    ',"events":',
+    object_texts(self.events),
+    ',"leases":',
+    object_texts(sorted_values(self.leases)),
+    "}",
   })
   local ok, err = fs.write_atomic(self.path, text)
   if not ok then error({ 500, "InternalError", "k8s simulator: " .. tostring(err) }) end

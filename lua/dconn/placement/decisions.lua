@@ -5,6 +5,7 @@
 --   decisions.recent(n)  -> up to n entries (default: all kept), newest first
 --   decisions.total()    -> how many were recorded since start (also those dropped)
 --   decisions.clear()
+--   decisions.share(t) -> t   t (never changed afterwards) is kept as it is, not copied
 --
 -- Entries are copied when recorded, keeping only what JSON can hold (strings, finite numbers,
 -- booleans, json.null, tables with string or sequence keys; 16 levels deep); `time` (ISO 8601,
@@ -13,7 +14,7 @@ local timer = require "dconn.timer"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 
-local type, pairs, error, next, tostring = type, pairs, error, next, tostring
+local type, pairs, error, next, tostring, setmetatable = type, pairs, error, next, tostring, setmetatable
 local math_type, huge, min = math.type, math.huge, math.min
 
 local _M = { _VERSION = "0.1.0" }
@@ -23,6 +24,7 @@ local MAX_DEPTH = 16
 _M.CAPACITY = CAPACITY
 
 local ring, head, kept, total = {}, 0, 0, 0
+local shared = setmetatable({}, { __mode = "k" }) -- tables recorded as they are (see share)
 
 local decisions_total = metrics.counter("dconn_decisions_total", "Decisions recorded, by app and action.")
 local last_decision = metrics.gauge(
@@ -48,6 +50,7 @@ local function copy(v, depth)
     return v
   end
   if tv ~= "table" or depth > MAX_DEPTH then return nil end
+  if shared[v] then return v end
   local out = {}
   if is_sequence(v) then
     for i = 1, #v do
@@ -79,6 +82,14 @@ function _M.record(decision)
   kept = min(kept + 1, CAPACITY)
   total = total + 1
   return entry
+end
+
+--- Marks t (a map of strings to finite numbers, never changed afterwards) to be kept as it is
+--- instead of copied: one tick's predictions by node, shared by the decisions of every app that
+--- has those candidates. Returns t.
+function _M.share(t)
+  shared[t] = true
+  return t
 end
 
 --- Up to n of the kept entries, newest first (a JSON array, possibly empty).

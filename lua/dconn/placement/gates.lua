@@ -64,6 +64,7 @@
 local timer = require "dconn.timer"
 local log = require "dconn.log"
 local metrics = require "dconn.metrics"
+local view = require "dconn.placement.view"
 
 local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 local setmetatable = setmetatable
@@ -254,14 +255,11 @@ local function moves_in_hour(self, namespace)
   return count
 end
 
+local candidate = view.find
+
 local function prediction(p, node)
-  if node == nil or type(p) ~= "table" or type(p.candidates) ~= "table" then return nil end
-  for _, c in ipairs(p.candidates) do
-    if c.node == node then
-      if type(c.value) == "number" and c.value == c.value then return c.value end
-      return nil
-    end
-  end
+  local c = candidate(p, node)
+  if c and type(c.value) == "number" and c.value == c.value then return c.value end
   return nil
 end
 
@@ -306,13 +304,6 @@ local function margin_gate(s, decision, p)
     )
   end
   return no_gain
-end
-
-local function candidate(p, node)
-  if node == nil or type(p) ~= "table" or type(p.candidates) ~= "table" then return nil end
-  for _, c in ipairs(p.candidates) do
-    if c.node == node then return c end
-  end
 end
 
 local function noise_of(p, node)

@@ -28,6 +28,7 @@ local json = require "dconn.json"
 local decisions = require "dconn.placement.decisions"
 local metrics = require "dconn.metrics"
 local pipeline = require "dconn.placement.pipeline"
+local view = require "dconn.placement.view"
 
 local type, ipairs, pairs, tostring, pcall = type, ipairs, pairs, tostring, pcall
 local format = string.format
@@ -155,21 +156,13 @@ local function current_node(agent, target, listed)
   return require("dconn.k8s").pinned_value(pod, agent.settings.cluster.label) or false
 end
 
--- {node = predicted value} of the candidates with a prediction, made once per predictions table.
-local function values_of(p)
-  if not p.by_node then
-    local values = {}
-    for _, c in ipairs(p.candidates) do
-      if c.value then values[c.node] = c.value end
-    end
-    p.by_node = values
-  end
-  return p.by_node
-end
+-- {node = predicted value} of the candidates with a prediction, made once per predictions table
+-- (or batch: targets sharing candidates share it).
+local values_of = view.by_node
 
 local function nodes_of(p)
   local nodes = {}
-  for i, c in ipairs(p.candidates) do
+  for i, c in ipairs(p.batch and p.batch.list or p.candidates) do
     nodes[i] = c.node
   end
   return json.array(nodes)
@@ -259,12 +252,7 @@ local function restore_last_move(agent, target)
   end
 end
 
-local function candidate_of(p, node)
-  for _, c in ipairs(p.candidates) do
-    if c.node == node then return c end
-  end
-  return {}
-end
+local function candidate_of(p, node) return view.find(p, node) or {} end
 
 -- The closed loop (see the header): a revert decision, or nil.
 local function verify_move(agent, target, p)

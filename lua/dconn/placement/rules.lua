@@ -43,7 +43,7 @@
 --   The destination is the candidate of the other type with the highest prediction (the same
 --   choice as max_qos, ties to the lowest index). Reactive decisions are never urgent and carry
 --   ignore_margin (the gates' margin compares values where higher is better).
-local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
+local type, pairs, error, tostring = type, pairs, error, tostring
 local format, sort, concat = string.format, table.sort, table.concat
 
 local _M = { _VERSION = "0.1.0" }
@@ -54,12 +54,11 @@ _M.METRIC = { max_qos = "qos", reactive = "latency" }
 _M.PARAMS = { max_qos = { "sla", "degraded" }, reactive = { "edge_threshold", "cloud_threshold" } }
 
 local num = require("dconn.pretty").num
+local view = require "dconn.placement.view"
 
 _M.clusters = require("dconn.cluster_qos").aggregate
 
 local function valid(q) return type(q) == "number" and q == q end
-
-local function index_of(c, pos) return type(c.index) == "number" and c.index or pos - 1 end
 
 local function setting(settings, key, rule)
   local v = settings[key]
@@ -94,30 +93,9 @@ local function wrong_metric(p, rule)
   }
 end
 
--- The candidate with the highest prediction among those accepted by keep (all when nil); ties
--- go to the lowest index. Also returns how many candidates had no prediction.
-local function best_of(candidates, keep)
-  local best, best_index, failed = nil, nil, 0
-  for pos, c in ipairs(candidates) do
-    if not valid(c.value) then
-      failed = failed + 1
-    elseif not keep or keep(c) then
-      local i = index_of(c, pos)
-      if not best or c.value > best.value or (c.value == best.value and i < best_index) then
-        best, best_index = c, i
-      end
-    end
-  end
-  return best, failed
-end
-
-local function find(candidates, node)
-  if node == nil then return nil end
-  for _, c in ipairs(candidates) do
-    if c.node == node then return c end
-  end
-  return nil
-end
+-- The candidate with the highest prediction (ties to the lowest index) and the one of a node:
+-- dconn.placement.view reads both the pipeline's columns and predictions written by hand.
+local best_of, find = view.best, view.find
 
 local function decision(rule, action, reason, to, urgent)
   return { action = action, to = to, reason = reason, rule = rule, urgent = urgent or false }
@@ -128,7 +106,7 @@ function _M.max_qos(p, ctx)
   local wrong = wrong_metric(p, "max_qos")
   if wrong then return wrong end
   local sla = setting(settings, "sla", "max_qos")
-  local best, failed = best_of(candidates)
+  local best, failed = best_of(p)
   if not best then
     if #candidates == 0 then return decision("max_qos", "none", "no candidates to choose from") end
     return decision("max_qos", "none", format("no candidate has a prediction (%d failed)", failed))
@@ -136,7 +114,7 @@ function _M.max_qos(p, ctx)
   local degraded = settings.degraded or sla / 2
   if best.value <= sla then
     -- the app's node degraded (far below the SLA): a better node now, even one below the SLA
-    local here = find(candidates, p.current)
+    local here = find(p, p.current)
     if here and valid(here.value) and here.value < degraded and best.node ~= p.current then
       return decision(
         "max_qos",
@@ -168,7 +146,7 @@ function _M.max_qos(p, ctx)
   if current == nil then
     return decision("max_qos", "move", head .. "; app's node is unknown", best.node)
   end
-  local here = find(candidates, current)
+  local here = find(p, current)
   local where, urgent, breach
   if not here then
     where, urgent = "not a candidate", true
@@ -196,7 +174,7 @@ local function type_of(types, node, cluster)
 end
 
 function _M.reactive(p, ctx)
-  local settings, candidates = check_args(p, ctx, "reactive")
+  local settings = check_args(p, ctx, "reactive")
   local wrong = wrong_metric(p, "reactive")
   if wrong then return wrong end
   local edge_threshold = setting(settings, "edge_threshold", "reactive")
@@ -205,7 +183,7 @@ function _M.reactive(p, ctx)
   if type(types) ~= "table" then error("rules.reactive: settings.cluster_types must be a table", 2) end
   local current = p.current
   if current == nil then return decision("reactive", "none", "app's node is unknown: never move") end
-  local here = find(candidates, current)
+  local here = find(p, current)
   local kind = type_of(types, current, here and here.cluster)
   if kind ~= "edge" and kind ~= "cloud" then
     if kind == nil then
@@ -253,7 +231,7 @@ function _M.reactive(p, ctx)
   if not trigger then return decision("reactive", "stay", what) end
   local wanted = OTHER[kind]
   local best = best_of(
-    candidates,
+    p,
     function(c)
       return c.node ~= current and type_of(types, c.node, c.cluster) == wanted
     end
