@@ -7,7 +7,7 @@
 -- metrics (read at scrape time) are rebuilt on every render.
 local type, pairs, ipairs, tostring, tonumber, error, next = type, pairs, ipairs, tostring, tonumber, error, next
 local sort, concat = table.sort, table.concat
-local format = string.format
+local format, find = string.format, string.find
 local options = require "dconn._options"
 
 local _M = { _VERSION = "0.1.0" }
@@ -20,13 +20,26 @@ local order = {} -- names in registration order
 
 --- A label value as the text format writes it between quotes: \\, \n and \" escaped.
 local function escape_label(v)
-  return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
+  v = tostring(v)
+  if not find(v, '[\\\n"]') then return v end -- most values: nothing to escape
+  return (v:gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
 end
 _M.escape_label = escape_label
 
 -- Labels table -> '{a="1",b="2"}' with sorted keys; also the key series are stored under.
 local function label_text(labels)
-  if not labels or next(labels) == nil then return "" end
+  if not labels then return "" end
+  local k1, v1 = next(labels)
+  if k1 == nil then return "" end
+  -- one or two labels (most series): no list to sort
+  local k2, v2 = next(labels, k1)
+  if k2 == nil then return "{" .. k1 .. '="' .. escape_label(v1) .. '"}' end
+  if next(labels, k2) == nil and type(k1) == "string" and type(k2) == "string" then
+    if k2 < k1 then
+      k1, v1, k2, v2 = k2, v2, k1, v1
+    end
+    return "{" .. k1 .. '="' .. escape_label(v1) .. '",' .. k2 .. '="' .. escape_label(v2) .. '"}'
+  end
   local keys = {}
   for k in pairs(labels) do
     keys[#keys + 1] = k

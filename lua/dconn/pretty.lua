@@ -56,8 +56,8 @@ local function format_table(t, indent, seen, depth)
   end
   sort(keys, key_before)
   local items = {}
-  for i = 1, n do
-    items[#items + 1] = format_value(rawget(t, i), indent .. "  ", seen, depth + 1)
+  for i = 1, n do -- indexed, not raw: a view (dconn.placement.view) makes its items when read
+    items[#items + 1] = format_value(t[i], indent .. "  ", seen, depth + 1)
   end
   for _, k in ipairs(keys) do
     items[#items + 1] = key_text(k) .. " = " .. format_value(rawget(t, k), indent .. "  ", seen, depth + 1)
