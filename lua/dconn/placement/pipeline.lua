@@ -17,7 +17,7 @@
 --     value and its candidate's index), predicted = how many candidates have a value, std_dev=,
 --     population_std_dev=, policy=, policy_version=, run_id= }
 -- The candidates are a read-only view of columns (dconn.placement.view): each candidate's table
--- is made when it is first read, and targets with the same candidates share them.
+-- is made when it is first read; targets with the same candidates share the columns.
 -- The tracker's records keep the original agent's names whatever the metric (other tools read
 -- them): qos_<i> holds candidate i's value, max_qos the highest; the run's tag dconn.metric says
 -- what they are. The predictions stay in agent.last.predictions for this agent's recommender.
@@ -212,7 +212,7 @@ local function summarize(agent, target, b, now)
     time = now,
     metric = agent.metric,
     batch = b,
-    candidates = b.view,
+    candidates = view.candidates(b), -- its own tables: what a rule writes stays with this target
     max = b.max,
     predicted = b.count,
     max_index = b.max_pos and (list[b.max_pos].index or b.max_pos - 1),
@@ -355,7 +355,6 @@ local function run(agent)
     if not entry.batch then
       local b = batch_of(agent, entry.list, entry.items)
       track_errors(agent, entry.key, b, now)
-      b.view = view.candidates(b)
       entry.batch = b
     end
     local p = summarize(agent, target, entry.batch, now)

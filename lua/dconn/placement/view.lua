@@ -15,7 +15,8 @@
 -- predictor that does not depend on the target share one batch: a tick of 1,000 apps over the same
 -- 100 nodes holds 100 predictions, not 100,000 tables. Predictions built by hand (rules' and gates'
 -- callers, tests) are plain lists; every function here reads both.
--- A candidate's table is shared too: what a rule writes into it, every target sharing it sees.
+-- Each predictions table has its own view, so what a rule writes into a candidate's table stays
+-- with that target.
 local columns = require "dconn._columns"
 local decisions = require "dconn.placement.decisions"
 
@@ -73,23 +74,30 @@ end
 
 local function read_only() error("the candidates of predictions are read-only", 2) end
 
+local batch_of = setmetatable({}, { __mode = "k" }) -- view -> its batch
+
+-- One metatable for every view (a view per target and tick: no closures made for each).
+local VIEW = {
+  __index = function(t, i)
+    local e = type(i) == "number" and entry(batch_of[t], i) or nil
+    if e then rawset(t, i, e) end
+    return e
+  end,
+  __len = function(t) return batch_of[t].n end,
+  __pairs = function(t)
+    local n = batch_of[t].n
+    return function(_, i)
+      i = i + 1
+      if i <= n then return i, t[i] end
+    end, t, 0
+  end,
+  __newindex = read_only,
+}
+
 function _M.candidates(b)
-  local mt = {
-    __index = function(t, i)
-      local e = type(i) == "number" and entry(b, i) or nil
-      if e then rawset(t, i, e) end
-      return e
-    end,
-    __len = function() return b.n end,
-    __pairs = function(t)
-      return function(_, i)
-        i = i + 1
-        if i <= b.n then return i, t[i] end
-      end, t, 0
-    end,
-    __newindex = read_only,
-  }
-  return setmetatable({}, mt)
+  local v = setmetatable({}, VIEW)
+  batch_of[v] = b
+  return v
 end
 
 function _M.find(p, node)
