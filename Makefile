@@ -1,7 +1,7 @@
 # dconn: build, test, run. `make run` and `make test` install what is missing first.
 PREFIX   ?= /usr/local
 BUILD    := build
-PKGS     := lua5.4 libuv libcurl libedit libh2o
+PKGS     := lua5.4 libuv libcurl libedit libh2o zlib
 NN_PKGS  := openblas lapacke
 CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
@@ -25,7 +25,7 @@ C_TESTS  := $(patsubst tests/unit/c/%.c,%,$(wildcard tests/unit/c/test_*.c))
 
 # Debian packages the build, the tests and the linters need.
 DEPS := gcc make pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev \
-        libedit-dev libh2o-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
+        libedit-dev libh2o-dev zlib1g-dev lua-busted lua-check libcmocka-dev cppcheck tmux tzdata \
         openssl nginx-light wrk curl python3 python3-venv libopenblas-dev liblapacke-dev python3-numpy \
         lua-yaml prometheus mmdebstrap umoci zsh
 
@@ -68,6 +68,8 @@ $(BUILD)/sanitize/dconn-nn.so: $(SAN_NN_OBJS) | $(BUILD)/sanitize
 test_cron_SRCS        := runtime/cron.c runtime/timefmt.c
 test_timefmt_SRCS     := runtime/timefmt.c
 test_safetensors_SRCS := runtime/nn/safetensors.c
+test_gzip_SRCS        := runtime/gzip.c
+test_gzip_LIBS        := -lz
 test_host_SRCS        := runtime/host.c runtime/clock.c
 test_host_LIBS         = $(shell pkg-config --libs lua5.4 libuv 2>/dev/null)
 

@@ -6,12 +6,20 @@
  *                                    timeout = 10, handler = function(req) ... end,
  *                                    fixed = {{path = "/healthz", status = 200,
  *                                              content_type = "application/json", body = "..."}}}
- *     srv:port()  srv:address()  srv:fixed_hits() -> {[path] = n}  srv:close()
+ *     srv:port()  srv:address()  srv:fixed_hits() -> {[path] = n}  srv:expire(path)  srv:close()
  *
  * `fixed` responses (at most MAX_FIXED) are answered to GET and HEAD on their exact path (any
  * query) by the server itself, on the loop, without a task or the handler: a liveness probe
  * polled by every kubelet and load balancer then costs what a static file costs in nginx, and
  * still proves that the loop turns. srv:fixed_hits() counts them for the metrics.
+ *
+ * Instead of a body, an entry may have refresh = function() -> body, called (synchronously, under
+ * the budgets of dc_pcall_policy) at the first request after srv:expire(path), after max_age
+ * seconds (default 1), or after a hit on another fixed path; in between the server answers from
+ * the body it kept, sent without a copy. gzip = true keeps a gzip form too, made once per new
+ * body, for the requests whose Accept-Encoding takes it (with `Vary: Accept-Encoding`).
+ * token = "..." answers only requests with `Authorization: Bearer <token>`. A request the entry
+ * does not answer (no token, a refresh that failed) goes to the handler like any other.
  *
  * Each request runs handler(req) as a task (it may wait); req = {method, path, raw_path, query,
  * version, headers (lowercase names), body, remote}. The handler returns status, headers, body;
@@ -34,6 +42,7 @@
 
 #include <lauxlib.h>
 
+#include "gzip.h"
 #include "log.h"
 #include "luaopts.h"
 #include "modules.h"
@@ -93,12 +102,24 @@ typedef struct error_filter {
   server *s;
 } error_filter;
 
+/* A body of a fixed response and its gzip form (NULL when it has none): shared memory of h2o's
+ * (h2o_mem_alloc_shared), linked to the pool of each request it is sent on, so that a body
+ * replaced by a refresh lives until the last response that carries it is written. */
+typedef struct fixed_body {
+  char *gzip;
+  size_t len, gzip_len;
+  char data[];
+} fixed_body;
+
 /* A response the server answers itself (see `fixed` above). */
 typedef struct fixed_response {
-  char *path, *content_type, *body;
-  size_t path_len, body_len;
-  int status;
-  lua_Integer hits;
+  char *path, *content_type, *token; /* token: NULL for a public path */
+  size_t path_len, token_len;
+  fixed_body *body; /* NULL until the first refresh */
+  int status, refresh_ref;
+  bool gzip, stale;
+  uint64_t max_age_ms, fresh_until; /* loop time, ms */
+  lua_Integer hits, others_seen;    /* others_seen: the other paths' hits at the last refresh */
 } fixed_response;
 
 struct server {
@@ -245,9 +266,18 @@ static void free_fixed(server *s) {
   for (int i = 0; i < s->nfixed; i++) {
     free(s->fixed[i].path);
     free(s->fixed[i].content_type);
-    free(s->fixed[i].body);
+    free(s->fixed[i].token);
+    if (s->fixed[i].body) h2o_mem_release_shared(s->fixed[i].body);
   }
   s->nfixed = 0;
+}
+
+/* The Lua references of the refresh functions (the server is closing or was never opened). */
+static void unref_fixed(lua_State *L, server *s) {
+  for (int i = 0; i < s->nfixed; i++) {
+    luaL_unref(L, LUA_REGISTRYINDEX, s->fixed[i].refresh_ref);
+    s->fixed[i].refresh_ref = LUA_NOREF;
+  }
 }
 
 static void server_free(server *s) {
@@ -331,6 +361,7 @@ static void server_begin_close(server *s) {
   luaL_unref(L, LUA_REGISTRYINDEX, s->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
   s->handler_ref = s->self_ref = LUA_NOREF;
+  unref_fixed(L, s);
   /* running handlers end now (their clients get a 503), except the one calling close */
   for (pending *p = s->pendings, *next; p; p = next) {
     next = p->next;
@@ -578,16 +609,126 @@ static fixed_response *fixed_for(server *s, h2o_req_t *req) {
   return NULL;
 }
 
+static void dispose_fixed_body(void *p) { free(((fixed_body *)p)->gzip); }
+
+/* A shared body holding a copy of data (and its gzip form when asked), or NULL (out of memory). */
+static fixed_body *fixed_body_new(const char *data, size_t len, bool gzip) {
+  char *packed = NULL;
+  size_t packed_len = 0;
+  if (gzip && !(packed = dc_gzip(data, len, &packed_len))) return NULL;
+  fixed_body *b = h2o_mem_alloc_shared(NULL, sizeof *b + len, dispose_fixed_body);
+  b->gzip = packed, b->gzip_len = packed_len, b->len = len;
+  memcpy(b->data, data, len);
+  return b;
+}
+
+/* Hits on the fixed paths other than f (a refreshed body may count them, as /metrics does). */
+static lua_Integer other_hits(server *s, fixed_response *f) {
+  lua_Integer n = 0;
+  for (int i = 0; i < s->nfixed; i++)
+    if (&s->fixed[i] != f) n += s->fixed[i].hits;
+  return n;
+}
+
+/* Whether f's body is out of date: never made, expired with srv:expire, older than max_age, or
+ * made before the latest hit on another fixed path. */
+static bool fixed_needs_refresh(server *s, fixed_response *f) {
+  if (f->refresh_ref == LUA_NOREF) return false;
+  return !f->body || f->stale || uv_now(dc_host_loop(s->H)) >= f->fresh_until || other_hits(s, f) != f->others_seen;
+}
+
+/* Calls f's refresh function for a new body; false (logged) when it fails. A body equal to the
+ * current one keeps it, and its gzip form, as it is. */
+static bool fixed_refresh(server *s, fixed_response *f) {
+  lua_State *L = dc_host_state(s->H);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->refresh_ref);
+  if (dc_pcall_policy(L, 0, 1) != LUA_OK) {
+    dc_log(s->H, DC_LOG_ERROR, "HTTP server: refreshing %s: %s", f->path, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    dc_log(s->H, DC_LOG_ERROR, "HTTP server: refreshing %s returned %s, not a string", f->path, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  size_t len;
+  const char *data = lua_tolstring(L, -1, &len);
+  if (!f->body || f->body->len != len || memcmp(f->body->data, data, len) != 0) {
+    fixed_body *b = fixed_body_new(data, len, f->gzip);
+    if (!b) {
+      dc_log(s->H, DC_LOG_ERROR, "HTTP server: refreshing %s: out of memory", f->path);
+      lua_pop(L, 1);
+      return false;
+    }
+    if (f->body) h2o_mem_release_shared(f->body);
+    f->body = b;
+  }
+  lua_pop(L, 1);
+  f->stale = false; /* expirations while it ran are in the new body */
+  f->fresh_until = uv_now(dc_host_loop(s->H)) + f->max_age_ms;
+  f->others_seen = other_hits(s, f);
+  return true;
+}
+
+/* Whether the request carries `Authorization: Bearer TOKEN` with f's token, compared in constant
+ * time. Any other form goes to the handler, which applies the API's full rule. */
+static bool fixed_authorized(fixed_response *f, h2o_req_t *req) {
+  if (!f->token) return true;
+  ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+  if (i < 0) return false;
+  h2o_iovec_t v = req->headers.entries[i].value;
+  static const char scheme[] = "bearer ";
+  size_t n = sizeof scheme - 1;
+  if (v.len != n + f->token_len || strncasecmp(v.base, scheme, n) != 0) return false;
+  unsigned char diff = 0;
+  for (size_t k = 0; k < f->token_len; k++) diff |= (unsigned char)(v.base[n + k] ^ f->token[k]);
+  return diff == 0;
+}
+
+/* Whether the request takes the gzip form. */
+static bool request_accepts_gzip(h2o_req_t *req) {
+  dc_accept_gzip a;
+  dc_accept_gzip_init(&a);
+  for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, i)) != -1;)
+    dc_accept_gzip_parse(&a, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+  return dc_accept_gzip_result(&a);
+}
+
+/* Sends f's body (its gzip form where the client takes it) without copying it. */
+static void send_fixed(h2o_req_t *req, fixed_response *f) {
+  static h2o_generator_t generator = {NULL, NULL};
+  fixed_body *b = f->body;
+  bool packed = b->gzip && request_accepts_gzip(req);
+  h2o_iovec_t buf = packed ? h2o_iovec_init(b->gzip, b->gzip_len) : h2o_iovec_init(b->data, b->len);
+  req->res.status = f->status;
+  req->res.reason = reason_of(f->status);
+  req->res.content_length = buf.len;
+  h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, f->content_type, strlen(f->content_type), 1);
+  if (f->gzip) h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, H2O_STRLIT("Accept-Encoding"), 1);
+  if (packed) h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_ENCODING, H2O_STRLIT("gzip"), 1);
+  h2o_mem_link_shared(&req->pool, b);
+  h2o_start_response(req, &generator);
+  if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+  else h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   server *s = ((route_handler *)self)->s;
   if (s->closing) {
     send_json_error(req, 503, "unavailable", "the server is closing");
     return 0;
   }
+  /* a fixed path the request may not have as it is (no token, a failed refresh) goes to the
+   * handler, which answers as it would without the fixed response */
   fixed_response *f = fixed_for(s, req);
-  if (f) {
+  if (f && fixed_authorized(f, req) && (!fixed_needs_refresh(s, f) || fixed_refresh(s, f))) {
+    if (s->closing) { /* the refresh closed it */
+      send_json_error(req, 503, "unavailable", "the server is closing");
+      return 0;
+    }
     f->hits++;
-    send_body(req, f->status, f->content_type, f->body, f->body_len);
+    send_fixed(req, f);
     return 0;
   }
   if (req->entity.base && req->entity.len > s->max_body) { /* h2o enforces it; belt and braces */
@@ -762,7 +903,8 @@ static registry *registry_of(lua_State *L, bool create) {
 }
 
 static const char *const LISTEN_KEYS[] = {"host", "port", "handler", "max_body", "timeout", "fixed", NULL};
-static const char *const FIXED_KEYS[] = {"path", "status", "content_type", "body", NULL};
+static const char *const FIXED_KEYS[] = {"path",    "status", "content_type", "body", "refresh",
+                                         "max_age", "gzip",   "token",        NULL};
 
 /* Checks opts.fixed (opts at idx); raises on a bad entry. Allocates nothing, so that it can run
  * before the server exists. Leaves the list (or nil) on the stack. */
@@ -775,14 +917,25 @@ static void check_fixed(lua_State *L, int idx) {
     int e = lua_gettop(L) + 1;
     if (lua_geti(L, -1, i) != LUA_TTABLE) luaL_error(L, "server.listen: fixed[%d] must be a table", (int)i);
     dc_opts_check(L, e, "server.listen fixed", FIXED_KEYS);
-    const char *path = NULL, *type = NULL;
+    const char *path = NULL, *type = NULL, *token = NULL;
     lua_Integer status = 200;
+    lua_Number max_age = 1;
+    bool gzip = false;
     dc_opt_string(L, e, "server.listen fixed", "path", &path, NULL);
     dc_opt_string(L, e, "server.listen fixed", "content_type", &type, NULL);
     dc_opt_integer(L, e, "server.listen fixed", "status", 200, 599, &status);
+    dc_opt_number(L, e, "server.listen fixed", "max_age", 0, 86400, &max_age);
+    dc_opt_boolean(L, e, "server.listen fixed", "gzip", &gzip);
+    if (dc_opt_string(L, e, "server.listen fixed", "token", &token, NULL) && !*token)
+      luaL_error(L, "server.listen: fixed[%d].token must not be empty", (int)i);
     if (!path || path[0] != '/') luaL_error(L, "server.listen: fixed[%d].path must start with /", (int)i);
+    int refresh = lua_getfield(L, e, "refresh");
+    if (refresh != LUA_TNIL && refresh != LUA_TFUNCTION)
+      luaL_error(L, "server.listen: fixed[%d].refresh must be a function", (int)i);
     int t = lua_getfield(L, e, "body");
     if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "server.listen: fixed[%d].body must be a string", (int)i);
+    if (t != LUA_TNIL && refresh != LUA_TNIL)
+      luaL_error(L, "server.listen: fixed[%d] has both a body and a refresh function", (int)i);
     if (t == LUA_TSTRING && luaL_len(L, -1) > MAX_FIXED_BODY)
       luaL_error(L, "server.listen: fixed[%d].body is over %d bytes", (int)i, MAX_FIXED_BODY);
     lua_settop(L, e - 1);
@@ -794,24 +947,38 @@ static bool copy_fixed(lua_State *L, server *s) {
   if (lua_isnil(L, -1)) return true;
   lua_Integer n = luaL_len(L, -1);
   for (lua_Integer i = 1; i <= n; i++) {
+    int e = lua_gettop(L) + 1;
     lua_geti(L, -1, i);
-    lua_getfield(L, -1, "path");
-    lua_getfield(L, -2, "content_type");
-    lua_getfield(L, -3, "body");
-    lua_getfield(L, -4, "status");
-    size_t body_len = 0;
-    const char *body = lua_isstring(L, -2) ? lua_tolstring(L, -2, &body_len) : "";
     fixed_response *f = &s->fixed[s->nfixed++];
-    f->path = strdup(lua_tostring(L, -4));
-    f->content_type = strdup(lua_isstring(L, -3) ? lua_tostring(L, -3) : "application/json");
-    f->body = malloc(body_len + 1);
-    int isnum;
-    lua_Integer status = lua_tointegerx(L, -1, &isnum);
-    f->status = isnum ? (int)status : 200;
-    lua_pop(L, 5);
-    if (!f->path || !f->content_type || !f->body) return false;
-    memcpy(f->body, body, body_len);
-    f->path_len = strlen(f->path), f->body_len = body_len, f->hits = 0;
+    memset(f, 0, sizeof *f);
+    f->refresh_ref = LUA_NOREF;
+    const char *path = NULL, *type = "application/json", *token = NULL;
+    lua_Integer status = 200;
+    lua_Number max_age = 1;
+    dc_opt_string(L, e, "server.listen fixed", "path", &path, NULL);
+    dc_opt_string(L, e, "server.listen fixed", "content_type", &type, NULL);
+    dc_opt_string(L, e, "server.listen fixed", "token", &token, NULL);
+    dc_opt_integer(L, e, "server.listen fixed", "status", 200, 599, &status);
+    dc_opt_number(L, e, "server.listen fixed", "max_age", 0, 86400, &max_age);
+    dc_opt_boolean(L, e, "server.listen fixed", "gzip", &f->gzip);
+    f->status = (int)status;
+    f->max_age_ms = (uint64_t)(max_age * 1000);
+    f->path = strdup(path);
+    f->content_type = strdup(type);
+    f->token = token ? strdup(token) : NULL;
+    if (!f->path || !f->content_type || (token && !f->token)) return false;
+    f->path_len = strlen(f->path), f->token_len = token ? strlen(token) : 0;
+    if (lua_getfield(L, e, "refresh") == LUA_TFUNCTION) {
+      f->refresh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      lua_pop(L, 1);
+      size_t len = 0;
+      const char *body = lua_getfield(L, e, "body") == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+      f->body = fixed_body_new(body, len, f->gzip);
+      lua_pop(L, 1);
+      if (!f->body) return false;
+    }
+    lua_settop(L, e - 1);
   }
   return true;
 }
@@ -848,6 +1015,7 @@ static int server_listen(lua_State *L) {
   bool copied = copy_fixed(L, s);
   lua_pop(L, 1);
   if (!copied) {
+    unref_fixed(L, s);
     free_fixed(s);
     free(s);
     return luaL_error(L, "server.listen: out of memory");
@@ -903,6 +1071,20 @@ static int server_fixed_hits(lua_State *L) {
   return 1;
 }
 
+/* srv:expire(path): the next request for the fixed path calls its refresh function first; a
+ * closed server ignores it (a metrics hook may fire after the API stopped). */
+static int server_expire(lua_State *L) {
+  server_box *box = luaL_checkudata(L, 1, SERVER_MT);
+  const char *path = luaL_checkstring(L, 2);
+  if (!box->s) return 0;
+  for (int i = 0; i < box->s->nfixed; i++)
+    if (strcmp(box->s->fixed[i].path, path) == 0) {
+      box->s->fixed[i].stale = true;
+      return 0;
+    }
+  return luaL_error(L, "dconn.server: no fixed response on %s", path);
+}
+
 static int server_close(lua_State *L) {
   server_box *box = luaL_checkudata(L, 1, SERVER_MT);
   if (box->s) server_begin_close(box->s);
@@ -923,8 +1105,8 @@ static const luaL_Reg server_functions[] = {
 };
 
 static const luaL_Reg server_methods[] = {
-    {"port", server_port}, {"address", server_address}, {"fixed_hits", server_fixed_hits}, {"close", server_close},
-    {NULL, NULL},
+    {"port", server_port},     {"address", server_address}, {"fixed_hits", server_fixed_hits},
+    {"expire", server_expire}, {"close", server_close},     {NULL, NULL},
 };
 
 static const luaL_Reg server_metamethods[] = {

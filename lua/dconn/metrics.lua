@@ -2,9 +2,13 @@
 -- this process and rendered by the agent's /metrics endpoint.
 --
 -- Rendering is incremental: each series keeps its text until it changes, each metric its
--- sorted keys until a series is added and its text until a series changes, so a scrape between
--- two ticks of an agent with thousands of series costs a concat of cached strings. Collected
--- metrics (read at scrape time) are rebuilt on every render.
+-- sorted keys until a series is added and its text until a series changes, and the whole text is
+-- kept until a metric's text changes, so a render with nothing new returns the same string.
+-- Collected metrics (read at scrape time) are rebuilt on every render.
+--
+-- metrics.on_change(fn) tells a cache of the rendered text (the agent's /metrics, answered by
+-- the HTTP server from its last body) that it is out of date: fn runs at the first change after a
+-- render. Collected metrics are not watched: they change only what their function reads.
 local type, pairs, ipairs, tostring, tonumber, error, next = type, pairs, ipairs, tostring, tonumber, error, next
 local sort, concat = table.sort, table.concat
 local format, find = string.format, string.find
@@ -17,6 +21,18 @@ local HISTOGRAM_OPTIONS = { buckets = "table" }
 
 local registry = {} -- name -> metric
 local order = {} -- names in registration order
+local body -- the last rendered text
+local changed = true -- since the last render
+local listeners = {} -- fn -> true (metrics.on_change)
+
+-- Marks the registry changed; the first change after a render tells the listeners.
+local function touch()
+  if changed then return end
+  changed = true
+  for fn in pairs(listeners) do
+    fn()
+  end
+end
 
 --- A label value as the text format writes it between quotes: \\, \n and \" escaped.
 local function escape_label(v)
@@ -78,10 +94,13 @@ local function define(kind, name, help, opts)
   if kind == "histogram" then metric.buckets = (opts and opts.buckets) or DEFAULT_BUCKETS end
   registry[name] = metric
   order[#order + 1] = name
+  touch()
   return metric
 end
 
-local function series(metric, labels)
+-- The series of `labels`, made if new, its text dropped: the caller is about to change it.
+-- quiet: a collected metric being rebuilt by render (not a change of the registry).
+local function series(metric, labels, quiet)
   local key = label_text(labels)
   local s = metric.series[key]
   if not s then
@@ -97,7 +116,8 @@ local function series(metric, labels)
     metric.labels_of[key] = labels or {}
     metric.keys = nil -- re-sort at the next render
   end
-  s.text, metric.text = nil, nil -- the caller is about to change it
+  s.text, metric.text = nil, nil
+  if not quiet then touch() end
   return s
 end
 
@@ -116,7 +136,11 @@ end
 --- A gauge: `:set(labels, v)`, `:inc(labels [, n])`.
 function _M.gauge(name, help)
   local m = define("gauge", name, help)
-  m.set = function(self, labels, v) series(self, labels).value = v end
+  m.set = function(self, labels, v)
+    local s = self.series[label_text(labels)]
+    if s and s.value == v then return end -- the same value: the cached text stays
+    series(self, labels).value = v
+  end
   m.inc = inc
   return m
 end
@@ -149,9 +173,18 @@ function _M.collected(kind, name, help, fn)
   return m
 end
 
+--- fn() runs at the first change of a counter, gauge or histogram (or a new metric) after each
+--- render, so that a cache of the rendered text can drop it. Returns a function that removes fn.
+function _M.on_change(fn)
+  if type(fn) ~= "function" then error("metrics.on_change: expected a function, got " .. type(fn), 2) end
+  listeners[fn] = true
+  return function() listeners[fn] = nil end
+end
+
 --- Drops every metric (tests).
 function _M.reset()
-  registry, order = {}, {}
+  registry, order, body = {}, {}, nil
+  touch()
 end
 
 local function with_label(labels, key, value)
@@ -209,22 +242,33 @@ end
 
 --- The Prometheus text exposition format (version 0.0.4) of every metric.
 function _M.render()
-  local out = {}
-  for i, name in ipairs(order) do
+  local stale = changed or body == nil
+  for _, name in ipairs(order) do
     local m = registry[name]
     if m.collect then
       local list = m.collect()
-      if list ~= m.collected then -- the same list as at the last scrape: the same text
+      if list ~= m.collected then -- the same list as at the last render: the same text
+        local before = m.text
         m.series, m.labels_of, m.keys, m.text, m.collected = {}, {}, nil, nil, list
         for _, item in ipairs(list) do
-          series(m, item[1]).value = item[2]
+          series(m, item[1], true).value = item[2]
         end
+        m.text = metric_text(m)
+        stale = stale or m.text ~= before
       end
     end
-    m.text = m.text or metric_text(m)
-    out[i] = m.text
   end
-  return concat(out, "\n") .. "\n"
+  if stale then
+    local out = {}
+    for i, name in ipairs(order) do
+      local m = registry[name]
+      m.text = m.text or metric_text(m)
+      out[i] = m.text
+    end
+    body = concat(out, "\n") .. "\n"
+  end
+  changed = false
+  return body
 end
 
 return _M

@@ -2,6 +2,8 @@
 -- through bash's /dev/tcp for what curl will not send), then fuzzed by schemathesis.
 local h = require "helpers"
 local json = require "dconn.json"
+local prom = require "dconn.prom"
+local servers = require "servers"
 local timer = require "dconn.timer"
 
 local FIX = "tests/fixtures/"
@@ -39,6 +41,7 @@ local function http(port, method, path, opts)
     "-o " .. dir .. "/body",
   }
   if opts.http2 then args[#args + 1] = "--http2-prior-knowledge" end
+  if opts.compressed then args[#args + 1] = "--compressed" end -- asks for gzip and decodes it
   for name, value in pairs(opts.headers or {}) do
     args[#args + 1] = "-H " .. h.quote(name .. ": " .. value)
   end
@@ -174,6 +177,58 @@ describe("the agent API", function()
       return later > runs and metric(again, 'dconn_job_duration_seconds_count{job="tick"}') >= later - 1
     end, 5))
     assert.equals(0, metric(text, 'dconn_job_failures_total{job="tick"}'))
+  end)
+
+  it("serves /metrics from the server's last render: a change shows at the next scrape; gzip when asked", function()
+    local function apps_count()
+      local _, _, text = http(port, "GET", "/metrics")
+      return metric(text, 'dconn_api_requests_total{code="200",route="/apps/{app}"}') or 0
+    end
+    local before = apps_count()
+    assert.equals(before, apps_count())
+    assert.equals(200, (http(port, "GET", "/apps/web")))
+    assert.equals(before + 1, apps_count())
+
+    local status, headers, text = http(port, "GET", "/metrics")
+    assert.equals(200, status)
+    assert.is_nil(headers["content-encoding"])
+    assert.equals("Accept-Encoding", headers["vary"])
+    assert.equals(tostring(#text), headers["content-length"])
+    local gstatus, gheaders, gtext = http(port, "GET", "/metrics", { compressed = true })
+    assert.equals(200, gstatus)
+    assert.equals("gzip", gheaders["content-encoding"])
+    assert.is_true(tonumber(gheaders["content-length"]) < #gtext)
+    local function families(body)
+      local out = {}
+      for name in body:gmatch("\n# TYPE (%S+)") do
+        out[#out + 1] = name
+      end
+      return out
+    end
+    assert.same(families(text), families(gtext)) -- the ticks change values, not families
+    assert.matches("\ndconn_build_info{[^}]*} 1\n", gtext)
+
+    local hstatus, hheaders, htext = http(port, "HEAD", "/metrics")
+    assert.equals(200, hstatus)
+    assert.equals("", htext or "")
+    assert.equals("text/plain; version=0.0.4; charset=utf-8", hheaders["content-type"])
+    assert.is_true(tonumber(hheaders["content-length"]) > 1000)
+  end)
+
+  it("is scraped by a real Prometheus (gzip, as it asks): up, with the agent's series", function()
+    local dir = h.tmpdir()
+    local server = servers.prometheus(dir, nil, { scrape = "127.0.0.1:" .. port, lifetime = 60 })
+    local c = prom.connect(server.url .. "/")
+    local runs
+    local ok = h.wait_for(function()
+      local up = c:query('up{job="dconn"}')
+      runs = c:query('dconn_job_runs_total{exported_job="tick"}') -- the target's job label wins
+      return up and up[1] and up[1].value[2] == 1 and runs and runs[1] and runs[1].value[2] > 0
+    end, 40) -- Prometheus applies a scrape config 5 s after it starts
+    local log = h.read(dir .. "/prometheus.log")
+    server.stop()
+    os.execute("rm -rf " .. dir)
+    assert.is_truthy(ok, "Prometheus did not scrape the agent:\n" .. log)
   end)
 
   it("lists and shows jobs with ISO 8601 times; an unknown job is 404", function()
@@ -497,6 +552,15 @@ describe("the agent API", function()
     assert.equals(200, (http(gport, "GET", "/readyz")))
     assert.equals(200, (http(gport, "GET", "/jobs", { headers = auth })))
     assert.equals(200, (http(gport, "GET", "/jobs", { headers = { Authorization = "bearer " .. TOKEN } })))
+    assert.equals(401, (http(gport, "GET", "/metrics")))
+    assert.equals(
+      401,
+      (http(gport, "GET", "/metrics", { compressed = true, headers = { Authorization = "Bearer x" } }))
+    )
+    local mstatus, mheaders, mtext = http(gport, "GET", "/metrics", { compressed = true, headers = auth })
+    assert.equals(200, mstatus)
+    assert.equals("gzip", mheaders["content-encoding"])
+    assert.matches("# TYPE dconn_build_info gauge", mtext, 1, true)
     local served = {}
     for _, path in ipairs {
       "/describe",

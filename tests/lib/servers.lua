@@ -299,14 +299,25 @@ end
 
 --- Prometheus serving the OpenMetrics text backfilled into dir/tsdb; returns { pid =, url =, stop = fn }.
 --- opts.port: the port, else a free one; opts.lifetime: seconds it lives (default 120);
---- openmetrics nil: restart on the tsdb already there.
+--- opts.scrape: "HOST:PORT" of a /metrics it scrapes every second as job "dconn" (with its
+--- defaults: gzip asked for); openmetrics nil: restart on the tsdb already there.
 function _M.prometheus(dir, openmetrics, opts)
   if openmetrics then
     local om = h.write(dir .. "/history.om", openmetrics)
     local out = sh(format("promtool tsdb create-blocks-from openmetrics %s %s/tsdb 2>&1; echo rc=$?", om, dir))
     assert(out:match("rc=0\n$"), "promtool could not backfill:\n" .. out)
   end
-  h.write(dir .. "/prometheus.yml", "scrape_configs: []\n")
+  local scrape = opts and opts.scrape
+  h.write(
+    dir .. "/prometheus.yml",
+    scrape
+        and format(
+          "scrape_configs:\n  - job_name: dconn\n    scrape_interval: 1s\n    static_configs:\n"
+            .. "      - targets: ['%s']\n",
+          scrape
+        )
+      or "scrape_configs: []\n"
+  )
   local port = opts and opts.port or _M.free_port()
   -- timeout: a crashed spec does not leave the server behind
   local cmd = format(

@@ -101,4 +101,38 @@ describe("dconn.metrics", function()
     assert.matches('dconn_cache_collected{k="v"} 3\n', text, 1, true)
     assert.is_nil(metrics.render():find("dconn_cache_collected{", 1, true)) -- gone, not stale
   end)
+
+  it("tells on_change listeners at the first change after each render, and returns the same text until one", function()
+    local c = metrics.counter("dconn_watch_total", "watched")
+    local g = metrics.gauge("dconn_watch_gauge", "watched")
+    local level = 1
+    metrics.collected("gauge", "dconn_watch_collected", "read at scrape time", function() return { { {}, level } } end)
+    local calls = 0
+    local stop = metrics.on_change(function() calls = calls + 1 end)
+    g:set(nil, 2)
+    local first = metrics.render()
+    assert.equals(0, calls) -- changed before this listener's first render: nothing to drop yet
+    assert.equals(first, metrics.render())
+    c:inc({ app = "a" })
+    c:inc({ app = "a" })
+    assert.equals(1, calls) -- once until the next render
+    local second = metrics.render()
+    assert.matches('dconn_watch_total{app="a"} 2\n', second, 1, true)
+    g:set(nil, 2) -- the value it has: no change
+    assert.equals(1, calls)
+    assert.equals(second, metrics.render())
+    level = 5 -- a collected value is read at each render, without a change to tell
+    assert.matches("dconn_watch_collected 5\n", metrics.render(), 1, true)
+    assert.equals(1, calls)
+    g:set(nil, 3)
+    assert.equals(2, calls)
+    metrics.render()
+    metrics.histogram("dconn_watch_seconds", "a new family")
+    assert.equals(3, calls)
+    stop()
+    metrics.render()
+    c:inc({ app = "b" })
+    assert.equals(3, calls)
+    assert.has_error(function() metrics.on_change("no") end, "metrics.on_change: expected a function, got string")
+  end)
 end)

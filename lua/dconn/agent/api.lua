@@ -265,16 +265,19 @@ for _, family in ipairs {
   end)
 end
 
--- /healthz is answered by the server itself (server.listen's `fixed`); its hits join the
--- request counter here, at scrape time.
+-- /healthz and /metrics are answered by the server itself (server.listen's `fixed`); their hits
+-- join the request counter here, at scrape time.
 local HEALTHZ_BODY = '{"status":"ok"}'
-local healthz_counted = 0
+local fixed_counted = {} -- path -> hits already counted
 
 local function count_fixed_hits()
-  local hits = srv and srv:fixed_hits()["/healthz"] or 0
-  if hits > healthz_counted then
-    api_requests:inc({ route = "/healthz", code = "200" }, hits - healthz_counted)
-    healthz_counted = hits
+  local all = srv and srv:fixed_hits() or {}
+  for path, hits in pairs(all) do
+    local counted = fixed_counted[path] or 0
+    if hits > counted then
+      api_requests:inc({ route = path, code = "200" }, hits - counted)
+      fixed_counted[path] = hits
+    end
   end
 end
 
@@ -284,6 +287,16 @@ local function render_metrics()
   memory_gauge:set(nil, runtime.memory())
   return metrics.render()
 end
+
+-- /metrics: a placement agent with 1,000 targets renders some 200 KB; a task and a render per
+-- scrape, even from cached series text, held it near 1,000 requests/s. The server keeps the last
+-- body and its gzip form (Prometheus scrapes with Accept-Encoding: gzip) and answers from them
+-- without Lua; it renders again (render_metrics) at the first scrape after a metric changed
+-- (metrics.on_change -> srv:expire), after a hit on /healthz, or once the body is
+-- METRICS_MAX_AGE old, for what is only read at scrape time: tasks, Lua memory, collected
+-- families, and the count of these /metrics answers themselves.
+local METRICS_MAX_AGE = 1 -- seconds
+local stop_watching -- removes the metrics.on_change hook
 
 local function observe_jobs()
   if observed or timer.observe == nil then return end
@@ -908,10 +921,21 @@ function _M.start(opts)
     handler = dispatch,
     max_body = MAX_BODY,
     timeout = TIMEOUT,
-    fixed = { { path = "/healthz", status = 200, content_type = JSON_TYPE, body = HEALTHZ_BODY } },
+    fixed = {
+      { path = "/healthz", status = 200, content_type = JSON_TYPE, body = HEALTHZ_BODY },
+      {
+        path = "/metrics",
+        content_type = METRICS_TYPE,
+        refresh = render_metrics,
+        max_age = METRICS_MAX_AGE,
+        gzip = true,
+        token = token,
+      },
+    },
   }
   if not s then return nil, "API: " .. err end
-  srv, auth_token, started_at, healthz_counted = s, token, timer.now(), 0
+  srv, auth_token, started_at, fixed_counted = s, token, timer.now(), {}
+  stop_watching = metrics.on_change(function() s:expire("/metrics") end)
   build_info:set({ version = runtime.version, lua = _VERSION }, 1)
   observe_jobs()
   log.info("API listening on http://%s%s", s:address(), token and " (bearer token required)" or "")
@@ -924,7 +948,8 @@ function _M.stop()
     count_fixed_hits()
     srv:close()
   end
-  srv, auth_token = nil, nil
+  if stop_watching then stop_watching() end
+  srv, auth_token, stop_watching = nil, nil, nil
 end
 
 --- The bound address ("127.0.0.1:8080") or nil.
