@@ -327,6 +327,8 @@ report(("%d"):format(7))]],
     it("cannot require the module that holds the file rules", function()
       refused('report(pcall(require, "dconn._access"))', "false module 'dconn._access' is internal")
       refused('report(pcall(require, "dconn._pattern"))', "false module 'dconn._pattern' is internal")
+      refused('report(pcall(require, "dconn._columns"))', "false module 'dconn._columns' is internal")
+      refused('report(pcall(require, "dconn.placement.view"))', "false module 'dconn.placement.view' is internal")
     end)
   end)
 

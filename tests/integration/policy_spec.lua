@@ -931,6 +931,7 @@ return {
     local input = h.write(dir .. "/input", table.concat({
       'p = agent:run("pipeline")["a/web"]',
       "p.max, p.candidates[p.max_index + 1].node, p.metric",
+      "p.candidates",
       'agent:place("a/web", "node-1", { dry_run = true }).result',
       'agent.rule = function(p) return { action = "none", reason = "not today" } end',
       'agent:run("recommender")["a/web"].reason',
@@ -940,7 +941,20 @@ return {
     local rc, out, err =
       h.run("repl " .. dir .. "/policy.lua", { stdin = input, env = "DCONN_K8S_SIM_STATE=" .. state })
     assert.equals(0, rc, err)
-    assert.equals('0.8\t"node-1"\t"qos"\n"patched"\n"not today"\n"move"\n', out)
+    -- the candidates print as a list (their view makes each table when it is read)
+    local function candidate(i, qos)
+      return string.format(
+        '  {\n    cluster = "node-%d",\n    index = %d,\n    model = "function",\n    node = "node-%d",\n'
+          .. "    observed = %s,\n    value = %s\n  }",
+        i,
+        i,
+        i,
+        qos,
+        qos
+      )
+    end
+    local listed = "{\n" .. candidate(0, "0.3") .. ",\n" .. candidate(1, "0.8") .. "\n}\n"
+    assert.equals('0.8\t"node-1"\t"qos"\n' .. listed .. '"patched"\n"not today"\n"move"\n', out)
     assert.equals("node-1", selector_of(state, "a", "web"))
   end)
 end)
