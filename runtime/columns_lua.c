@@ -32,7 +32,7 @@
 
 #define COLUMN_MT "dconn.column"
 #define RING_MT "dconn.ring"
-#define MAX_ROWS (1 << 24) /* 16M values, 128 MiB: far beyond any cluster's nodes */
+#define MAX_ROWS (1 << 24) /* 16M values (128 MiB) in a column or a ring: far beyond any cluster */
 #define MAX_WIDTH 1024
 
 typedef struct {
@@ -156,8 +156,7 @@ static int ring_new(lua_State *L) {
   lua_Integer n = check_size(L, 1, MAX_ROWS, "a ring's rows");
   lua_Integer width = check_size(L, 2, MAX_WIDTH, "a ring's width");
   if (width < 1) return luaL_error(L, "columns: a ring's width must be 1 to %d, got 0", MAX_WIDTH);
-  if ((size_t)n > ((size_t)MAX_ROWS * 1024) / (size_t)width)
-    return luaL_error(L, "columns: a ring of %I x %I values is too large", n, width);
+  if (n * width > MAX_ROWS) return luaL_error(L, "columns: a ring of %I x %I values is too large", n, width);
   /* one block: the header, then counts, next slots and values (one userdata, freed by Lua) */
   size_t ints = 2 * (size_t)n * sizeof(int), values = (size_t)n * (size_t)width * sizeof(double);
   size_t head = (sizeof(ring) + sizeof(double) - 1) / sizeof(double) * sizeof(double);
