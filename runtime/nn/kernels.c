@@ -99,8 +99,55 @@ AVX static void tanh_avx(float *x, size_t n) {
   tanh_c(x + i, n - i);
 }
 
+/* sigmoid8 of v[0..n) (tanh8, 2 sigmoid(2x) - 1, for those with is_tanh[u]; the same operations,
+ * so the same results), each step taken for every vector before the next: n independent
+ * chains side by side keep both FMA units busy, where one chain at a time mostly waits on
+ * latency. n is a constant where it is inlined, so the loops unroll. */
+#define ACT_STEP _Pragma("GCC unroll 16") for (int u = 0; u < n; u++)
+AVX static inline __attribute__((always_inline)) void sigmoid8_lockstep(__m256 *v, const bool *is_tanh, int n) {
+  __m256 x[16], k[16], r[16], p[16];
+  ACT_STEP x[u] = is_tanh[u] ? _mm256_mul_ps(v[u], _mm256_set1_ps(-2.0f)) : _mm256_sub_ps(_mm256_setzero_ps(), v[u]);
+  ACT_STEP x[u] = _mm256_min_ps(_mm256_max_ps(x[u], _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  ACT_STEP k[u] = _mm256_round_ps(_mm256_mul_ps(x[u], _mm256_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  ACT_STEP r[u] = _mm256_fnmadd_ps(k[u], _mm256_set1_ps(0.693359375f), x[u]);
+  ACT_STEP r[u] = _mm256_fnmadd_ps(k[u], _mm256_set1_ps(-2.12194440e-4f), r[u]);
+  ACT_STEP p[u] = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r[u], _mm256_set1_ps(1.3981999507e-3f));
+  ACT_STEP p[u] = _mm256_fmadd_ps(p[u], r[u], _mm256_set1_ps(8.3334519073e-3f));
+  ACT_STEP p[u] = _mm256_fmadd_ps(p[u], r[u], _mm256_set1_ps(4.1665795894e-2f));
+  ACT_STEP p[u] = _mm256_fmadd_ps(p[u], r[u], _mm256_set1_ps(1.6666665459e-1f));
+  ACT_STEP p[u] = _mm256_fmadd_ps(p[u], r[u], _mm256_set1_ps(5.0000001201e-1f));
+  ACT_STEP p[u] = _mm256_fmadd_ps(p[u], _mm256_mul_ps(r[u], r[u]), _mm256_add_ps(r[u], _mm256_set1_ps(1.0f)));
+  ACT_STEP p[u] = _mm256_mul_ps(p[u], _mm256_castsi256_ps(_mm256_slli_epi32(
+                                          _mm256_add_epi32(_mm256_cvtps_epi32(k[u]), _mm256_set1_epi32(127)), 23)));
+  ACT_STEP v[u] = recip8(_mm256_add_ps(_mm256_set1_ps(1.0f), p[u]));
+  ACT_STEP if (is_tanh[u]) v[u] = _mm256_fmsub_ps(v[u], _mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f));
+}
+
+/* 32 units at a time: their 16 gate vectors in lockstep, then the 4 tanh(c). One unit's
+ * activations in a row form a chain of about 150 cycles of latency, which left the core mostly
+ * waiting (0.43 us per 128-unit step on Zen 4; 0.30 us so). */
 AVX static void lstm_cell_avx(const float *g, const float *b, float *c, float *h, int H) {
   int j = 0;
+  enum { U = 4 };
+  for (; j + 8 * U <= H; j += 8 * U) {
+    __m256 v[4 * U], cv[U];
+    bool is_tanh[4 * U], all_tanh[U];
+    _Pragma("GCC unroll 16") for (int u = 0; u < 4 * U; u++) {
+      const int gate = u / U, off = gate * H + j + 8 * (u % U);
+      v[u] = _mm256_add_ps(_mm256_loadu_ps(g + off), _mm256_loadu_ps(b + off));
+      is_tanh[u] = gate == 2;
+    }
+    sigmoid8_lockstep(v, is_tanh, 4 * U);
+    _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {
+      cv[u] = _mm256_fmadd_ps(v[U + u], _mm256_loadu_ps(c + j + 8 * u), _mm256_mul_ps(v[u], v[2 * U + u]));
+      _mm256_storeu_ps(c + j + 8 * u, cv[u]);
+      all_tanh[u] = true;
+    }
+    sigmoid8_lockstep(cv, all_tanh, U);
+    _Pragma("GCC unroll 16") for (int u = 0; u < U; u++)
+        _mm256_storeu_ps(h + j + 8 * u, _mm256_mul_ps(v[3 * U + u], cv[u]));
+  }
   for (; j + 8 <= H; j += 8) {
     __m256 i = sigmoid8(_mm256_add_ps(_mm256_loadu_ps(g + j), _mm256_loadu_ps(b + j)));
     __m256 f = sigmoid8(_mm256_add_ps(_mm256_loadu_ps(g + H + j), _mm256_loadu_ps(b + H + j)));
