@@ -104,55 +104,66 @@ AVX512 static void one_row(int N, int K, const float *a, const float *Wp, float 
   }
 }
 
-/* Four rows (a row index past M repeats row 0 and is not stored) times one 64-column panel. */
-AVX512 static void four_rows(int rows, int N, int n0, int K, const float *A, int lda, const float *w, float beta,
-                             float *C, int ldc) {
-  const float *a0 = A, *a1 = rows > 1 ? A + lda : A, *a2 = rows > 2 ? A + 2 * (size_t)lda : A;
-  const float *a3 = rows > 3 ? A + 3 * (size_t)lda : A;
-  __m512 r0c0 = _mm512_setzero_ps(), r0c1 = r0c0, r0c2 = r0c0, r0c3 = r0c0;
-  __m512 r1c0 = r0c0, r1c1 = r0c0, r1c2 = r0c0, r1c3 = r0c0, r2c0 = r0c0, r2c1 = r0c0, r2c2 = r0c0, r2c3 = r0c0;
-  __m512 r3c0 = r0c0, r3c1 = r0c0, r3c2 = r0c0, r3c3 = r0c0;
+/* R rows (R <= 6, a constant where it is inlined) times one 64-column panel: 4R accumulators,
+ * the 4 weight registers and the broadcast fit the 32 registers. The loops over rows unroll
+ * fully, so the accumulators are registers. */
+#define EACH_ROW16 _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)
+AVX512 static inline __attribute__((always_inline)) void
+rows_panel(int R, int N, int n0, int K, const float *A, int lda, const float *w, float beta, float *C, int ldc) {
+  __m512 c0[6], c1[6], c2[6], c3[6];
+  EACH_ROW16 c0[r] = c1[r] = c2[r] = c3[r] = _mm512_setzero_ps();
   for (int k = 0; k < K; k++, w += PANEL) {
     __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
            w3 = _mm512_loadu_ps(w + 48);
-    __m512 p = _mm512_set1_ps(a0[k]);
-    r0c0 = _mm512_fmadd_ps(w0, p, r0c0), r0c1 = _mm512_fmadd_ps(w1, p, r0c1);
-    r0c2 = _mm512_fmadd_ps(w2, p, r0c2), r0c3 = _mm512_fmadd_ps(w3, p, r0c3);
-    p = _mm512_set1_ps(a1[k]);
-    r1c0 = _mm512_fmadd_ps(w0, p, r1c0), r1c1 = _mm512_fmadd_ps(w1, p, r1c1);
-    r1c2 = _mm512_fmadd_ps(w2, p, r1c2), r1c3 = _mm512_fmadd_ps(w3, p, r1c3);
-    p = _mm512_set1_ps(a2[k]);
-    r2c0 = _mm512_fmadd_ps(w0, p, r2c0), r2c1 = _mm512_fmadd_ps(w1, p, r2c1);
-    r2c2 = _mm512_fmadd_ps(w2, p, r2c2), r2c3 = _mm512_fmadd_ps(w3, p, r2c3);
-    p = _mm512_set1_ps(a3[k]);
-    r3c0 = _mm512_fmadd_ps(w0, p, r3c0), r3c1 = _mm512_fmadd_ps(w1, p, r3c1);
-    r3c2 = _mm512_fmadd_ps(w2, p, r3c2), r3c3 = _mm512_fmadd_ps(w3, p, r3c3);
+    EACH_ROW16 {
+      __m512 p = _mm512_set1_ps(A[(size_t)r * lda + k]);
+      c0[r] = _mm512_fmadd_ps(w0, p, c0[r]), c1[r] = _mm512_fmadd_ps(w1, p, c1[r]);
+      c2[r] = _mm512_fmadd_ps(w2, p, c2[r]), c3[r] = _mm512_fmadd_ps(w3, p, c3[r]);
+    }
   }
-  __m512 acc[4][4] = {
-      {r0c0, r0c1, r0c2, r0c3}, {r1c0, r1c1, r1c2, r1c3}, {r2c0, r2c1, r2c2, r2c3}, {r3c0, r3c1, r3c2, r3c3}};
-  for (int r = 0; r < rows; r++) {
+  EACH_ROW16 {
     float *c = C + (size_t)r * ldc + n0;
+    __m512 acc[4] = {c0[r], c1[r], c2[r], c3[r]};
     for (int j = 0; j < 4; j++) {
       __mmask16 m = lanes(N, n0, j);
       if (!m) break;
-      __m512 v = beta != 0 ? _mm512_add_ps(acc[r][j], _mm512_maskz_loadu_ps(m, c + 16 * j)) : acc[r][j];
+      __m512 v = beta != 0 ? _mm512_add_ps(acc[j], _mm512_maskz_loadu_ps(m, c + 16 * j)) : acc[j];
       _mm512_mask_storeu_ps(c + 16 * j, m, v);
     }
   }
 }
 
+AVX512 static void panel_rows(int rows, int N, int n0, int K, const float *A, int lda, const float *w, float beta,
+                              float *C, int ldc) {
+  switch (rows) {
+  case 6: rows_panel(6, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 5: rows_panel(5, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 4: rows_panel(4, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 3: rows_panel(3, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 2: rows_panel(2, N, n0, K, A, lda, w, beta, C, ldc); break;
+  default: rows_panel(1, N, n0, K, A, lda, w, beta, C, ldc); break;
+  }
+}
+
+/* Rows in tile t of M rows split as evenly as can be over `tiles` tiles of at most six. */
+static int tile_rows_of(int M, int tiles, int m, int t) { return (M - m) / (tiles - t) + ((M - m) % (tiles - t) != 0); }
+
 /* Panels outside, row tiles inside: a panel (64 x K floats, 32 KB at K = 128) is read from L2
- * once and then served from L1 to every tile of rows. */
+ * once and then served from L1 to every tile of rows. The rows are split evenly into tiles of
+ * at most six (6 rows: one tile; 10: 5 + 5), so no tile computes rows it throws away. */
 static void small_gemm_avx512(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C,
                               int ldc) {
   if (M == 1) {
     one_row(N, K, A, Wp, beta, C);
     return;
   }
+  int tiles = (M + 5) / 6;
   for (int n0 = 0; n0 < N; n0 += PANEL)
-    for (int m = 0; m < M; m += 4)
-      four_rows(M - m < 4 ? M - m : 4, N, n0, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K, beta,
-                C + (size_t)m * ldc, ldc);
+    for (int t = 0, m = 0; t < tiles; t++) {
+      int rows = tile_rows_of(M, tiles, m, t);
+      panel_rows(rows, N, n0, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K, beta, C + (size_t)m * ldc, ldc);
+      m += rows;
+    }
 }
 
 /* ---- AVX2 ---- */
@@ -243,7 +254,7 @@ static void small_gemm_avx2(int M, int N, int K, const float *A, int lda, const 
   for (int n0 = 0; n0 < N; n0 += PANEL)
     for (int q = 0; q < PANEL && n0 + q < N; q += 16)
       for (int t = 0, m = 0; t < tiles; t++) {
-        int rows = (M - m) / (tiles - t) + ((M - m) % (tiles - t) != 0);
+        int rows = tile_rows_of(M, tiles, m, t);
         tile_rows(rows, N, n0 + q, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K + q, beta, C + (size_t)m * ldc,
                   ldc);
         m += rows;
