@@ -38,6 +38,14 @@ void dc_nn_pack(const float *W, int N, int K, float *Wp) {
   }
 }
 
+void dc_nn_pack_lstm(const float *W, int H, int K, float *Wp) {
+  for (int n = 0; n < 4 * H; n++) { /* packed column n: gate (n % 64) / 16 of unit 16 (n / 64) + n % 16 */
+    const float *row = W + ((size_t)(n % PANEL / 16) * H + (size_t)(n / PANEL) * 16 + n % 16) * K;
+    float *panel = Wp + (size_t)(n / PANEL) * PANEL * K + n % PANEL;
+    for (int k = 0; k < K; k++) panel[(size_t)k * PANEL] = row[k];
+  }
+}
+
 #ifdef HAVE_X86
 enum { NONE, WITH_AVX2, WITH_AVX512 };
 static int isa;

@@ -5,8 +5,9 @@
  * stacked layer, the input projection of every timestep of every window in the chunk is one
  * sgemm ([B*L, in] x W_ih^T); then each step adds the recurrent part with one sgemm whose
  * output rows are that step's rows of the projection (ldc = L * gates), and a fused pointwise
- * kernel applies the gates. Windows are processed in chunks of CHUNK so the projection of a
- * large batch never needs more than a few MB.
+ * kernel applies the gates. One window at a time, an LSTM step is a single kernel, product and
+ * cell together (dc_nn_lstm_step1). Windows are processed in chunks of CHUNK so the projection
+ * of a large batch never needs more than a few MB.
  */
 #include "nn.h"
 
@@ -52,6 +53,7 @@ void dc_nn_unref(dc_nn *net) {
       free(l->w_hh_p[k]);
       free(l->w_ih[k]);
       free(l->w_hh[k]);
+      free(l->w_hh_units[k]);
       free(l->b_x[k]);
       free(l->b_hn[k]);
     }
@@ -77,6 +79,10 @@ int dc_nn_pack_layer(dc_nn_layer *l) {
     l->w_ih_p[k] = packed(l->w_ih[k], GH, k ? l->hidden : l->in);
     l->w_hh_p[k] = packed(l->w_hh[k], GH, l->hidden);
     if (!l->w_ih_p[k] || !l->w_hh_p[k]) return -1;
+    if (l->kind == DC_NN_LSTM && l->hidden % 16 == 0) {
+      if (!(l->w_hh_units[k] = malloc(dc_nn_packed_floats(GH, l->hidden) * sizeof(float)))) return -1;
+      dc_nn_pack_lstm(l->w_hh[k], l->hidden, l->hidden, l->w_hh_units[k]);
+    }
   }
   return 0;
 }
@@ -153,7 +159,9 @@ static void run_rnn(const dc_nn_layer *l, const float *in, int B, int L, float *
     for (int t = 0; t < L; t++) {
       float *pt = s->proj + (size_t)t * B * GH, *ht = s->seq + (size_t)t * B * H;
       const float *hprev = ht - (size_t)B * H;
-      if (l->kind == DC_NN_LSTM) {
+      if (l->kind == DC_NN_LSTM && B == 1 && t > 0 && l->w_hh_units[k]) {
+        dc_nn_lstm_step1(hprev, l->w_hh_units[k], pt, l->b_x[k], s->state, ht, H);
+      } else if (l->kind == DC_NN_LSTM) {
         if (t > 0) /* h_0 = 0: nothing to add at t = 0 */
           matmul(B, GH, H, hprev, H, l->w_hh[k], l->w_hh_p[k], 1.0f, pt, GH);
         for (int b = 0; b < B; b++)
