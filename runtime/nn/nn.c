@@ -21,8 +21,10 @@
 #define CHUNK 128
 /* Up to this many rows, products use the packed small-M kernel when the CPU has it. */
 #define SMALL_M 64
-/* With AVX2 only, OpenBLAS catches up from about 16 rows. */
+/* With AVX2 only, OpenBLAS catches up from about 16 rows when K is small (a step's input
+ * projection of a few features); with K >= 64 the packed kernel stays ahead up to SMALL_M. */
 #define SMALL_M_AVX2 16
+#define SMALL_K_AVX2 64
 
 dc_nn *dc_nn_new(int nlayers) {
   dc_nn *net = calloc(1, sizeof *net);
@@ -130,7 +132,7 @@ static void matmul(int M, int N, int K, const float *A, int lda, const float *W,
                    int ldc) {
   static int small_m;
   if (!small_m) small_m = strcmp(dc_nn_small_gemm_name(), "avx2") == 0 ? SMALL_M_AVX2 : SMALL_M;
-  if (Wp && M <= small_m) dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
+  if (Wp && (M <= small_m || (M <= SMALL_M && K >= SMALL_K_AVX2))) dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
   else if (M == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, A, 1, beta, C, 1);
   else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
 }
