@@ -10,8 +10,9 @@
  *
  * Two instruction sets, one panel layout. AVX-512: rows four at a time times a whole panel (16
  * accumulators); one row gets a two-way split over K so the FMA chains stay independent. AVX2
- * (16 registers of 8 lanes): one row times a whole panel (8 accumulators), or six rows times a
- * quarter panel (12 accumulators, 2 weight registers, the broadcast).
+ * (16 registers of 8 lanes): one row times a whole panel (8 accumulators), or a tile of up to
+ * six rows times a quarter panel (12 accumulators, 2 weight registers, the broadcast), the rows
+ * split evenly over the tiles.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,14 @@ void dc_nn_pack(const float *W, int N, int K, float *Wp) {
   for (int n = 0; n < N; n++) {
     float *panel = Wp + (size_t)(n / PANEL) * PANEL * K + n % PANEL;
     for (int k = 0; k < K; k++) panel[(size_t)k * PANEL] = W[(size_t)n * K + k];
+  }
+}
+
+void dc_nn_pack_lstm(const float *W, int H, int K, float *Wp) {
+  for (int n = 0; n < 4 * H; n++) { /* packed column n: gate (n % 64) / 16 of unit 16 (n / 64) + n % 16 */
+    const float *row = W + ((size_t)(n % PANEL / 16) * H + (size_t)(n / PANEL) * 16 + n % 16) * K;
+    float *panel = Wp + (size_t)(n / PANEL) * PANEL * K + n % PANEL;
+    for (int k = 0; k < K; k++) panel[(size_t)k * PANEL] = row[k];
   }
 }
 
@@ -103,55 +112,66 @@ AVX512 static void one_row(int N, int K, const float *a, const float *Wp, float 
   }
 }
 
-/* Four rows (a row index past M repeats row 0 and is not stored) times one 64-column panel. */
-AVX512 static void four_rows(int rows, int N, int n0, int K, const float *A, int lda, const float *w, float beta,
-                             float *C, int ldc) {
-  const float *a0 = A, *a1 = rows > 1 ? A + lda : A, *a2 = rows > 2 ? A + 2 * (size_t)lda : A;
-  const float *a3 = rows > 3 ? A + 3 * (size_t)lda : A;
-  __m512 r0c0 = _mm512_setzero_ps(), r0c1 = r0c0, r0c2 = r0c0, r0c3 = r0c0;
-  __m512 r1c0 = r0c0, r1c1 = r0c0, r1c2 = r0c0, r1c3 = r0c0, r2c0 = r0c0, r2c1 = r0c0, r2c2 = r0c0, r2c3 = r0c0;
-  __m512 r3c0 = r0c0, r3c1 = r0c0, r3c2 = r0c0, r3c3 = r0c0;
+/* R rows (R <= 6, a constant where it is inlined) times one 64-column panel: 4R accumulators,
+ * the 4 weight registers and the broadcast fit the 32 registers. The loops over rows unroll
+ * fully, so the accumulators are registers. */
+#define EACH_ROW16 _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)
+AVX512 static inline __attribute__((always_inline)) void
+rows_panel(int R, int N, int n0, int K, const float *A, int lda, const float *w, float beta, float *C, int ldc) {
+  __m512 c0[6], c1[6], c2[6], c3[6];
+  EACH_ROW16 c0[r] = c1[r] = c2[r] = c3[r] = _mm512_setzero_ps();
   for (int k = 0; k < K; k++, w += PANEL) {
     __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
            w3 = _mm512_loadu_ps(w + 48);
-    __m512 p = _mm512_set1_ps(a0[k]);
-    r0c0 = _mm512_fmadd_ps(w0, p, r0c0), r0c1 = _mm512_fmadd_ps(w1, p, r0c1);
-    r0c2 = _mm512_fmadd_ps(w2, p, r0c2), r0c3 = _mm512_fmadd_ps(w3, p, r0c3);
-    p = _mm512_set1_ps(a1[k]);
-    r1c0 = _mm512_fmadd_ps(w0, p, r1c0), r1c1 = _mm512_fmadd_ps(w1, p, r1c1);
-    r1c2 = _mm512_fmadd_ps(w2, p, r1c2), r1c3 = _mm512_fmadd_ps(w3, p, r1c3);
-    p = _mm512_set1_ps(a2[k]);
-    r2c0 = _mm512_fmadd_ps(w0, p, r2c0), r2c1 = _mm512_fmadd_ps(w1, p, r2c1);
-    r2c2 = _mm512_fmadd_ps(w2, p, r2c2), r2c3 = _mm512_fmadd_ps(w3, p, r2c3);
-    p = _mm512_set1_ps(a3[k]);
-    r3c0 = _mm512_fmadd_ps(w0, p, r3c0), r3c1 = _mm512_fmadd_ps(w1, p, r3c1);
-    r3c2 = _mm512_fmadd_ps(w2, p, r3c2), r3c3 = _mm512_fmadd_ps(w3, p, r3c3);
+    EACH_ROW16 {
+      __m512 p = _mm512_set1_ps(A[(size_t)r * lda + k]);
+      c0[r] = _mm512_fmadd_ps(w0, p, c0[r]), c1[r] = _mm512_fmadd_ps(w1, p, c1[r]);
+      c2[r] = _mm512_fmadd_ps(w2, p, c2[r]), c3[r] = _mm512_fmadd_ps(w3, p, c3[r]);
+    }
   }
-  __m512 acc[4][4] = {
-      {r0c0, r0c1, r0c2, r0c3}, {r1c0, r1c1, r1c2, r1c3}, {r2c0, r2c1, r2c2, r2c3}, {r3c0, r3c1, r3c2, r3c3}};
-  for (int r = 0; r < rows; r++) {
+  EACH_ROW16 {
     float *c = C + (size_t)r * ldc + n0;
+    __m512 acc[4] = {c0[r], c1[r], c2[r], c3[r]};
     for (int j = 0; j < 4; j++) {
       __mmask16 m = lanes(N, n0, j);
       if (!m) break;
-      __m512 v = beta != 0 ? _mm512_add_ps(acc[r][j], _mm512_maskz_loadu_ps(m, c + 16 * j)) : acc[r][j];
+      __m512 v = beta != 0 ? _mm512_add_ps(acc[j], _mm512_maskz_loadu_ps(m, c + 16 * j)) : acc[j];
       _mm512_mask_storeu_ps(c + 16 * j, m, v);
     }
   }
 }
 
+AVX512 static void panel_rows(int rows, int N, int n0, int K, const float *A, int lda, const float *w, float beta,
+                              float *C, int ldc) {
+  switch (rows) {
+  case 6: rows_panel(6, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 5: rows_panel(5, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 4: rows_panel(4, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 3: rows_panel(3, N, n0, K, A, lda, w, beta, C, ldc); break;
+  case 2: rows_panel(2, N, n0, K, A, lda, w, beta, C, ldc); break;
+  default: rows_panel(1, N, n0, K, A, lda, w, beta, C, ldc); break;
+  }
+}
+
+/* Rows in tile t of M rows split as evenly as can be over `tiles` tiles of at most six. */
+static int tile_rows_of(int M, int tiles, int m, int t) { return (M - m) / (tiles - t) + ((M - m) % (tiles - t) != 0); }
+
 /* Panels outside, row tiles inside: a panel (64 x K floats, 32 KB at K = 128) is read from L2
- * once and then served from L1 to every tile of rows. */
+ * once and then served from L1 to every tile of rows. The rows are split evenly into tiles of
+ * at most six (6 rows: one tile; 10: 5 + 5), so no tile computes rows it throws away. */
 static void small_gemm_avx512(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C,
                               int ldc) {
   if (M == 1) {
     one_row(N, K, A, Wp, beta, C);
     return;
   }
+  int tiles = (M + 5) / 6;
   for (int n0 = 0; n0 < N; n0 += PANEL)
-    for (int m = 0; m < M; m += 4)
-      four_rows(M - m < 4 ? M - m : 4, N, n0, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K, beta,
-                C + (size_t)m * ldc, ldc);
+    for (int t = 0, m = 0; t < tiles; t++) {
+      int rows = tile_rows_of(M, tiles, m, t);
+      panel_rows(rows, N, n0, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K, beta, C + (size_t)m * ldc, ldc);
+      m += rows;
+    }
 }
 
 /* ---- AVX2 ---- */
@@ -194,50 +214,59 @@ AVX2 static void one_row_avx2(int N, int K, const float *a, const float *Wp, flo
   }
 }
 
-/* Six rows (a row index past M repeats row 0 and is not stored) times the 16 columns from c0,
- * w pointing at their first weights in the panel: 12 accumulators, 2 weight registers and the
- * broadcast fill the 16 registers, so every weight is loaded once per k (three rows times 32
- * columns would need 17, and the compiler then reloads weights from memory for each row). */
-AVX2 static void six_rows(int rows, int N, int c0, int K, const float *A, int lda, const float *w, float beta, float *C,
-                          int ldc) {
-  const float *a[6];
-  for (int r = 0; r < 6; r++) a[r] = A + (size_t)(r < rows ? r : 0) * lda;
-  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-  __m256 r0x = _mm256_setzero_ps(), r0y = r0x, r1x = r0x, r1y = r0x, r2x = r0x, r2y = r0x;
-  __m256 r3x = r0x, r3y = r0x, r4x = r0x, r4y = r0x, r5x = r0x, r5y = r0x;
+/* R rows (R <= 6, a constant where it is inlined) times the 16 columns from c0, w pointing at
+ * their first weights in the panel: 2R accumulators, 2 weight registers and the broadcast fit
+ * the 16 registers, so every weight is loaded once per k (three rows times 32 columns would
+ * need 17, and the compiler then reloads weights from memory for each row). The loops over
+ * rows unroll fully, so the accumulators are registers. */
+#define EACH_ROW _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)
+AVX2 static inline __attribute__((always_inline)) void rows_tile(int R, int N, int c0, int K, const float *A, int lda,
+                                                                 const float *w, float beta, float *C, int ldc) {
+  __m256 x[6], y[6];
+  EACH_ROW x[r] = y[r] = _mm256_setzero_ps();
   for (int k = 0; k < K; k++, w += PANEL) {
     __m256 wx = _mm256_loadu_ps(w), wy = _mm256_loadu_ps(w + 8);
-    __m256 p = _mm256_broadcast_ss(a0 + k);
-    r0x = _mm256_fmadd_ps(wx, p, r0x), r0y = _mm256_fmadd_ps(wy, p, r0y);
-    p = _mm256_broadcast_ss(a1 + k);
-    r1x = _mm256_fmadd_ps(wx, p, r1x), r1y = _mm256_fmadd_ps(wy, p, r1y);
-    p = _mm256_broadcast_ss(a2 + k);
-    r2x = _mm256_fmadd_ps(wx, p, r2x), r2y = _mm256_fmadd_ps(wy, p, r2y);
-    p = _mm256_broadcast_ss(a3 + k);
-    r3x = _mm256_fmadd_ps(wx, p, r3x), r3y = _mm256_fmadd_ps(wy, p, r3y);
-    p = _mm256_broadcast_ss(a4 + k);
-    r4x = _mm256_fmadd_ps(wx, p, r4x), r4y = _mm256_fmadd_ps(wy, p, r4y);
-    p = _mm256_broadcast_ss(a5 + k);
-    r5x = _mm256_fmadd_ps(wx, p, r5x), r5y = _mm256_fmadd_ps(wy, p, r5y);
+    EACH_ROW {
+      __m256 p = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+      x[r] = _mm256_fmadd_ps(wx, p, x[r]), y[r] = _mm256_fmadd_ps(wy, p, y[r]);
+    }
   }
-  __m256 acc[6][2] = {{r0x, r0y}, {r1x, r1y}, {r2x, r2y}, {r3x, r3y}, {r4x, r4y}, {r5x, r5y}};
-  for (int r = 0; r < rows; r++)
-    for (int j = 0; j < 2 && c0 + 8 * j < N; j++) store8(C + (size_t)r * ldc, N, c0, j, acc[r][j], beta);
+  EACH_ROW {
+    store8(C + (size_t)r * ldc, N, c0, 0, x[r], beta);
+    if (c0 + 8 < N) store8(C + (size_t)r * ldc, N, c0, 1, y[r], beta);
+  }
+}
+
+AVX2 static void tile_rows(int rows, int N, int c0, int K, const float *A, int lda, const float *w, float beta,
+                           float *C, int ldc) {
+  switch (rows) {
+  case 6: rows_tile(6, N, c0, K, A, lda, w, beta, C, ldc); break;
+  case 5: rows_tile(5, N, c0, K, A, lda, w, beta, C, ldc); break;
+  case 4: rows_tile(4, N, c0, K, A, lda, w, beta, C, ldc); break;
+  case 3: rows_tile(3, N, c0, K, A, lda, w, beta, C, ldc); break;
+  case 2: rows_tile(2, N, c0, K, A, lda, w, beta, C, ldc); break;
+  default: rows_tile(1, N, c0, K, A, lda, w, beta, C, ldc); break;
+  }
 }
 
 /* Panels outside, then 16-column quarters (16 x K floats, 8 KB at K = 128, kept in L1 while
- * every group of six rows passes over them). */
+ * every tile of rows passes over them). The rows are split into tiles of at most six, as even
+ * as can be (10 rows: 5 + 5), so no tile computes rows it throws away. */
 static void small_gemm_avx2(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C,
                             int ldc) {
   if (M == 1) {
     one_row_avx2(N, K, A, Wp, beta, C);
     return;
   }
+  int tiles = (M + 5) / 6;
   for (int n0 = 0; n0 < N; n0 += PANEL)
     for (int q = 0; q < PANEL && n0 + q < N; q += 16)
-      for (int m = 0; m < M; m += 6)
-        six_rows(M - m < 6 ? M - m : 6, N, n0 + q, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K + q, beta,
-                 C + (size_t)m * ldc, ldc);
+      for (int t = 0, m = 0; t < tiles; t++) {
+        int rows = tile_rows_of(M, tiles, m, t);
+        tile_rows(rows, N, n0 + q, K, A + (size_t)m * lda, lda, Wp + (size_t)n0 * K + q, beta, C + (size_t)m * ldc,
+                  ldc);
+        m += rows;
+      }
 }
 
 void dc_nn_small_gemm(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C, int ldc) {

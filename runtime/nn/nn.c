@@ -5,8 +5,9 @@
  * stacked layer, the input projection of every timestep of every window in the chunk is one
  * sgemm ([B*L, in] x W_ih^T); then each step adds the recurrent part with one sgemm whose
  * output rows are that step's rows of the projection (ldc = L * gates), and a fused pointwise
- * kernel applies the gates. Windows are processed in chunks of CHUNK so the projection of a
- * large batch never needs more than a few MB.
+ * kernel applies the gates. One window at a time, an LSTM step is a single kernel, product and
+ * cell together (dc_nn_lstm_step1). Windows are processed in chunks of CHUNK so the projection
+ * of a large batch never needs more than a few MB.
  */
 #include "nn.h"
 
@@ -20,8 +21,10 @@
 #define CHUNK 128
 /* Up to this many rows, products use the packed small-M kernel when the CPU has it. */
 #define SMALL_M 64
-/* With AVX2 only, OpenBLAS catches up from about 16 rows. */
+/* With AVX2 only, OpenBLAS catches up from about 16 rows when K is small (a step's input
+ * projection of a few features); with K >= 64 the packed kernel stays ahead up to SMALL_M. */
 #define SMALL_M_AVX2 16
+#define SMALL_K_AVX2 64
 
 dc_nn *dc_nn_new(int nlayers) {
   dc_nn *net = calloc(1, sizeof *net);
@@ -52,6 +55,7 @@ void dc_nn_unref(dc_nn *net) {
       free(l->w_hh_p[k]);
       free(l->w_ih[k]);
       free(l->w_hh[k]);
+      free(l->w_hh_units[k]);
       free(l->b_x[k]);
       free(l->b_hn[k]);
     }
@@ -77,6 +81,10 @@ int dc_nn_pack_layer(dc_nn_layer *l) {
     l->w_ih_p[k] = packed(l->w_ih[k], GH, k ? l->hidden : l->in);
     l->w_hh_p[k] = packed(l->w_hh[k], GH, l->hidden);
     if (!l->w_ih_p[k] || !l->w_hh_p[k]) return -1;
+    if (l->kind == DC_NN_LSTM && l->hidden % 16 == 0) {
+      if (!(l->w_hh_units[k] = malloc(dc_nn_packed_floats(GH, l->hidden) * sizeof(float)))) return -1;
+      dc_nn_pack_lstm(l->w_hh[k], l->hidden, l->hidden, l->w_hh_units[k]);
+    }
   }
   return 0;
 }
@@ -124,7 +132,7 @@ static void matmul(int M, int N, int K, const float *A, int lda, const float *W,
                    int ldc) {
   static int small_m;
   if (!small_m) small_m = strcmp(dc_nn_small_gemm_name(), "avx2") == 0 ? SMALL_M_AVX2 : SMALL_M;
-  if (Wp && M <= small_m) dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
+  if (Wp && (M <= small_m || (M <= SMALL_M && K >= SMALL_K_AVX2))) dc_nn_small_gemm(M, N, K, A, lda, Wp, beta, C, ldc);
   else if (M == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, A, 1, beta, C, 1);
   else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
 }
@@ -153,7 +161,9 @@ static void run_rnn(const dc_nn_layer *l, const float *in, int B, int L, float *
     for (int t = 0; t < L; t++) {
       float *pt = s->proj + (size_t)t * B * GH, *ht = s->seq + (size_t)t * B * H;
       const float *hprev = ht - (size_t)B * H;
-      if (l->kind == DC_NN_LSTM) {
+      if (l->kind == DC_NN_LSTM && B == 1 && t > 0 && l->w_hh_units[k]) {
+        dc_nn_lstm_step1(hprev, l->w_hh_units[k], pt, l->b_x[k], s->state, ht, H);
+      } else if (l->kind == DC_NN_LSTM) {
         if (t > 0) /* h_0 = 0: nothing to add at t = 0 */
           matmul(B, GH, H, hprev, H, l->w_hh[k], l->w_hh_p[k], 1.0f, pt, GH);
         for (int b = 0; b < B; b++)

@@ -39,6 +39,8 @@ typedef struct dc_nn_layer {
   bool divide;
   /* the weights again, packed for dc_nn_small_gemm (NULL when the CPU lacks AVX2 and FMA) */
   float *w_p, *w_ih_p[DC_NN_MAX_RNN_LAYERS], *w_hh_p[DC_NN_MAX_RNN_LAYERS];
+  /* LSTM with hidden % 16 == 0: W_hh once more, as dc_nn_pack_lstm packs it, for dc_nn_lstm_step1 */
+  float *w_hh_units[DC_NN_MAX_RNN_LAYERS];
 } dc_nn_layer;
 
 typedef struct dc_nn {
@@ -76,6 +78,8 @@ void dc_nn_tanh(float *x, size_t n);
 void dc_nn_lstm_cell(const float *g, const float *b, float *c, float *h, int H);
 /* One GRU step for one row: gx = 3H input pre-activations without bias, bx their bias, gh =
  * W_hh h_prev (3H, NULL when h_prev = 0), bhn = b_hn, hprev (NULL = 0); h (H) written. */
+void dc_nn_gru_cell(const float *gx, const float *bx, const float *gh, const float *bhn, const float *hprev, float *h,
+                    int H);
 /* Small-M matrix product on packed weights (AVX-512, else AVX2+FMA): C[M x N] (ldc) = A[M x K] (lda) W^T +
  * beta C with beta 0 or 1, W given as dc_nn_pack made it. For the few rows of small batches,
  * where BLAS spends more time packing than multiplying. */
@@ -84,7 +88,12 @@ const char *dc_nn_small_gemm_name(void); /* "avx512", "avx2" or "none" (BLAS for
 size_t dc_nn_packed_floats(int N, int K);
 void dc_nn_pack(const float *W, int N, int K, float *Wp);
 void dc_nn_small_gemm(int M, int N, int K, const float *A, int lda, const float *Wp, float beta, float *C, int ldc);
-void dc_nn_gru_cell(const float *gx, const float *bx, const float *gh, const float *bhn, const float *hprev, float *h,
-                    int H);
+/* W_hh [4H x K] of an LSTM (H % 16 == 0) packed as dc_nn_pack packs it with its rows reordered
+ * so that 64-column panel p holds the i, f, g, o rows of units 16p .. 16p + 15. */
+void dc_nn_pack_lstm(const float *W, int H, int K, float *Wp);
+/* One LSTM step of one row with the recurrent product fused in (small kernels on, so AVX2 or
+ * AVX-512): hprev (H), Wu from dc_nn_pack_lstm, g = the 4H input pre-activations without bias,
+ * b their bias; c updated, h written, the same results as the product then dc_nn_lstm_cell. */
+void dc_nn_lstm_step1(const float *hprev, const float *Wu, const float *g, const float *b, float *c, float *h, int H);
 
 #endif

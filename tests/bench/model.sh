@@ -9,7 +9,7 @@
 # sends 256 and 4096 to the libuv thread pool); GFLOP/s counts the model's multiply-adds x 2
 # (m:flops(), ~4.03 MFLOP a window); "of sgemm" compares with a 1024^3 sgemm measured in the
 # same process. Plain Lua runs one window at a time, so its rate is the same at every batch.
-# Small batches (up to 64 rows with AVX-512, 16 with AVX2) use dconn's own kernel on pre-packed weights; the
+# Small batches (up to 64 rows; with AVX2, 16 where K < 64) use dconn's own kernel on pre-packed weights; the
 # BLAS-only line shows small batches with every product left to OpenBLAS.
 # Each figure runs for MODEL_BENCH_SECONDS (default 0.4); every command is bounded by timeout.
 # Last, the CPU time of a rolling-origin backtest at every origin of 7,200 points per forecaster

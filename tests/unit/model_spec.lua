@@ -378,7 +378,7 @@ describe("dconn.model parity with PyTorch's equations", function()
       end
       assert.near(out, y[i][1], TOL)
     end
-    -- odd sizes: 5 outputs of 7 inputs, 1, 3 and 70 rows (packed kernel tails and BLAS)
+    -- odd sizes: 5 outputs of 7 inputs, 1 to 70 rows (packed kernel tails, row tiles of every size, BLAS)
     local dir = h.tmpdir()
     local w, b = model.zeros({ 5, 7 }), model.zeros({ 5 })
     for i = 1, 5 do
@@ -390,7 +390,7 @@ describe("dconn.model parity with PyTorch's equations", function()
     assert(model.save(dir .. "/odd.safetensors", { ["l.weight"] = w, ["l.bias"] = b }))
     local odd = assert(model.load({ layers = { { type = "Linear", weights = "l" } } }, dir .. "/odd.safetensors"))
     os.execute("rm -rf " .. dir)
-    for _, rows in ipairs { 1, 3, 70 } do
+    for _, rows in ipairs { 1, 2, 3, 4, 5, 6, 7, 10, 13, 16, 17, 64, 70 } do
       local xs = model.zeros({ rows, 7 })
       for r = 1, rows do
         for j = 1, 7 do
