@@ -15,6 +15,7 @@ static int open_nn_plugin(lua_State *L) { return dc_plugin_call(L, "dconn-nn.so"
  * the servers (whose closing runs the loop a last time). */
 const dc_module dc_modules[] = {
     {"dconn.cjson", luaopen_cjson, NULL}, /* wrapped by lua/dconn/json.lua */
+    {"dconn._json", luaopen_dconn_json, NULL}, /* json.lua's scan of the text */
     {"dconn.log", luaopen_dconn_log, NULL},
     {"dconn.timer", luaopen_dconn_timer, dc_sched_close},
     {"dconn.runtime", luaopen_dconn_runtime, NULL},

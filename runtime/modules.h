@@ -19,6 +19,7 @@ int luaopen_dconn_task(lua_State *L);
 int luaopen_dconn_fs(lua_State *L);
 int luaopen_dconn_pattern(lua_State *L);
 int luaopen_dconn_columns(lua_State *L);
+int luaopen_dconn_json(lua_State *L);
 
 /* A command-line setting for the Lua side, seen in dconn.runtime.options() (runtime_lua.c);
  * 0 or -1. */

@@ -14,11 +14,12 @@
 -- tables; mark them again with json.array if they must be re-encoded as [].
 -- Depth: 128 levels either way; deeper input is an error value.
 local cjson_module = require "dconn.cjson"
+local scan = require "dconn._json"
 
 local type, pairs, pcall, tostring, tonumber, error = type, pairs, pcall, tostring, tonumber, error
 local getmetatable, setmetatable, next = getmetatable, setmetatable, next
 local math_type, floor, abs, random = math.type, math.floor, math.abs, math.random
-local format, gsub, find = string.format, string.gsub, string.find
+local format, gsub = string.format, string.gsub
 local huge = math.huge
 
 local _M = { _VERSION = "0.1.0" }
@@ -129,9 +130,7 @@ function _M.decode(text)
   if type(text) ~= "string" then error("json.decode: expected a string, got " .. type(text), 2) end
   local ok, value = pcall(cjson.decode, text)
   if not ok then return nil, "invalid JSON: " .. tostring(value):gsub("^[^\n]-:%d+: ", "") end
-  -- only a 3-digit exponent or a 300-digit number overflows: other text is not walked
-  local large = find(text, "[eE][+]?0*[1-9]%d%d") or find(text, "%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d")
-  if large and has_infinity(value) then
+  if scan.may_overflow(text) and has_infinity(value) then -- only then is the value walked
     return nil, "invalid JSON: a number too large for a double"
   end
   return value

@@ -44,6 +44,12 @@ describe("dconn.json", function()
       assert.equals("invalid JSON: a number too large for a double", err)
     end
     assert.same({ 1e300, 1e-400, 1234567890123456789.0 }, json.decode("[1e300, 1e-400, 1234567890123456789]"))
+    -- long runs of digits in strings, 308 digits, long fractions and 3-digit exponents that stay
+    -- finite are values like any other
+    local long = string.rep("7", 400)
+    assert.same({ long, 1e-300 }, json.decode('["' .. long .. '", 1e-300]'))
+    assert.same({ 9e307 }, json.decode("[9" .. string.rep("0", 307) .. "]"))
+    assert.same({ 0.5 }, json.decode("[0.5" .. string.rep("0", 400) .. "]"))
   end)
 
   it("returns error values for cycles, functions and bad input, never raising", function()
