@@ -65,7 +65,6 @@
 --     error is lower than (1 - hysteresis) x its own, and never while its error exceeds the
 --     baseline's). results[i] = {name, kind, mae, rmse, n, forecast, warnings}; results.failed
 --     lists the contenders that could not be backtested.
-local nn = require "dconn.nn"
 local json = require "dconn.json"
 local metrics = require "dconn.metrics"
 local errors = require "dconn.error"
@@ -83,8 +82,18 @@ local format, concat, lower = string.format, table.concat, string.lower
 
 local _M = { _VERSION = "0.1.0" }
 
-for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops", "POOL_FLOPS" } do
-  _M[name] = nn[name]
+-- The engine (dconn-nn.so and OpenBLAS, whose start takes longer than the rest of dconn's) loads
+-- at the first use of a model or tensor, not with this module: checking any policy reads it.
+local nn = setmetatable({}, {
+  __index = function(self, key)
+    local engine = require "dconn.nn"
+    setmetatable(self, { __index = engine })
+    return engine[key]
+  end,
+})
+
+for _, name in ipairs { "tensor", "zeros", "full", "is_tensor", "forecaster", "blas", "sgemm_gflops" } do
+  _M[name] = function(...) return nn[name](...) end
 end
 
 --- Which kernels run the networks on this CPU: the packed small-batch products ("avx512",

@@ -13,7 +13,6 @@
 -- from the window of its last `seq` rows of inputs; both against the target at o + horizon.
 -- Every contender of one selection is scored on the same origins. A result's `forecast` is what
 -- the contender predicts `horizon` steps after the data's end (from all of it).
-local nn = require "dconn.nn"
 local features = require "dconn.features"
 local diagnose = require "dconn.model.diagnose"
 local options = require "dconn._options"
@@ -162,7 +161,7 @@ function _M.backtest(c, data, opts, model)
   local o = { initial = opts.initial, horizon = opts.horizon, step = opts.step, last = opts.last, target = opts.target }
   if c.kind == "network" then return backtest_network(c, data, series, o, model) end -- no window: nothing to fit
   o.window, o.target = opts.window, nil
-  return nn.backtest(c.kind, c.params, series, o)
+  return require("dconn.nn").backtest(c.kind, c.params, series, o) -- the engine, loaded at first use
 end
 
 local SELECT_OPTIONS = {
