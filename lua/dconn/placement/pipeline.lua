@@ -48,39 +48,43 @@ local ERROR_WINDOW = 12 -- predictions whose error makes a candidate's noise
 -- that publish them (a shadow agent does not): per target, candidate and model, the mean absolute
 -- error of that model's recent predictions. The list is made once per tick, not per scrape.
 local publishers = {} -- policy name -> its agent (the newest: a reloaded policy replaces it)
+
+-- An agent's series, made at the first scrape after each of its ticks.
+local function error_series(agent)
+  local cached = agent.last.abs_error_series
+  if cached and cached.tick == agent.last.tick then return cached end
+  cached = { tick = agent.last.tick }
+  for key, p in pairs(agent.last.predictions) do
+    local b = p.batch
+    if b then
+      for i, c in ipairs(b.list) do
+        local mae, model = b.model_noise[i], b.ring_models and b.ring_models[i]
+        if mae and model then cached[#cached + 1] = { { target = key, candidate = c.node, model = model }, mae } end
+      end
+    end
+  end
+  agent.last.abs_error_series = cached
+  return cached
+end
+
 metrics_mod.collected(
   "gauge",
   "dconn_prediction_abs_error",
   "Mean absolute error of the recent predictions against what the telemetry showed at the next tick, "
     .. "by target, candidate and model.",
   function()
-    local out, lists = {}, 0
+    local lists = {}
     for _, agent in pairs(publishers) do
-      local cached = agent.last.abs_error_series
-      if not cached or cached.tick ~= agent.last.tick then
-        cached = { tick = agent.last.tick }
-        for key, p in pairs(agent.last.predictions) do
-          local b = p.batch
-          if b then
-            for i, c in ipairs(b.list) do
-              local mae, model = b.model_noise[i], b.ring_models and b.ring_models[i]
-              if mae and model then
-                cached[#cached + 1] = { { target = key, candidate = c.node, model = model }, mae }
-              end
-            end
-          end
-        end
-        agent.last.abs_error_series = cached
-      end
-      lists = lists + 1
-      for _, s in ipairs(cached) do
-        out[#out + 1] = s
-      end
-      if lists == 1 then out.only = cached end
+      lists[#lists + 1] = error_series(agent)
     end
     -- one agent (the usual case): its list itself, the same table until its next tick, so that
     -- dconn.metrics renders it once per tick, not once per scrape
-    return lists == 1 and out.only or out
+    if #lists == 1 then return lists[1] end
+    local out = {}
+    for _, list in ipairs(lists) do
+      table.move(list, 1, #list, #out + 1, out)
+    end
+    return out
   end
 )
 
