@@ -24,6 +24,7 @@
 #define HAVE_X86 1
 #define AVX512 __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2,fma")))
+#include "panel.h"
 #endif
 
 #define PANEL 64
@@ -81,28 +82,8 @@ static __mmask16 lanes(int N, int n0, int j) {
 
 AVX512 static void one_row(int N, int K, const float *a, const float *Wp, float beta, float *c) {
   for (int n0 = 0; n0 < N; n0 += PANEL) {
-    const float *w = Wp + (size_t)n0 * K;
-    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0;
-    int k = 0;
-    for (; k + 2 <= K; k += 2, w += 2 * PANEL) {
-      __m512 p = _mm512_set1_ps(a[k]), q = _mm512_set1_ps(a[k + 1]);
-      x0 = _mm512_fmadd_ps(_mm512_loadu_ps(w), p, x0);
-      x1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p, x1);
-      x2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p, x2);
-      x3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 48), p, x3);
-      y0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 64), q, y0);
-      y1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 80), q, y1);
-      y2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 96), q, y2);
-      y3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 112), q, y3);
-    }
-    if (k < K) {
-      __m512 p = _mm512_set1_ps(a[k]);
-      x0 = _mm512_fmadd_ps(_mm512_loadu_ps(w), p, x0);
-      x1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p, x1);
-      x2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p, x2);
-      x3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 48), p, x3);
-    }
-    __m512 acc[4] = {_mm512_add_ps(x0, y0), _mm512_add_ps(x1, y1), _mm512_add_ps(x2, y2), _mm512_add_ps(x3, y3)};
+    __m512 acc[4];
+    dc_panel_row_avx512(K, a, Wp + (size_t)n0 * K, acc);
     for (int j = 0; j < 4; j++) {
       __mmask16 m = lanes(N, n0, j);
       if (!m) break;
@@ -195,21 +176,8 @@ AVX2 static void store8(float *c, int N, int c0, int j, __m256 v, float beta) {
 
 AVX2 static void one_row_avx2(int N, int K, const float *a, const float *Wp, float beta, float *c) {
   for (int n0 = 0; n0 < N; n0 += PANEL) {
-    const float *w = Wp + (size_t)n0 * K;
-    /* named accumulators: an array indexed in a loop would live on the stack */
-    __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
-    for (int k = 0; k < K; k++, w += PANEL) {
-      __m256 p = _mm256_broadcast_ss(a + k);
-      x0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), p, x0);
-      x1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), p, x1);
-      x2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), p, x2);
-      x3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), p, x3);
-      x4 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 32), p, x4);
-      x5 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 40), p, x5);
-      x6 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 48), p, x6);
-      x7 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 56), p, x7);
-    }
-    __m256 acc[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+    __m256 acc[8];
+    dc_panel_row_avx2(K, a, Wp + (size_t)n0 * K, acc);
     for (int j = 0; j < 8 && n0 + 8 * j < N; j++) store8(c, N, n0, j, acc[j], beta);
   }
 }

@@ -16,6 +16,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include "panel.h"
 #define HAVE_X86 1
 #endif
 
@@ -177,20 +178,8 @@ AVX static void lstm_cell_avx(const float *g, const float *b, float *c, float *h
 AVX static void lstm_step1_avx(const float *hprev, const float *Wu, const float *g, const float *b, float *c, float *h,
                                int H) {
   for (int j = 0; j < H; j += 16) {
-    const float *w = Wu + (size_t)j * 4 * H;
-    __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0;
-    for (int k = 0; k < H; k++, w += 64) {
-      __m256 p = _mm256_broadcast_ss(hprev + k);
-      x0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), p, x0);
-      x1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), p, x1);
-      x2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), p, x2);
-      x3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), p, x3);
-      x4 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 32), p, x4);
-      x5 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 40), p, x5);
-      x6 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 48), p, x6);
-      x7 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 56), p, x7);
-    }
-    __m256 v[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+    __m256 v[8];
+    dc_panel_row_avx2(H, hprev, Wu + (size_t)j * 4 * H, v);
     _Pragma("GCC unroll 8") for (int u = 0; u < 8; u++) { /* (W_hh h + g) + b, as the unfused path adds */
       const int off = u / 2 * H + j + 8 * (u % 2);
       v[u] = _mm256_add_ps(_mm256_add_ps(v[u], _mm256_loadu_ps(g + off)), _mm256_loadu_ps(b + off));
@@ -329,33 +318,12 @@ AVX512 static void lstm_cell_avx512(const float *g, const float *b, float *c, fl
   }
 }
 
-/* lstm_step1_avx with 16 lanes: a panel's four 16-lane groups are one unit block's four gates.
- * K split in two (even and odd k) as the one-row product does, so eight FMA chains run. */
+/* lstm_step1_avx with 16 lanes: a panel's four 16-lane groups are one unit block's four gates. */
 AVX512 static void lstm_step1_avx512(const float *hprev, const float *Wu, const float *g, const float *b, float *c,
                                      float *h, int H) {
   for (int j = 0; j < H; j += 16) {
-    const float *w = Wu + (size_t)j * 4 * H;
-    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0;
-    int k = 0;
-    for (; k + 2 <= H; k += 2, w += 128) {
-      __m512 p = _mm512_set1_ps(hprev[k]), q = _mm512_set1_ps(hprev[k + 1]);
-      x0 = _mm512_fmadd_ps(_mm512_loadu_ps(w), p, x0);
-      x1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p, x1);
-      x2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p, x2);
-      x3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 48), p, x3);
-      y0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 64), q, y0);
-      y1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 80), q, y1);
-      y2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 96), q, y2);
-      y3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 112), q, y3);
-    }
-    if (k < H) {
-      __m512 p = _mm512_set1_ps(hprev[k]);
-      x0 = _mm512_fmadd_ps(_mm512_loadu_ps(w), p, x0);
-      x1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p, x1);
-      x2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p, x2);
-      x3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 48), p, x3);
-    }
-    __m512 v[4] = {_mm512_add_ps(x0, y0), _mm512_add_ps(x1, y1), _mm512_add_ps(x2, y2), _mm512_add_ps(x3, y3)};
+    __m512 v[4];
+    dc_panel_row_avx512(H, hprev, Wu + (size_t)j * 4 * H, v);
     _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++) { /* (W_hh h + g) + b, as the unfused path adds */
       const int off = u * H + j;
       v[u] = _mm512_add_ps(_mm512_add_ps(v[u], _mm512_loadu_ps(g + off)), _mm512_loadu_ps(b + off));
