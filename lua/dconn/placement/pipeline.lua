@@ -202,10 +202,7 @@ local function batch_of(agent, list, items)
     if item.observed == nil then item.observed = observed(item.rows, agent.metric) or false end
     b.observed[i] = item.observed or nil
   end
-  b.max, b.max_pos = b.values:max()
-  local count, sd, psd = b.values:stats()
-  b.count, b.std_dev, b.population_std_dev = count, sd, psd
-  return b
+  return view.summarize(b)
 end
 
 -- The predictions of one target, from its list's batch.

@@ -2,6 +2,8 @@
 -- (dconn._columns) and read through a thin view.
 --
 --   view.batch(list) -> batch     empty columns for the candidates of list
+--   view.summarize(batch) -> batch   once its values are in: max, max_pos, count, std_dev,
+--     population_std_dev of the values (each one C call over the column)
 --   view.candidates(batch) -> a read-only list of candidate tables, each made on first access:
 --     { node=, cluster=, index=, type=, value=, model=, error=, contenders=, observed=, noise= }
 --   view.find(p, node) -> the candidate table of node in predictions p, or nil
@@ -38,6 +40,12 @@ local function index_of(list)
     positions[list] = known
   end
   return known
+end
+
+function _M.summarize(b)
+  b.max, b.max_pos = b.values:max()
+  b.count, b.std_dev, b.population_std_dev = b.values:stats()
+  return b
 end
 
 function _M.batch(list)
@@ -119,9 +127,8 @@ local function valid(q) return type(q) == "number" and q == q end
 function _M.best(p, keep)
   local b = p.batch
   if b and not keep and index_of(b.list).positional then
-    local count = b.values:stats()
-    local _, i = b.values:max()
-    return i and p.candidates[i] or nil, b.n - count
+    if b.count == nil then _M.summarize(b) end
+    return b.max_pos and p.candidates[b.max_pos] or nil, b.n - b.count
   end
   local best, best_index, failed = nil, nil, 0
   for pos, c in ipairs(p.candidates or {}) do
